@@ -1,0 +1,22 @@
+"""dgnam: synthesise the preferred inputs of neurons in any PyTorch model through a learned generator
+prior (DGN-AM, Nguyen et al. 2016), with pixel and Fourier baselines through the same loop."""
+
+from dgnam.classifiers import load_classifier
+from dgnam.errors import DgnamError
+from dgnam.generator import UpconvGenerator, cifar_arch, fc6_arch, load_generator
+from dgnam.models import OUTPUT, LayerCapture, Model, describe_layers
+from dgnam.objectives import channel, class_logit, match, total_variation, unit
+from dgnam.optim import Adam, NormalizedAscent
+from dgnam.param import Fourier, GeneratorCode, Pixels
+from dgnam.probe import visualize
+from dgnam.render import Result, synthesize
+from dgnam.transforms import GaussianBlur, Jitter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "OUTPUT", "Adam", "DgnamError", "Fourier", "GaussianBlur", "GeneratorCode", "Jitter", "LayerCapture",
+    "Model", "NormalizedAscent", "Pixels", "Result", "UpconvGenerator", "channel", "cifar_arch",
+    "class_logit", "describe_layers", "fc6_arch", "load_classifier", "load_generator", "match",
+    "synthesize", "total_variation", "unit", "visualize",
+]

@@ -1,0 +1,60 @@
+"""Classifier checkpoints: the shipped CIFAR-10 encoder and judges, and torchvision models.
+
+A dgnam classifier checkpoint is a plain dict (architecture name and arguments, state dict,
+preprocessing, metadata) so that ``torch.load(weights_only=True)`` can read it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dgnam.errors import DgnamError
+from dgnam.io import load_checkpoint
+from dgnam.models import Model
+from dgnam.nets import ARCHITECTURES
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CLASSIFIER_FORMAT = "dgnam.classifier"
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def build_classifier(arch: str, arch_kwargs: dict[str, Any]) -> nn.Module:
+    """Instantiate a ``dgnam.nets`` architecture by name."""
+    if arch not in ARCHITECTURES:
+        raise DgnamError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in arch_kwargs.items()}
+    return ARCHITECTURES[arch](**kwargs)
+
+
+def classifier_checkpoint(arch: str, arch_kwargs: dict[str, Any], state_dict: dict[str, torch.Tensor], *,
+                          mean: tuple[float, ...], std: tuple[float, ...], input_size: int,
+                          metadata: dict[str, Any]) -> dict[str, Any]:
+    """The dict written to ``*.pt`` for a dgnam classifier."""
+    return {"format": CLASSIFIER_FORMAT, "version": 1, "arch": arch, "arch_kwargs": dict(arch_kwargs),
+            "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+            "mean": list(mean), "std": list(std), "input_size": int(input_size), "metadata": dict(metadata)}
+
+
+def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> Model:
+    """Load a dgnam classifier checkpoint as a :class:`Model` (RGB [0,1] in, logits out).
+
+    The returned model has ``.classes`` and ``.metadata`` attributes.
+    """
+    ckpt = load_checkpoint(path, CLASSIFIER_FORMAT, "dgnam classifier")
+    net = build_classifier(ckpt["arch"], ckpt["arch_kwargs"])
+    try:
+        net.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise DgnamError(f"'{path}' does not match architecture {ckpt['arch']} "
+                         f"({str(exc).splitlines()[0][:100]}); re-export the checkpoint") from None
+    model = Model(net, input_size=ckpt["input_size"], mean=ckpt["mean"], std=ckpt["std"],
+                  name=Path(path).stem).to(device)
+    model.classes = list(ckpt["metadata"].get("classes", []))
+    model.metadata = dict(ckpt["metadata"])
+    return model

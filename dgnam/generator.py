@@ -1,0 +1,185 @@
+"""The DeePSiM "upconv" generator (Dosovitskiy & Brox 2016): a code h -> an image.
+
+Fully connected layers from the code, a reshape to a small feature map, then 4x4 stride-2
+transposed convolutions (each doubles the resolution) alternating with 3x3 stride-1 ones,
+LeakyReLU(0.3) after every layer but the last (linear output).
+
+A generator carries what synthesis needs: ``code_dim``, ``image_size``, the per-unit
+``code_upper_bound`` buffer (a_i = mean_i + k std_i of the encoder code over real images), the
+encoder layer it inverts, and the space of its raw output, which :meth:`UpconvGenerator.to_rgb`
+maps to RGB in [0, 1].
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from dgnam.errors import DgnamError
+from dgnam.io import atomic_save, load_checkpoint
+
+GENERATOR_FORMAT = "dgnam.generator"
+# Raw output spaces a generator may have; to_rgb() maps each to RGB in [0, 1].
+OUTPUT_SPACES = ("rgb01", "rgb11", "caffe_bgr")
+CAFFE_BGR_MEAN = (104.0, 117.0, 123.0)
+
+
+def cifar_arch(code_dim: int = 512, fc_dims: tuple[int, ...] = (1024,), start_channels: int = 128,
+               widths: tuple[int, ...] = (128, 64, 32)) -> dict[str, Any]:
+    """A 32x32 generator: FC layers (``fc_dims`` hidden) -> (start_channels, 4, 4) -> 3 x (upconv, conv) -> 3x3 conv to RGB."""
+    convs: list[list] = []
+    c = start_channels
+    for i, width in enumerate(widths):
+        convs.append([f"deconv{len(widths) - i}", c, width, 2, True])
+        convs.append([f"conv{len(widths) - i}_1", width, width, 1, True])
+        c = width
+    convs.append(["conv0", c, 3, 1, True])
+    dims = [*fc_dims, start_channels * 4 * 4]
+    return {"code_dim": code_dim, "fc": [[f"defc{len(dims) + 4 - i}", d] for i, d in enumerate(dims)],
+            "start_shape": [start_channels, 4, 4], "convs": convs}
+
+
+def fc6_arch() -> dict[str, Any]:
+    """The paper's fc6 generator (Nguyen et al. 2016 / DeePSiM): 4096-d code -> 256x256, ~56M parameters.
+
+    Layer names and shapes follow the Caffe prototxt so published weights map one to one;
+    the transposed convolutions are bias-free, as the original fixed those biases at 0.
+    """
+    convs = [["deconv5", 256, 256, 2, False], ["conv5_1", 256, 512, 1, False],
+             ["deconv4", 512, 256, 2, False], ["conv4_1", 256, 256, 1, False],
+             ["deconv3", 256, 128, 2, False], ["conv3_1", 128, 128, 1, False],
+             ["deconv2", 128, 64, 2, False], ["deconv1", 64, 32, 2, False], ["deconv0", 32, 3, 2, False]]
+    return {"code_dim": 4096, "fc": [["defc7", 4096], ["defc6", 4096], ["defc5", 4096]],
+            "start_shape": [256, 4, 4], "convs": convs}
+
+
+class UpconvGenerator(nn.Module):
+    """Upconvolutional generator built from an architecture dict (see :func:`cifar_arch`, :func:`fc6_arch`).
+
+    Args:
+        arch: ``{"code_dim", "fc": [[name, out_dim], ...], "start_shape": [C, H, W],
+            "convs": [[name, c_in, c_out, stride, bias], ...]}``; stride 2 layers are 4x4/2/1
+            transposed convs, stride 1 layers 3x3/1/1.
+        output_space: ``rgb01``, ``rgb11`` (tanh-like [-1, 1]) or ``caffe_bgr`` (BGR 0-255, mean subtracted).
+        encoder_layer: which encoder layer's code this generator inverts (metadata).
+    """
+
+    def __init__(self, arch: dict[str, Any], output_space: str = "rgb01", encoder_layer: str = "",
+                 encoder: str = "") -> None:
+        super().__init__()
+        if output_space not in OUTPUT_SPACES:
+            raise DgnamError(f"output_space must be one of {OUTPUT_SPACES}, got {output_space!r}")
+        self.arch = arch
+        self.output_space = output_space
+        self.encoder_layer = encoder_layer
+        self.encoder = encoder
+        self.code_dim = int(arch["code_dim"])
+        self.start_shape = tuple(int(s) for s in arch["start_shape"])
+        fc = []
+        d_in = self.code_dim
+        for name, d_out in arch["fc"]:
+            fc.append((name, nn.Linear(d_in, int(d_out))))
+            d_in = int(d_out)
+        c, h, w = self.start_shape
+        if d_in != c * h * w:
+            raise DgnamError(f"generator arch: last FC size {d_in} != start_shape {c}x{h}x{w}")
+        self.fc = nn.ModuleDict(fc)
+        convs = []
+        size = h
+        for name, c_in, c_out, stride, bias in arch["convs"]:
+            if stride == 2:
+                layer = nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)
+                size *= 2
+            else:
+                layer = nn.ConvTranspose2d(c_in, c_out, 3, 1, 1, bias=bias)
+            convs.append((name, layer))
+        self.convs = nn.ModuleDict(convs)
+        self.image_size = size
+        self.act = nn.LeakyReLU(0.3)
+        # Bounds start infinite (no clipping) until code statistics are set.
+        self.register_buffer("code_upper_bound", torch.full((self.code_dim,), float("inf")))
+        self.register_buffer("code_mean", torch.zeros(self.code_dim))
+        self.register_buffer("code_std", torch.ones(self.code_dim))
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        """code (B, code_dim) -> raw output (B, 3, S, S) in ``output_space``."""
+        if code.ndim != 2 or code.shape[1] != self.code_dim:
+            raise DgnamError(f"generator expects codes of shape (B, {self.code_dim}), got {tuple(code.shape)}; "
+                             f"use a generator trained on this encoder layer")
+        x = code
+        for layer in self.fc.values():
+            x = self.act(layer(x))
+        c, h, w = self.start_shape
+        x = rearrange(x, "b (c h w) -> b c h w", c=c, h=h, w=w)
+        last = len(self.convs) - 1
+        for i, layer in enumerate(self.convs.values()):
+            x = layer(x)
+            if i < last:
+                x = self.act(x)
+        return x
+
+    def to_rgb(self, raw: torch.Tensor) -> torch.Tensor:
+        """Map raw output to RGB in [0, 1] (not clamped; see ``dgnam.param``)."""
+        if self.output_space == "rgb01":
+            return raw
+        if self.output_space == "rgb11":
+            return (raw + 1) / 2
+        mean = raw.new_tensor(CAFFE_BGR_MEAN).view(1, 3, 1, 1)
+        return (raw + mean).flip(1) / 255.0
+
+    def from_rgb(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`to_rgb` (targets for training in the generator's own space)."""
+        if self.output_space == "rgb01":
+            return rgb
+        if self.output_space == "rgb11":
+            return rgb * 2 - 1
+        mean = rgb.new_tensor(CAFFE_BGR_MEAN).view(1, 3, 1, 1)
+        return rgb.flip(1) * 255.0 - mean
+
+    def generate(self, code: torch.Tensor) -> torch.Tensor:
+        """code -> RGB image in [0, 1] (clamped), for display and evaluation."""
+        return self.to_rgb(self(code)).clamp(0, 1)
+
+    @torch.no_grad()
+    def set_code_statistics(self, mean: torch.Tensor, std: torch.Tensor, k: float = 3.0) -> None:
+        """Store per-unit code statistics and set ``code_upper_bound = mean + k * std`` (paper: k = 3)."""
+        if mean.shape != (self.code_dim,) or std.shape != (self.code_dim,):
+            raise DgnamError(f"code statistics must have shape ({self.code_dim},), got {tuple(mean.shape)}")
+        self.code_mean.copy_(mean)
+        self.code_std.copy_(std)
+        self.code_upper_bound.copy_(mean + k * std)
+
+    def checkpoint(self, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"format": GENERATOR_FORMAT, "version": 1, "arch": self.arch, "output_space": self.output_space,
+                "encoder_layer": self.encoder_layer, "encoder": self.encoder,
+                "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+                "metadata": dict(metadata or {})}
+
+    def save(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+        """Write a ``weights_only``-loadable checkpoint atomically."""
+        return atomic_save(self.checkpoint(metadata), path)
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> UpconvGenerator:
+    """Load a generator saved by :meth:`UpconvGenerator.save` (``torch.load(weights_only=True)``).
+
+    Example: ``G = dgnam.load_generator("checkpoints/cifar10/generator.pt")``
+    """
+    ckpt = load_checkpoint(path, GENERATOR_FORMAT, "dgnam generator")
+    try:
+        gen = UpconvGenerator(ckpt["arch"], ckpt.get("output_space", "rgb01"), ckpt.get("encoder_layer", ""),
+                              ckpt.get("encoder", ""))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DgnamError(f"'{path}' has an invalid generator architecture ({exc}); re-export it") from None
+    try:
+        gen.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise DgnamError(f"'{path}' weights do not match its architecture ({str(exc).splitlines()[0][:100]}); "
+                         f"the file is damaged, re-export it") from None
+    gen.metadata = dict(ckpt.get("metadata", {}))
+    return gen.to(device).eval()

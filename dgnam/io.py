@@ -1,0 +1,63 @@
+"""Files: atomic writes (write to a temporary file beside the target, then rename) and checkpoint reading."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dgnam.errors import DgnamError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` and rename the result onto ``path``, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` that never leaves a truncated checkpoint behind."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
+    return atomic_write_text(json.dumps(obj, indent=2) + "\n", path)
+
+
+def load_checkpoint(path: str | os.PathLike, expected_format: str, what: str) -> dict:
+    """Load a dgnam checkpoint dict with ``weights_only=True`` and check its ``format`` tag.
+
+    Every failure is a one-line :class:`DgnamError` naming the file and the fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DgnamError(f"{what} file '{path}' does not exist; check the path")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, truncated, or not a torch file at all
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise DgnamError(f"cannot read {what} '{path}' ({reason}); the file is corrupt or not a "
+                         f"PyTorch checkpoint, re-download or re-export it") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != expected_format:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise DgnamError(f"'{path}' is not a {what} (format {found!r}, expected {expected_format!r}); "
+                         f"pass a file written by dgnam's export")
+    return ckpt

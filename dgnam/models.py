@@ -1,0 +1,276 @@
+"""Model access for any ``nn.Module``: preprocessing, layer addressing and activation capture.
+
+Layers are addressed by dotted module name (``layer4.1.bn2``), by ``output`` for the model's output
+(logits), or by ``name@k`` for the k-th call (0-based) of a module that runs several times per
+forward (torchvision ResNet blocks call one ``relu`` module two or three times).
+
+Capture is correct under in-place operations: a hook clones the module's output at the moment the
+module returns, so a later ``ReLU(inplace=True)`` or in-place residual add (``out += identity``)
+cannot overwrite what was captured. The clone stays in the autograd graph, so gradients of an
+objective flow back to the input through it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dgnam.errors import DgnamError
+
+OUTPUT = "output"
+INPUT = "input"
+_CALL_SUFFIX = re.compile(r"^(?P<name>.*)@(?P<call>\d+)$")
+
+
+class Model(nn.Module):
+    """A classifier as dgnam sees it: takes RGB images in [0, 1], shape (B, 3, H, W).
+
+    Preprocessing: images whose size differs from ``input_size`` are centre-cropped
+    (``fit="crop"``, the paper's 256 -> 227 for CaffeNet) or resized (``fit="resize"``), then
+    normalised with ``mean``/``std`` if given. Layer names are those of the wrapped ``module``.
+
+    Example: ``Model(torchvision.models.resnet18(), input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)``
+    """
+
+    def __init__(self, module: nn.Module, input_size: int | None = None,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 fit: str = "resize", name: str | None = None) -> None:
+        super().__init__()
+        if fit not in ("resize", "crop"):
+            raise DgnamError(f"fit must be 'resize' or 'crop', got {fit!r}")
+        if (mean is None) != (std is None):
+            raise DgnamError("give both mean and std for normalisation, or neither")
+        self.module = module.eval()
+        self.input_size = input_size
+        self.fit = fit
+        self.name = name or type(module).__name__
+        self.normalize = mean is not None
+        self.register_buffer("mean", torch.tensor(list(mean or (0.0, 0.0, 0.0)), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(list(std or (1.0, 1.0, 1.0)), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise DgnamError(f"{self.name} expects RGB images (B, 3, H, W), got shape {tuple(images.shape)}")
+        size = self.input_size
+        if size is not None and images.shape[-2:] != (size, size):
+            h, w = images.shape[-2:]
+            if self.fit == "crop" and h >= size and w >= size:
+                top, left = (h - size) // 2, (w - size) // 2
+                images = images[..., top:top + size, left:left + size]
+            else:
+                images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        if self.normalize:
+            images = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        return images
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.module(self.preprocess(images))
+
+    def run(self, images: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Forward ``images`` and return ``{layer: activation}`` for the requested layers.
+
+        The forward stops early once every requested layer is captured, unless ``output`` is asked for.
+        """
+        layers = list(dict.fromkeys(layers))
+        want_output = OUTPUT in layers
+        hooked = [layer for layer in layers if layer not in (OUTPUT, INPUT)]
+        acts: dict[str, torch.Tensor] = {}
+        if INPUT in layers:
+            acts[INPUT] = images
+        x = self.preprocess(images)
+        if not hooked:
+            acts[OUTPUT] = _first_tensor(self.module(x), OUTPUT)
+            return acts
+        with LayerCapture(self.module, hooked, stop_early=not want_output) as capture:
+            try:
+                out = self.module(x)
+            except _StopForward:
+                out = None
+        missing = [layer for layer in hooked if layer not in capture.activations]
+        if missing:
+            raise DgnamError(f"layer {missing[0]!r} did not run in {self.name}'s forward "
+                             f"(it ran {capture.calls.get(parse_layer(missing[0])[0], 0)} times); "
+                             f"pick a layer from `dgnam layers` or a smaller @call index")
+        acts.update(capture.activations)
+        if want_output:
+            acts[OUTPUT] = _first_tensor(out, OUTPUT)
+        return acts
+
+
+def _first_tensor(value, where: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+        return value[0]
+    if hasattr(value, "logits") and isinstance(value.logits, torch.Tensor):  # e.g. GoogLeNetOutputs
+        return value.logits
+    raise DgnamError(f"{where} returned {type(value).__name__}, not a tensor; wrap the model so it returns one")
+
+
+def as_model(model: nn.Module | Model) -> Model:
+    """Wrap a bare ``nn.Module`` (assumed to take RGB [0,1] at any size) into a :class:`Model`."""
+    return model if isinstance(model, Model) else Model(model)
+
+
+class _StopForward(Exception):
+    """Raised from a hook once every requested layer is captured, to skip the rest of the forward."""
+
+
+def parse_layer(layer: str) -> tuple[str, int]:
+    """``'layer1.0.relu@1'`` -> ``('layer1.0.relu', 1)``; a plain name is call 0."""
+    match = _CALL_SUFFIX.match(layer)
+    if match:
+        return match["name"], int(match["call"])
+    return layer, 0
+
+
+def layer_names(module: nn.Module) -> list[str]:
+    """All addressable (dotted) module names of ``module``, in definition order."""
+    return [name for name, _ in module.named_modules() if name]
+
+
+def resolve_layer(module: nn.Module, layer: str) -> tuple[nn.Module, int]:
+    """Return ``(submodule, call_index)`` for a layer name, or raise with the closest names."""
+    name, call = parse_layer(layer)
+    modules = dict(module.named_modules())
+    if name and name in modules:
+        return modules[name], call
+    names = layer_names(module)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else f"valid names include {', '.join(names[:6])}, ..."
+    raise DgnamError(f"unknown layer {layer!r} in {type(module).__name__}; {hint} (list all with `dgnam layers`)")
+
+
+class LayerCapture:
+    """Context manager that records activations of named layers; hooks are always removed on exit.
+
+    Example::
+
+        with LayerCapture(net, ["layer4.1.bn2", "layer4.1.relu@1"]) as cap:
+            net(x)
+        cap.activations["layer4.1.bn2"]   # pre-add, pre-ReLU values
+    """
+
+    def __init__(self, module: nn.Module, layers: Iterable[str], stop_early: bool = False) -> None:
+        self.module = module
+        self.layers = list(dict.fromkeys(layers))
+        self.stop_early = stop_early
+        self.activations: dict[str, torch.Tensor] = {}
+        self.calls: dict[str, int] = {}
+        self._handles: list = []
+        by_module: dict[str, list[tuple[int, str]]] = {}
+        self._targets: dict[str, nn.Module] = {}
+        for layer in self.layers:
+            sub, call = resolve_layer(module, layer)
+            name = parse_layer(layer)[0]
+            self._targets[name] = sub
+            by_module.setdefault(name, []).append((call, layer))
+        self._by_module = by_module
+
+    def _hook(self, name: str):
+        wanted = dict(self._by_module[name])
+
+        def hook(mod, inputs, output):
+            call = self.calls.get(name, 0)
+            self.calls[name] = call + 1
+            if call in wanted:
+                # Clone now: an in-place op later in the forward would otherwise overwrite it.
+                self.activations[wanted[call]] = _first_tensor(output, name).clone()
+                if self.stop_early and len(self.activations) == len(self.layers):
+                    raise _StopForward
+        return hook
+
+    def __enter__(self) -> LayerCapture:
+        self.activations.clear()
+        self.calls.clear()
+        try:
+            for name, sub in self._targets.items():
+                self._handles.append(sub.register_forward_hook(self._hook(name)))
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def _remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def __exit__(self, *exc) -> bool:
+        self._remove()
+        return False
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    type: str
+    shape: tuple[int, ...] | None  # output shape without the batch dim; None if it never ran
+    calls: int
+    n_params: int
+
+
+def describe_layers(model: Model | nn.Module, image_size: int | None = None) -> list[LayerInfo]:
+    """Names, output shapes (per call), call counts and parameter counts of every layer.
+
+    Runs one forward on a zero image of ``image_size`` (default: the model's input size).
+    """
+    model = as_model(model)
+    size = image_size or model.input_size
+    if size is None:
+        raise DgnamError("cannot infer the model's input size; pass image_size (CLI: --input-size)")
+    module = model.module
+    shapes: dict[str, list[tuple[int, ...]]] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(mod, inputs, output):
+            try:
+                shapes.setdefault(name, []).append(tuple(_first_tensor(output, name).shape[1:]))
+            except DgnamError:
+                shapes.setdefault(name, []).append(())
+        return hook
+
+    try:
+        for name, sub in module.named_modules():
+            if name:
+                handles.append(sub.register_forward_hook(make_hook(name)))
+        with torch.no_grad():
+            p = next(module.parameters(), None)
+            dev = p.device if p is not None else torch.device("cpu")
+            model(torch.zeros(1, 3, size, size, device=dev))
+    finally:
+        for handle in handles:
+            handle.remove()
+    infos = []
+    for name, sub in module.named_modules():
+        if not name:
+            continue
+        calls = shapes.get(name, [])
+        own_params = sum(p.numel() for p in sub.parameters(recurse=False))
+        infos.append(LayerInfo(name, type(sub).__name__, calls[0] if calls else None, len(calls), own_params))
+    return infos
+
+
+@contextmanager
+def eval_mode(*modules: nn.Module):
+    """Put modules in eval mode and freeze their parameters for the duration; restore afterwards."""
+    states = [(m, m.training, [(p, p.requires_grad) for p in m.parameters()]) for m in modules]
+    try:
+        for m in modules:
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+        yield
+    finally:
+        for m, training, params in states:
+            m.train(training)
+            for p, flag in params:
+                p.requires_grad_(flag)

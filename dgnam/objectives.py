@@ -1,0 +1,338 @@
+"""Objectives: what to maximise. Lucid-style algebra (``+``, ``-``, scalar ``*``) over any number of models.
+
+An objective maps the activations of one batch to one value per row, shape (B,). Leaves name a
+layer and, optionally, the :class:`~dgnam.models.Model` they read; leaves without a model are bound
+to the default model given to :func:`dgnam.render.synthesize`. Per-row leaves (``unit(layer,
+[3, 7, 9])``) give row *i* its own unit, which is how many units are optimised in one batch.
+
+Examples::
+
+    unit("fc8", 3)                                  # fc unit 3
+    unit("features.relu4_2", 12)                    # conv channel 12 at the centre position
+    class_logit(5, model=vgg) + class_logit(5, model=resnet)   # two models agree
+    class_logit(5, model=vgg) - class_logit(5, model=resnet)   # what vgg sees, resnet does not
+    match("relu6", target_code, p=2)                # invert a representation
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from einops import rearrange, reduce
+
+from dgnam.errors import DgnamError
+from dgnam.models import INPUT, OUTPUT, Model, as_model
+
+ActivationKey = tuple[Model | None, str]
+Activations = Mapping[ActivationKey, torch.Tensor]
+
+
+class Objective:
+    """Base class: ``__call__(acts) -> (B,)`` values to maximise."""
+
+    name: str = "objective"
+
+    def requirements(self) -> set[ActivationKey]:
+        """The (model, layer) pairs this objective reads."""
+        raise NotImplementedError
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        raise NotImplementedError
+
+    def bind(self, model: Model) -> Objective:
+        """Copy with every model-less leaf bound to ``model``."""
+        raise NotImplementedError
+
+    def take(self, rows: torch.Tensor) -> Objective:
+        """Restrict per-row parameters to ``rows`` (a chunk of the batch); shared ones are unchanged."""
+        return self
+
+    @property
+    def n_rows(self) -> int | None:
+        """Number of rows a per-row objective describes (None if it applies to any batch)."""
+        return None
+
+    def __add__(self, other: Objective) -> Objective:
+        return Sum([self, _as_objective(other)])
+
+    def __radd__(self, other) -> Objective:
+        if other == 0:  # sum([...]) starts from 0
+            return self
+        return _as_objective(other) + self
+
+    def __sub__(self, other: Objective) -> Objective:
+        return Sum([self, Scaled(_as_objective(other), -1.0)])
+
+    def __neg__(self) -> Objective:
+        return Scaled(self, -1.0)
+
+    def __mul__(self, scale: float) -> Objective:
+        if not isinstance(scale, (int, float)):
+            raise DgnamError("objectives can only be multiplied by numbers")
+        return Scaled(self, float(scale))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, scale: float) -> Objective:
+        return self * (1.0 / scale)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _as_objective(value) -> Objective:
+    if isinstance(value, Objective):
+        return value
+    raise DgnamError(f"cannot combine an objective with {type(value).__name__}; use objectives and numbers")
+
+
+class Sum(Objective):
+    def __init__(self, terms: Sequence[Objective]) -> None:
+        flat: list[Objective] = []
+        for term in terms:
+            flat += term.terms if isinstance(term, Sum) else [term]
+        self.terms = flat
+        self.name = " + ".join(t.name for t in flat).replace("+ -", "- ")
+        rows = {t.n_rows for t in flat if t.n_rows is not None}
+        if len(rows) > 1:
+            raise DgnamError(f"per-row objectives disagree on the number of rows ({sorted(rows)}); give each the same units")
+
+    def requirements(self) -> set[ActivationKey]:
+        return set().union(*(t.requirements() for t in self.terms))
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        return sum(t(acts) for t in self.terms)
+
+    def bind(self, model: Model) -> Objective:
+        return Sum([t.bind(model) for t in self.terms])
+
+    def take(self, rows: torch.Tensor) -> Objective:
+        return Sum([t.take(rows) for t in self.terms])
+
+    @property
+    def n_rows(self) -> int | None:
+        return next((t.n_rows for t in self.terms if t.n_rows is not None), None)
+
+
+class Scaled(Objective):
+    def __init__(self, inner: Objective, scale: float) -> None:
+        self.inner, self.scale = inner, scale
+        self.name = f"-{inner.name}" if scale == -1 else f"{scale:g}*{inner.name}"
+
+    def requirements(self) -> set[ActivationKey]:
+        return self.inner.requirements()
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        return self.scale * self.inner(acts)
+
+    def bind(self, model: Model) -> Objective:
+        return Scaled(self.inner.bind(model), self.scale)
+
+    def take(self, rows: torch.Tensor) -> Objective:
+        return Scaled(self.inner.take(rows), self.scale)
+
+    @property
+    def n_rows(self) -> int | None:
+        return self.inner.n_rows
+
+
+class LayerObjective(Objective):
+    """A leaf that reads one layer of one model, with optional per-row integer indices."""
+
+    def __init__(self, layer: str, index: int | Sequence[int] | torch.Tensor, model: Model | None = None) -> None:
+        self.layer = layer
+        self.model = as_model(model) if model is not None else None
+        index_t = torch.as_tensor(index, dtype=torch.long)
+        if index_t.ndim > 1:
+            raise DgnamError("unit indices must be an int or a 1-D list (one per row)")
+        self.index = index_t
+
+    @property
+    def n_rows(self) -> int | None:
+        return None if self.index.ndim == 0 else len(self.index)
+
+    def requirements(self) -> set[ActivationKey]:
+        return {(self.model, self.layer)}
+
+    def _copy(self, **changes) -> LayerObjective:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
+
+    def bind(self, model: Model) -> Objective:
+        return self if self.model is not None else self._copy(model=as_model(model))
+
+    def take(self, rows: torch.Tensor) -> Objective:
+        return self if self.index.ndim == 0 else self._copy(index=self.index[rows.cpu()])
+
+    def _activation(self, acts: Activations) -> torch.Tensor:
+        return acts[(self.model, self.layer)]
+
+    def _rows(self, batch: int, device: torch.device) -> torch.Tensor:
+        if self.index.ndim == 0:
+            return self.index.expand(batch).to(device)
+        if len(self.index) != batch:
+            raise DgnamError(f"objective has {len(self.index)} per-row units but the batch has {batch} rows")
+        return self.index.to(device)
+
+    def _check_range(self, size: int, what: str) -> None:
+        lo, hi = int(self.index.min()), int(self.index.max())
+        if lo < 0 or hi >= size:
+            bad = hi if hi >= size else lo
+            model = self.model.name if self.model is not None else "the model"
+            raise DgnamError(f"{what} {bad} is out of range for layer {self.layer!r} of {model}, "
+                             f"which has {size} {what}s (valid: 0-{size - 1})")
+
+
+class Unit(LayerObjective):
+    """One unit: an fc neuron, or a conv channel at one spatial position (default: the centre)."""
+
+    def __init__(self, layer: str, index, model: Model | None = None, position: tuple[int, int] | None = None) -> None:
+        super().__init__(layer, index, model)
+        self.position = tuple(position) if position is not None else None
+        self.name = f"{layer}:{_index_name(self.index)}" + (f"@{self.position}" if self.position else "")
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        act = self._activation(acts)
+        batch = act.shape[0]
+        if act.ndim == 2:
+            self._check_range(act.shape[1], "unit")
+            return act.gather(1, self._rows(batch, act.device)[:, None]).squeeze(1)
+        if act.ndim == 4:
+            self._check_range(act.shape[1], "channel")
+            h, w = act.shape[-2:]
+            y, x = self.position if self.position is not None else (h // 2, w // 2)
+            if not (0 <= y < h and 0 <= x < w):
+                raise DgnamError(f"position ({y}, {x}) is outside layer {self.layer!r}'s {h}x{w} map; "
+                                 f"use 0-{h - 1}, 0-{w - 1}")
+            return act[:, :, y, x].gather(1, self._rows(batch, act.device)[:, None]).squeeze(1)
+        raise DgnamError(f"layer {self.layer!r} has output shape {tuple(act.shape[1:])}; "
+                         f"unit objectives need (units,) or (channels, H, W)")
+
+
+class Channel(LayerObjective):
+    """A conv channel's spatial mean (Lucid's ``channel``)."""
+
+    def __init__(self, layer: str, index, model: Model | None = None) -> None:
+        super().__init__(layer, index, model)
+        self.name = f"{layer}:{_index_name(self.index)}(mean)"
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        act = self._activation(acts)
+        if act.ndim != 4:
+            raise DgnamError(f"channel() needs a conv layer (C, H, W); {self.layer!r} has shape "
+                             f"{tuple(act.shape[1:])}, use unit() instead")
+        self._check_range(act.shape[1], "channel")
+        means = reduce(act, "b c h w -> b c", "mean")
+        return means.gather(1, self._rows(act.shape[0], act.device)[:, None]).squeeze(1)
+
+
+class Match(Objective):
+    """Minus the Lp distance between a layer's activation and a target (maximising it matches the target).
+
+    ``target`` is one activation (broadcast to every row) or one per row (shape (B, ...)).
+    """
+
+    def __init__(self, layer: str, target: torch.Tensor, p: float = 2.0, model: Model | None = None,
+                 normalize: bool = False) -> None:
+        self.layer, self.p, self.normalize = layer, float(p), normalize
+        self.model = as_model(model) if model is not None else None
+        self.target = target.detach()
+        self.per_row = False
+        self.name = f"match({layer}, p={p:g})"
+
+    def per_row_targets(self) -> Match:
+        """Treat the target's first dimension as one target per row."""
+        new = Match(self.layer, self.target, self.p, self.model, self.normalize)
+        new.per_row = True
+        return new
+
+    @property
+    def n_rows(self) -> int | None:
+        return len(self.target) if self.per_row else None
+
+    def requirements(self) -> set[ActivationKey]:
+        return {(self.model, self.layer)}
+
+    def bind(self, model: Model) -> Objective:
+        if self.model is not None:
+            return self
+        new = Match(self.layer, self.target, self.p, model, self.normalize)
+        new.per_row = self.per_row
+        return new
+
+    def take(self, rows: torch.Tensor) -> Objective:
+        if not self.per_row:
+            return self
+        new = Match(self.layer, self.target[rows.cpu()], self.p, self.model, self.normalize)
+        new.per_row = True
+        return new
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        act = rearrange(acts[(self.model, self.layer)], "b ... -> b (...)")
+        target = self.target.to(act.device, act.dtype)
+        target = rearrange(target, "b ... -> b (...)") if self.per_row else target.reshape(1, -1)
+        if target.shape[1] != act.shape[1]:
+            raise DgnamError(f"match target has {target.shape[1]} values but layer {self.layer!r} has {act.shape[1]}")
+        distance = torch.linalg.vector_norm(act - target, ord=self.p, dim=1)
+        if self.normalize:
+            distance = distance / torch.linalg.vector_norm(target, ord=self.p, dim=1).clamp_min(1e-12)
+        return -distance
+
+
+class TotalVariation(Objective):
+    """Total variation of the image itself (use with a negative weight as a smoothness penalty)."""
+
+    name = "tv"
+
+    def requirements(self) -> set[ActivationKey]:
+        return {(None, INPUT)}
+
+    def bind(self, model: Model) -> Objective:
+        return self
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        image = acts[(None, INPUT)]
+        dy = (image[..., 1:, :] - image[..., :-1, :]).abs()
+        dx = (image[..., :, 1:] - image[..., :, :-1]).abs()
+        return reduce(dy, "b c h w -> b", "mean") + reduce(dx, "b c h w -> b", "mean")
+
+
+def _index_name(index: torch.Tensor) -> str:
+    return str(int(index)) if index.ndim == 0 else "[per-row]"
+
+
+def unit(layer: str, index: int | Sequence[int], model: Model | None = None,
+         position: tuple[int, int] | None = None) -> Unit:
+    """An fc unit, or a conv channel at ``position`` (default: the centre, as in the paper).
+
+    A list of indices gives row *i* of the batch unit ``index[i]``.
+    Example: ``unit("layer4", 7)``; ``unit("fc", range(10))``.
+    """
+    return Unit(layer, list(index) if isinstance(index, range) else index, model, position)
+
+
+def channel(layer: str, index: int | Sequence[int], model: Model | None = None) -> Channel:
+    """A conv channel's mean over all positions. Example: ``channel("layer3", 12)``."""
+    return Channel(layer, list(index) if isinstance(index, range) else index, model)
+
+
+def class_logit(index: int | Sequence[int], model: Model | None = None) -> Unit:
+    """A class logit, i.e. the model's (pre-softmax) output unit. Example: ``class_logit(3, model=m)``."""
+    return Unit(OUTPUT, list(index) if isinstance(index, range) else index, model)
+
+
+def match(layer: str, target: torch.Tensor, p: float = 2.0, model: Model | None = None,
+          normalize: bool = False) -> Match:
+    """Minimise the Lp distance of ``layer``'s activation to ``target`` (inversion, mimicry).
+
+    Example: ``match("relu6", encoder.run(x, ["relu6"])["relu6"][0])``.
+    """
+    return Match(layer, target, p, model, normalize)
+
+
+def total_variation() -> TotalVariation:
+    """Image total variation; ``objective - 0.1 * total_variation()`` penalises high frequencies."""
+    return TotalVariation()

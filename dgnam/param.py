@@ -1,0 +1,167 @@
+"""Parametrisations: how an image is represented while it is optimised.
+
+``GeneratorCode`` (DGN-AM: optimise the code of a generator), ``Pixels`` (plain pixel ascent) and
+``Fourier`` (decorrelated colour and a 1/f-scaled spectrum, Olah et al. 2017). Each one creates
+per-row parameters from per-row seeds, maps them to RGB images in [0, 1], projects them back to
+their feasible set after a step, and names the update rule that suits it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from dgnam.errors import DgnamError
+from dgnam.generator import UpconvGenerator
+from dgnam.optim import Adam, NormalizedAscent, Optimizer
+
+
+def _row_randn(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
+    """(B, *shape) standard normal, row i drawn from its own generator seeded with seeds[i]."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+def _clamp_straight_through(x: torch.Tensor) -> torch.Tensor:
+    """Clamp to [0, 1] in the forward pass, identity gradient: models see exactly the image that is
+    saved, yet pixels pushed out of range still pass gradient to the code."""
+    return x + (x.clamp(0, 1) - x).detach()
+
+
+class Parametrization:
+    """Base class. ``init(seeds)`` -> parameters (B, ...); ``images(params)`` -> (B, 3, H, W) in [0, 1]."""
+
+    image_size: int
+
+    def init(self, seeds: Sequence[int], rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+        raise NotImplementedError
+
+    def images(self, params: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def project(self, params: torch.Tensor) -> None:
+        """Put parameters back in their feasible set, in place (no-op by default)."""
+
+    def default_optimizer(self) -> Optimizer:
+        return Adam(lr=0.05)
+
+    def to(self, device: torch.device) -> Parametrization:
+        return self
+
+    def describe(self) -> dict:
+        return {"param": type(self).__name__}
+
+
+class GeneratorCode(Parametrization):
+    """DGN-AM: optimise a generator's code h; the image is G(h).
+
+    Args:
+        generator: an :class:`~dgnam.generator.UpconvGenerator` (its ``code_upper_bound`` is the box).
+        init_codes: start codes, (D,) or (N, D) for the N rows; default h ~ N(0, 1) per row seed.
+        lower_bound: lower clip of every code unit (0: the code is post-ReLU); None disables it.
+        bound_scale: multiply the stored upper bound (a_i = mean_i + k std_i), e.g. to study k.
+    """
+
+    def __init__(self, generator: UpconvGenerator, init_codes: torch.Tensor | None = None,
+                 lower_bound: float | None = 0.0, bound_scale: float = 1.0) -> None:
+        self.generator = generator
+        self.image_size = generator.image_size
+        self.init_codes = init_codes
+        self.lower_bound = lower_bound
+        self.bound_scale = bound_scale
+
+    def to(self, device: torch.device) -> GeneratorCode:
+        self.generator.to(device)
+        return self
+
+    def init(self, seeds: Sequence[int], rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+        d = self.generator.code_dim
+        if self.init_codes is None:
+            return _row_randn(seeds, (d,)).to(device)
+        codes = self.init_codes.detach().float()
+        if codes.shape[-1] != d:
+            raise DgnamError(f"init codes have {codes.shape[-1]} units but the generator takes {d}")
+        codes = codes.expand(len(seeds), d) if codes.ndim == 1 else codes[rows.cpu()]
+        return codes.clone().to(device)
+
+    @property
+    def upper_bound(self) -> torch.Tensor:
+        return self.generator.code_upper_bound * self.bound_scale
+
+    def images(self, params: torch.Tensor) -> torch.Tensor:
+        return _clamp_straight_through(self.generator.to_rgb(self.generator(params)))
+
+    @torch.no_grad()
+    def project(self, params: torch.Tensor) -> None:
+        upper = self.upper_bound.to(params)
+        lower = torch.full_like(upper, -float("inf") if self.lower_bound is None else self.lower_bound)
+        torch.clamp(params, lower, upper, out=params)
+
+    def default_optimizer(self) -> Optimizer:
+        return NormalizedAscent()
+
+    def describe(self) -> dict:
+        return {"param": "GeneratorCode", "code_dim": self.generator.code_dim, "bound_scale": self.bound_scale,
+                "lower_bound": self.lower_bound, "generator": getattr(self.generator, "encoder", "")}
+
+
+class Pixels(Parametrization):
+    """Plain pixels, clipped to [0, 1] after each step; starts from grey plus small per-row noise."""
+
+    def __init__(self, image_size: int, init_std: float = 0.05) -> None:
+        self.image_size = image_size
+        self.init_std = init_std
+
+    def init(self, seeds: Sequence[int], rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+        s = self.image_size
+        return (0.5 + self.init_std * _row_randn(seeds, (3, s, s))).clamp(0, 1).to(device)
+
+    def images(self, params: torch.Tensor) -> torch.Tensor:
+        return params
+
+    @torch.no_grad()
+    def project(self, params: torch.Tensor) -> None:
+        params.clamp_(0, 1)
+
+    def default_optimizer(self) -> Optimizer:
+        return Adam(lr=0.01)
+
+    def describe(self) -> dict:
+        return {"param": "Pixels", "image_size": self.image_size}
+
+
+# Lucid's colour decorrelation: square root of the ImageNet colour covariance (SVD), column-normalised.
+_COLOR_CORRELATION_SVD_SQRT = np.asarray([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32)
+COLOR_CORRELATION = torch.from_numpy(
+    _COLOR_CORRELATION_SVD_SQRT / np.max(np.linalg.norm(_COLOR_CORRELATION_SVD_SQRT, axis=0)))
+
+
+class Fourier(Parametrization):
+    """Fourier-space image with a 1/f^decay spectrum scale and decorrelated colour, squashed by a sigmoid
+    (Olah et al. 2017, Lucid's ``fft_image`` + ``to_valid_rgb``)."""
+
+    def __init__(self, image_size: int, decay_power: float = 1.0, init_std: float = 0.01) -> None:
+        self.image_size = image_size
+        self.init_std = init_std
+        s = image_size
+        fy = np.fft.fftfreq(s)[:, None]
+        fx = np.fft.rfftfreq(s)[None, :]
+        freqs = np.sqrt(fx * fx + fy * fy)
+        self.scale = torch.from_numpy(1.0 / np.maximum(freqs, 1.0 / s) ** decay_power).float()
+
+    def init(self, seeds: Sequence[int], rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return (self.init_std * _row_randn(seeds, (3, *self.scale.shape, 2))).to(device)
+
+    def images(self, params: torch.Tensor) -> torch.Tensor:
+        spectrum = torch.view_as_complex(params.float().contiguous()) * self.scale.to(params.device)
+        image = torch.fft.irfft2(spectrum, s=(self.image_size, self.image_size), norm="ortho") / 4.0
+        image = torch.einsum("bchw,dc->bdhw", image, COLOR_CORRELATION.to(image.device))
+        return torch.sigmoid(image)
+
+    def default_optimizer(self) -> Optimizer:
+        return Adam(lr=0.05)
+
+    def describe(self) -> dict:
+        return {"param": "Fourier", "image_size": self.image_size}

@@ -1,0 +1,78 @@
+"""Neuron probing: the one-call API for "what do these units of my model prefer?"."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dgnam.errors import DgnamError
+from dgnam.generator import UpconvGenerator
+from dgnam.models import OUTPUT, Model, as_model
+from dgnam.objectives import channel as channel_objective
+from dgnam.objectives import unit as unit_objective
+from dgnam.optim import Optimizer
+from dgnam.param import Fourier, GeneratorCode, Parametrization, Pixels
+from dgnam.render import Result, synthesize
+from dgnam.transforms import GaussianBlur, Jitter
+
+
+def make_param(kind: str, generator: UpconvGenerator | None, image_size: int | None) -> Parametrization:
+    """``dgn`` (needs a generator), ``pixel`` or ``fourier`` (at the generator's or the given size)."""
+    if kind == "dgn":
+        if generator is None:
+            raise DgnamError("param 'dgn' needs a generator; pass generator= (CLI: --generator PATH)")
+        return GeneratorCode(generator)
+    size = image_size or (generator.image_size if generator is not None else None)
+    if size is None:
+        raise DgnamError(f"param {kind!r} needs an image size; pass image_size= (CLI: --input-size)")
+    if kind == "pixel":
+        return Pixels(size)
+    if kind == "fourier":
+        return Fourier(size)
+    raise DgnamError(f"unknown param {kind!r}; choose dgn, pixel or fourier")
+
+
+def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OUTPUT,
+              generator: UpconvGenerator | None = None, param: str | Parametrization = "dgn",
+              restarts: int = 1, seed: int = 0, steps: int = 200, position: tuple[int, int] | None = None,
+              spatial_mean: bool = False, optimizer: Optimizer | None = None, transforms: Sequence = (),
+              batch_size: int = 64, device: str | torch.device = "cpu", amp: bool = False,
+              progress: bool = False, unit_names: Sequence[str] | None = None) -> Result:
+    """Synthesise preferred images for ``units`` of ``layer``, ``restarts`` images per unit, in batches.
+
+    Image (unit u, restart r) uses seed ``seed + r``, whatever else is in the batch, so any single
+    image can be reproduced from its (unit, seed).
+
+    Example::
+
+        res = dgnam.visualize(net, range(10), generator=G, restarts=4)   # class logits
+        res.save_grid("classes.png")
+    """
+    model = as_model(model)
+    units = [int(u) for u in units]
+    if not units:
+        raise DgnamError("no units given; pass at least one unit index")
+    if restarts < 1:
+        raise DgnamError(f"restarts must be >= 1, got {restarts}")
+    row_units = [u for u in units for _ in range(restarts)]
+    row_restarts = [r for _ in units for r in range(restarts)]
+    seeds = [seed + r for r in row_restarts]
+    if spatial_mean:
+        objective = channel_objective(layer, row_units)
+    else:
+        objective = unit_objective(layer, row_units, position=position)
+    if isinstance(param, str):
+        param = make_param(param, generator, model.input_size)
+    names = list(unit_names) if unit_names is not None else None
+    labels = [names[u] if names and u < len(names) else f"{layer}:{u}" for u in row_units]
+    return synthesize(objective, param, seeds=seeds, model=model, steps=steps, optimizer=optimizer,
+                      transforms=transforms, batch_size=batch_size, device=device, amp=amp,
+                      progress=progress, labels=labels,
+                      extra={"layer": [layer] * len(row_units), "unit": row_units, "restart": row_restarts})
+
+
+def baseline_transforms(jitter: int = 2, blur_sigma: float = 0.5) -> list:
+    """The regularised pixel baseline's transforms: random jitter and a slight blur each step."""
+    return [Jitter(jitter), GaussianBlur(blur_sigma)]

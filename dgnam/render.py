@@ -1,0 +1,174 @@
+"""The one optimisation loop behind DGN-AM and every baseline.
+
+``synthesize(objective, param)`` optimises one image per seed: rows are processed in chunks of
+``batch_size`` (bounded memory for thousands of units), each row starts from its own seed, and
+every update rule treats rows independently, so a row's image does not depend on its batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from dgnam.errors import DgnamError
+from dgnam.models import INPUT, Model, eval_mode
+from dgnam.objectives import Objective
+from dgnam.optim import Optimizer
+from dgnam.param import Parametrization
+from dgnam.transforms import RowRandom
+
+
+@dataclass
+class Result:
+    """What a synthesis run produced; row i of every tensor belongs to ``seeds[i]`` / ``labels[i]``.
+
+    Attributes:
+        images: (N, 3, H, W) RGB in [0, 1], on the CPU.
+        values: (N,) final objective value of each image (no transforms applied).
+        params: (N, ...) final parameters (codes for DGN-AM).
+        seeds: per-image seed.
+        labels: per-image label for grids (unit id or class name).
+        history: (steps, N) objective value at every step (with transforms, before the update).
+        settings: everything needed to reproduce the run.
+        extra: per-image metadata columns (unit, restart, layer, ...) of equal length.
+    """
+
+    images: torch.Tensor
+    values: torch.Tensor
+    params: torch.Tensor
+    seeds: list[int]
+    labels: list[str]
+    history: torch.Tensor
+    settings: dict
+    seconds: float
+    extra: dict[str, list] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def save_grid(self, path: str | Path, ncol: int | None = None, tile: int | None = None,
+                  captions: Sequence[str] | None = None) -> Path:
+        """Write a labelled grid PNG: each tile has its label and reached value underneath."""
+        from dgnam.grid import labelled_grid, save_png
+
+        captions = list(captions) if captions is not None else [
+            f"{label} {value:.1f}" for label, value in zip(self.labels, self.values.tolist())]
+        return save_png(labelled_grid(self.images, captions, ncol=ncol, tile=tile), path)
+
+
+def _chunks(n: int, size: int) -> list[torch.Tensor]:
+    return [torch.arange(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _gather_activations(requirements, images_for_models: torch.Tensor, raw_images: torch.Tensor):
+    by_model: dict[Model, list[str]] = {}
+    acts = {}
+    for model, layer in requirements:
+        if layer == INPUT and model is None:
+            acts[(None, INPUT)] = raw_images
+            continue
+        if model is None:
+            raise DgnamError("an objective has no model; pass model= to synthesize() or bind it with unit(..., model=m)")
+        by_model.setdefault(model, []).append(layer)
+    for model, layers in by_model.items():
+        for layer, value in model.run(images_for_models, layers).items():
+            acts[(model, layer)] = value
+    return acts
+
+
+def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[int],
+               model: Model | None = None, steps: int = 200, optimizer: Optimizer | None = None,
+               transforms: Sequence = (), batch_size: int = 64, device: str | torch.device = "cpu",
+               amp: bool = False, progress: bool = False, labels: Sequence[str] | None = None,
+               extra: dict[str, list] | None = None,
+               callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> Result:
+    """Maximise ``objective`` over images produced by ``param``, one image per seed.
+
+    Args:
+        objective: per-row or shared :class:`~dgnam.objectives.Objective`; model-less leaves use ``model``.
+        param: :class:`~dgnam.param.GeneratorCode` (DGN-AM), ``Pixels`` or ``Fourier``.
+        seeds: one seed per image; a per-row objective must have ``len(seeds)`` rows.
+        steps: optimisation steps (paper: 200).
+        optimizer: update rule; default ``param.default_optimizer()`` (DGN-AM's normalised ascent for codes).
+        transforms: callables ``(images, RowRandom) -> images`` applied before the models each step.
+        batch_size: rows per forward/backward; bounds memory.
+        amp: bfloat16 autocast for the model forwards on CUDA.
+        callback: called as ``callback(step, rows, params)`` after every update (e.g. to record frames).
+
+    Example::
+
+        G = dgnam.load_generator("checkpoints/cifar10/generator.pt")
+        net = dgnam.load_classifier("checkpoints/cifar10/encoder.pt")
+        res = synthesize(class_logit(range(10)), GeneratorCode(G), model=net, seeds=range(10))
+        res.save_grid("classes.png")
+    """
+    seeds = [int(s) for s in seeds]
+    n = len(seeds)
+    if n == 0:
+        raise DgnamError("nothing to synthesise: give at least one seed/unit")
+    if steps < 1:
+        raise DgnamError(f"steps must be >= 1, got {steps}")
+    if batch_size < 1:
+        raise DgnamError(f"batch size must be >= 1, got {batch_size}")
+    if model is not None:
+        objective = objective.bind(model)
+    if objective.n_rows is not None and objective.n_rows != n:
+        raise DgnamError(f"objective has {objective.n_rows} per-row units but {n} seeds were given")
+    device = torch.device(device)
+    param.to(device)
+    requirements = objective.requirements()
+    models = {m for m, _ in requirements if m is not None}
+    for m in models:
+        m.to(device)
+    optimizer = optimizer or param.default_optimizer()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
+    frozen = [m for m in models] + ([param.generator] if hasattr(param, "generator") else [])
+
+    images_out, values_out, params_out = [], [], []
+    history = torch.zeros(steps, n)
+    start = time.time()
+    bar = tqdm(total=steps * math.ceil(n / batch_size), disable=not progress, unit="step", leave=False)
+    with eval_mode(*frozen):
+        for rows in _chunks(n, batch_size):
+            chunk_seeds = [seeds[i] for i in rows.tolist()]
+            chunk_objective = objective.take(rows)
+            # Like act_max.py, the start code is not clipped: the box applies after each step.
+            params = param.init(chunk_seeds, rows, device)
+            params.requires_grad_(True)
+            optimizer.start(params, steps)
+            rng = RowRandom(chunk_seeds)
+            for step in range(steps):
+                with autocast:
+                    images = param.images(params)
+                    seen = images
+                    for transform in transforms:
+                        seen = transform(seen, rng)
+                    value = chunk_objective(_gather_activations(requirements, seen, images)).float()
+                (grad,) = torch.autograd.grad(value.sum(), params)
+                optimizer.update(params, grad.float(), step, param.project)
+                history[step, rows] = value.detach().cpu()
+                if callback is not None:
+                    callback(step, rows, params.detach())
+                bar.update(1)
+            with torch.no_grad(), autocast:
+                final = param.images(params)
+                final_value = chunk_objective(_gather_activations(requirements, final, final)).float()
+            if not torch.isfinite(final_value).all():
+                raise DgnamError("the objective became NaN/inf; lower the step size or check the model for "
+                                 "numerical problems")
+            images_out.append(final.detach().float().clamp(0, 1).cpu())
+            values_out.append(final_value.detach().cpu())
+            params_out.append(params.detach().cpu())
+    bar.close()
+    settings = {"objective": objective.name, "steps": steps, "batch_size": batch_size, "device": str(device),
+                "amp": amp, "transforms": [repr(t) for t in transforms], **param.describe(), **optimizer.describe()}
+    return Result(images=torch.cat(images_out), values=torch.cat(values_out), params=torch.cat(params_out),
+                  seeds=seeds, labels=list(labels) if labels is not None else [str(s) for s in seeds],
+                  history=history, settings=settings, seconds=time.time() - start, extra=dict(extra or {}))

@@ -1,0 +1,46 @@
+"""Code statistics: per-unit mean and std of an encoder layer over real images (for the code bounds)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from einops import reduce
+
+from dgnam.errors import DgnamError
+from dgnam.models import Model
+
+
+@torch.no_grad()
+def code_statistics(encoder: Model, layer: str, batches: Iterable[torch.Tensor],
+                    device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """Per-unit mean and std of ``layer``'s activation over image batches (RGB [0,1]).
+
+    Conv activations are averaged over space first. Returns ``(mean (D,), std (D,), summary)``
+    where ``summary`` holds the fraction of exact zeros, the overall mean and the image count,
+    worth checking: a code that is mostly zeros is hard to invert.
+    """
+    total = None
+    n = 0
+    zeros = 0
+    for images in batches:
+        if isinstance(images, (tuple, list)):
+            images = images[0]
+        images = images.to(device)
+        if images.dtype == torch.uint8:
+            images = images.float() / 255
+        code = encoder.run(images, [layer])[layer].double()
+        if code.ndim == 4:
+            code = reduce(code, "b c h w -> b c", "mean")
+        if code.ndim != 2:
+            raise DgnamError(f"layer {layer!r} has output shape {tuple(code.shape[1:])}; code statistics need (D,) or (C, H, W)")
+        zeros += int((code == 0).sum())
+        stacked = torch.stack([code.sum(0), (code * code).sum(0)])
+        total = stacked if total is None else total + stacked
+        n += code.shape[0]
+    if n < 2:
+        raise DgnamError("code statistics need at least 2 images; point --data at a folder of real images")
+    mean = total[0] / n
+    var = (total[1] / n - mean * mean).clamp_min(0) * n / (n - 1)
+    summary = {"n_images": n, "zero_fraction": zeros / (n * mean.numel()), "mean": float(mean.mean())}
+    return mean.float().cpu(), var.sqrt().float().cpu(), summary

@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from dgnam import DgnamError, UpconvGenerator, cifar_arch, fc6_arch, load_generator
+from tests.conftest import tiny_generator
+
+
+def test_fc6_generator_matches_paper():
+    gen = UpconvGenerator(fc6_arch(), output_space="caffe_bgr")
+    assert gen.image_size == 256
+    n_params = sum(p.numel() for p in gen.parameters())
+    assert abs(n_params - 56.1e6) < 0.1e6
+    assert list(gen.convs) == ["deconv5", "conv5_1", "deconv4", "conv4_1", "deconv3", "conv3_1",
+                               "deconv2", "deconv1", "deconv0"]
+    assert all(layer.bias is None for layer in gen.convs.values())
+    assert gen.convs["conv5_1"].stride == (1, 1) and gen.convs["deconv5"].kernel_size == (4, 4)
+
+
+def test_cifar_generator_shapes_and_linear_output():
+    gen = UpconvGenerator(cifar_arch())
+    out = gen(torch.rand(2, 512))
+    assert out.shape == (2, 3, 32, 32)
+    assert gen.image_size == 32
+
+
+def test_output_spaces_round_trip():
+    for space in ("rgb01", "rgb11", "caffe_bgr"):
+        gen = UpconvGenerator(cifar_arch(code_dim=8, fc_dims=(16,), start_channels=4, widths=(4, 4, 4)), output_space=space)
+        rgb = torch.rand(2, 3, 8, 8)
+        torch.testing.assert_close(gen.to_rgb(gen.from_rgb(rgb)), rgb)
+    caffe = UpconvGenerator(fc6_arch(), output_space="caffe_bgr")
+    raw = torch.zeros(1, 3, 2, 2)  # mean-subtracted BGR zeros = the ImageNet mean colour
+    torch.testing.assert_close(caffe.to_rgb(raw)[0, :, 0, 0], torch.tensor([123.0, 117.0, 104.0]) / 255)
+
+
+def test_save_load_round_trip(tmp_path):
+    gen = tiny_generator()
+    path = gen.save(tmp_path / "g.pt", {"note": "x"})
+    loaded = load_generator(path)
+    code = torch.rand(3, 16)
+    torch.testing.assert_close(loaded(code), gen(code))
+    torch.testing.assert_close(loaded.code_upper_bound, gen.code_upper_bound)
+    assert loaded.metadata["note"] == "x"
+
+
+def test_bounds_from_statistics():
+    gen = tiny_generator()
+    gen.set_code_statistics(torch.ones(16), torch.full((16,), 2.0), k=3)
+    torch.testing.assert_close(gen.code_upper_bound, torch.full((16,), 7.0))
+
+
+def test_corrupt_and_mismatched_files(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(DgnamError, match="corrupt or not a PyTorch checkpoint"):
+        load_generator(bad)
+    with pytest.raises(DgnamError, match="does not exist"):
+        load_generator(tmp_path / "missing.pt")
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(DgnamError, match="not a dgnam generator"):
+        load_generator(other)
+    ckpt = tiny_generator().checkpoint()
+    ckpt["state_dict"]["fc.defc6.weight"] = torch.zeros(5, 5)
+    torch.save(ckpt, tmp_path / "mismatch.pt")
+    with pytest.raises(DgnamError, match="do not match its architecture"):
+        load_generator(tmp_path / "mismatch.pt")
+    truncated = tmp_path / "trunc.pt"
+    tiny_generator().save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(DgnamError, match="corrupt"):
+        load_generator(truncated)
+
+
+def test_wrong_code_shape():
+    with pytest.raises(DgnamError, match=r"expects codes of shape \(B, 16\)"):
+        tiny_generator()(torch.rand(2, 20))

@@ -1,0 +1,106 @@
+import pytest
+import torch
+import torchvision
+
+from dgnam import DgnamError, LayerCapture, Model, describe_layers
+from dgnam.models import parse_layer
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10).eval()
+    with torch.no_grad():  # non-trivial BN statistics so pre-activations are not centred at 0
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return net
+
+
+def _n_hooks(net):
+    return sum(len(m._forward_hooks) for m in net.modules())
+
+
+def test_bn2_pre_activation_is_captured_before_inplace_add_and_relu(resnet):
+    x = torch.rand(2, 3, 64, 64)
+    with LayerCapture(resnet, ["layer1.0.bn2", "layer1.0", "layer1.0.relu@0", "layer1.0.relu@1"]) as cap:
+        resnet(x)
+    bn2 = cap.activations["layer1.0.bn2"]
+    assert (bn2 < 0).any(), "pre-activation must keep negative values"
+    # Manual recomputation of the block, without any in-place op.
+    with torch.no_grad():
+        stem = resnet.maxpool(torch.relu(resnet.bn1(resnet.conv1(x))))
+        block = resnet.layer1[0]
+        mid = torch.relu(block.bn1(block.conv1(stem)))
+        expected_bn2 = block.bn2(block.conv2(mid))
+        expected_out = torch.relu(expected_bn2 + stem)
+    torch.testing.assert_close(bn2, expected_bn2)
+    torch.testing.assert_close(cap.activations["layer1.0.relu@0"], mid)
+    torch.testing.assert_close(cap.activations["layer1.0.relu@1"], expected_out)
+    torch.testing.assert_close(cap.activations["layer1.0"], expected_out)
+    assert cap.calls["layer1.0.relu"] == 2  # one module, two calls per forward
+    assert _n_hooks(resnet) == 0
+
+
+def test_hooks_removed_even_when_forward_fails(resnet):
+    with pytest.raises(RuntimeError):
+        with LayerCapture(resnet, ["layer2.0.bn2"]):
+            resnet(torch.rand(1, 5, 32, 32))  # wrong channel count
+    assert _n_hooks(resnet) == 0
+
+
+def test_gradient_flows_through_captured_pre_activation(resnet):
+    model = Model(resnet)
+    x = torch.rand(1, 3, 64, 64, requires_grad=True)
+    act = model.run(x, ["layer2.1.bn2"])["layer2.1.bn2"]
+    (grad,) = torch.autograd.grad(act[0, 3].sum(), x)
+    assert grad.abs().sum() > 0
+    assert _n_hooks(resnet) == 0
+
+
+def test_run_stops_early_and_output(resnet):
+    model = Model(resnet, input_size=64)
+    acts = model.run(torch.rand(2, 3, 32, 32), ["layer1.0.bn2", "output"])
+    assert acts["output"].shape == (2, 10)
+    assert acts["layer1.0.bn2"].shape == (2, 64, 16, 16)  # resized 32 -> 64 first
+
+
+def test_unknown_layer_lists_closest_names(resnet):
+    with pytest.raises(DgnamError, match=r"did you mean 'layer4.1.bn2'") as err:
+        LayerCapture(resnet, ["layer4.1.bn_2"])
+    assert "\n" not in str(err.value)
+
+
+def test_call_index_out_of_range(resnet):
+    with pytest.raises(DgnamError, match="ran 2 times"):
+        Model(resnet).run(torch.rand(1, 3, 32, 32), ["layer1.0.relu@2"])
+
+
+def test_parse_layer():
+    assert parse_layer("layer1.0.relu@2") == ("layer1.0.relu", 2)
+    assert parse_layer("fc") == ("fc", 0)
+
+
+def test_describe_layers(resnet):
+    infos = {i.name: i for i in describe_layers(Model(resnet, input_size=64))}
+    assert infos["layer4"].shape == (512, 2, 2)
+    assert infos["layer1.0.relu"].calls == 2
+    assert infos["fc"].n_params == 512 * 10 + 10
+    assert _n_hooks(resnet) == 0
+
+
+def test_preprocess_crop_and_normalise():
+    seen = {}
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen["x"] = x
+            return x.flatten(1)
+
+    model = Model(Probe(), input_size=227, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25], fit="crop")
+    img = torch.rand(1, 3, 256, 256)
+    model(img)
+    torch.testing.assert_close(seen["x"], (img[..., 14:241, 14:241] - 0.5) / 0.25)
+    with pytest.raises(DgnamError, match="both mean and std"):
+        Model(Probe(), mean=[0.5, 0.5, 0.5])

@@ -1,0 +1,142 @@
+import pytest
+import torch
+
+import dgnam
+from dgnam import DgnamError, Fourier, GeneratorCode, Pixels, class_logit, synthesize, unit
+from dgnam.models import Model
+from dgnam.optim import NormalizedAscent
+from tests.conftest import TinyNet, tiny_generator
+
+
+def test_batched_equals_alone(tiny_model, tiny_gen):
+    units = [0, 3, 7, 9]
+    batched = synthesize(class_logit(units), GeneratorCode(tiny_gen), model=tiny_model, seeds=[5, 6, 7, 8], steps=15)
+    for i, (u, s) in enumerate(zip(units, [5, 6, 7, 8])):
+        alone = synthesize(class_logit(u), GeneratorCode(tiny_gen), model=tiny_model, seeds=[s], steps=15)
+        torch.testing.assert_close(alone.params[0], batched.params[i], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(alone.images[0], batched.images[i], atol=1e-5, rtol=1e-5)
+
+
+def test_chunking_does_not_change_results(tiny_model, tiny_gen):
+    kwargs = dict(model=tiny_model, seeds=list(range(6)), steps=10)
+    a = synthesize(class_logit(range(6)), GeneratorCode(tiny_gen), batch_size=6, **kwargs)
+    b = synthesize(class_logit(range(6)), GeneratorCode(tiny_gen), batch_size=4, **kwargs)
+    torch.testing.assert_close(a.params, b.params, atol=1e-5, rtol=1e-5)
+
+
+def test_codes_stay_in_box_after_every_step(tiny_model, tiny_gen):
+    bound = tiny_gen.code_upper_bound.clone()
+    seen = []
+
+    def check(step, rows, params):
+        seen.append(step)
+        assert params.min() >= 0
+        assert (params <= bound + 1e-6).all()
+        # The L2 decay runs after the clip, so no unit can sit above 0.99 * its bound.
+        assert (params <= 0.99 * bound + 1e-6).all()
+
+    res = synthesize(class_logit(range(3)), GeneratorCode(tiny_gen), model=tiny_model, seeds=[0, 1, 2],
+                     steps=20, callback=check)
+    assert seen == list(range(20))
+    # Large normalised steps drive many units to their bound: the clip is doing work.
+    at_bound = (res.params >= 0.99 * bound - 1e-4).float().mean()
+    assert at_bound > 0.2
+
+
+def test_dgnam_ascent_increases_objective(tiny_model, tiny_gen):
+    res = synthesize(class_logit(range(10)), GeneratorCode(tiny_gen), model=tiny_model, seeds=range(10), steps=40)
+    start, end = res.history[0], res.values
+    assert (end > start).float().mean() >= 0.8
+    assert res.images.shape == (10, 3, 32, 32)
+    assert 0 <= res.images.min() and res.images.max() <= 1
+
+
+def test_normalized_ascent_matches_reference_rule():
+    params = torch.tensor([[1.0, 2.0, 0.5], [0.1, 0.1, 0.1]])
+    grad = torch.tensor([[2.0, -4.0, 0.0], [0.0, 0.0, 0.0]])
+    opt = NormalizedAscent(lr_start=8.0, lr_end=0.0, l2_decay=0.99)
+    opt.start(params, n_steps=4)
+    upper = torch.tensor([5.0, 5.0, 5.0])
+    opt.update(params, grad, step=1, project=lambda p: p.clamp_(torch.zeros(3), upper))
+    lr = 8.0 + (0.0 - 8.0) * 1 / 4  # 6.0; mean |g| of row 0 = 2
+    expected0 = (torch.tensor([1.0, 2.0, 0.5]) + lr * torch.tensor([2.0, -4.0, 0.0]) / 2).clamp(0, 5) * 0.99
+    torch.testing.assert_close(params[0], expected0)
+    torch.testing.assert_close(params[1], torch.full((3,), 0.1 * 0.99))  # zero gradient: only decay
+
+
+def test_pixel_and_fourier_through_same_call(tiny_model):
+    for param in (Pixels(32), Fourier(32)):
+        res = synthesize(class_logit([1, 2]), param, model=tiny_model, seeds=[0, 1], steps=25,
+                         transforms=dgnam.probe.baseline_transforms())
+        assert res.images.shape == (2, 3, 32, 32)
+        assert (res.values > res.history[0]).all(), type(param).__name__
+
+
+def test_seeded_transforms_are_row_independent(tiny_model):
+    tf = dgnam.probe.baseline_transforms()
+    a = synthesize(class_logit([1, 2]), Pixels(32), model=tiny_model, seeds=[3, 4], steps=5, transforms=tf)
+    b = synthesize(class_logit(2), Pixels(32), model=tiny_model, seeds=[4], steps=5, transforms=tf)
+    torch.testing.assert_close(a.images[1], b.images[0], atol=1e-5, rtol=1e-5)
+
+
+def test_objectives_compose_across_two_models(tiny_gen):
+    m1, m2 = Model(TinyNet(seed=1), input_size=32), Model(TinyNet(seed=2), input_size=32)
+    diff = class_logit(4, model=m1) - class_logit(4, model=m2)
+    res = synthesize(diff, GeneratorCode(tiny_gen), seeds=[0, 1, 2], steps=30)
+    with torch.no_grad():
+        a, b = m1(res.images)[:, 4], m2(res.images)[:, 4]
+    torch.testing.assert_close(res.values, a - b, atol=1e-4, rtol=1e-4)
+    assert (a > b).all()  # the A - B image drives A more than B
+    both = synthesize(class_logit(4, model=m1) + 0.5 * class_logit(4, model=m2), GeneratorCode(tiny_gen),
+                      seeds=[0], steps=5)
+    with torch.no_grad():
+        torch.testing.assert_close(both.values, m1(both.images)[:, 4] + 0.5 * m2(both.images)[:, 4], atol=1e-4, rtol=1e-4)
+
+
+def test_visualize_rows_seeds_and_labels(tiny_model, tiny_gen):
+    res = dgnam.visualize(tiny_model, [2, 5], generator=tiny_gen, restarts=3, seed=10, steps=3)
+    assert res.extra["unit"] == [2, 2, 2, 5, 5, 5]
+    assert res.extra["restart"] == [0, 1, 2, 0, 1, 2]
+    assert res.seeds == [10, 11, 12, 10, 11, 12]
+    single = dgnam.visualize(tiny_model, [5], generator=tiny_gen, restarts=1, seed=11, steps=3)
+    torch.testing.assert_close(single.images[0], res.images[4], atol=1e-5, rtol=1e-5)
+
+
+def test_conv_unit_default_centre_position(tiny_model, tiny_gen):
+    res = synthesize(unit("conv", 3), GeneratorCode(tiny_gen), model=tiny_model, seeds=[0], steps=10)
+    with torch.no_grad():
+        act = tiny_model.run(res.images, ["conv"])["conv"]
+    torch.testing.assert_close(res.values[0], act[0, 3, 8, 8], atol=1e-4, rtol=1e-4)
+
+
+def test_errors_are_one_line(tiny_model, tiny_gen):
+    with pytest.raises(DgnamError, match=r"unit 12 is out of range .* has 10 units"):
+        synthesize(class_logit(12), GeneratorCode(tiny_gen), model=tiny_model, seeds=[0], steps=1)
+    with pytest.raises(DgnamError, match="did you mean 'fc1'"):
+        synthesize(unit("fc_1", 0), GeneratorCode(tiny_gen), model=tiny_model, seeds=[0], steps=1)
+    with pytest.raises(DgnamError, match="channel 9 is out of range .* has 8 channels"):
+        synthesize(unit("conv", 9), GeneratorCode(tiny_gen), model=tiny_model, seeds=[0], steps=1)
+    with pytest.raises(DgnamError, match="outside layer 'conv'"):
+        synthesize(unit("conv", 1, position=(20, 0)), GeneratorCode(tiny_gen), model=tiny_model, seeds=[0], steps=1)
+    with pytest.raises(DgnamError, match="3 per-row units but 2 seeds"):
+        synthesize(class_logit([0, 1, 2]), GeneratorCode(tiny_gen), model=tiny_model, seeds=[0, 1], steps=1)
+    wrong = tiny_generator(code_dim=12)
+    with pytest.raises(DgnamError, match="init codes have 16 units but the generator takes 12"):
+        synthesize(class_logit(0), GeneratorCode(wrong, init_codes=torch.zeros(16)), model=tiny_model, seeds=[0], steps=1)
+    with pytest.raises(DgnamError, match=r"expects RGB images \(B, 3, H, W\)"):
+        synthesize(class_logit(0), Pixels(32), model=Model(TinyNet(), input_size=32), seeds=[0], steps=1,
+                   transforms=[lambda x, rng: x[:, :1]])
+    for err in (DgnamError,):
+        try:
+            synthesize(class_logit(99), Pixels(32), model=tiny_model, seeds=[0], steps=1)
+        except err as exc:
+            assert "\n" not in str(exc)
+
+
+def test_save_grid(tmp_path, tiny_model, tiny_gen):
+    res = dgnam.visualize(tiny_model, [0, 1, 2], generator=tiny_gen, steps=2)
+    path = res.save_grid(tmp_path / "grid.png")
+    from PIL import Image
+    with Image.open(path) as im:
+        assert im.size[0] > 3 * 96
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -1,0 +1,115 @@
+"""Classifier training (the CIFAR encoder, and judges of other architectures) as a LightningModule.
+
+Run: ``python -m train.classifier fit --config configs/cifar10/encoder.yaml``.
+At the end of ``fit`` the network is exported as a plain dgnam classifier checkpoint
+(state dict + metadata, loadable with ``weights_only=True``) to ``export_path``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LightningCLI
+
+from dgnam.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
+from dgnam.io import atomic_save
+from train.data import ImageFolderData
+
+
+class ClassifierModule(L.LightningModule):
+    """Cross-entropy training of a ``dgnam.nets`` architecture on RGB [0,1] images.
+
+    Args:
+        arch: name in ``dgnam.nets.ARCHITECTURES``; ``arch_kwargs`` its constructor arguments.
+        adv_eps: if > 0, fast adversarial training (FGSM with random start, Wong et al. 2020) in
+            the L-inf ball of this radius on [0,1] images; gives a robust judge.
+        export_path: where to write the dgnam checkpoint when ``fit`` ends (None: no export).
+    """
+
+    def __init__(self, arch: str = "cifar_vgg", arch_kwargs: dict | None = None, lr: float = 0.1,
+                 momentum: float = 0.9, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
+                 adv_eps: float = 0.0, mean: tuple[float, ...] = CIFAR10_MEAN, std: tuple[float, ...] = CIFAR10_STD,
+                 export_path: str | None = None, description: str = "") -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build_classifier(arch, arch_kwargs or {})
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self._epoch_start = time.time()
+        self._fit_start = time.time()
+        self.test_accuracy = float("nan")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net((images - self.mean) / self.std)
+
+    def _fgsm_rs(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        eps = self.hparams.adv_eps
+        delta = torch.empty_like(images).uniform_(-eps, eps).requires_grad_(True)
+        loss = F.cross_entropy(self((images + delta).clamp(0, 1)), labels)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta + 1.25 * eps * grad.sign()).clamp(-eps, eps).detach()
+        return (images + delta).clamp(0, 1)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        if self.hparams.adv_eps > 0:
+            images = self._fgsm_rs(images, labels)
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", (logits.argmax(1) == labels).float().mean(), prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.log("test/acc", (logits.argmax(1) == labels).float().mean(), prog_bar=True)
+        self.log("test/loss", F.cross_entropy(logits, labels))
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.time()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        acc = self.trainer.callback_metrics.get("test/acc")
+        self.test_accuracy = float(acc) if acc is not None else float("nan")
+        print(f"epoch {self.current_epoch}: test acc {self.test_accuracy:.4f}, "
+              f"{time.time() - self._epoch_start:.0f}s, total {time.time() - self._fit_start:.0f}s", flush=True)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay = [p for n, p in self.net.named_parameters() if p.ndim > 1]
+        no_decay = [p for n, p in self.net.named_parameters() if p.ndim <= 1]
+        opt = torch.optim.SGD([{"params": decay, "weight_decay": hp.weight_decay},
+                               {"params": no_decay, "weight_decay": 0.0}],
+                              lr=hp.lr, momentum=hp.momentum, nesterov=True)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr,
+                                                    total_steps=self.trainer.estimated_stepping_batches,
+                                                    pct_start=0.25)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_fit_end(self) -> None:
+        if not self.hparams.export_path or not self.trainer.is_global_zero:
+            return
+        hp = self.hparams
+        dm = self.trainer.datamodule
+        metadata = {"classes": list(getattr(dm, "classes", [])), "test_accuracy": self.test_accuracy,
+                    "adv_eps": hp.adv_eps, "epochs": self.current_epoch + 1,
+                    "train_seconds": round(time.time() - self._fit_start), "description": hp.description}
+        ckpt = classifier_checkpoint(hp.arch, hp.arch_kwargs or {}, self.net.state_dict(),
+                                     mean=hp.mean, std=hp.std, input_size=dm.hparams.image_size, metadata=metadata)
+        atomic_save(ckpt, hp.export_path)
+        print(f"exported {hp.export_path} (test acc {self.test_accuracy:.4f})", flush=True)
+
+
+def main(args: list[str] | None = None) -> None:
+    torch.set_float32_matmul_precision("high")
+    LightningCLI(ClassifierModule, ImageFolderData, args=args, save_config_kwargs={"overwrite": True})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""DeePSiM generator training (Dosovitskiy & Brox 2016) as a LightningModule with manual optimisation.
+
+G learns to invert a frozen encoder's code h = E(x):
+    L_G = lambda_img * MSE(G(h), x) + lambda_feat * MSE(C(G(h)), C(x)) + lambda_adv * L_adv(D(G(h), h))
+with C the encoder's comparator layer, and a conditional discriminator D(image, code).
+D pauses when it gets too strong, following the original balancing rule (see :class:`AdversarialBalance`).
+
+Run: ``python -m train.generator fit --config configs/cifar10/generator.yaml``; resume with
+``--ckpt_path runs/generator/ckpt/last.ckpt`` (raise ``--model.max_iterations`` to train longer).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LightningCLI
+from torchvision.utils import save_image
+
+from dgnam.classifiers import load_classifier
+from dgnam.generator import UpconvGenerator, cifar_arch, fc6_arch
+from dgnam.models import Model
+from dgnam.stats import code_statistics
+from train.data import ImageFolderData
+from train.networks import Discriminator
+
+
+@dataclass
+class AdversarialBalance:
+    """The DeePSiM rule that keeps D from overpowering G.
+
+    r = (D loss on real + D loss on fake) / G adversarial loss.
+    r < stop_d_below: stop updating D; when D is stopped and r > resume_d_above: resume D (and G);
+    r > pause_g_above while D trains: pause G (D keeps training).
+    """
+
+    stop_d_below: float = 0.1
+    resume_d_above: float = 0.5
+    pause_g_above: float = 10.0
+    train_d: bool = True
+    train_g: bool = True
+
+    def update(self, d_loss_real: float, d_loss_fake: float, g_loss_adv: float) -> float:
+        ratio = (d_loss_real + d_loss_fake) / max(g_loss_adv, 1e-12)
+        if self.train_d and ratio < self.stop_d_below:
+            self.train_d = False
+        elif not self.train_d and ratio > self.resume_d_above:
+            self.train_d = True
+        # G always trains while D is paused; it pauses only when a training D is far ahead.
+        self.train_g = not (self.train_d and ratio > self.pause_g_above)
+        return ratio
+
+
+def build_generator_arch(name: str, **kwargs) -> dict:
+    if name == "cifar":
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+        return cifar_arch(**kwargs)
+    if name == "fc6":
+        return fc6_arch()
+    raise ValueError(f"unknown generator architecture {name!r}; use 'cifar' or 'fc6'")
+
+
+class GeneratorModule(L.LightningModule):
+    """Trains an :class:`~dgnam.generator.UpconvGenerator` to invert ``encoder``'s ``code_layer``.
+
+    Args:
+        encoder: a dgnam classifier checkpoint (``.pt``), or ``torchvision:alexnet`` for the paper's setting.
+        code_layer: encoder layer whose (post-ReLU) activation is the code.
+        comparator_layer: encoder layer used for the feature (perceptual) loss.
+        generator_arch: ``cifar`` or ``fc6``; ``generator_kwargs`` its arguments.
+        lambda_img, lambda_feat, lambda_adv: loss weights (per-element mean squared errors).
+        max_iterations: stop after this many generator iterations (counts across resumes).
+        bound_k: code_upper_bound = mean + bound_k * std, stored in the exported generator.
+        export_path: where to write the dgnam generator when ``fit`` ends.
+    """
+
+    def __init__(self, encoder: str = "checkpoints/cifar10/encoder.pt", code_layer: str = "relu6",
+                 comparator_layer: str = "features.relu3_2", generator_arch: str = "cifar",
+                 generator_kwargs: dict | None = None, discriminator_convs: list[list[int]] | None = None,
+                 discriminator_code_dims: list[int] | None = None, output_space: str = "rgb01",
+                 lambda_img: float = 1.0, lambda_feat: float = 1.0, lambda_adv: float = 0.005,
+                 lr_g: float = 5e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.9, 0.999),
+                 weight_decay_d: float = 4e-4, max_iterations: int = 10_000, bound_k: float = 3.0,
+                 grid_every: int = 500, export_path: str | None = None,
+                 encoder_input_size: int | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.encoder = self._load_encoder(encoder, encoder_input_size)
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        arch = build_generator_arch(generator_arch, **(generator_kwargs or {}))
+        self.generator = UpconvGenerator(arch, output_space=output_space, encoder_layer=code_layer, encoder=encoder)
+        self.discriminator = Discriminator(self.generator.code_dim, discriminator_convs, discriminator_code_dims)
+        self.balance = AdversarialBalance()
+        self.automatic_optimization = False
+        self.iteration = 0
+        self._fit_start = time.time()
+        self._train_seconds_before = 0.0
+
+    @staticmethod
+    def _load_encoder(spec: str, input_size: int | None) -> Model:
+        if spec.startswith("torchvision:"):
+            from dgnam.zoo import load_torchvision
+            return load_torchvision(spec.split(":", 1)[1], input_size=input_size)
+        return load_classifier(spec)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.encoder.eval()  # the encoder is frozen: BatchNorm/Dropout stay in inference mode
+        return self
+
+    # --- the algorithm -------------------------------------------------------------------------
+    def _encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hp = self.hparams
+        acts = self.encoder.run(images, [hp.code_layer, hp.comparator_layer])
+        return acts[hp.code_layer].flatten(1), acts[hp.comparator_layer]
+
+    def _comparator(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder.run(images, [self.hparams.comparator_layer])[self.hparams.comparator_layer]
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        hp = self.hparams
+        images, _ = batch
+        opt_g, opt_d = self.optimizers()
+        with torch.no_grad():
+            code, real_features = self._encode(images)
+        raw = self.generator(code)
+        fake = self.generator.to_rgb(raw)
+
+        # Discriminator losses (on a detached fake) decide, with G's adversarial loss, who trains.
+        real_logit = self.discriminator(images, code)
+        fake_logit = self.discriminator(fake.detach(), code)
+        d_loss_real = F.binary_cross_entropy_with_logits(real_logit, torch.ones_like(real_logit))
+        d_loss_fake = F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit))
+
+        loss_img = F.mse_loss(raw, self.generator.from_rgb(images))
+        loss_feat = F.mse_loss(self._comparator(fake), real_features)
+        g_logit = self.discriminator(fake, code)
+        loss_adv = F.binary_cross_entropy_with_logits(g_logit, torch.ones_like(g_logit))
+        loss_g = hp.lambda_img * loss_img + hp.lambda_feat * loss_feat + hp.lambda_adv * loss_adv
+
+        ratio = self.balance.update(d_loss_real.item(), d_loss_fake.item(), loss_adv.item())
+        if self.balance.train_g:
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(loss_g)
+            opt_g.step()
+        if self.balance.train_d:
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss_real + d_loss_fake)
+            opt_d.step()
+        self.iteration += 1
+        self.log_dict({"loss/img": loss_img, "loss/feat": loss_feat, "loss/adv": loss_adv,
+                       "loss/d_real": d_loss_real, "loss/d_fake": d_loss_fake, "balance/ratio": ratio,
+                       "balance/train_d": float(self.balance.train_d), "balance/train_g": float(self.balance.train_g)},
+                      prog_bar=False)
+        if self.iteration % 50 == 0:
+            elapsed = self._train_seconds_before + time.time() - self._fit_start
+            print(f"it {self.iteration}: img {loss_img.item():.4f} feat {loss_feat.item():.4f} adv {loss_adv.item():.3f} "
+                  f"d {d_loss_real.item():.3f}/{d_loss_fake.item():.3f} r {ratio:.2f} "
+                  f"D {'on' if self.balance.train_d else 'off'} G {'on' if self.balance.train_g else 'off'} "
+                  f"{elapsed:.0f}s", flush=True)
+        if self.iteration % hp.grid_every == 0:
+            self._save_grid()
+        if self.iteration >= hp.max_iterations:
+            self.trainer.should_stop = True
+
+    @torch.no_grad()
+    def _save_grid(self) -> None:
+        """Test originals (top rows) above their reconstructions G(E(x)) (bottom rows)."""
+        dm = self.trainer.datamodule
+        if dm is None or not self.trainer.is_global_zero:
+            return
+        images = torch.stack([dm.test_set[i][0] for i in range(0, 32 * 97, 97)]).to(self.device).float() / 255
+        was_training = self.generator.training
+        self.generator.eval()
+        recon = self.generator.generate(self._encode(images)[0])
+        self.generator.train(was_training)
+        out = Path(self.trainer.log_dir or ".") / f"recon_{self.iteration:06d}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_image(torch.cat([images[:16], recon[:16], images[16:], recon[16:]]), out, nrow=16, padding=1)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, labels = batch
+        code, _ = self._encode(images)
+        recon = self.generator.generate(code)
+        self.log("test/recon_mse", F.mse_loss(recon, images))
+        self.log("test/encoder_agreement", (self.encoder(recon).argmax(1) == labels).float().mean())
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=tuple(hp.betas))
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=tuple(hp.betas),
+                                 weight_decay=hp.weight_decay_d)
+        return [opt_g, opt_d]
+
+    # --- resumable state -----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["dgnam"] = {"iteration": self.iteration, "train_d": self.balance.train_d,
+                               "train_g": self.balance.train_g,
+                               "train_seconds": self._train_seconds_before + time.time() - self._fit_start}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("dgnam", {})
+        self.iteration = int(state.get("iteration", 0))
+        self.balance.train_d = bool(state.get("train_d", True))
+        self.balance.train_g = bool(state.get("train_g", True))
+        self._train_seconds_before = float(state.get("train_seconds", 0.0))
+
+    def on_fit_start(self) -> None:
+        self._fit_start = time.time()
+
+    def on_fit_end(self) -> None:
+        if self.hparams.export_path and self.trainer.is_global_zero:
+            self.export(self.hparams.export_path)
+
+    @torch.no_grad()
+    def export(self, path: str) -> None:
+        """Compute code statistics over the training set, set the bounds and write the generator."""
+        hp = self.hparams
+        dm = self.trainer.datamodule
+        loader = torch.utils.data.DataLoader(dm.train_set, batch_size=500)
+        mean, std, summary = code_statistics(self.encoder, hp.code_layer, loader, self.device)
+        self.generator.set_code_statistics(mean.to(self.device), std.to(self.device), hp.bound_k)
+        metadata = {"iterations": self.iteration, "bound_k": hp.bound_k, "code_layer": hp.code_layer,
+                    "comparator_layer": hp.comparator_layer, "code_summary": summary,
+                    "train_seconds": round(self._train_seconds_before + time.time() - self._fit_start),
+                    "lambdas": [hp.lambda_img, hp.lambda_feat, hp.lambda_adv], "classes": list(dm.classes)}
+        self.generator.save(path, metadata)
+        print(f"exported {path}: {self.iteration} iterations, code zeros {summary['zero_fraction']:.2f}, "
+              f"mean {summary['mean']:.3f}", flush=True)
+
+
+def main(args: list[str] | None = None) -> None:
+    torch.set_float32_matmul_precision("high")
+    LightningCLI(GeneratorModule, ImageFolderData, args=args, save_config_kwargs={"overwrite": True})
+
+
+if __name__ == "__main__":
+    main()
