@@ -6,7 +6,8 @@ with C the encoder's comparator layer, and a conditional discriminator D(image, 
 D pauses when it gets too strong, following the original balancing rule (see :class:`AdversarialBalance`).
 
 Run: ``python -m train.generator fit --config configs/cifar10/generator.yaml``; resume with
-``--ckpt_path runs/generator/ckpt/last.ckpt`` (raise ``--model.max_iterations`` to train longer).
+``--ckpt_path runs/generator/ckpt/last.ckpt`` (raise ``--trainer.max_steps`` to train longer);
+``trainer.global_step`` counts generator iterations.
 """
 
 from __future__ import annotations
@@ -73,7 +74,6 @@ class GeneratorModule(L.LightningModule):
         comparator_layer: encoder layer used for the feature (perceptual) loss.
         generator_arch: ``cifar`` or ``fc6``; ``generator_kwargs`` its arguments.
         lambda_img, lambda_feat, lambda_adv: loss weights (per-element mean squared errors).
-        max_iterations: stop after this many generator iterations (counts across resumes).
         bound_k: code_upper_bound = mean + bound_k * std, stored in the exported generator.
         export_path: where to write the dgnam generator when ``fit`` ends.
     """
@@ -84,7 +84,7 @@ class GeneratorModule(L.LightningModule):
                  discriminator_code_dims: list[int] | None = None, output_space: str = "rgb01",
                  lambda_img: float = 1.0, lambda_feat: float = 1.0, lambda_adv: float = 0.005,
                  lr_g: float = 5e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.9, 0.999),
-                 weight_decay_d: float = 4e-4, max_iterations: int = 10_000, bound_k: float = 3.0,
+                 weight_decay_d: float = 4e-4, bound_k: float = 3.0,
                  grid_every: int = 500, export_path: str | None = None,
                  encoder_input_size: int | None = None) -> None:
         super().__init__()
@@ -97,7 +97,6 @@ class GeneratorModule(L.LightningModule):
         self.discriminator = Discriminator(self.generator.code_dim, discriminator_convs, discriminator_code_dims)
         self.balance = AdversarialBalance()
         self.automatic_optimization = False
-        self.iteration = 0
         self._fit_start = time.time()
         self._train_seconds_before = 0.0
 
@@ -144,29 +143,30 @@ class GeneratorModule(L.LightningModule):
         loss_g = hp.lambda_img * loss_img + hp.lambda_feat * loss_feat + hp.lambda_adv * loss_adv
 
         ratio = self.balance.update(d_loss_real.item(), d_loss_fake.item(), loss_adv.item())
+        # Lightning counts every wrapped optimizer step in global_step. G's step is always called
+        # (with no gradients while G is paused, Adam leaves it untouched) and D's step goes to the
+        # bare optimizer, so global_step == iterations and the trainer's max_steps and resume just work.
+        opt_g.zero_grad(set_to_none=True)
         if self.balance.train_g:
-            opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
-            opt_g.step()
+        opt_g.step()
         if self.balance.train_d:
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss_real + d_loss_fake)
-            opt_d.step()
-        self.iteration += 1
+            opt_d.optimizer.step()
+        iteration = self.global_step
         self.log_dict({"loss/img": loss_img, "loss/feat": loss_feat, "loss/adv": loss_adv,
                        "loss/d_real": d_loss_real, "loss/d_fake": d_loss_fake, "balance/ratio": ratio,
                        "balance/train_d": float(self.balance.train_d), "balance/train_g": float(self.balance.train_g)},
                       prog_bar=False)
-        if self.iteration % 50 == 0:
+        if iteration % 50 == 0:
             elapsed = self._train_seconds_before + time.time() - self._fit_start
-            print(f"it {self.iteration}: img {loss_img.item():.4f} feat {loss_feat.item():.4f} adv {loss_adv.item():.3f} "
+            print(f"it {iteration}: img {loss_img.item():.4f} feat {loss_feat.item():.4f} adv {loss_adv.item():.3f} "
                   f"d {d_loss_real.item():.3f}/{d_loss_fake.item():.3f} r {ratio:.2f} "
                   f"D {'on' if self.balance.train_d else 'off'} G {'on' if self.balance.train_g else 'off'} "
                   f"{elapsed:.0f}s", flush=True)
-        if self.iteration % hp.grid_every == 0:
+        if iteration % hp.grid_every == 0:
             self._save_grid()
-        if self.iteration >= hp.max_iterations:
-            self.trainer.should_stop = True
 
     @torch.no_grad()
     def _save_grid(self) -> None:
@@ -174,12 +174,13 @@ class GeneratorModule(L.LightningModule):
         dm = self.trainer.datamodule
         if dm is None or not self.trainer.is_global_zero:
             return
-        images = torch.stack([dm.test_set[i][0] for i in range(0, 32 * 97, 97)]).to(self.device).float() / 255
+        picks = torch.linspace(0, len(dm.test_set) - 1, 32).long().tolist()  # a fixed, class-mixed sample
+        images = torch.stack([dm.test_set[i][0] for i in picks]).to(self.device).float() / 255
         was_training = self.generator.training
         self.generator.eval()
         recon = self.generator.generate(self._encode(images)[0])
         self.generator.train(was_training)
-        out = Path(self.trainer.log_dir or ".") / f"recon_{self.iteration:06d}.png"
+        out = Path(self.trainer.log_dir or ".") / f"recon_{self.global_step:06d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         save_image(torch.cat([images[:16], recon[:16], images[16:], recon[16:]]), out, nrow=16, padding=1)
 
@@ -199,13 +200,12 @@ class GeneratorModule(L.LightningModule):
 
     # --- resumable state -----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["dgnam"] = {"iteration": self.iteration, "train_d": self.balance.train_d,
+        checkpoint["dgnam"] = {"train_d": self.balance.train_d,
                                "train_g": self.balance.train_g,
                                "train_seconds": self._train_seconds_before + time.time() - self._fit_start}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("dgnam", {})
-        self.iteration = int(state.get("iteration", 0))
         self.balance.train_d = bool(state.get("train_d", True))
         self.balance.train_g = bool(state.get("train_g", True))
         self._train_seconds_before = float(state.get("train_seconds", 0.0))
@@ -225,12 +225,12 @@ class GeneratorModule(L.LightningModule):
         loader = torch.utils.data.DataLoader(dm.train_set, batch_size=500)
         mean, std, summary = code_statistics(self.encoder, hp.code_layer, loader, self.device)
         self.generator.set_code_statistics(mean.to(self.device), std.to(self.device), hp.bound_k)
-        metadata = {"iterations": self.iteration, "bound_k": hp.bound_k, "code_layer": hp.code_layer,
+        metadata = {"iterations": self.global_step, "bound_k": hp.bound_k, "code_layer": hp.code_layer,
                     "comparator_layer": hp.comparator_layer, "code_summary": summary,
                     "train_seconds": round(self._train_seconds_before + time.time() - self._fit_start),
                     "lambdas": [hp.lambda_img, hp.lambda_feat, hp.lambda_adv], "classes": list(dm.classes)}
         self.generator.save(path, metadata)
-        print(f"exported {path}: {self.iteration} iterations, code zeros {summary['zero_fraction']:.2f}, "
+        print(f"exported {path}: {self.global_step} iterations, code zeros {summary['zero_fraction']:.2f}, "
               f"mean {summary['mean']:.3f}", flush=True)
 
 

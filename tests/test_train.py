@@ -1,0 +1,85 @@
+"""Tiny end-to-end training through the real LightningCLI entry points, plus resume and the D-pausing rule."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dgnam import load_classifier, load_generator
+from train import classifier, generator
+from train.generator import AdversarialBalance
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 4)):
+        for cls, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                img = np.clip(np.array(colour) + rng.normal(0, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(folder / f"{i:04d}.jpg", quality=90)
+    return root
+
+
+def _common(tmp, root, name):
+    return [f"--data.root={root}", f"--data.cache_dir={tmp / 'cache'}", "--data.batch_size=8",
+            "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
+            "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.save_dir={tmp / name}",
+            "--trainer.enable_model_summary=false", "--seed_everything=0"]
+
+
+def _train_encoder(tmp, root):
+    path = tmp / "enc.pt"
+    classifier.main(["fit", "--config", "configs/cifar10/encoder.yaml", *_common(tmp, root, "enc"),
+                     "--model.arch_kwargs={widths: [4, 4, 4, 4], code_dim: 16}", f"--model.export_path={path}",
+                     "--trainer.callbacks=[]"])
+    return path
+
+
+def test_encoder_then_generator_then_resume(tmp_path, image_root):
+    enc_path = _train_encoder(tmp_path, image_root)
+    enc = load_classifier(enc_path)
+    assert enc.classes == ["blue", "red"]
+    assert enc(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+    gen_path = tmp_path / "gen.pt"
+    ckpt_dir = tmp_path / "gckpt"
+    args = ["fit", "--config", "configs/cifar10/generator.yaml", *_common(tmp_path, image_root, "gen"),
+            "--trainer.max_epochs=-1", f"--model.encoder={enc_path}", f"--model.export_path={gen_path}",
+            "--model.generator_kwargs={code_dim: 16, fc_dims: [32], start_channels: 8, widths: [8, 8, 8]}",
+            "--model.discriminator_convs=[[8, 3, 1], [8, 4, 2]]", "--model.discriminator_code_dims=[8]",
+            "--model.grid_every=2", "--trainer.val_check_interval=3", "--trainer.limit_val_batches=1",
+            f"--trainer.callbacks.init_args.dirpath={ckpt_dir}", "--trainer.callbacks.init_args.every_n_train_steps=1"]
+    generator.main([*args, "--trainer.max_steps=2"])
+    first = torch.load(gen_path, weights_only=True)
+    assert first["metadata"]["iterations"] == 2
+    gen = load_generator(gen_path)
+    assert gen.image_size == 32 and gen.code_dim == 16
+    # Bounds come from real code statistics: finite, non-negative, mean + 3 std.
+    torch.testing.assert_close(gen.code_upper_bound, gen.code_mean + 3 * gen.code_std)
+    assert torch.isfinite(gen.code_upper_bound).all() and (gen.code_upper_bound >= 0).all()
+    assert list((tmp_path / "gen").rglob("recon_000002.png"))
+
+    generator.main([*args, "--trainer.max_steps=5", f"--ckpt_path={ckpt_dir / 'last.ckpt'}"])
+    resumed = torch.load(gen_path, weights_only=True)
+    assert resumed["metadata"]["iterations"] == 5  # continued from 2, not restarted
+    assert not torch.equal(resumed["state_dict"]["convs.conv0.weight"], first["state_dict"]["convs.conv0.weight"])
+
+
+def test_balance_rule_pauses_and_resumes():
+    bal = AdversarialBalance()
+    bal.update(0.6, 0.6, 1.0)  # r = 1.2: both train
+    assert bal.train_d and bal.train_g
+    bal.update(0.02, 0.03, 1.0)  # r = 0.05 < 0.1: D too strong, stop D
+    assert not bal.train_d and bal.train_g
+    bal.update(0.15, 0.15, 1.0)  # r = 0.3: still in the hysteresis band, D stays off
+    assert not bal.train_d
+    bal.update(0.4, 0.4, 1.0)  # r = 0.8 > 0.5: resume D
+    assert bal.train_d and bal.train_g
+    bal.update(6.0, 6.0, 1.0)  # r = 12 > 10: G far behind? pause G, D keeps training
+    assert bal.train_d and not bal.train_g
+    bal.update(1.0, 1.0, 1.0)  # r = 2: G resumes
+    assert bal.train_g
