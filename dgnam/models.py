@@ -274,3 +274,42 @@ def eval_mode(*modules: nn.Module):
             m.train(training)
             for p, flag in params:
                 p.requires_grad_(flag)
+
+
+def last_spatial_layer(model: Model | nn.Module, image_size: int | None = None) -> str:
+    """The module whose output is the last spatial feature map (H*W > 1) before global pooling.
+
+    Among modules returning that same tensor (``layer4.1.relu``, ``layer4.1``, ``layer4`` in a
+    torchvision ResNet) the outermost is chosen, i.e. the block output, not a branch conv.
+    """
+    model = as_model(model)
+    size = image_size or model.input_size
+    if size is None:
+        raise DgnamError("cannot infer the model's input size; pass image_size (CLI: --input-size)")
+    events: list[tuple[str, int, tuple[int, ...]]] = []
+    handles = []
+
+    def make_hook(name: str):
+        def hook(mod, inputs, output):
+            if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1:
+                events.append((name, output.data_ptr(), tuple(output.shape)))
+        return hook
+
+    # Adaptive pools (torchvision VGG's avgpool to 7x7) resample the last map; they are not features.
+    adaptive = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+    try:
+        for name, sub in model.module.named_modules():
+            if name and not isinstance(sub, adaptive):
+                handles.append(sub.register_forward_hook(make_hook(name)))
+        with torch.no_grad():
+            p = next(model.module.parameters(), None)
+            model(torch.zeros(1, 3, size, size, device=p.device if p is not None else "cpu"))
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not events:
+        raise DgnamError(f"{model.name} has no spatial (C, H, W) layer; pass the layer explicitly")
+    _, ptr, shape = events[-1]
+    # Hooks fire inner-first, so the trailing run of events sharing this tensor ends at the outermost module.
+    same = [name for name, p, s in events if p == ptr and s == shape]
+    return min(same, key=lambda n: (n.count("."), -[e[0] for e in events].index(n)))

@@ -23,12 +23,6 @@ def _row_randn(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
-def _clamp_straight_through(x: torch.Tensor) -> torch.Tensor:
-    """Clamp to [0, 1] in the forward pass, identity gradient: models see exactly the image that is
-    saved, yet pixels pushed out of range still pass gradient to the code."""
-    return x + (x.clamp(0, 1) - x).detach()
-
-
 class Parametrization:
     """Base class. ``init(seeds)`` -> parameters (B, ...); ``images(params)`` -> (B, 3, H, W) in [0, 1]."""
 
@@ -91,7 +85,9 @@ class GeneratorCode(Parametrization):
         return self.generator.code_upper_bound * self.bound_scale
 
     def images(self, params: torch.Tensor) -> torch.Tensor:
-        return _clamp_straight_through(self.generator.to_rgb(self.generator(params)))
+        # Models see exactly the image that is saved, and the gradient is that of this image: pixels
+        # already out of range get none, so the code is not pushed to make them more so.
+        return self.generator.to_rgb(self.generator(params)).clamp(0, 1)
 
     @torch.no_grad()
     def project(self, params: torch.Tensor) -> None:

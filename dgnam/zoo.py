@@ -43,5 +43,98 @@ def load_torchvision(name: str, weights: str | None = "DEFAULT", input_size: int
         except (OSError, RuntimeError) as exc:  # URLError is an OSError
             file = chosen.url.rsplit("/", 1)[-1]
             raise DgnamError(f"cannot download {name} weights ({type(exc).__name__}, offline?); place {file} in "
-                             f"{torch.hub.get_dir()}/checkpoints/ or use weights=None") from None
+                             f"{torch.hub.get_dir()}/checkpoints/ or use random weights (weights=None; CLI: torchvision:NAME:none)") from None
     return Model(net, input_size=size, mean=mean, std=std, name=name).to(device)
+
+
+def _import_factory(spec: str):
+    """``path/to/file.py:factory`` or ``package.module:factory`` -> the callable."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise DgnamError(f"model spec {spec!r} needs the form FILE.py:factory or module:factory")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise DgnamError(f"model file '{path}' does not exist; check the path in --model")
+        module_spec = importlib.util.spec_from_file_location(f"dgnam_user_{path.stem}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            raise DgnamError(f"importing '{path}' failed ({type(exc).__name__}: {exc}); fix the file") from None
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise DgnamError(f"cannot import module {target!r} ({exc}); is it installed / on PYTHONPATH?") from None
+    if not hasattr(module, attr):
+        raise DgnamError(f"{target} has no attribute {attr!r}; name the function that builds the model")
+    return getattr(module, attr)
+
+
+def load_model(spec: str, *, input_size: int | None = None, mean: list[float] | None = None,
+               std: list[float] | None = None, device: str | torch.device = "cpu") -> Model:
+    """Load a model from a CLI-style spec.
+
+    ``torchvision:NAME[:WEIGHTS]`` (preprocessing from the weights' metadata), ``FILE.py:factory`` or
+    ``package.module:factory`` (the factory returns an ``nn.Module`` taking RGB [0,1] unless
+    ``mean``/``std`` are given), a dgnam classifier ``.pt``, or a TorchScript file.
+    """
+    from pathlib import Path
+
+    from torch import nn
+
+    from dgnam.classifiers import load_classifier
+
+    if spec.startswith("torchvision:"):
+        parts = spec.split(":")
+        weights = parts[2] if len(parts) > 2 else "DEFAULT"
+        model = load_torchvision(parts[1], None if weights.lower() == "none" else weights, input_size, device)
+        if weights.lower() != "none":
+            import torchvision
+            enum = torchvision.models.get_model_weights(parts[1])
+            chosen = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
+            model.classes = list(chosen.meta.get("categories", []))
+        return _override_preprocessing(model, mean, std)
+    path = Path(spec)
+    if path.suffix in (".pt", ".pth", ".ts", ".jit") and not spec.endswith(".py") and ":" not in path.name:
+        if not path.is_file():
+            raise DgnamError(f"model file '{path}' does not exist; check the path in --model")
+        try:
+            model = load_classifier(path, device)
+            return _override_preprocessing(model, mean, std, input_size)
+        except DgnamError as exc:
+            if "not a dgnam classifier" not in str(exc):
+                raise
+        try:
+            net = torch.jit.load(str(path), map_location=device)
+        except Exception:
+            raise DgnamError(f"'{path}' is neither a dgnam classifier nor a TorchScript file; export it with "
+                             f"torch.jit.script/trace, or pass FILE.py:factory") from None
+        return Model(net, input_size=input_size, mean=mean, std=std, name=path.stem).to(device)
+    factory = _import_factory(spec)
+    try:
+        net = factory()
+    except Exception as exc:
+        raise DgnamError(f"calling {spec} failed ({type(exc).__name__}: {exc}); the factory must take no arguments") from None
+    if isinstance(net, Model):
+        return _override_preprocessing(net, mean, std, input_size).to(device)
+    if not isinstance(net, nn.Module):
+        raise DgnamError(f"{spec} returned {type(net).__name__}, not an nn.Module")
+    return Model(net, input_size=input_size, mean=mean, std=std, name=spec.rpartition(":")[2]).to(device)
+
+
+def _override_preprocessing(model: Model, mean, std, input_size: int | None = None) -> Model:
+    if (mean is None) != (std is None):
+        raise DgnamError("give both --mean and --std, or neither")
+    if mean is not None:
+        model.normalize = True
+        model.mean = torch.tensor(mean, dtype=torch.float32, device=model.mean.device).view(1, -1, 1, 1)
+        model.std = torch.tensor(std, dtype=torch.float32, device=model.std.device).view(1, -1, 1, 1)
+    if input_size is not None:
+        model.input_size = input_size
+    return model

@@ -1,0 +1,5 @@
+import sys
+
+from dgnam.cli import main
+
+sys.exit(main())

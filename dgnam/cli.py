@@ -1,0 +1,370 @@
+"""The ``dgnam`` command line: ``synthesize``, ``layers``, ``stats``.
+
+Every user error is one line on stderr and exit code 2; nothing is written when a run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+import dgnam
+from dgnam.classifiers import SHIPPED
+from dgnam.errors import DgnamError
+
+DEFAULT_GENERATOR = SHIPPED / "cifar10" / "generator.pt"
+DEFAULT_MODEL = SHIPPED / "cifar10" / "encoder.pt"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+# --- argument parsing ---------------------------------------------------------------------------
+def parse_units(text: str) -> list[int]:
+    """``"0-9,15"`` -> [0, 1, ..., 9, 15]."""
+    units: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = (int(p) for p in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                units += range(lo, hi + 1)
+            elif part:
+                units.append(int(part))
+    except ValueError:
+        raise DgnamError(f"--units {text!r} is not a list like 0-9,15") from None
+    if not units:
+        raise DgnamError("--units is empty; give e.g. 0-9,15")
+    return list(dict.fromkeys(units))
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r} needs 3 values (R,G,B)")
+    return values
+
+
+def _position(text: str) -> tuple[int, int]:
+    try:
+        y, x = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a position like 3,3 (row,column)") from None
+    return y, x
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DgnamError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="torchvision:NAME[:WEIGHTS], FILE.py:factory, module:factory, a dgnam .pt or TorchScript "
+                        "file (default: the shipped CIFAR-10 classifier)")
+    p.add_argument("--mean", type=_floats, default=None, help="normalisation mean R,G,B (the model then gets normalised input)")
+    p.add_argument("--std", type=_floats, default=None, help="normalisation std R,G,B")
+    p.add_argument("--input-size", type=int, default=None, help="the model's input side in pixels (images are resized)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dgnam", description="Synthesise preferred inputs of neurons (DGN-AM).")
+    parser.add_argument("--version", action="version", version=f"dgnam {dgnam.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synthesize", help="images that maximise units of a model",
+                       description="Synthesise images that maximise chosen units. With no arguments: the shipped "
+                                   "CIFAR-10 classifier's 10 class logits through the shipped generator.")
+    _add_model_args(s)
+    s.add_argument("--layer", default="output", help="layer name (see `dgnam layers`); default: the model output")
+    s.add_argument("--units", default=None, help="e.g. 0-9,15 (default: all units of the layer, at most 10)")
+    s.add_argument("--position", type=_position, default=None, help="row,column of a conv unit (default: centre)")
+    s.add_argument("--param", choices=["dgn", "pixel", "fourier"], default="dgn", help="image parametrisation")
+    s.add_argument("--generator", default=None, help="generator checkpoint (default: the shipped CIFAR-10 one)")
+    s.add_argument("--steps", type=int, default=200)
+    s.add_argument("--restarts", type=int, default=2, help="images per unit (seeds seed, seed+1, ...)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--data", default=None, help="folder of real images: report activations relative to each unit's max on them")
+    s.add_argument("--data-limit", type=int, default=2000, help="at most this many real images from --data")
+    s.add_argument("--out", default=None, help="output directory (must not exist or be empty; default: dgnam-runs/<time>)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    lay = sub.add_parser("layers", help="list a model's layers with output shapes and parameter counts")
+    _add_model_args(lay)
+
+    st = sub.add_parser("stats", help="recompute a generator's code bounds from a folder of real images")
+    st.add_argument("--generator", required=True)
+    st.add_argument("--data", required=True, help="folder of real images (ImageFolder tree or flat)")
+    st.add_argument("--encoder", default=None, help="encoder checkpoint (default: the one named in the generator)")
+    st.add_argument("--k", type=float, default=3.0, help="bound = mean + k * std (paper: 3)")
+    st.add_argument("--out", required=True, help="where to write the generator with new bounds (must not exist)")
+    st.add_argument("--data-limit", type=int, default=50000)
+    st.add_argument("--device", default="auto")
+    return parser
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def _load_model(args, device: torch.device) -> dgnam.Model:
+    from dgnam.zoo import load_model
+
+    spec = args.model or str(DEFAULT_MODEL)
+    if args.model is None and not DEFAULT_MODEL.is_file():
+        raise DgnamError(f"the shipped classifier {DEFAULT_MODEL} is missing; reinstall from a git checkout or pass --model")
+    return load_model(spec, input_size=args.input_size, mean=args.mean, std=args.std, device=device)
+
+
+def _image_files(folder: Path, limit: int) -> list[Path]:
+    if not folder.is_dir():
+        raise DgnamError(f"--data folder '{folder}' does not exist; point it at a folder of images")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DgnamError(f"--data folder '{folder}' holds no images (.png/.jpg)")
+    if len(files) > limit:  # spread the sample over all classes of an ImageFolder tree
+        step = len(files) / limit
+        files = [files[int(i * step)] for i in range(limit)]
+    return files
+
+
+def load_images(files: list[Path], size: int) -> torch.Tensor:
+    """RGB [0, 1] tensor (N, 3, size, size) from image files (resized if needed)."""
+    import numpy as np
+    from PIL import Image
+
+    arrays = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im = im.convert("RGB")
+                if im.size != (size, size):
+                    im = im.resize((size, size), Image.BICUBIC)
+                arrays.append(np.asarray(im))
+        except OSError as exc:
+            raise DgnamError(f"cannot read image '{f}' ({exc}); remove or fix it") from None
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+
+
+def _real_unit_max(model, layer, units, position, images: torch.Tensor, device, batch_size: int) -> list[float]:
+    """Max over real images of each unit's activation (the same quantity the objective maximises)."""
+    objectives = [dgnam.unit(layer, u, model=model, position=position) for u in units]
+    best = torch.full((len(units),), -float("inf"))
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            acts = {(model, layer): model.run(images[start:start + batch_size].to(device), [layer])[layer]}
+            values = torch.stack([obj(acts).cpu() for obj in objectives], dim=1)
+            best = torch.maximum(best, values.max(0).values)
+    return best.tolist()
+
+
+def _fresh_out_dir(out: str | None, model_name: str) -> Path:
+    if out is None:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path("dgnam-runs") / f"{stamp}-{model_name}"
+        n = 1
+        while path.exists():
+            n += 1
+            path = Path("dgnam-runs") / f"{stamp}-{model_name}-{n}"
+        return path
+    path = Path(out)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise DgnamError(f"--out '{path}' exists and is not empty; choose a new directory (runs never overwrite)")
+    return path
+
+
+def _print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in [header, *rows]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+
+
+# --- commands -----------------------------------------------------------------------------------
+def cmd_synthesize(args) -> int:
+    from dgnam.grid import save_png
+    from dgnam.io import atomic_write_json
+    from dgnam.probe import make_param
+
+    device = _device(args.device)
+    if args.steps < 1 or args.restarts < 1 or args.batch_size < 1:
+        raise DgnamError("--steps, --restarts and --batch-size must be >= 1")
+    model = _load_model(args, device)
+    generator = None
+    if args.param == "dgn" or args.generator:
+        gen_path = Path(args.generator) if args.generator else DEFAULT_GENERATOR
+        generator = dgnam.load_generator(gen_path, device)
+    if model.input_size is None:
+        model.input_size = generator.image_size if generator is not None else None
+    if model.input_size is None:
+        raise DgnamError("the model's input size is unknown; pass --input-size")
+    # Validate the layer and units before any optimisation (and before anything is written).
+    shapes = {info.name: info for info in dgnam.describe_layers(model)}
+    layer = args.layer
+    if layer == "output":
+        with torch.no_grad():
+            n_units = model(torch.zeros(1, 3, model.input_size, model.input_size, device=device)).shape[1]
+    else:
+        from dgnam.models import parse_layer, resolve_layer
+
+        resolve_layer(model.module, layer)
+        info = shapes.get(parse_layer(layer)[0])
+        if info is None or info.shape is None:
+            raise DgnamError(f"layer {layer!r} does not run in the forward pass; pick one from `dgnam layers`")
+        n_units = info.shape[0]
+    units = parse_units(args.units) if args.units else list(range(min(n_units, 10)))
+    bad = [u for u in units if not 0 <= u < n_units]
+    if bad:
+        raise DgnamError(f"unit {bad[0]} is out of range for layer {layer!r}, which has {n_units} units (valid: 0-{n_units - 1})")
+    classes = getattr(model, "classes", []) if layer == "output" else []
+    real_images = load_images(_image_files(Path(args.data), args.data_limit), model.input_size) if args.data else None
+    out_dir = _fresh_out_dir(args.out, model.name)
+
+    param = make_param(args.param, generator, model.input_size)
+    transforms = dgnam.probe.baseline_transforms() if args.param != "dgn" else []
+    result = dgnam.visualize(model, units, layer=layer, generator=generator, param=param, restarts=args.restarts,
+                             seed=args.seed, steps=args.steps, position=args.position, transforms=transforms,
+                             batch_size=args.batch_size, device=device, amp=device.type == "cuda",
+                             progress=not args.quiet, unit_names=classes or None)
+    relative = None
+    if real_images is not None:
+        unit_max = _real_unit_max(model, layer, units, args.position, real_images, device, args.batch_size)
+        by_unit = dict(zip(units, unit_max))
+        relative = [v / by_unit[u] if by_unit[u] > 0 else float("nan") for u, v in zip(result.extra["unit"], result.values.tolist())]
+
+    # Write everything into a temporary sibling directory, then rename: a failed run leaves nothing.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        entries = []
+        for i in range(len(result)):
+            u, r, s = result.extra["unit"][i], result.extra["restart"][i], result.seeds[i]
+            name = f"images/{_safe(layer)}_unit{u:04d}_restart{r}_seed{s}.png"
+            save_png(result.images[i], staging / name)
+            entry = {"file": name, "layer": layer, "unit": u, "restart": r, "seed": s,
+                     "activation": float(result.values[i]), "label": result.labels[i],
+                     "start_activation": float(result.history[0, i])}
+            if relative is not None:
+                entry["activation_relative_to_real_max"] = relative[i]
+            entries.append(entry)
+        captions = [f"{lab} {v:.1f}" for lab, v in zip(result.labels, result.values.tolist())]
+        result.save_grid(staging / "grid.png", ncol=args.restarts * min(len(units), max(1, 10 // args.restarts)),
+                         captions=captions)
+        settings = {"command": "synthesize", "model": args.model or str(DEFAULT_MODEL), "model_name": model.name,
+                    "generator": str(Path(args.generator) if args.generator else DEFAULT_GENERATOR) if generator else None,
+                    "generator_metadata": getattr(generator, "metadata", None) if generator else None,
+                    "layer": layer, "units": units, "position": list(args.position) if args.position else None,
+                    "param": args.param, "steps": args.steps, "restarts": args.restarts, "seed": args.seed,
+                    "batch_size": args.batch_size, "device": str(device), "mean": args.mean, "std": args.std,
+                    "input_size": model.input_size, "data": args.data, "dgnam_version": dgnam.__version__,
+                    "torch_version": torch.__version__, "seconds": round(result.seconds, 2),
+                    "engine": result.settings}
+        atomic_write_json({"settings": settings, "images": entries}, staging / "manifest.json")
+        if out_dir.exists():
+            out_dir.rmdir()  # an empty --out directory is allowed
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _summary(result, units, relative)
+    print(f"wrote {len(result)} images, grid.png and manifest.json to {out_dir} ({result.seconds:.1f}s)")
+    return 0
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def _summary(result, units, relative) -> None:
+    rows = []
+    values = result.values.tolist()
+    for u in units:
+        idx = [i for i, uu in enumerate(result.extra["unit"]) if uu == u]
+        acts = [values[i] for i in idx]
+        row = [result.labels[idx[0]], f"{sum(acts) / len(acts):.2f}", f"{max(acts):.2f}"]
+        if relative is not None:
+            row.append(f"{max(relative[i] for i in idx):.2f}")
+        rows.append(row)
+    header = ["unit", "mean act", "max act"] + (["max / real max"] if relative is not None else [])
+    _print_table(rows, header)
+
+
+def cmd_layers(args) -> int:
+    from dgnam.models import last_spatial_layer
+
+    device = _device(args.device)
+    model = _load_model(args, device)
+    if model.input_size is None:
+        raise DgnamError("the model's input size is unknown; pass --input-size")
+    infos = dgnam.describe_layers(model)
+    try:
+        gradcam = last_spatial_layer(model)
+    except DgnamError:
+        gradcam = None
+    rows = []
+    for info in infos:
+        shape = "x".join(map(str, info.shape)) if info.shape else "-"
+        calls = f"{info.calls}" if info.calls != 1 else ""
+        mark = "<- last spatial layer (Grad-CAM)" if info.name == gradcam else ""
+        rows.append([info.name, info.type, shape, f"{info.n_params:,}", calls, mark])
+    _print_table(rows, ["layer", "type", "output", "params", "calls", ""])
+    print(f"{sum(p.numel() for p in model.module.parameters()):,} parameters; input {model.input_size}x{model.input_size}; "
+          f"address the k-th call of a reused module as NAME@k (0-based)")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from dgnam.classifiers import load_classifier
+    from dgnam.stats import code_statistics
+
+    device = _device(args.device)
+    out = Path(args.out)
+    if out.exists():
+        raise DgnamError(f"--out '{out}' exists; choose a new file (stats never overwrite a generator)")
+    generator = dgnam.load_generator(args.generator, device)
+    encoder_path = args.encoder or generator.encoder
+    if not encoder_path:
+        raise DgnamError("the generator does not name its encoder; pass --encoder")
+    encoder = load_classifier(encoder_path, device)
+    images = load_images(_image_files(Path(args.data), args.data_limit), encoder.input_size)
+    batches = [images[i:i + 256] for i in range(0, len(images), 256)]
+    mean, std, summary = code_statistics(encoder, generator.encoder_layer, batches, device)
+    if mean.numel() != generator.code_dim:
+        raise DgnamError(f"encoder layer {generator.encoder_layer!r} has {mean.numel()} units but the generator takes "
+                         f"{generator.code_dim}; pass the matching --encoder")
+    generator.set_code_statistics(mean.to(device), std.to(device), args.k)
+    metadata = {**getattr(generator, "metadata", {}), "bound_k": args.k, "code_summary": summary, "stats_data": args.data}
+    generator.save(out, metadata)
+    bound = generator.code_upper_bound
+    print(f"{summary['n_images']} images: code zeros {summary['zero_fraction']:.2f}, mean {summary['mean']:.3f}; "
+          f"bounds {float(bound.min()):.2f}-{float(bound.max()):.2f} (mean {float(bound.mean()):.2f}); wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        handler = {"synthesize": cmd_synthesize, "layers": cmd_layers, "stats": cmd_stats}[args.command]
+        return handler(args)
+    except DgnamError as exc:
+        print(f"dgnam: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dgnam: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

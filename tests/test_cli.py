@@ -1,0 +1,188 @@
+"""The real CLI, run as a subprocess, on tiny user models and (when present) the shipped checkpoints."""
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dgnam.cli import DEFAULT_GENERATOR, DEFAULT_MODEL, parse_units
+from tests.conftest import tiny_generator
+
+USER_MODEL = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, stride=2, padding=1),
+                             nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 5))
+""")
+
+
+def run_cli(*args, cwd=None):
+    proc = subprocess.run([sys.executable, "-m", "dgnam", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("user")
+    (root / "mynet.py").write_text(USER_MODEL)
+    tiny_generator().save(root / "gen.pt")
+    return root
+
+
+def _assert_run(out, n_images):
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["images"]) == n_images
+    for entry in manifest["images"]:
+        assert (out / entry["file"]).is_file()
+        assert {"layer", "unit", "restart", "seed", "activation"} <= set(entry)
+    assert (out / "grid.png").is_file()
+    assert manifest["settings"]["dgnam_version"]
+    return manifest
+
+
+def test_user_model_factory_file(tmp_path, user_files):
+    out = tmp_path / "run"
+    proc = run_cli("synthesize", "--model", f"{user_files / 'mynet.py'}:make", "--generator", user_files / "gen.pt",
+                   "--units", "0-2,4", "--steps", 20, "--restarts", 2, "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    manifest = _assert_run(out, 8)
+    entries = manifest["images"]
+    assert [e["unit"] for e in entries] == [0, 0, 1, 1, 2, 2, 4, 4]
+    assert [e["seed"] for e in entries] == [0, 1] * 4
+    # The synthesis drove the units up from their starting values.
+    gains = [e["activation"] - e["start_activation"] for e in entries]
+    assert sum(g > 0 for g in gains) >= 6 and sum(gains) > 0
+    with Image.open(out / entries[0]["file"]) as im:
+        assert im.size == (32, 32)
+
+
+def test_conv_layer_with_position_and_real_data(tmp_path, user_files):
+    data = tmp_path / "real"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    out = tmp_path / "run"
+    proc = run_cli("synthesize", "--model", f"{user_files / 'mynet.py'}:make", "--generator", user_files / "gen.pt",
+                   "--layer", "2", "--units", "1,3", "--position", "4,5", "--steps", 5, "--restarts", 1,
+                   "--data", data, "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    manifest = _assert_run(out, 2)
+    assert manifest["settings"]["position"] == [4, 5]
+    assert all("activation_relative_to_real_max" in e for e in manifest["images"])
+    assert "max / real max" in proc.stdout
+
+
+def test_param_pixel(tmp_path, user_files):
+    out = tmp_path / "run"
+    proc = run_cli("synthesize", "--model", f"{user_files / 'mynet.py'}:make", "--input-size", 32,
+                   "--param", "pixel", "--units", "0", "--steps", 10, "--restarts", 1, "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    manifest = _assert_run(out, 1)
+    assert manifest["settings"]["param"] == "pixel"
+    assert manifest["images"][0]["activation"] > manifest["images"][0]["start_activation"]
+
+
+def test_manifest_round_trip_is_bit_exact(tmp_path, user_files):
+    common = ["--model", f"{user_files / 'mynet.py'}:make", "--generator", user_files / "gen.pt", "--steps", 15, "--quiet"]
+    first = tmp_path / "first"
+    assert run_cli("synthesize", *common, "--units", "0-3", "--restarts", 2, "--seed", 7, "--out", first).returncode == 0
+    manifest = json.loads((first / "manifest.json").read_text())
+    s = manifest["settings"]
+    again = tmp_path / "again"
+    proc = run_cli("synthesize", *common, "--units", ",".join(map(str, s["units"])), "--restarts", s["restarts"],
+                   "--seed", s["seed"], "--out", again)
+    assert proc.returncode == 0, proc.stderr
+    for entry in manifest["images"]:
+        assert (first / entry["file"]).read_bytes() == (again / entry["file"]).read_bytes()
+    # One image alone, from its manifest entry (unit, seed): the same pixels.
+    entry = manifest["images"][5]
+    single = tmp_path / "single"
+    proc = run_cli("synthesize", *common, "--units", entry["unit"], "--restarts", 1, "--seed", entry["seed"], "--out", single)
+    assert proc.returncode == 0, proc.stderr
+    single_entry = json.loads((single / "manifest.json").read_text())["images"][0]
+    a = np.asarray(Image.open(first / entry["file"]), dtype=int)
+    b = np.asarray(Image.open(single / single_entry["file"]), dtype=int)
+    assert np.abs(a - b).max() <= 1
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--layer", "conv9"], "unknown layer 'conv9'"),
+    (["--units", "0,7"], "unit 7 is out of range for layer 'output', which has 5 units"),
+    (["--generator", "missing.pt"], "does not exist"),
+    (["--generator", "BROKEN"], "corrupt or not a PyTorch checkpoint"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, user_files, extra, message):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"\x00garbage")
+    extra = [str(broken) if e == "BROKEN" else e for e in extra]
+    out = tmp_path / "run"
+    args = ["synthesize", "--model", f"{user_files / 'mynet.py'}:make", "--generator", user_files / "gen.pt",
+            "--steps", 2, "--out", out, "--quiet", *extra]
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]
+
+
+def test_non_empty_out_is_refused(tmp_path, user_files):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    proc = run_cli("synthesize", "--model", f"{user_files / 'mynet.py'}:make", "--generator", user_files / "gen.pt",
+                   "--steps", 2, "--out", out)
+    assert proc.returncode == 2 and "not empty" in proc.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_missing_model_file_and_usage_error(tmp_path):
+    proc = run_cli("synthesize", "--model", tmp_path / "nope.py:make", "--out", tmp_path / "x")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    assert run_cli("synthesize", "--steps", "many").returncode == 2
+
+
+def test_layers_marks_last_spatial_layer(user_files):
+    proc = run_cli("layers", "--model", "torchvision:resnet18:none", "--input-size", 64)
+    assert proc.returncode == 0, proc.stderr
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("layer4 "))
+    assert "last spatial layer" in line
+    relu = next(l for l in proc.stdout.splitlines() if l.startswith("layer4.1.relu "))
+    assert relu.split()[-1] == "2"  # called twice per forward
+
+
+def test_parse_units():
+    assert parse_units("0-3,7") == [0, 1, 2, 3, 7]
+    with pytest.raises(Exception, match="not a list"):
+        parse_units("3-1")
+
+
+@pytest.mark.skipif(not (DEFAULT_GENERATOR.is_file() and DEFAULT_MODEL.is_file()), reason="shipped checkpoints absent")
+def test_default_run_on_shipped_checkpoints(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("synthesize", "--steps", 30, "--restarts", 1, "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    manifest = _assert_run(out, 10)
+    labels = [e["label"] for e in manifest["images"]]
+    assert labels[:3] == ["airplane", "automobile", "bird"]
+    # Even 30 steps through the prior make the shipped classifier pick the intended class for most units.
+    from dgnam import load_classifier
+    from dgnam.cli import load_images
+    model = load_classifier(DEFAULT_MODEL)
+    images = load_images([out / e["file"] for e in manifest["images"]], 32)
+    predicted = model(images).argmax(1).tolist()
+    assert sum(p == e["unit"] for p, e in zip(predicted, manifest["images"])) >= 8
+
+
+def test_console_script_installed():
+    assert shutil.which("dgnam") is not None
