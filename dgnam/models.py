@@ -73,6 +73,16 @@ class Model(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.module(self.preprocess(images))
 
+    def _forward_checked(self, x: torch.Tensor):
+        try:
+            return self.module(x)
+        except RuntimeError as exc:
+            if not _shape_error(exc):
+                raise
+            first = str(exc).strip().splitlines()[0][:150]
+            raise DgnamError(f"{self.name} failed on input of shape {tuple(x.shape)} ({first}); "
+                             f"set the model's input size (CLI: --input-size) to what it was built for") from None
+
     def run(self, images: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
         """Forward ``images`` and return ``{layer: activation}`` for the requested layers.
 
@@ -86,11 +96,11 @@ class Model(nn.Module):
             acts[INPUT] = images
         x = self.preprocess(images)
         if not hooked:
-            acts[OUTPUT] = _first_tensor(self.module(x), OUTPUT)
+            acts[OUTPUT] = _first_tensor(self._forward_checked(x), OUTPUT)
             return acts
         with LayerCapture(self.module, hooked, stop_early=not want_output) as capture:
             try:
-                out = self.module(x)
+                out = self._forward_checked(x)
             except _StopForward:
                 out = None
         missing = [layer for layer in hooked if layer not in capture.activations]
@@ -102,6 +112,11 @@ class Model(nn.Module):
         if want_output:
             acts[OUTPUT] = _first_tensor(out, OUTPUT)
         return acts
+
+
+def _shape_error(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return any(k in text for k in ("shape", "size", "dimension", "channels", "Expected", "expected"))
 
 
 def _first_tensor(value, where: str) -> torch.Tensor:

@@ -18,6 +18,10 @@ from dgnam.generator import UpconvGenerator
 from dgnam.optim import Adam, NormalizedAscent, Optimizer
 
 
+# Mean of a_i = mean_i + 3 std_i over CaffeNet's fc6 units (Nguyen et al. 2016: bounds 3-17, mean ~12).
+PAPER_FC6_MEAN_BOUND = 12.0
+
+
 def _row_randn(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
     """(B, *shape) standard normal, row i drawn from its own generator seeded with seeds[i]."""
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
@@ -96,7 +100,20 @@ class GeneratorCode(Parametrization):
         torch.clamp(params, lower, upper, out=params)
 
     def default_optimizer(self) -> Optimizer:
-        return NormalizedAscent()
+        """The paper's schedule (8 -> 1e-10, decay 0.99), in units of this code's scale.
+
+        The paper's step sizes were set for CaffeNet fc6, whose bounds average about 12. The update
+        moves every unit by ``lr`` on average, so with smaller codes (a CIFAR encoder's) the same
+        numbers would throw every unit to a corner of the box at each step; scaling ``lr`` by
+        mean(bound) / 12 gives any code the dynamics the paper had on fc6 (and fc6 exactly 8).
+        """
+        scale = self.code_scale()
+        return NormalizedAscent(lr_start=8.0 * scale, lr_end=1e-10 * scale, l2_decay=0.99)
+
+    def code_scale(self) -> float:
+        bound = self.upper_bound
+        finite = bound[torch.isfinite(bound)]
+        return float(finite.mean()) / PAPER_FC6_MEAN_BOUND if finite.numel() else 1.0
 
     def describe(self) -> dict:
         return {"param": "GeneratorCode", "code_dim": self.generator.code_dim, "bound_scale": self.bound_scale,

@@ -104,3 +104,11 @@ def test_preprocess_crop_and_normalise():
     torch.testing.assert_close(seen["x"], (img[..., 14:241, 14:241] - 0.5) / 0.25)
     with pytest.raises(DgnamError, match="both mean and std"):
         Model(Probe(), mean=[0.5, 0.5, 0.5])
+
+
+def test_wrong_input_size_is_one_line():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 30 * 30, 2))
+    with pytest.raises(DgnamError, match=r"failed on input of shape \(1, 3, 64, 64\).*--input-size") as err:
+        Model(net, input_size=64).run(torch.rand(1, 3, 64, 64), ["output"])
+    assert "\n" not in str(err.value)
+    assert Model(net, input_size=32).run(torch.rand(1, 3, 64, 64), ["output"])["output"].shape == (1, 2)

@@ -76,6 +76,8 @@ class GeneratorModule(L.LightningModule):
         lambda_img, lambda_feat, lambda_adv: loss weights (per-element mean squared errors).
         bound_k: code_upper_bound = mean + bound_k * std, stored in the exported generator.
         export_path: where to write the dgnam generator when ``fit`` ends.
+        encoder_input_size, encoder_fit: the encoder's input side and how larger images reach it
+            (``crop`` = centre crop, as the paper crops 256 to 227).
     """
 
     def __init__(self, encoder: str = "checkpoints/cifar10/encoder.pt", code_layer: str = "relu6",
@@ -86,10 +88,11 @@ class GeneratorModule(L.LightningModule):
                  lr_g: float = 5e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.9, 0.999),
                  weight_decay_d: float = 4e-4, bound_k: float = 3.0,
                  grid_every: int = 500, export_path: str | None = None,
-                 encoder_input_size: int | None = None) -> None:
+                 encoder_input_size: int | None = None, encoder_fit: str = "resize") -> None:
         super().__init__()
         self.save_hyperparameters()
         self.encoder = self._load_encoder(encoder, encoder_input_size)
+        self.encoder.fit = encoder_fit  # "crop": the paper's centre crop of G's 256 output to 227/224
         for p in self.encoder.parameters():
             p.requires_grad_(False)
         arch = build_generator_arch(generator_arch, **(generator_kwargs or {}))

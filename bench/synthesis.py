@@ -1,0 +1,77 @@
+"""Synthesis engine overhead and batching speed-up, on a CIFAR-sized target (random weights).
+
+Prints, for 10 units x 8 restarts (80 images):
+  1. time per DGN-AM step / time of a bare forward+backward of G then the target at the same batch
+     (the engine's overhead; goal <= 1.10);
+  2. batched (80 rows per pass) vs one image at a time speed-up (goal >= 5x).
+Ratios are measured within one run because this machine's speed varies between runs.
+Run: python bench/synthesis.py [--steps 10] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import dgnam
+from dgnam.generator import UpconvGenerator, cifar_arch
+from dgnam.nets import CifarResNet
+
+
+def bare_step_seconds(gen, net, batch: int, units: torch.Tensor, repeats: int) -> float:
+    """Forward+backward of G then the target, gradient w.r.t. the code: the floor for one AM step."""
+    code = torch.rand(batch, gen.code_dim, requires_grad=True)
+    for i in range(repeats + 1):
+        if i == 1:
+            start = time.perf_counter()
+        logits = net(gen(code).clamp(0, 1))
+        (grad,) = torch.autograd.grad(logits.gather(1, units[:, None]).sum(), code)
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    gen = UpconvGenerator(cifar_arch()).eval()
+    gen.set_code_statistics(torch.full((512,), 0.5), torch.full((512,), 0.5))
+    net = CifarResNet(widths=(16, 32, 64), depth=3).eval()  # ResNet-20
+    for p in [*gen.parameters(), *net.parameters()]:
+        p.requires_grad_(False)
+    model = dgnam.Model(net, input_size=32)
+    units, restarts = list(range(10)), 8
+    n = len(units) * restarts
+    row_units = torch.tensor([u for u in units for _ in range(restarts)])
+
+    def run(steps: int, batch_size: int = n):
+        return dgnam.visualize(model, units, generator=gen, restarts=restarts, steps=steps, batch_size=batch_size)
+
+    run(2)  # warm-up
+    # Interleave and keep the best of 3, so a burst of background load hits neither side alone.
+    # A step's cost is the difference between runs of 2N and N steps (init and final pass cancel).
+    am_steps, bares = [], []
+    for _ in range(3):
+        short, long = run(args.steps), run(2 * args.steps)
+        am_steps.append((long.seconds - short.seconds) / args.steps)
+        bares.append(bare_step_seconds(gen, net, n, row_units, args.steps))
+    am_step, bare = min(am_steps), min(bares)
+    batched = run(args.steps)
+    single = run(args.steps, batch_size=1)
+
+    print(f"batch {n} ({len(units)} units x {restarts} restarts), {args.steps} steps, {args.threads} threads")
+    print(f"AM step {am_step * 1e3:.1f} ms vs bare G+target forward+backward {bare * 1e3:.1f} ms: "
+          f"overhead ratio {am_step / bare:.3f} (goal <= 1.10)")
+    print(f"batched {batched.seconds:.2f}s vs one image at a time {single.seconds:.2f}s: "
+          f"speed-up {single.seconds / batched.seconds:.1f}x (goal >= 5x)")
+    code_diff = (batched.params - single.params).abs().max().item()
+    image_diff = (batched.images - single.images).abs().max().item()
+    print(f"batched vs one-at-a-time: max |code diff| {code_diff:.2e}, max |pixel diff| {image_diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()
