@@ -15,7 +15,7 @@ from torch import nn
 
 from dgnam.errors import DgnamError
 from dgnam.io import load_checkpoint
-from dgnam.models import Model
+from dgnam.models import Model, first_line
 from dgnam.nets import ARCHITECTURES
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -47,14 +47,14 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
     The returned model has ``.classes`` and ``.metadata`` attributes.
     """
     ckpt = load_checkpoint(path, CLASSIFIER_FORMAT, "dgnam classifier")
-    net = build_classifier(ckpt["arch"], ckpt["arch_kwargs"])
     try:
+        net = build_classifier(ckpt["arch"], ckpt["arch_kwargs"])
         net.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        raise DgnamError(f"'{path}' does not match architecture {ckpt['arch']} "
-                         f"({str(exc).splitlines()[0][:100]}); re-export the checkpoint") from None
-    model = Model(net, input_size=ckpt["input_size"], mean=ckpt["mean"], std=ckpt["std"],
-                  name=Path(path).stem).to(device)
-    model.classes = list(ckpt["metadata"].get("classes", []))
-    model.metadata = dict(ckpt["metadata"])
+        model = Model(net, input_size=ckpt["input_size"], mean=ckpt["mean"], std=ckpt["std"],
+                      name=Path(path).stem).to(device)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise DgnamError(f"'{path}' is damaged or does not match its architecture "
+                         f"({type(exc).__name__}: {first_line(exc, 100)}); re-export the checkpoint") from None
+    model.metadata = dict(ckpt.get("metadata", {}))
+    model.classes = list(model.metadata.get("classes", []))
     return model

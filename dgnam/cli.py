@@ -81,8 +81,15 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2), like every other dgnam error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dgnam", description="Synthesise preferred inputs of neurons (DGN-AM).")
+    parser = _Parser(prog="dgnam", description="Synthesise preferred inputs of neurons (DGN-AM).")
     parser.add_argument("--version", action="version", version=f"dgnam {dgnam.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -102,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", default=None, help="folder of real images: report activations relative to each unit's max on them")
     s.add_argument("--data-limit", type=int, default=2000, help="at most this many real images from --data")
     s.add_argument("--out", default=None, help="output directory (must not exist or be empty; default: dgnam-runs/<time>)")
+    s.add_argument("--fixed-batch", action="store_true",
+                   help="pad every batch to --batch-size so any single image re-runs bit for bit on its own")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
     lay = sub.add_parser("layers", help="list a model's layers with output shapes and parameter counts")
@@ -170,6 +179,30 @@ def _real_unit_max(model, layer, units, position, images: torch.Tensor, device, 
     return best.tolist()
 
 
+def _layer_size(model: dgnam.Model, layer: str, device: torch.device) -> int:
+    """Number of units (fc) or channels (conv) of ``layer``; validates the name, the call index and the input size."""
+    from dgnam.models import parse_layer
+
+    zeros = torch.zeros(1, 3, model.input_size, model.input_size, device=device)
+    with torch.no_grad():
+        if layer == "output":
+            return model.run(zeros, ["output"])["output"].shape[1]
+        model.run(zeros, ["output"])  # a wrong input size fails here with its own one-line error
+        name, call = parse_layer(layer)
+        info = {i.name: i for i in dgnam.describe_layers(model)}.get(name)
+    if info is None:
+        from dgnam.models import resolve_layer
+        resolve_layer(model.module, layer)  # raises with the closest names
+    if info.calls == 0:
+        raise DgnamError(f"layer {name!r} does not run in {model.name}'s forward pass; pick one from `dgnam layers`")
+    if call >= info.calls:
+        raise DgnamError(f"layer {name!r} runs {info.calls} time(s) per forward; use {name}@0 to {name}@{max(info.calls - 1, 0)}")
+    shape = info.call_shapes[call]
+    if not shape:
+        raise DgnamError(f"layer {layer!r} does not return a tensor; pick another from `dgnam layers`")
+    return shape[0]
+
+
 def _fresh_out_dir(out: str | None, model_name: str) -> Path:
     if out is None:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -209,20 +242,12 @@ def cmd_synthesize(args) -> int:
         model.input_size = generator.image_size if generator is not None else None
     if model.input_size is None:
         raise DgnamError("the model's input size is unknown; pass --input-size")
-    # Validate the layer and units before any optimisation (and before anything is written).
-    shapes = {info.name: info for info in dgnam.describe_layers(model)}
+    if generator is not None and generator.image_size > model.input_size:
+        model.fit = "crop"  # the paper: centre crop of G's output (256 -> 227/224), not a resize
     layer = args.layer
-    if layer == "output":
-        with torch.no_grad():
-            n_units = model(torch.zeros(1, 3, model.input_size, model.input_size, device=device)).shape[1]
-    else:
-        from dgnam.models import parse_layer, resolve_layer
-
-        resolve_layer(model.module, layer)
-        info = shapes.get(parse_layer(layer)[0])
-        if info is None or info.shape is None:
-            raise DgnamError(f"layer {layer!r} does not run in the forward pass; pick one from `dgnam layers`")
-        n_units = info.shape[0]
+    n_units = _layer_size(model, layer, device)
+    if args.position is not None and layer == "output":
+        raise DgnamError("--position applies to conv layers; the model output has no spatial positions")
     units = parse_units(args.units) if args.units else list(range(min(n_units, 10)))
     bad = [u for u in units if not 0 <= u < n_units]
     if bad:
@@ -236,12 +261,13 @@ def cmd_synthesize(args) -> int:
     result = dgnam.visualize(model, units, layer=layer, generator=generator, param=param, restarts=args.restarts,
                              seed=args.seed, steps=args.steps, position=args.position, transforms=transforms,
                              batch_size=args.batch_size, device=device, amp=device.type == "cuda",
-                             progress=not args.quiet, unit_names=classes or None)
+                             progress=not args.quiet, unit_names=classes or None, fixed_batch=args.fixed_batch)
     relative = None
     if real_images is not None:
         unit_max = _real_unit_max(model, layer, units, args.position, real_images, device, args.batch_size)
         by_unit = dict(zip(units, unit_max))
-        relative = [v / by_unit[u] if by_unit[u] > 0 else float("nan") for u, v in zip(result.extra["unit"], result.values.tolist())]
+        # None where the unit never fires on real images (a ratio to <= 0 means nothing).
+        relative = [v / by_unit[u] if by_unit[u] > 0 else None for u, v in zip(result.extra["unit"], result.values.tolist())]
 
     # Write everything into a temporary sibling directory, then rename: a failed run leaves nothing.
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -266,7 +292,8 @@ def cmd_synthesize(args) -> int:
                     "generator_metadata": getattr(generator, "metadata", None) if generator else None,
                     "layer": layer, "units": units, "position": list(args.position) if args.position else None,
                     "param": args.param, "steps": args.steps, "restarts": args.restarts, "seed": args.seed,
-                    "batch_size": args.batch_size, "device": str(device), "mean": args.mean, "std": args.std,
+                    "batch_size": args.batch_size, "fixed_batch": args.fixed_batch, "fit": model.fit,
+                    "device": str(device), "mean": args.mean, "std": args.std,
                     "input_size": model.input_size, "data": args.data, "dgnam_version": dgnam.__version__,
                     "torch_version": torch.__version__, "seconds": round(result.seconds, 2),
                     "engine": result.settings}
@@ -274,12 +301,24 @@ def cmd_synthesize(args) -> int:
         if out_dir.exists():
             out_dir.rmdir()  # an empty --out directory is allowed
         staging.rename(out_dir)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DgnamError(f"could not write the run to '{out_dir}' ({exc.strerror or exc}); check space and permissions, "
+                         f"and that --out stayed empty") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _summary(result, units, relative)
     print(f"wrote {len(result)} images, grid.png and manifest.json to {out_dir} ({result.seconds:.1f}s)")
     return 0
+
+
+def _resolve_shipped(spec: str) -> str:
+    """Generators name their encoder as trained (often relative to the repository root)."""
+    if ":" in spec or Path(spec).exists():
+        return spec
+    candidate = SHIPPED.parent / spec
+    return str(candidate) if candidate.exists() else spec
 
 
 def _safe(name: str) -> str:
@@ -294,7 +333,8 @@ def _summary(result, units, relative) -> None:
         acts = [values[i] for i in idx]
         row = [result.labels[idx[0]], f"{sum(acts) / len(acts):.2f}", f"{max(acts):.2f}"]
         if relative is not None:
-            row.append(f"{max(relative[i] for i in idx):.2f}")
+            ratios = [relative[i] for i in idx if relative[i] is not None]
+            row.append(f"{max(ratios):.2f}" if ratios else "n/a")
         rows.append(row)
     header = ["unit", "mean act", "max act"] + (["max / real max"] if relative is not None else [])
     _print_table(rows, header)
@@ -325,8 +365,8 @@ def cmd_layers(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from dgnam.classifiers import load_classifier
     from dgnam.stats import code_statistics
+    from dgnam.zoo import load_model
 
     device = _device(args.device)
     out = Path(args.out)
@@ -336,9 +376,9 @@ def cmd_stats(args) -> int:
     encoder_path = args.encoder or generator.encoder
     if not encoder_path:
         raise DgnamError("the generator does not name its encoder; pass --encoder")
-    encoder = load_classifier(encoder_path, device)
-    images = load_images(_image_files(Path(args.data), args.data_limit), encoder.input_size)
-    batches = [images[i:i + 256] for i in range(0, len(images), 256)]
+    encoder = load_model(_resolve_shipped(encoder_path), device=device)
+    files = _image_files(Path(args.data), args.data_limit)
+    batches = (load_images(files[i:i + 256], encoder.input_size) for i in range(0, len(files), 256))
     mean, std, summary = code_statistics(encoder, generator.encoder_layer, batches, device)
     if mean.numel() != generator.code_dim:
         raise DgnamError(f"encoder layer {generator.encoder_layer!r} has {mean.numel()} units but the generator takes "

@@ -178,7 +178,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
         raise DgnamError(f"'{path}' has an invalid generator architecture ({exc}); re-export it") from None
     try:
         gen.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
+    except (RuntimeError, KeyError, TypeError) as exc:
         raise DgnamError(f"'{path}' weights do not match its architecture ({str(exc).splitlines()[0][:100]}); "
                          f"the file is damaged, re-export it") from None
     gen.metadata = dict(ckpt.get("metadata", {}))

@@ -39,7 +39,17 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
 
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
-    return atomic_write_text(json.dumps(obj, indent=2) + "\n", path)
+    return atomic_write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n", path)
+
+
+def is_torchscript(path: str | os.PathLike) -> bool:
+    """True for a TorchScript archive (a zip holding compiled ``code/``), False for a pickled state dict."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name or name.startswith("code/") for name in archive.namelist())
 
 
 def load_checkpoint(path: str | os.PathLike, expected_format: str, what: str) -> dict:
@@ -50,6 +60,8 @@ def load_checkpoint(path: str | os.PathLike, expected_format: str, what: str) ->
     path = Path(path)
     if not path.is_file():
         raise DgnamError(f"{what} file '{path}' does not exist; check the path")
+    if is_torchscript(path):
+        raise DgnamError(f"'{path}' is a TorchScript archive, not a {what}; pass it as --model, or export a dgnam checkpoint")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt, truncated, or not a torch file at all

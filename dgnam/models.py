@@ -71,7 +71,7 @@ class Model(nn.Module):
         return images
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.module(self.preprocess(images))
+        return self._forward_checked(self.preprocess(images))
 
     def _forward_checked(self, x: torch.Tensor):
         try:
@@ -79,7 +79,7 @@ class Model(nn.Module):
         except RuntimeError as exc:
             if not _shape_error(exc):
                 raise
-            first = str(exc).strip().splitlines()[0][:150]
+            first = first_line(exc)
             raise DgnamError(f"{self.name} failed on input of shape {tuple(x.shape)} ({first}); "
                              f"set the model's input size (CLI: --input-size) to what it was built for") from None
 
@@ -112,6 +112,12 @@ class Model(nn.Module):
         if want_output:
             acts[OUTPUT] = _first_tensor(out, OUTPUT)
         return acts
+
+
+def first_line(exc: BaseException, limit: int = 150) -> str:
+    """The first line of an exception's message (error messages here are one line)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
 def _shape_error(exc: RuntimeError) -> bool:
@@ -151,8 +157,15 @@ def layer_names(module: nn.Module) -> list[str]:
     return [name for name, _ in module.named_modules() if name]
 
 
+def _require_hooks(module: nn.Module) -> None:
+    if isinstance(module, torch.jit.ScriptModule):
+        raise DgnamError("a TorchScript model exposes only its output (layer 'output'); to address inner layers "
+                         "pass the Python model (--model FILE.py:factory)")
+
+
 def resolve_layer(module: nn.Module, layer: str) -> tuple[nn.Module, int]:
     """Return ``(submodule, call_index)`` for a layer name, or raise with the closest names."""
+    _require_hooks(module)
     name, call = parse_layer(layer)
     modules = dict(module.named_modules())
     if name and name in modules:
@@ -227,9 +240,17 @@ class LayerCapture:
 class LayerInfo:
     name: str
     type: str
-    shape: tuple[int, ...] | None  # output shape without the batch dim; None if it never ran
-    calls: int
+    call_shapes: tuple[tuple[int, ...], ...]  # output shape (no batch dim) of each call, in order
     n_params: int
+
+    @property
+    def calls(self) -> int:
+        return len(self.call_shapes)
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        """Shape of the first call's output; None if the layer never ran."""
+        return self.call_shapes[0] if self.call_shapes else None
 
 
 def describe_layers(model: Model | nn.Module, image_size: int | None = None) -> list[LayerInfo]:
@@ -242,6 +263,7 @@ def describe_layers(model: Model | nn.Module, image_size: int | None = None) -> 
     if size is None:
         raise DgnamError("cannot infer the model's input size; pass image_size (CLI: --input-size)")
     module = model.module
+    _require_hooks(module)
     shapes: dict[str, list[tuple[int, ...]]] = {}
     handles = []
 
@@ -270,7 +292,7 @@ def describe_layers(model: Model | nn.Module, image_size: int | None = None) -> 
             continue
         calls = shapes.get(name, [])
         own_params = sum(p.numel() for p in sub.parameters(recurse=False))
-        infos.append(LayerInfo(name, type(sub).__name__, calls[0] if calls else None, len(calls), own_params))
+        infos.append(LayerInfo(name, type(sub).__name__, tuple(calls), own_params))
     return infos
 
 
@@ -301,6 +323,7 @@ def last_spatial_layer(model: Model | nn.Module, image_size: int | None = None) 
     size = image_size or model.input_size
     if size is None:
         raise DgnamError("cannot infer the model's input size; pass image_size (CLI: --input-size)")
+    _require_hooks(model.module)
     events: list[tuple[str, int, tuple[int, ...]]] = []
     handles = []
 

@@ -198,6 +198,9 @@ class Unit(LayerObjective):
         act = self._activation(acts)
         batch = act.shape[0]
         if act.ndim == 2:
+            if self.position is not None:
+                raise DgnamError(f"layer {self.layer!r} is fully connected (shape {tuple(act.shape[1:])}); "
+                                 f"drop the position, it only applies to conv layers")
             self._check_range(act.shape[1], "unit")
             return act.gather(1, self._rows(batch, act.device)[:, None]).squeeze(1)
         if act.ndim == 4:

@@ -29,23 +29,31 @@ class NormalizedAscent(Optimizer):
 
     Each step: ``lr = lr_start + (lr_end - lr_start) * step / n_steps``;
     ``h += lr * g / mean|g|`` (mean per row); clip h to the box (``project``); ``h *= l2_decay``.
-    Rows whose gradient is zero or not finite are left unchanged, as in the original.
+    As in the original, a row whose gradient is not finite skips the ascent but is still clipped
+    and decayed, and a row whose gradient is exactly zero is clipped and decayed once, then stops.
     """
 
     def __init__(self, lr_start: float = 8.0, lr_end: float = 1e-10, l2_decay: float = 0.99) -> None:
         self.lr_start, self.lr_end, self.l2_decay = lr_start, lr_end, l2_decay
 
+    def start(self, params: torch.Tensor, n_steps: int) -> None:
+        super().start(params, n_steps)
+        self._stopped = torch.zeros(params.shape[0], dtype=torch.bool, device=params.device)
+
     @torch.no_grad()
     def update(self, params: torch.Tensor, grad: torch.Tensor, step: int, project: Project) -> None:
         lr = self.lr_start + (self.lr_end - self.lr_start) * step / self.n_steps
+        rows = (-1, *[1] * (grad.ndim - 1))
         mean_abs = grad.abs().flatten(1).mean(1)
-        ok = torch.isfinite(mean_abs) & (mean_abs > 0)
-        scale = torch.where(ok, lr / mean_abs.clamp_min(1e-30), torch.zeros_like(mean_abs))
-        grad = torch.where(ok.view(-1, *[1] * (grad.ndim - 1)), grad, torch.zeros_like(grad))
-        params.add_(grad * scale.view(-1, *[1] * (grad.ndim - 1)))
+        ascend = torch.isfinite(mean_abs) & (mean_abs > 0) & ~self._stopped
+        scale = torch.where(ascend, lr / mean_abs.clamp_min(1e-30), torch.zeros_like(mean_abs))
+        stopped_values = params[self._stopped].clone()
+        params.add_(torch.where(ascend.view(rows), grad, torch.zeros_like(grad)) * scale.view(rows))
         project(params)
         if 0 < self.l2_decay < 1:
             params.mul_(self.l2_decay)
+        params[self._stopped] = stopped_values
+        self._stopped |= mean_abs == 0
 
 
 class Adam(Optimizer):

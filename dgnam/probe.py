@@ -39,11 +39,11 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
               restarts: int = 1, seed: int = 0, steps: int = 200, position: tuple[int, int] | None = None,
               spatial_mean: bool = False, optimizer: Optimizer | None = None, transforms: Sequence = (),
               batch_size: int = 64, device: str | torch.device = "cpu", amp: bool = False,
-              progress: bool = False, unit_names: Sequence[str] | None = None) -> Result:
+              progress: bool = False, unit_names: Sequence[str] | None = None, fixed_batch: bool = False) -> Result:
     """Synthesise preferred images for ``units`` of ``layer``, ``restarts`` images per unit, in batches.
 
     Image (unit u, restart r) uses seed ``seed + r``, whatever else is in the batch, so any single
-    image can be reproduced from its (unit, seed).
+    image can be reproduced from its (unit, seed) (bit for bit with ``fixed_batch=True``).
 
     Example::
 
@@ -69,7 +69,7 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
     labels = [names[u] if names and u < len(names) else f"{layer}:{u}" for u in row_units]
     return synthesize(objective, param, seeds=seeds, model=model, steps=steps, optimizer=optimizer,
                       transforms=transforms, batch_size=batch_size, device=device, amp=amp,
-                      progress=progress, labels=labels,
+                      progress=progress, labels=labels, fixed_batch=fixed_batch,
                       extra={"layer": [layer] * len(row_units), "unit": row_units, "restart": row_restarts})
 
 

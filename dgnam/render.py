@@ -88,7 +88,8 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
                transforms: Sequence = (), batch_size: int = 64, device: str | torch.device = "cpu",
                amp: bool = False, progress: bool = False, labels: Sequence[str] | None = None,
                extra: dict[str, list] | None = None,
-               callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> Result:
+               callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+               fixed_batch: bool = False) -> Result:
     """Maximise ``objective`` over images produced by ``param``, one image per seed.
 
     Args:
@@ -101,6 +102,9 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
         batch_size: rows per forward/backward; bounds memory.
         amp: bfloat16 autocast for the model forwards on CUDA.
         callback: called as ``callback(step, rows, params)`` after every update (e.g. to record frames).
+        fixed_batch: pad every chunk to ``batch_size`` rows (repeating its last row). Math kernels
+            round differently for different batch sizes (~1e-6), so only then is an image bit-identical
+            whatever else was in its batch; it costs a full batch for a small run.
 
     Example::
 
@@ -137,6 +141,9 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
     bar = tqdm(total=steps * math.ceil(n / batch_size), disable=not progress, unit="step", leave=False)
     with eval_mode(*frozen):
         for rows in _chunks(n, batch_size):
+            n_real = len(rows)
+            if fixed_batch and n_real < batch_size:
+                rows = torch.cat([rows, rows[-1:].expand(batch_size - n_real)])
             chunk_seeds = [seeds[i] for i in rows.tolist()]
             chunk_objective = objective.take(rows)
             # Like act_max.py, the start code is not clipped: the box applies after each step.
@@ -153,9 +160,9 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
                     value = chunk_objective(_gather_activations(requirements, seen, images)).float()
                 (grad,) = torch.autograd.grad(value.sum(), params)
                 optimizer.update(params, grad.float(), step, param.project)
-                history[step, rows] = value.detach().cpu()
+                history[step, rows[:n_real]] = value.detach()[:n_real].cpu()
                 if callback is not None:
-                    callback(step, rows, params.detach())
+                    callback(step, rows[:n_real], params.detach()[:n_real])
                 bar.update(1)
             with torch.no_grad(), autocast:
                 final = param.images(params)
@@ -163,11 +170,12 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
             if not torch.isfinite(final_value).all():
                 raise DgnamError("the objective became NaN/inf; lower the step size or check the model for "
                                  "numerical problems")
-            images_out.append(final.detach().float().clamp(0, 1).cpu())
-            values_out.append(final_value.detach().cpu())
-            params_out.append(params.detach().cpu())
+            images_out.append(final.detach()[:n_real].float().clamp(0, 1).cpu())
+            values_out.append(final_value.detach()[:n_real].cpu())
+            params_out.append(params.detach()[:n_real].cpu())
     bar.close()
-    settings = {"objective": objective.name, "steps": steps, "batch_size": batch_size, "device": str(device),
+    settings = {"objective": objective.name, "steps": steps, "batch_size": batch_size, "fixed_batch": fixed_batch,
+                "device": str(device),
                 "amp": amp, "transforms": [repr(t) for t in transforms], **param.describe(), **optimizer.describe()}
     return Result(images=torch.cat(images_out), values=torch.cat(values_out), params=torch.cat(params_out),
                   seeds=seeds, labels=list(labels) if labels is not None else [str(s) for s in seeds],

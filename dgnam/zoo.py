@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from dgnam.errors import DgnamError
-from dgnam.models import Model
+from dgnam.io import is_torchscript
+from dgnam.models import Model, first_line
 
 
 def load_torchvision(name: str, weights: str | None = "DEFAULT", input_size: int | None = None,
@@ -60,17 +61,22 @@ def _import_factory(spec: str):
         path = Path(target)
         if not path.is_file():
             raise DgnamError(f"model file '{path}' does not exist; check the path in --model")
-        module_spec = importlib.util.spec_from_file_location(f"dgnam_user_{path.stem}", path)
+        import sys
+
+        name = f"dgnam_user_{path.stem}"
+        module_spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module  # dataclasses and pickling look the module up here
         try:
             module_spec.loader.exec_module(module)
         except Exception as exc:
-            raise DgnamError(f"importing '{path}' failed ({type(exc).__name__}: {exc}); fix the file") from None
+            del sys.modules[name]
+            raise DgnamError(f"importing '{path}' failed ({type(exc).__name__}: {first_line(exc)}); fix the file") from None
     else:
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
-            raise DgnamError(f"cannot import module {target!r} ({exc}); is it installed / on PYTHONPATH?") from None
+            raise DgnamError(f"cannot import module {target!r} ({first_line(exc)}); is it installed / on PYTHONPATH?") from None
     if not hasattr(module, attr):
         raise DgnamError(f"{target} has no attribute {attr!r}; name the function that builds the model")
     return getattr(module, attr)
@@ -104,12 +110,8 @@ def load_model(spec: str, *, input_size: int | None = None, mean: list[float] | 
     if path.suffix in (".pt", ".pth", ".ts", ".jit") and not spec.endswith(".py") and ":" not in path.name:
         if not path.is_file():
             raise DgnamError(f"model file '{path}' does not exist; check the path in --model")
-        try:
-            model = load_classifier(path, device)
-            return _override_preprocessing(model, mean, std, input_size)
-        except DgnamError as exc:
-            if "not a dgnam classifier" not in str(exc):
-                raise
+        if not is_torchscript(path):
+            return _override_preprocessing(load_classifier(path, device), mean, std, input_size)
         try:
             net = torch.jit.load(str(path), map_location=device)
         except Exception:
@@ -120,7 +122,7 @@ def load_model(spec: str, *, input_size: int | None = None, mean: list[float] | 
     try:
         net = factory()
     except Exception as exc:
-        raise DgnamError(f"calling {spec} failed ({type(exc).__name__}: {exc}); the factory must take no arguments") from None
+        raise DgnamError(f"calling {spec} failed ({type(exc).__name__}: {first_line(exc)}); the factory must take no arguments") from None
     if isinstance(net, Model):
         return _override_preprocessing(net, mean, std, input_size).to(device)
     if not isinstance(net, nn.Module):

@@ -63,7 +63,9 @@ def test_normalized_ascent_matches_reference_rule():
     lr = 8.0 + (0.0 - 8.0) * 1 / 4  # 6.0; mean |g| of row 0 = 2
     expected0 = (torch.tensor([1.0, 2.0, 0.5]) + lr * torch.tensor([2.0, -4.0, 0.0]) / 2).clamp(0, 5) * 0.99
     torch.testing.assert_close(params[0], expected0)
-    torch.testing.assert_close(params[1], torch.full((3,), 0.1 * 0.99))  # zero gradient: only decay
+    torch.testing.assert_close(params[1], torch.full((3,), 0.1 * 0.99))  # zero gradient: decayed once...
+    opt.update(params, grad, step=2, project=lambda p: p.clamp_(torch.zeros(3), upper))
+    torch.testing.assert_close(params[1], torch.full((3,), 0.1 * 0.99))  # ...then stopped, as act_max.py breaks
 
 
 def test_pixel_and_fourier_through_same_call(tiny_model):
@@ -151,3 +153,14 @@ def test_default_step_is_scaled_to_the_code():
     assert opt.lr_start == pytest.approx(8.0) and opt.l2_decay == 0.99
     gen.set_code_statistics(torch.full((16,), 0.3), torch.full((16,), 0.3), k=3.0)  # bounds 1.2
     assert GeneratorCode(gen).default_optimizer().lr_start == pytest.approx(0.8)
+
+
+def test_fixed_batch_makes_rows_bit_identical(tiny_model, tiny_gen):
+    units, seeds = [0, 3, 7, 9], [5, 6, 7, 8]
+    batched = synthesize(class_logit(units), GeneratorCode(tiny_gen), model=tiny_model, seeds=seeds, steps=30,
+                         batch_size=4, fixed_batch=True)
+    alone = synthesize(class_logit(units[2]), GeneratorCode(tiny_gen), model=tiny_model, seeds=[seeds[2]], steps=30,
+                       batch_size=4, fixed_batch=True)
+    assert len(alone) == 1 and alone.history.shape == (30, 1)
+    assert torch.equal(alone.params[0], batched.params[2])
+    assert torch.equal(alone.images[0], batched.images[2])
