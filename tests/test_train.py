@@ -68,6 +68,13 @@ def test_encoder_then_generator_then_resume(tmp_path, image_root):
     assert resumed["metadata"]["iterations"] == 5  # continued from 2, not restarted
     assert not torch.equal(resumed["state_dict"]["convs.conv0.weight"], first["state_dict"]["convs.conv0.weight"])
 
+    # Export a stopped run's last checkpoint without training further.
+    again = tmp_path / "gen_again.pt"
+    generator.main(["export", str(ckpt_dir / "last.ckpt"), str(again)])
+    exported = torch.load(again, weights_only=True)
+    assert exported["metadata"]["iterations"] == 5
+    assert torch.equal(exported["state_dict"]["convs.conv0.weight"], resumed["state_dict"]["convs.conv0.weight"])
+
 
 def test_balance_rule_pauses_and_resumes():
     bal = AdversarialBalance()

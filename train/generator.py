@@ -218,26 +218,50 @@ class GeneratorModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         if self.hparams.export_path and self.trainer.is_global_zero:
-            self.export(self.hparams.export_path)
+            dm = self.trainer.datamodule
+            self.export(self.hparams.export_path, dm.train_set, dm.classes, self.global_step)
 
     @torch.no_grad()
-    def export(self, path: str) -> None:
-        """Compute code statistics over the training set, set the bounds and write the generator."""
+    def export(self, path: str, train_set, classes: list[str], iterations: int) -> None:
+        """Compute code statistics over ``train_set``, set the bounds and write the dgnam generator."""
         hp = self.hparams
-        dm = self.trainer.datamodule
-        loader = torch.utils.data.DataLoader(dm.train_set, batch_size=500)
+        loader = torch.utils.data.DataLoader(train_set, batch_size=500)
         mean, std, summary = code_statistics(self.encoder, hp.code_layer, loader, self.device)
         self.generator.set_code_statistics(mean.to(self.device), std.to(self.device), hp.bound_k)
-        metadata = {"iterations": self.global_step, "bound_k": hp.bound_k, "code_layer": hp.code_layer,
+        metadata = {"iterations": iterations, "bound_k": hp.bound_k, "code_layer": hp.code_layer,
                     "comparator_layer": hp.comparator_layer, "code_summary": summary,
                     "train_seconds": round(self._train_seconds_before + time.time() - self._fit_start),
-                    "lambdas": [hp.lambda_img, hp.lambda_feat, hp.lambda_adv], "classes": list(dm.classes)}
+                    "lambdas": [hp.lambda_img, hp.lambda_feat, hp.lambda_adv], "classes": list(classes)}
         self.generator.save(path, metadata)
-        print(f"exported {path}: {self.global_step} iterations, code zeros {summary['zero_fraction']:.2f}, "
+        print(f"exported {path}: {iterations} iterations, code zeros {summary['zero_fraction']:.2f}, "
               f"mean {summary['mean']:.3f}", flush=True)
 
 
+def export_checkpoint(ckpt_path: str, out: str) -> None:
+    """Export the generator of a Lightning checkpoint (e.g. a stopped run's ``last.ckpt``) as a dgnam file.
+
+    Run: ``python -m train.generator export runs/generator/ckpt/last.ckpt checkpoints/cifar10/generator.pt``
+    """
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # our own Lightning checkpoint
+    hparams = {k: v for k, v in state["hyper_parameters"].items() if not k.startswith("_")}  # LightningCLI adds _instantiator
+    module = GeneratorModule(**hparams)
+    module.load_state_dict(state["state_dict"])
+    module.on_load_checkpoint(state)
+    module._fit_start = time.time()
+    data = ImageFolderData(**{k: v for k, v in state["datamodule_hyper_parameters"].items() if not k.startswith("_")})
+    data.setup("fit")
+    module.export(out, data.train_set, data.classes, state["global_step"])
+
+
 def main(args: list[str] | None = None) -> None:
+    import sys
+
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["export"]:
+        if len(argv) != 3:
+            raise SystemExit("usage: python -m train.generator export LIGHTNING_CKPT OUT.pt")
+        export_checkpoint(argv[1], argv[2])
+        return
     torch.set_float32_matmul_precision("high")
     LightningCLI(GeneratorModule, ImageFolderData, args=args, save_config_kwargs={"overwrite": True})
 
