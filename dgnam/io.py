@@ -23,6 +23,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp's 0600 would make shared outputs private
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

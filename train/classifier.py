@@ -98,7 +98,7 @@ class ClassifierModule(L.LightningModule):
         hp = self.hparams
         dm = self.trainer.datamodule
         metadata = {"classes": list(getattr(dm, "classes", [])), "test_accuracy": self.test_accuracy,
-                    "adv_eps": hp.adv_eps, "epochs": self.current_epoch + 1,
+                    "adv_eps": hp.adv_eps, "epochs": self.current_epoch,
                     "train_seconds": round(time.time() - self._fit_start), "description": hp.description}
         ckpt = classifier_checkpoint(hp.arch, hp.arch_kwargs or {}, self.net.state_dict(),
                                      mean=hp.mean, std=hp.std, input_size=dm.hparams.image_size, metadata=metadata)
