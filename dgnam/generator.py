@@ -30,18 +30,29 @@ CAFFE_BGR_MEAN = (104.0, 117.0, 123.0)
 
 
 def cifar_arch(code_dim: int = 512, fc_dims: tuple[int, ...] = (1024,), start_channels: int = 128,
-               widths: tuple[int, ...] = (128, 64, 32)) -> dict[str, Any]:
-    """A 32x32 generator: FC layers (``fc_dims`` hidden) -> (start_channels, 4, 4) -> 3 x (upconv, conv) -> 3x3 conv to RGB."""
+               widths: tuple[int, ...] = (128, 64, 32), spatial_code: bool = False) -> dict[str, Any]:
+    """A 32x32 generator: code -> (start_channels, 4, 4) -> 3 x (upconv, conv) -> 3x3 conv to RGB.
+
+    By default FC layers (``fc_dims`` hidden) map an fc code to the 4x4 map. With ``spatial_code``
+    the code *is* a (start_channels, 4, 4) conv map (code_dim = 16 * start_channels), reshaped and
+    mixed by two 3x3 convs instead, like the paper's pool5 generator.
+    """
     convs: list[list] = []
     c = start_channels
+    if spatial_code:
+        if code_dim != start_channels * 16:
+            raise DgnamError(f"a spatial code of {code_dim} units is not ({start_channels}, 4, 4)")
+        convs += [["conv5", c, c, 1, True], ["conv5_1", c, c, 1, True]]
+        fc = []
+    else:
+        dims = [*fc_dims, start_channels * 4 * 4]
+        fc = [[f"defc{len(dims) + 4 - i}", d] for i, d in enumerate(dims)]
     for i, width in enumerate(widths):
         convs.append([f"deconv{len(widths) - i}", c, width, 2, True])
         convs.append([f"conv{len(widths) - i}_1", width, width, 1, True])
         c = width
     convs.append(["conv0", c, 3, 1, True])
-    dims = [*fc_dims, start_channels * 4 * 4]
-    return {"code_dim": code_dim, "fc": [[f"defc{len(dims) + 4 - i}", d] for i, d in enumerate(dims)],
-            "start_shape": [start_channels, 4, 4], "convs": convs}
+    return {"code_dim": code_dim, "fc": fc, "start_shape": [start_channels, 4, 4], "convs": convs}
 
 
 def fc6_arch() -> dict[str, Any]:
@@ -101,10 +112,28 @@ class UpconvGenerator(nn.Module):
         self.convs = nn.ModuleDict(convs)
         self.image_size = size
         self.act = nn.LeakyReLU(0.3)
+        self.reset_parameters()
         # Bounds start infinite (no clipping) until code statistics are set.
         self.register_buffer("code_upper_bound", torch.full((self.code_dim,), float("inf")))
         self.register_buffer("code_mean", torch.zeros(self.code_dim))
         self.register_buffer("code_std", torch.ones(self.code_dim))
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """He initialisation for LeakyReLU(0.3), zero biases.
+
+        PyTorch's default init shrinks the signal by about 3x per layer; after nine layers the
+        biases drown the code and G starts out (and stays for hundreds of iterations) at the mean image.
+        """
+        layers = [*self.fc.values(), *self.convs.values()]
+        for layer in layers:
+            # A transposed conv's fan-in is in_channels * k * k / stride^2 per output pixel.
+            fan_mode = "fan_in" if isinstance(layer, nn.Linear) else "fan_out"
+            nn.init.kaiming_normal_(layer.weight, a=0.3, mode=fan_mode, nonlinearity="leaky_relu")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        if layers[-1].bias is not None and self.output_space == "rgb01":
+            layers[-1].bias.fill_(0.5)  # start at mid-grey
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
         """code (B, code_dim) -> raw output (B, 3, S, S) in ``output_space``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from einops import reduce
+from einops import rearrange
 
 from dgnam.errors import DgnamError
 from dgnam.models import Model
@@ -16,7 +16,7 @@ def code_statistics(encoder: Model, layer: str, batches: Iterable[torch.Tensor],
                     device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """Per-unit mean and std of ``layer``'s activation over image batches (RGB [0,1]).
 
-    Conv activations are averaged over space first. Returns ``(mean (D,), std (D,), summary)``
+    A conv activation (C, H, W) is a code of C*H*W units, flattened as the generator takes it. Returns ``(mean (D,), std (D,), summary)``
     where ``summary`` holds the fraction of exact zeros, the overall mean and the image count,
     worth checking: a code that is mostly zeros is hard to invert.
     """
@@ -29,11 +29,7 @@ def code_statistics(encoder: Model, layer: str, batches: Iterable[torch.Tensor],
         images = images.to(device)
         if images.dtype == torch.uint8:
             images = images.float() / 255
-        code = encoder.run(images, [layer])[layer].double()
-        if code.ndim == 4:
-            code = reduce(code, "b c h w -> b c", "mean")
-        if code.ndim != 2:
-            raise DgnamError(f"layer {layer!r} has output shape {tuple(code.shape[1:])}; code statistics need (D,) or (C, H, W)")
+        code = rearrange(encoder.run(images, [layer])[layer].double(), "b ... -> b (...)")
         zeros += int((code == 0).sum())
         stacked = torch.stack([code.sum(0), (code * code).sum(0)])
         total = stacked if total is None else total + stacked

@@ -49,7 +49,8 @@ def test_encoder_then_generator_then_resume(tmp_path, image_root):
     ckpt_dir = tmp_path / "gckpt"
     args = ["fit", "--config", "configs/cifar10/generator.yaml", *_common(tmp_path, image_root, "gen"),
             "--trainer.max_epochs=-1", f"--model.encoder={enc_path}", f"--model.export_path={gen_path}",
-            "--model.generator_kwargs={code_dim: 16, fc_dims: [32], start_channels: 8, widths: [8, 8, 8]}",
+            # The shipped config's spatial code: the tiny encoder's features.relu4_2 is 4x4x4 = 64 values.
+            "--model.generator_kwargs={code_dim: 64, start_channels: 4, widths: [8, 8, 8], spatial_code: true}",
             "--model.discriminator_convs=[[8, 3, 1], [8, 4, 2]]", "--model.discriminator_code_dims=[8]",
             "--model.grid_every=2", "--trainer.val_check_interval=3", "--trainer.limit_val_batches=1",
             f"--trainer.callbacks.init_args.dirpath={ckpt_dir}", "--trainer.callbacks.init_args.every_n_train_steps=1"]
@@ -57,7 +58,7 @@ def test_encoder_then_generator_then_resume(tmp_path, image_root):
     first = torch.load(gen_path, weights_only=True)
     assert first["metadata"]["iterations"] == 2
     gen = load_generator(gen_path)
-    assert gen.image_size == 32 and gen.code_dim == 16
+    assert gen.image_size == 32 and gen.code_dim == 64
     # Bounds come from real code statistics: finite, non-negative, mean + 3 std.
     torch.testing.assert_close(gen.code_upper_bound, gen.code_mean + 3 * gen.code_std)
     assert torch.isfinite(gen.code_upper_bound).all() and (gen.code_upper_bound >= 0).all()
@@ -74,6 +75,15 @@ def test_encoder_then_generator_then_resume(tmp_path, image_root):
     exported = torch.load(again, weights_only=True)
     assert exported["metadata"]["iterations"] == 5
     assert torch.equal(exported["state_dict"]["convs.conv0.weight"], resumed["state_dict"]["convs.conv0.weight"])
+
+
+def test_code_size_mismatch_is_one_line(tmp_path, image_root):
+    from dgnam import DgnamError
+    from train.generator import GeneratorModule
+    enc_path = _train_encoder(tmp_path, image_root)
+    with pytest.raises(DgnamError, match=r"gives 16 values \(16,\) but the generator takes code_dim=64"):
+        GeneratorModule(encoder=str(enc_path), code_layer="relu6",
+                        generator_kwargs={"code_dim": 64, "start_channels": 4, "widths": [8, 8, 8], "spatial_code": True})
 
 
 def test_balance_rule_pauses_and_resumes():

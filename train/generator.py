@@ -23,6 +23,7 @@ from lightning.pytorch.cli import LightningCLI
 from torchvision.utils import save_image
 
 from dgnam.classifiers import load_classifier
+from dgnam.errors import DgnamError
 from dgnam.generator import UpconvGenerator, cifar_arch, fc6_arch
 from dgnam.models import Model
 from dgnam.stats import code_statistics
@@ -80,7 +81,7 @@ class GeneratorModule(L.LightningModule):
             (``crop`` = centre crop, as the paper crops 256 to 227).
     """
 
-    def __init__(self, encoder: str = "checkpoints/cifar10/encoder.pt", code_layer: str = "relu6",
+    def __init__(self, encoder: str = "checkpoints/cifar10/encoder.pt", code_layer: str = "features.relu4_2",
                  comparator_layer: str = "features.relu3_2", generator_arch: str = "cifar",
                  generator_kwargs: dict | None = None, discriminator_convs: list[list[int]] | None = None,
                  discriminator_code_dims: list[int] | None = None, output_space: str = "rgb01",
@@ -97,11 +98,21 @@ class GeneratorModule(L.LightningModule):
             p.requires_grad_(False)
         arch = build_generator_arch(generator_arch, **(generator_kwargs or {}))
         self.generator = UpconvGenerator(arch, output_space=output_space, encoder_layer=code_layer, encoder=encoder)
+        self._check_code_size()
         self.discriminator = Discriminator(self.generator.code_dim, discriminator_convs, discriminator_code_dims)
         self.balance = AdversarialBalance()
         self.automatic_optimization = False
         self._fit_start = time.time()
         self._train_seconds_before = 0.0
+
+    @torch.no_grad()
+    def _check_code_size(self) -> None:
+        size = self.encoder.input_size or self.generator.image_size
+        code = self.encoder.run(torch.zeros(1, 3, size, size), [self.hparams.code_layer])[self.hparams.code_layer]
+        if code[0].numel() != self.generator.code_dim:
+            raise DgnamError(f"encoder layer {self.hparams.code_layer!r} gives {code[0].numel()} values "
+                             f"{tuple(code.shape[1:])} but the generator takes code_dim={self.generator.code_dim}; "
+                             f"set model.generator_kwargs.code_dim to match")
 
     @staticmethod
     def _load_encoder(spec: str, input_size: int | None) -> Model:
