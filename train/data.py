@@ -25,6 +25,7 @@ from torchvision.datasets import ImageFolder
 
 from dgnam.errors import DgnamError
 from dgnam.io import atomic_save
+from dgnam.transforms import crop_rows
 
 Augment = Literal["classifier", "crop", "none"]
 
@@ -69,16 +70,12 @@ def augment_batch(images_u8: torch.Tensor, mode: Augment, pad: int = 4, generato
     if mode == "none":
         return x
     b, _, h, w = x.shape
-    device = x.device
-    x = F.pad(x, (pad,) * 4, mode="constant" if mode == "classifier" else "reflect")
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(device)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(device)
-    rows = (dy[:, None] + torch.arange(h, device=device))[:, None, :, None].expand(b, 3, h, w + 2 * pad)
-    x = x.gather(2, rows)
-    cols = (dx[:, None] + torch.arange(w, device=device))[:, None, None, :].expand(b, 3, h, w)
-    x = x.gather(3, cols)
+    padded = F.pad(x, (pad,) * 4, mode="constant" if mode == "classifier" else "reflect")
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    x = crop_rows(padded, dy, dx, h, w)
     if mode == "classifier":
-        flip = (torch.rand(b, generator=generator) < 0.5).to(device)
+        flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
     return x
 
