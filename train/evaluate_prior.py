@@ -1,7 +1,8 @@
 """Does the generator prior work? Numbers for the model card, on the test split.
 
 - encoder test accuracy on originals;
-- encoder agreement: the encoder's class for G(E(x)) equals the true class;
+- encoder agreement: the encoder's class for G(E(x)) equals the true class (``reconstruction``) and
+  equals its class for x (``same_class_as_original``);
 - independent judges (never used in generator training, other architectures): accuracy on
   originals vs on reconstructions, and the ratio;
 - reconstruction error, code statistics; grids of originals vs reconstructions and of
@@ -35,10 +36,10 @@ def evaluate(encoder_path: str, generator_path: str, judge_paths: list[str], roo
         picks = torch.linspace(0, len(labels) - 1, limit).long()
         images_u8, labels = images_u8[picks], labels[picks]
     layer = generator.encoder_layer
-    correct = {"encoder/original": 0, "encoder/reconstruction": 0}
-    for name in judges:
-        correct[f"{name}/original"] = 0
-        correct[f"{name}/reconstruction"] = 0
+    correct = {}
+    for name in ["encoder", *judges]:
+        for key in ("original", "reconstruction", "same_class_as_original"):
+            correct[f"{name}/{key}"] = 0
     sq_err = 0.0
     for start in range(0, len(labels), batch):
         x = images_u8[start:start + batch].float() / 255
@@ -46,11 +47,12 @@ def evaluate(encoder_path: str, generator_path: str, judge_paths: list[str], roo
         acts = encoder.run(x, [layer, "output"])
         recon = generator.generate(acts[layer].flatten(1))
         sq_err += float(((recon - x) ** 2).sum())
-        correct["encoder/original"] += int((acts["output"].argmax(1) == y).sum())
-        correct["encoder/reconstruction"] += int((encoder(recon).argmax(1) == y).sum())
-        for name, judge in judges.items():
-            correct[f"{name}/original"] += int((judge(x).argmax(1) == y).sum())
-            correct[f"{name}/reconstruction"] += int((judge(recon).argmax(1) == y).sum())
+        for name, net in [("encoder", encoder), *judges.items()]:
+            on_original = acts["output"].argmax(1) if net is encoder else net(x).argmax(1)
+            on_recon = net(recon).argmax(1)
+            correct[f"{name}/original"] += int((on_original == y).sum())
+            correct[f"{name}/reconstruction"] += int((on_recon == y).sum())
+            correct[f"{name}/same_class_as_original"] += int((on_recon == on_original).sum())
     n = len(labels)
     report = {k: v / n for k, v in correct.items()}
     for name in judges:

@@ -1,0 +1,24 @@
+import torch
+
+from dgnam.models import Model
+from dgnam.stats import code_statistics
+from tests.conftest import TinyNet
+
+
+def test_code_statistics_match_direct_computation():
+    model = Model(TinyNet(), input_size=32)
+    images = torch.rand(40, 3, 32, 32)
+    batches = [images[i:i + 16] for i in range(0, 40, 16)]
+    mean, std, summary = code_statistics(model, "relu1", batches)
+    with torch.no_grad():
+        codes = model.run(images, ["relu1"])["relu1"]
+    torch.testing.assert_close(mean, codes.mean(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(std, codes.std(0), atol=1e-5, rtol=1e-4)
+    assert summary["n_images"] == 40
+    assert abs(summary["zero_fraction"] - float((codes == 0).float().mean())) < 1e-6
+
+
+def test_spatial_code_has_one_statistic_per_unit():
+    model = Model(TinyNet(), input_size=32)
+    mean, std, _ = code_statistics(model, "relu", [torch.rand(8, 3, 32, 32)])
+    assert mean.shape == (8 * 16 * 16,)  # every (channel, y, x) is a code unit, as the generator sees it
