@@ -377,6 +377,8 @@ def cmd_stats(args) -> int:
     if not encoder_path:
         raise DgnamError("the generator does not name its encoder; pass --encoder")
     encoder = load_model(_resolve_shipped(encoder_path), device=device)
+    if encoder.input_size is None:  # a factory model: it sees what the generator makes
+        encoder.input_size = generator.image_size
     files = _image_files(Path(args.data), args.data_limit)
     batches = (load_images(files[i:i + 256], encoder.input_size) for i in range(0, len(files), 256))
     mean, std, summary = code_statistics(encoder, generator.encoder_layer, batches, device)

@@ -220,3 +220,31 @@ def test_default_run_on_shipped_checkpoints(tmp_path):
 
 def test_console_script_installed():
     assert shutil.which("dgnam") is not None
+
+
+def test_stats_recomputes_bounds(tmp_path, user_files):
+    import torch
+
+    from dgnam import UpconvGenerator, cifar_arch, load_generator
+    from dgnam.cli import load_images
+    from dgnam.zoo import load_model
+    encoder_spec = f"{user_files / 'mynet.py'}:make"
+    # Layer "4" (AdaptiveAvgPool2d(4) after a ReLU) gives a non-negative 8x4x4 = 128-unit code.
+    gen = UpconvGenerator(cifar_arch(code_dim=128, start_channels=8, widths=(8, 8, 8), spatial_code=True),
+                          encoder_layer="4", encoder=encoder_spec)
+    gen.save(tmp_path / "g.pt")
+    data = tmp_path / "real"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    proc = run_cli("stats", "--generator", tmp_path / "g.pt", "--data", data, "--out", tmp_path / "g2.pt", "--k", 2)
+    assert proc.returncode == 0, proc.stderr
+    updated = load_generator(tmp_path / "g2.pt")
+    model = load_model(encoder_spec)
+    images = load_images(sorted(data.glob("*.png")), 32)
+    with torch.no_grad():
+        codes = model.run(images, ["4"])["4"].flatten(1)
+    torch.testing.assert_close(updated.code_upper_bound, codes.mean(0) + 2 * codes.std(0), atol=1e-4, rtol=1e-4)
+    again = run_cli("stats", "--generator", tmp_path / "g.pt", "--data", data, "--out", tmp_path / "g2.pt")
+    assert again.returncode == 2 and "exists" in again.stderr
