@@ -253,39 +253,42 @@ class LayerInfo:
         return self.call_shapes[0] if self.call_shapes else None
 
 
+def _trace(model: Model, image_size: int | None, record, skip: tuple[type, ...] = ()) -> None:
+    """One no-grad forward on a zero image with ``record(name, output)`` hooked on every named module
+    (except instances of ``skip``); hooks are removed whatever happens."""
+    size = image_size or model.input_size
+    if size is None:
+        raise DgnamError("cannot infer the model's input size; pass image_size (CLI: --input-size)")
+    _require_hooks(model.module)
+    handles = []
+    try:
+        for name, sub in model.module.named_modules():
+            if name and not isinstance(sub, skip):
+                handles.append(sub.register_forward_hook(lambda mod, inputs, output, name=name: record(name, output)))
+        with torch.no_grad():
+            p = next(model.module.parameters(), None)
+            model(torch.zeros(1, 3, size, size, device=p.device if p is not None else "cpu"))
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def describe_layers(model: Model | nn.Module, image_size: int | None = None) -> list[LayerInfo]:
     """Names, output shapes (per call), call counts and parameter counts of every layer.
 
     Runs one forward on a zero image of ``image_size`` (default: the model's input size).
     """
     model = as_model(model)
-    size = image_size or model.input_size
-    if size is None:
-        raise DgnamError("cannot infer the model's input size; pass image_size (CLI: --input-size)")
-    module = model.module
-    _require_hooks(module)
     shapes: dict[str, list[tuple[int, ...]]] = {}
-    handles = []
 
-    def make_hook(name: str):
-        def hook(mod, inputs, output):
-            try:
-                shapes.setdefault(name, []).append(tuple(_first_tensor(output, name).shape[1:]))
-            except DgnamError:
-                shapes.setdefault(name, []).append(())
-        return hook
+    def record(name: str, output) -> None:
+        try:
+            shapes.setdefault(name, []).append(tuple(_first_tensor(output, name).shape[1:]))
+        except DgnamError:
+            shapes.setdefault(name, []).append(())
 
-    try:
-        for name, sub in module.named_modules():
-            if name:
-                handles.append(sub.register_forward_hook(make_hook(name)))
-        with torch.no_grad():
-            p = next(module.parameters(), None)
-            dev = p.device if p is not None else torch.device("cpu")
-            model(torch.zeros(1, 3, size, size, device=dev))
-    finally:
-        for handle in handles:
-            handle.remove()
+    _trace(model, image_size, record)
+    module = model.module
     infos = []
     for name, sub in module.named_modules():
         if not name:
@@ -320,31 +323,14 @@ def last_spatial_layer(model: Model | nn.Module, image_size: int | None = None) 
     torchvision ResNet) the outermost is chosen, i.e. the block output, not a branch conv.
     """
     model = as_model(model)
-    size = image_size or model.input_size
-    if size is None:
-        raise DgnamError("cannot infer the model's input size; pass image_size (CLI: --input-size)")
-    _require_hooks(model.module)
     events: list[tuple[str, int, tuple[int, ...]]] = []
-    handles = []
 
-    def make_hook(name: str):
-        def hook(mod, inputs, output):
-            if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1:
-                events.append((name, output.data_ptr(), tuple(output.shape)))
-        return hook
+    def record(name: str, output) -> None:
+        if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1:
+            events.append((name, output.data_ptr(), tuple(output.shape)))
 
     # Adaptive pools (torchvision VGG's avgpool to 7x7) resample the last map; they are not features.
-    adaptive = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-    try:
-        for name, sub in model.module.named_modules():
-            if name and not isinstance(sub, adaptive):
-                handles.append(sub.register_forward_hook(make_hook(name)))
-        with torch.no_grad():
-            p = next(model.module.parameters(), None)
-            model(torch.zeros(1, 3, size, size, device=p.device if p is not None else "cpu"))
-    finally:
-        for handle in handles:
-            handle.remove()
+    _trace(model, image_size, record, skip=(nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))
     if not events:
         raise DgnamError(f"{model.name} has no spatial (C, H, W) layer; pass the layer explicitly")
     _, ptr, shape = events[-1]
