@@ -90,7 +90,7 @@ def test_objectives_compose_across_two_models(tiny_gen):
     with torch.no_grad():
         a, b = m1(res.images)[:, 4], m2(res.images)[:, 4]
     torch.testing.assert_close(res.values, a - b, atol=1e-4, rtol=1e-4)
-    assert (a > b).all()  # the A - B image drives A more than B
+    assert (res.values > res.history[0] + 1e-3).all()  # the ascent widened A's lead over B on every row
     both = synthesize(class_logit(4, model=m1) + 0.5 * class_logit(4, model=m2), GeneratorCode(tiny_gen),
                       seeds=[0], steps=5)
     with torch.no_grad():
