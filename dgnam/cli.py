@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", required=True, help="where to write the generator with new bounds (must not exist)")
     st.add_argument("--data-limit", type=int, default=50000)
     st.add_argument("--device", default="auto")
+
+    s.set_defaults(handler=cmd_synthesize)
+    lay.set_defaults(handler=cmd_layers)
+    st.set_defaults(handler=cmd_stats)
+    # Commands that live in their own modules register here: each module's add_commands(sub, common)
+    # adds its subparsers and sets handler=. (one line per module)
     return parser
 
 
@@ -397,8 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        handler = {"synthesize": cmd_synthesize, "layers": cmd_layers, "stats": cmd_stats}[args.command]
-        return handler(args)
+        return args.handler(args)
     except DgnamError as exc:
         print(f"dgnam: error: {exc}", file=sys.stderr)
         return 2

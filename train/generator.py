@@ -2,6 +2,7 @@
 
 G learns to invert a frozen encoder's code h = E(x):
     L_G = lambda_img * MSE(G(h), x) + lambda_feat * MSE(C(G(h)), C(x)) + lambda_adv * L_adv(D(G(h), h))
+          [+ lambda_code * MSE(E(G(h)), h)]
 with C the encoder's comparator layer, and a conditional discriminator D(image, code).
 D pauses when it gets too strong, following the original balancing rule (see :class:`AdversarialBalance`).
 
@@ -75,6 +76,10 @@ class GeneratorModule(L.LightningModule):
         comparator_layer: encoder layer used for the feature (perceptual) loss.
         generator_arch: ``cifar`` or ``fc6``; ``generator_kwargs`` its arguments.
         lambda_img, lambda_feat, lambda_adv: loss weights (per-element mean squared errors).
+        lambda_code: weight of an optional code-cycle term, MSE between the code of G(h) and h (0 in
+            DeePSiM). It asks G for images the encoder reads back as the same code, which is what
+            activation maximisation relies on; check it with an independent judge, since it can
+            also teach G to hide features where the encoder looks.
         bound_k: code_upper_bound = mean + bound_k * std, stored in the exported generator.
         export_path: where to write the dgnam generator when ``fit`` ends.
         encoder_input_size, encoder_fit: the encoder's input side and how larger images reach it
@@ -86,7 +91,7 @@ class GeneratorModule(L.LightningModule):
                  generator_kwargs: dict | None = None, discriminator_convs: list[list[int]] | None = None,
                  discriminator_code_dims: list[int] | None = None, output_space: str = "rgb01",
                  lambda_img: float = 1.0, lambda_feat: float = 1.0, lambda_adv: float = 0.005,
-                 lr_g: float = 5e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.9, 0.999),
+                 lambda_code: float = 0.0, lr_g: float = 5e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.9, 0.999),
                  weight_decay_d: float = 4e-4, bound_k: float = 3.0,
                  grid_every: int = 500, export_path: str | None = None,
                  encoder_input_size: int | None = None, encoder_fit: str = "resize") -> None:
@@ -132,8 +137,12 @@ class GeneratorModule(L.LightningModule):
         acts = self.encoder.run(images, [hp.code_layer, hp.comparator_layer])
         return acts[hp.code_layer].flatten(1), acts[hp.comparator_layer]
 
-    def _comparator(self, images: torch.Tensor) -> torch.Tensor:
-        return self.encoder.run(images, [self.hparams.comparator_layer])[self.hparams.comparator_layer]
+    def _fake_features(self, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The comparator features of G's images and, when the code-cycle term is on, their code."""
+        hp = self.hparams
+        layers = [hp.comparator_layer] + ([hp.code_layer] if hp.lambda_code else [])
+        acts = self.encoder.run(fake, layers)
+        return acts[hp.comparator_layer], acts[hp.code_layer].flatten(1) if hp.lambda_code else None
 
     def training_step(self, batch, batch_idx: int) -> None:
         hp = self.hparams
@@ -151,10 +160,13 @@ class GeneratorModule(L.LightningModule):
         d_loss_fake = F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit))
 
         loss_img = F.mse_loss(raw, self.generator.from_rgb(images))
-        loss_feat = F.mse_loss(self._comparator(fake), real_features)
+        fake_features, fake_code = self._fake_features(fake)
+        loss_feat = F.mse_loss(fake_features, real_features)
         g_logit = self.discriminator(fake, code)
         loss_adv = F.binary_cross_entropy_with_logits(g_logit, torch.ones_like(g_logit))
         loss_g = hp.lambda_img * loss_img + hp.lambda_feat * loss_feat + hp.lambda_adv * loss_adv
+        loss_code = F.mse_loss(fake_code, code) if fake_code is not None else torch.zeros((), device=code.device)
+        loss_g = loss_g + hp.lambda_code * loss_code
 
         ratio = self.balance.update(d_loss_real.item(), d_loss_fake.item(), loss_adv.item())
         # Lightning counts every wrapped optimizer step in global_step. G's step is always called
@@ -169,13 +181,13 @@ class GeneratorModule(L.LightningModule):
             self.manual_backward(d_loss_real + d_loss_fake)
             opt_d.optimizer.step()
         iteration = self.global_step
-        self.log_dict({"loss/img": loss_img, "loss/feat": loss_feat, "loss/adv": loss_adv,
+        self.log_dict({"loss/img": loss_img, "loss/feat": loss_feat, "loss/adv": loss_adv, "loss/code": loss_code,
                        "loss/d_real": d_loss_real, "loss/d_fake": d_loss_fake, "balance/ratio": ratio,
                        "balance/train_d": float(self.balance.train_d), "balance/train_g": float(self.balance.train_g)},
                       prog_bar=False)
         if iteration % 50 == 0:
             elapsed = self._train_seconds_before + time.time() - self._fit_start
-            print(f"it {iteration}: img {loss_img.item():.4f} feat {loss_feat.item():.4f} adv {loss_adv.item():.3f} "
+            print(f"it {iteration}: img {loss_img.item():.4f} feat {loss_feat.item():.4f} code {loss_code.item():.4f} adv {loss_adv.item():.3f} "
                   f"d {d_loss_real.item():.3f}/{d_loss_fake.item():.3f} r {ratio:.2f} "
                   f"D {'on' if self.balance.train_d else 'off'} G {'on' if self.balance.train_g else 'off'} "
                   f"{elapsed:.0f}s", flush=True)
@@ -242,7 +254,7 @@ class GeneratorModule(L.LightningModule):
         metadata = {"iterations": iterations, "bound_k": hp.bound_k, "code_layer": hp.code_layer,
                     "comparator_layer": hp.comparator_layer, "code_summary": summary,
                     "train_seconds": round(self._train_seconds_before + time.time() - self._fit_start),
-                    "lambdas": [hp.lambda_img, hp.lambda_feat, hp.lambda_adv], "classes": list(classes)}
+                    "lambdas": [hp.lambda_img, hp.lambda_feat, hp.lambda_adv], "lambda_code": hp.lambda_code, "classes": list(classes)}
         self.generator.save(path, metadata)
         print(f"exported {path}: {iterations} iterations, code zeros {summary['zero_fraction']:.2f}, "
               f"mean {summary['mean']:.3f}", flush=True)
