@@ -59,16 +59,22 @@ class GeneratorCode(Parametrization):
         generator: an :class:`~dgnam.generator.UpconvGenerator` (its ``code_upper_bound`` is the box).
         init_codes: start codes, (D,) or (N, D) for the N rows; default h ~ N(0, 1) per row seed.
         lower_bound: lower clip of every code unit (0: the code is post-ReLU); None disables it.
-        bound_scale: multiply the stored upper bound (a_i = mean_i + k std_i), e.g. to study k.
+        bound_scale: multiply the upper bound (e.g. 0.5 halves every a_i).
+        bound_k: recompute the upper bound as a_i = mean_i + bound_k * std_i from the code
+            statistics stored with the generator (paper: k = 3, the stored default); smaller k keeps
+            codes nearer real ones: less activation, more natural images.
     """
 
     def __init__(self, generator: UpconvGenerator, init_codes: torch.Tensor | None = None,
-                 lower_bound: float | None = 0.0, bound_scale: float = 1.0) -> None:
+                 lower_bound: float | None = 0.0, bound_scale: float = 1.0, bound_k: float | None = None) -> None:
         self.generator = generator
         self.image_size = generator.image_size
         self.init_codes = init_codes
         self.lower_bound = lower_bound
         self.bound_scale = bound_scale
+        if bound_k is not None and not bool((generator.code_std > 0).any()):
+            raise DgnamError("bound_k needs code statistics in the generator; run `dgnam stats` on it first")
+        self.bound_k = bound_k
 
     def to(self, device: torch.device) -> GeneratorCode:
         self.generator.to(device)
@@ -86,7 +92,9 @@ class GeneratorCode(Parametrization):
 
     @property
     def upper_bound(self) -> torch.Tensor:
-        return self.generator.code_upper_bound * self.bound_scale
+        g = self.generator
+        bound = g.code_upper_bound if self.bound_k is None else g.code_mean + self.bound_k * g.code_std
+        return bound * self.bound_scale
 
     def images(self, params: torch.Tensor) -> torch.Tensor:
         # Models see exactly the image that is saved, and the gradient is that of this image: pixels
@@ -117,18 +125,27 @@ class GeneratorCode(Parametrization):
 
     def describe(self) -> dict:
         return {"param": "GeneratorCode", "code_dim": self.generator.code_dim, "bound_scale": self.bound_scale,
+                "bound_k": self.bound_k,
                 "lower_bound": self.lower_bound, "generator": getattr(self.generator, "encoder", "")}
 
 
 class Pixels(Parametrization):
-    """Plain pixels, clipped to [0, 1] after each step; starts from grey plus small per-row noise."""
+    """Plain pixels, clipped to [0, 1] after each step; starts from grey plus small per-row noise,
+    or from ``init_images`` ((3, H, W) for every row or (N, 3, H, W), one per row), e.g. to refine them."""
 
-    def __init__(self, image_size: int, init_std: float = 0.05) -> None:
+    def __init__(self, image_size: int, init_std: float = 0.05, init_images: torch.Tensor | None = None) -> None:
         self.image_size = image_size
         self.init_std = init_std
+        if init_images is not None and tuple(init_images.shape[-3:]) != (3, image_size, image_size):
+            raise DgnamError(f"init images have shape {tuple(init_images.shape)}; expected (N, 3, {image_size}, {image_size})")
+        self.init_images = init_images
 
     def init(self, seeds: Sequence[int], rows: torch.Tensor, device: torch.device) -> torch.Tensor:
         s = self.image_size
+        if self.init_images is not None:
+            images = self.init_images.detach().float()
+            images = images.expand(len(seeds), 3, s, s) if images.ndim == 3 else images[rows.cpu()]
+            return images.clamp(0, 1).clone().to(device)
         return (0.5 + self.init_std * _row_randn(seeds, (3, s, s))).clamp(0, 1).to(device)
 
     def images(self, params: torch.Tensor) -> torch.Tensor:

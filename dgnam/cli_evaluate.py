@@ -1,0 +1,147 @@
+"""``dgnam evaluate``: the command-line face of :mod:`dgnam.evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+import dgnam
+from dgnam.classifiers import SHIPPED
+from dgnam.errors import DgnamError
+
+DEFAULT_JUDGES = SHIPPED / "cifar10" / "judges"
+
+
+def _sweep(text: str) -> list[tuple[float, float]]:
+    try:
+        pairs = [tuple(float(v) for v in item.split(":")) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list like 1:0.99,2:0.99 (k:decay)") from None
+    if any(len(p) != 2 for p in pairs):
+        raise argparse.ArgumentTypeError(f"{text!r}: each item is k:decay, e.g. 2:0.99")
+    return pairs
+
+
+def add_commands(sub) -> None:
+    """Register ``evaluate`` on the ``dgnam`` parser."""
+    from dgnam.cli import _add_model_args
+    from dgnam.evaluate import STANDARD_METHODS
+
+    e = sub.add_parser("evaluate", help="DGN-AM vs pixel baselines, scored by independent judges (report + grid)",
+                       description="Synthesise every class of the target with DGN-AM and the baselines and score "
+                                   "them with judge networks: agreement, KID to real images, diversity, "
+                                   "robustness to shift/blur. Writes report.md, grid.png and results.json.")
+    _add_model_args(e)
+    e.add_argument("--data", required=True, help="dataset root holding test/ and train/ ImageFolder trees "
+                                                 "(e.g. ../shared/data/cifar10)")
+    e.add_argument("--judge", action="append", default=None,
+                   help="judge classifier (repeatable; default: every .pt in the shipped checkpoints/cifar10/judges)")
+    e.add_argument("--generator", default=None, help="generator checkpoint (default: the shipped CIFAR-10 one)")
+    e.add_argument("--methods", default=",".join(STANDARD_METHODS),
+                   help="comma list of " + ", ".join(STANDARD_METHODS))
+    e.add_argument("--restarts", type=int, default=10, help="images per class and method")
+    e.add_argument("--steps", type=int, default=200)
+    e.add_argument("--sweep", type=_sweep, default=_sweep("1:0.99,2:0.99,2:1,3:1"),
+                   help="extra DGN-AM runs as k:decay pairs (bound a_i = mean_i + k std_i); '' for none")
+    e.add_argument("--sweep-restarts", type=int, default=5)
+    e.add_argument("--real-limit", type=int, default=1000, help="real images per split (spread over classes)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--batch-size", type=int, default=100)
+    e.add_argument("--out", default=None, help="output directory (must not exist or be empty)")
+    e.set_defaults(handler=cmd_evaluate)
+
+
+def _judge_name(spec: str) -> str:
+    """Short table name: the file stem of a checkpoint, the factory of FILE.py:factory, torchvision's NAME."""
+    if spec.startswith("torchvision:"):
+        return spec.split(":")[1]
+    if ":" in spec and not Path(spec).exists():
+        return spec.rsplit(":", 1)[1]
+    return Path(spec).stem
+
+
+def load_labelled(root: Path, limit: int, size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Images, labels and class names of an ImageFolder tree, ``limit`` images spread over all classes."""
+    from dgnam.cli import _image_files, load_images
+
+    if not root.is_dir():
+        raise DgnamError(f"'{root}' is not a folder; --data must hold test/ and train/ class folders")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise DgnamError(f"'{root}' has no class folders; --data must hold test/ and train/ ImageFolder trees")
+    files = _image_files(root, limit)
+    labels = torch.tensor([classes.index(f.relative_to(root).parts[0]) for f in files])
+    return load_images(files, size), labels, classes
+
+
+def cmd_evaluate(args) -> int:
+    from dgnam.cli import DEFAULT_GENERATOR, _device, _fresh_out_dir, _load_model
+    from dgnam.evaluate import STANDARD_METHODS, evaluate
+    from dgnam.grid import labelled_grid, save_png
+    from dgnam.io import atomic_write_json, atomic_write_text
+    from dgnam.zoo import load_model
+
+    device = _device(args.device)
+    if min(args.restarts, args.steps, args.sweep_restarts, args.batch_size, args.real_limit) < 1:
+        raise DgnamError("--restarts, --steps, --sweep-restarts, --batch-size and --real-limit must be >= 1")
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in STANDARD_METHODS]
+    if unknown or not names:
+        raise DgnamError(f"unknown method {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(STANDARD_METHODS)}")
+    target = _load_model(args, device)
+    generator = dgnam.load_generator(Path(args.generator) if args.generator else DEFAULT_GENERATOR, device)
+    if target.input_size is None:
+        target.input_size = generator.image_size
+    judge_paths = args.judge or sorted(str(p) for p in DEFAULT_JUDGES.glob("*.pt"))
+    if not judge_paths:
+        raise DgnamError("no judges found; pass --judge PATH (a classifier never used to make the images)")
+    judges = {}
+    for path in judge_paths:
+        judge = load_model(path, device=device)
+        if judge.input_size is None:
+            judge.input_size = target.input_size
+        name = _judge_name(path)
+        judges[name if name not in judges else f"{name}_{len(judges)}"] = judge
+    data = Path(args.data)
+    test_x, test_y, classes = load_labelled(data / "test", args.real_limit, target.input_size)
+    train_x, _, train_classes = load_labelled(data / "train", args.real_limit, target.input_size)
+    if train_classes != classes:
+        raise DgnamError(f"{data}/train and {data}/test hold different class folders; use one dataset layout")
+    model_classes = list(getattr(target, "classes", []) or [])
+    if model_classes and model_classes[: len(classes)] != classes:
+        raise DgnamError(f"the data's classes {classes[:3]}... differ from the target's {model_classes[:3]}...; "
+                         f"point --data at the dataset the target was trained on")
+    out_dir = _fresh_out_dir(args.out, f"evaluate-{target.name}")
+
+    ev = evaluate(target, judges, generator, real_test=(test_x, test_y), real_train=train_x, classes=classes,
+                  methods=[STANDARD_METHODS[m] for m in names], restarts=args.restarts, steps=args.steps,
+                  sweep=args.sweep, sweep_restarts=args.sweep_restarts, seed=args.seed,
+                  batch_size=args.batch_size, device=device)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        images, captions = ev.grid()
+        save_png(labelled_grid(images, captions, ncol=len(classes)), staging / "grid.png")
+        report = ev.to_markdown() + "\n![methods x classes](grid.png)\n"
+        atomic_write_text(report, staging / "report.md")
+        results = {"target": args.model or "shipped encoder", "judges": judge_paths, "data": args.data,
+                   "restarts": args.restarts, "steps": args.steps, "seed": args.seed,
+                   "judge_accuracy": ev.judge_accuracy,
+                   "real": dataclasses.asdict(ev.real),
+                   "methods": {k: dataclasses.asdict(v) for k, v in ev.methods.items()},
+                   "sweep": [{"k": k, "decay": d, **dataclasses.asdict(s)} for k, d, s in ev.sweep]}
+        atomic_write_json(results, staging / "results.json")
+        if out_dir.exists():
+            out_dir.rmdir()
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    print(f"wrote report.md, grid.png and results.json to {out_dir}")
+    return 0
