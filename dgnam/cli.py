@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 
 import dgnam
+import dgnam.cli_evaluate
+import dgnam.cli_scale
 from dgnam.classifiers import SHIPPED
 from dgnam.errors import DgnamError
 
@@ -127,8 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(handler=cmd_synthesize)
     lay.set_defaults(handler=cmd_layers)
     st.set_defaults(handler=cmd_stats)
-    # Commands that live in their own modules register here: each module's add_commands(sub, common)
+    # Commands that live in their own modules register here: each module's add_commands(sub)
     # adds its subparsers and sets handler=. (one line per module)
+    dgnam.cli_evaluate.add_commands(sub)
+    dgnam.cli_scale.add_commands(sub)
     return parser
 
 
@@ -235,6 +239,10 @@ def cmd_synthesize(args) -> int:
     from dgnam.io import atomic_write_json
     from dgnam.probe import make_param
 
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would do the whole job and race on --out
+        raise DgnamError("`dgnam synthesize` runs on one process; under torchrun use `dgnam synthesize-sharded`")
     device = _device(args.device)
     if args.steps < 1 or args.restarts < 1 or args.batch_size < 1:
         raise DgnamError("--steps, --restarts and --batch-size must be >= 1")

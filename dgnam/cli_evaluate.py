@@ -132,7 +132,7 @@ def cmd_evaluate(args) -> int:
         atomic_write_text(report, staging / "report.md")
         results = {"target": args.model or "shipped encoder", "judges": judge_paths, "data": args.data,
                    "restarts": args.restarts, "steps": args.steps, "seed": args.seed,
-                   "judge_accuracy": ev.judge_accuracy,
+                   "judge_accuracy": ev.judge_accuracy, "judge_pgd": ev.judge_pgd,
                    "real": dataclasses.asdict(ev.real),
                    "methods": {k: dataclasses.asdict(v) for k, v in ev.methods.items()},
                    "sweep": [{"k": k, "decay": d, **dataclasses.asdict(s)} for k, d, s in ev.sweep]}

@@ -18,7 +18,8 @@ import torch
 
 from dgnam.errors import DgnamError
 from dgnam.generator import UpconvGenerator
-from dgnam.metrics import KID, Rate, agreement, judge_outputs, kid, relative_to_real, shift_and_blur, within_class_diversity
+from dgnam.metrics import (KID, Rate, agreement, judge_outputs, kid, pgd_accuracy, relative_to_real, shift_and_blur,
+                           within_class_diversity)
 from dgnam.models import Model
 from dgnam.objectives import class_logit, total_variation
 from dgnam.optim import Optimizer
@@ -117,6 +118,7 @@ class Evaluation:
     sweep: list[tuple[float, float, MethodScores]]
     judge_accuracy: dict[str, float]
     judge_notes: dict[str, str]
+    judge_pgd: dict[str, tuple[float, float]]  # adversarially trained judges: (eps, PGD-10 accuracy)
     images: dict[str, torch.Tensor]  # method -> (classes * restarts, 3, H, W), class-major
     n_real: tuple[int, int]
 
@@ -233,6 +235,12 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
         method = Method(f"dgn_k{k:g}_d{decay:g}", f"DGN-AM k={k:g} decay={decay:g}", "dgn", bound_k=k, l2_decay=decay)
         sweep_scores.append((k, decay, score(method, sweep_restarts)[0]))
     notes = {name: str(getattr(j, "metadata", {}).get("description", "")) for name, j in judges.items()}
+    pgd = {}
+    for name, judge in judges.items():  # how robust a robust judge is, at the radius it was trained for
+        eps = float(getattr(judge, "metadata", {}).get("adv_eps", 0) or 0)
+        if eps > 0:
+            pgd[name] = (eps, pgd_accuracy(judge, test_images, test_labels, eps=eps, step_size=eps / 4, steps=10,
+                                           batch_size=batch_size, device=device, seed=seed))
     return Evaluation(target_name=target.name, classes=list(classes), restarts=restarts, steps=steps, real=real,
-                      methods=method_scores, sweep=sweep_scores, judge_accuracy=judge_accuracy, judge_notes=notes,
+                      methods=method_scores, sweep=sweep_scores, judge_accuracy=judge_accuracy, judge_notes=notes, judge_pgd=pgd,
                       images=images, n_real=(len(test_images), len(real_train)))

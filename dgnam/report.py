@@ -56,7 +56,11 @@ def evaluation_markdown(ev: Evaluation) -> str:
            "Judges (never used to make any image):", ""]
     for name, acc in ev.judge_accuracy.items():
         note = ev.judge_notes.get(name) or ""
-        out.append(f"- `{name}`: {100 * acc:.1f}% on the real test images{' — ' + note if note else ''}")
+        robust = ""
+        if name in ev.judge_pgd:
+            eps, pgd = ev.judge_pgd[name]
+            robust = f"; PGD-10 accuracy at eps {eps * 255:.0f}/255: {100 * pgd:.1f}%"
+        out.append(f"- `{name}`: {100 * acc:.1f}% on the real test images{robust}{' — ' + note if note else ''}")
     out += ["", "Columns: target logit (mean over images), the same relative to the unit's max over real test "
             "images, target top-1 on its own images (%), judge top-1 agreement with the intended class "
             "[Wilson 95% interval], KID to real test images in the judge's penultimate features (mean ± std "

@@ -105,6 +105,7 @@ def _real_set(n_per_class: int, n_classes: int = 10, seed: int = 0):
 def test_evaluate_scores_every_method_and_renders_a_report():
     target = Model(TinyNet(seed=0), input_size=32)
     judges = {"judge_a": Model(TinyNet(seed=1), input_size=32), "judge_b": Model(TinyNet(seed=2), input_size=32)}
+    judges["judge_b"].metadata = {"adv_eps": 4 / 255}  # read as a robust judge: its PGD accuracy is reported
     test_x, test_y = _real_set(6)
     train_x, _ = _real_set(6, seed=1)
     classes = [f"c{i}" for i in range(10)]
@@ -125,6 +126,9 @@ def test_evaluate_scores_every_method_and_renders_a_report():
     assert grid.shape[0] == 4 * 10 and captions[10] == "pixel: c0"
     text = ev.to_markdown()
     assert "## Judge `judge_a`" in text and "| 1 | 0.99 |" in text and "Verdict on this judge" in text
+    eps, pgd = ev.judge_pgd["judge_b"]
+    assert list(ev.judge_pgd) == ["judge_b"] and eps == pytest.approx(4 / 255) and 0 <= pgd <= ev.judge_accuracy["judge_b"]
+    assert "PGD-10 accuracy at eps 4/255" in text
     assert len(ev.sweep) == 1 and ev.sweep[0][2].judges["judge_b"].agreement.n == 20
 
 

@@ -81,7 +81,10 @@ class GeneratorModule(L.LightningModule):
             activation maximisation relies on; check it with an independent judge, since it can
             also teach G to hide features where the encoder looks.
         bound_k: code_upper_bound = mean + bound_k * std, stored in the exported generator.
-        export_path: where to write the dgnam generator when ``fit`` ends.
+        export_path: where to write the dgnam generator when ``fit`` ends (rank 0 only under DDP).
+        stats_limit: compute the exported code statistics over at most this many training images,
+            spread over the whole set (ImageNet: 50k; all 1.28M would keep rank 0 busy for hours
+            while the other ranks wait); None = all.
         encoder_input_size, encoder_fit: the encoder's input side and how larger images reach it
             (``crop`` = centre crop, as the paper crops 256 to 227).
     """
@@ -94,7 +97,8 @@ class GeneratorModule(L.LightningModule):
                  lambda_code: float = 0.0, lr_g: float = 5e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.9, 0.999),
                  weight_decay_d: float = 4e-4, bound_k: float = 3.0,
                  grid_every: int = 500, export_path: str | None = None,
-                 encoder_input_size: int | None = None, encoder_fit: str = "resize") -> None:
+                 encoder_input_size: int | None = None, encoder_fit: str = "resize",
+                 stats_limit: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.encoder = self._load_encoder(encoder, encoder_input_size)
@@ -121,9 +125,12 @@ class GeneratorModule(L.LightningModule):
 
     @staticmethod
     def _load_encoder(spec: str, input_size: int | None) -> Model:
+        """A dgnam classifier file, or ``torchvision:NAME[:WEIGHTS]`` (``:none`` = random weights, for tests)."""
         if spec.startswith("torchvision:"):
             from dgnam.zoo import load_torchvision
-            return load_torchvision(spec.split(":", 1)[1], input_size=input_size)
+            _, name, *weights = spec.split(":")
+            chosen = weights[0] if weights else "DEFAULT"
+            return load_torchvision(name, None if chosen.lower() == "none" else chosen, input_size=input_size)
         return load_classifier(spec)
 
     def train(self, mode: bool = True):
@@ -144,10 +151,12 @@ class GeneratorModule(L.LightningModule):
         acts = self.encoder.run(fake, layers)
         return acts[hp.comparator_layer], acts[hp.code_layer].flatten(1) if hp.lambda_code else None
 
-    def training_step(self, batch, batch_idx: int) -> None:
+    def losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One iteration's losses on RGB [0, 1] ``images`` (needs no trainer, so a bare loop can run it).
+
+        ``g`` is the generator's total loss and ``d`` the discriminator's (on a detached fake).
+        """
         hp = self.hparams
-        images, _ = batch
-        opt_g, opt_d = self.optimizers()
         with torch.no_grad():
             code, real_features = self._encode(images)
         raw = self.generator(code)
@@ -164,31 +173,49 @@ class GeneratorModule(L.LightningModule):
         loss_feat = F.mse_loss(fake_features, real_features)
         g_logit = self.discriminator(fake, code)
         loss_adv = F.binary_cross_entropy_with_logits(g_logit, torch.ones_like(g_logit))
-        loss_g = hp.lambda_img * loss_img + hp.lambda_feat * loss_feat + hp.lambda_adv * loss_adv
         loss_code = F.mse_loss(fake_code, code) if fake_code is not None else torch.zeros((), device=code.device)
-        loss_g = loss_g + hp.lambda_code * loss_code
+        loss_g = hp.lambda_img * loss_img + hp.lambda_feat * loss_feat + hp.lambda_adv * loss_adv + hp.lambda_code * loss_code
+        return {"g": loss_g, "d": d_loss_real + d_loss_fake, "img": loss_img, "feat": loss_feat, "adv": loss_adv,
+                "code": loss_code, "d_real": d_loss_real, "d_fake": d_loss_fake}
 
-        ratio = self.balance.update(d_loss_real.item(), d_loss_fake.item(), loss_adv.item())
+    def _rank_mean(self, values: list[torch.Tensor]) -> list[float]:
+        stacked = torch.stack([v.detach().float() for v in values])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(stacked)
+            stacked /= torch.distributed.get_world_size()
+        return stacked.tolist()
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        hp = self.hparams
+        images, _ = batch
+        opt_g, opt_d = self.optimizers()
+        losses = self.losses(images)
+        # Under DDP every rank must take the same pause decision, so the rule sees rank-averaged losses
+        # (one all-reduce of six numbers; a no-op on one process).
+        img, feat, adv, code_err, d_real, d_fake = self._rank_mean(
+            [losses[k] for k in ("img", "feat", "adv", "code", "d_real", "d_fake")])
+        ratio = self.balance.update(d_real, d_fake, adv)
         # Lightning counts every wrapped optimizer step in global_step. G's step is always called
         # (with no gradients while G is paused, Adam leaves it untouched) and D's step goes to the
         # bare optimizer, so global_step == iterations and the trainer's max_steps and resume just work.
         opt_g.zero_grad(set_to_none=True)
         if self.balance.train_g:
-            self.manual_backward(loss_g)
+            self.manual_backward(losses["g"])
         opt_g.step()
         if self.balance.train_d:
             opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss_real + d_loss_fake)
+            self.manual_backward(losses["d"])
             opt_d.optimizer.step()
         iteration = self.global_step
-        self.log_dict({"loss/img": loss_img, "loss/feat": loss_feat, "loss/adv": loss_adv, "loss/code": loss_code,
-                       "loss/d_real": d_loss_real, "loss/d_fake": d_loss_fake, "balance/ratio": ratio,
+        # Already averaged over ranks: no sync_dist (it would cost one all-reduce per value per step).
+        self.log_dict({"loss/img": img, "loss/feat": feat, "loss/adv": adv, "loss/code": code_err,
+                       "loss/d_real": d_real, "loss/d_fake": d_fake, "balance/ratio": ratio,
                        "balance/train_d": float(self.balance.train_d), "balance/train_g": float(self.balance.train_g)},
                       prog_bar=False)
-        if iteration % 50 == 0:
+        if iteration % 50 == 0 and self.trainer.is_global_zero:
             elapsed = self._train_seconds_before + time.time() - self._fit_start
-            print(f"it {iteration}: img {loss_img.item():.4f} feat {loss_feat.item():.4f} code {loss_code.item():.4f} adv {loss_adv.item():.3f} "
-                  f"d {d_loss_real.item():.3f}/{d_loss_fake.item():.3f} r {ratio:.2f} "
+            print(f"it {iteration}: img {img:.4f} feat {feat:.4f} code {code_err:.4f} adv {adv:.3f} "
+                  f"d {d_real:.3f}/{d_fake:.3f} r {ratio:.2f} "
                   f"D {'on' if self.balance.train_d else 'off'} G {'on' if self.balance.train_g else 'off'} "
                   f"{elapsed:.0f}s", flush=True)
         if iteration % hp.grid_every == 0:
@@ -214,8 +241,9 @@ class GeneratorModule(L.LightningModule):
         images, labels = batch
         code, _ = self._encode(images)
         recon = self.generator.generate(code)
-        self.log("test/recon_mse", F.mse_loss(recon, images))
-        self.log("test/encoder_agreement", (self.encoder(recon).argmax(1) == labels).float().mean())
+        # Each rank sees a shard of the test set; sync_dist averages the epoch value over all of them.
+        self.log("test/recon_mse", F.mse_loss(recon, images), sync_dist=True)
+        self.log("test/encoder_agreement", (self.encoder(recon).argmax(1) == labels).float().mean(), sync_dist=True)
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -238,17 +266,23 @@ class GeneratorModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._fit_start = time.time()
+        _check_ddp(self.trainer.strategy.model)
 
     def on_fit_end(self) -> None:
         if self.hparams.export_path and self.trainer.is_global_zero:
             dm = self.trainer.datamodule
-            self.export(self.hparams.export_path, dm.train_set, dm.classes, self.global_step)
+            self.export(self.hparams.export_path, dm.train_set, dm.classes, self.global_step,
+                        num_workers=dm.hparams.num_workers)
 
     @torch.no_grad()
-    def export(self, path: str, train_set, classes: list[str], iterations: int) -> None:
-        """Compute code statistics over ``train_set``, set the bounds and write the dgnam generator."""
+    def export(self, path: str, train_set, classes: list[str], iterations: int, num_workers: int = 0) -> None:
+        """Compute code statistics over ``train_set`` (at most ``stats_limit`` images), set the bounds
+        and write the dgnam generator."""
         hp = self.hparams
-        loader = torch.utils.data.DataLoader(train_set, batch_size=500)
+        limit = hp.stats_limit
+        if limit and len(train_set) > limit:  # evenly spread, so every class of a sorted ImageFolder counts
+            train_set = torch.utils.data.Subset(train_set, torch.linspace(0, len(train_set) - 1, limit).long().tolist())
+        loader = torch.utils.data.DataLoader(train_set, batch_size=500, num_workers=num_workers)
         mean, std, summary = code_statistics(self.encoder, hp.code_layer, loader, self.device)
         self.generator.set_code_statistics(mean.to(self.device), std.to(self.device), hp.bound_k)
         metadata = {"iterations": iterations, "bound_k": hp.bound_k, "code_layer": hp.code_layer,
@@ -258,6 +292,21 @@ class GeneratorModule(L.LightningModule):
         self.generator.save(path, metadata)
         print(f"exported {path}: {iterations} iterations, code zeros {summary['zero_fraction']:.2f}, "
               f"mean {summary['mean']:.3f}", flush=True)
+
+
+def _check_ddp(model: torch.nn.Module) -> None:
+    """Fail at the start, not after the first step, under DDP that cannot handle this module's step.
+
+    Each step runs two backward passes: G's (gradients for G and D) and D's (gradients for D only),
+    and either may be skipped by the balance rule. DDP must therefore be told that some parameters
+    get no gradient in a backward (``find_unused_parameters``); otherwise, after D's backward, its
+    reducer still waits for G's gradients and the next step fails with an internal-sounding error.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
+        raise DgnamError("the generator module runs separate G and D backward passes; under DDP use "
+                         "--trainer.strategy ddp_find_unused_parameters_true")
 
 
 def export_checkpoint(ckpt_path: str, out: str) -> None:
@@ -273,7 +322,7 @@ def export_checkpoint(ckpt_path: str, out: str) -> None:
     module._fit_start = time.time()
     data = ImageFolderData(**{k: v for k, v in state["datamodule_hyper_parameters"].items() if not k.startswith("_")})
     data.setup("fit")
-    module.export(out, data.train_set, data.classes, state["global_step"])
+    module.export(out, data.train_set, data.classes, state["global_step"], num_workers=data.hparams.num_workers)
 
 
 def main(args: list[str] | None = None) -> None:
