@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 import dgnam
+import dgnam.cli_analysis
 import dgnam.cli_evaluate
 import dgnam.cli_scale
 from dgnam.classifiers import SHIPPED
@@ -133,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     # adds its subparsers and sets handler=. (one line per module)
     dgnam.cli_evaluate.add_commands(sub)
     dgnam.cli_scale.add_commands(sub)
+    dgnam.cli_analysis.add_commands(sub)
     return parser
 
 
@@ -236,7 +236,7 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
 # --- commands -----------------------------------------------------------------------------------
 def cmd_synthesize(args) -> int:
     from dgnam.grid import save_png
-    from dgnam.io import atomic_write_json
+    from dgnam.io import atomic_write_json, write_directory
     from dgnam.probe import make_param
 
     import os
@@ -282,10 +282,7 @@ def cmd_synthesize(args) -> int:
         # None where the unit never fires on real images (a ratio to <= 0 means nothing).
         relative = [v / by_unit[u] if by_unit[u] > 0 else None for u, v in zip(result.extra["unit"], result.values.tolist())]
 
-    # Write everything into a temporary sibling directory, then rename: a failed run leaves nothing.
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    def write(staging: Path) -> None:
         entries = []
         for i in range(len(result)):
             u, r, s = result.extra["unit"][i], result.extra["restart"][i], result.seeds[i]
@@ -311,16 +308,8 @@ def cmd_synthesize(args) -> int:
                     "torch_version": torch.__version__, "seconds": round(result.seconds, 2),
                     "engine": result.settings}
         atomic_write_json({"settings": settings, "images": entries}, staging / "manifest.json")
-        if out_dir.exists():
-            out_dir.rmdir()  # an empty --out directory is allowed
-        staging.rename(out_dir)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise DgnamError(f"could not write the run to '{out_dir}' ({exc.strerror or exc}); check space and permissions, "
-                         f"and that --out stayed empty") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    write_directory(out_dir, write)  # a hidden sibling renamed at the end: a failed run leaves nothing
     _summary(result, units, relative)
     print(f"wrote {len(result)} images, grid.png and manifest.json to {out_dir} ({result.seconds:.1f}s)")
     return 0

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -84,7 +81,7 @@ def cmd_evaluate(args) -> int:
     from dgnam.cli import DEFAULT_GENERATOR, _device, _fresh_out_dir, _load_model
     from dgnam.evaluate import STANDARD_METHODS, evaluate
     from dgnam.grid import labelled_grid, save_png
-    from dgnam.io import atomic_write_json, atomic_write_text
+    from dgnam.io import atomic_write_json, atomic_write_text, write_directory
     from dgnam.zoo import load_model
 
     device = _device(args.device)
@@ -123,13 +120,11 @@ def cmd_evaluate(args) -> int:
                   methods=[STANDARD_METHODS[m] for m in names], restarts=args.restarts, steps=args.steps,
                   sweep=args.sweep, sweep_restarts=args.sweep_restarts, seed=args.seed,
                   batch_size=args.batch_size, device=device)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+
+    def write(staging: Path) -> None:
         images, captions = ev.grid()
         save_png(labelled_grid(images, captions, ncol=len(classes)), staging / "grid.png")
-        report = ev.to_markdown() + "\n![methods x classes](grid.png)\n"
-        atomic_write_text(report, staging / "report.md")
+        atomic_write_text(ev.to_markdown() + "\n![methods x classes](grid.png)\n", staging / "report.md")
         results = {"target": args.model or "shipped encoder", "judges": judge_paths, "data": args.data,
                    "restarts": args.restarts, "steps": args.steps, "seed": args.seed,
                    "judge_accuracy": ev.judge_accuracy, "judge_pgd": ev.judge_pgd,
@@ -137,11 +132,7 @@ def cmd_evaluate(args) -> int:
                    "methods": {k: dataclasses.asdict(v) for k, v in ev.methods.items()},
                    "sweep": [{"k": k, "decay": d, **dataclasses.asdict(s)} for k, d, s in ev.sweep]}
         atomic_write_json(results, staging / "results.json")
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    write_directory(out_dir, write)
     print(f"wrote report.md, grid.png and results.json to {out_dir}")
     return 0

@@ -23,13 +23,44 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp's 0600 would make shared outputs private
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp's 0600 would make shared outputs private
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
     return path
+
+
+def write_directory(out_dir: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(staging)`` on a hidden sibling of ``out_dir``, then rename it to ``out_dir``.
+
+    All or nothing: if ``write`` fails, the staging folder is removed and ``out_dir`` is untouched.
+    ``out_dir`` may exist only as an empty directory (it is replaced).
+    """
+    import shutil
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        write(staging)
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would make shared outputs private
+        if out_dir.exists():
+            out_dir.rmdir()  # only an empty directory can be replaced; anything else raises
+        staging.rename(out_dir)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DgnamError(f"could not write '{out_dir}' ({exc.strerror or exc}); check space and permissions, "
+                         f"and that the output directory stayed empty") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:

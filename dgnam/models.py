@@ -302,7 +302,10 @@ def describe_layers(model: Model | nn.Module, image_size: int | None = None) -> 
 @contextmanager
 def eval_mode(*modules: nn.Module):
     """Put modules in eval mode and freeze their parameters for the duration; restore afterwards."""
-    states = [(m, m.training, [(p, p.requires_grad) for p in m.parameters()]) for m in modules]
+    # Every submodule's own flag is recorded: a Model wrapper is in training mode while its network is
+    # not, and restoring the wrapper with train(True) would flip the network's BatchNorm to batch stats.
+    states = [([(sub, sub.training) for sub in m.modules()], [(p, p.requires_grad) for p in m.parameters()])
+              for m in modules]
     try:
         for m in modules:
             m.eval()
@@ -310,8 +313,9 @@ def eval_mode(*modules: nn.Module):
                 p.requires_grad_(False)
         yield
     finally:
-        for m, training, params in states:
-            m.train(training)
+        for modes, params in states:
+            for sub, training in modes:
+                sub.training = training
             for p, flag in params:
                 p.requires_grad_(flag)
 

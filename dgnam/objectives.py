@@ -285,6 +285,39 @@ class Match(Objective):
         return -distance
 
 
+class RowScaled(Objective):
+    """Row *i* of ``inner`` times ``scales[i]``: different mixes of the same terms in one batch
+    (A+B on some rows, A-B on others; a layer's match switched on only for its own rows)."""
+
+    def __init__(self, inner: Objective, scales: Sequence[float] | torch.Tensor) -> None:
+        scales_t = torch.as_tensor(scales, dtype=torch.float32)
+        if scales_t.ndim != 1:
+            raise DgnamError("row scales must be a 1-D list, one number per row")
+        self.inner, self.scales = inner, scales_t
+        self.name = f"rows*{inner.name}"
+        if inner.n_rows is not None and inner.n_rows != len(scales_t):
+            raise DgnamError(f"{len(scales_t)} row scales for an objective with {inner.n_rows} rows; give one per row")
+
+    def requirements(self) -> set[ActivationKey]:
+        return self.inner.requirements()
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        values = self.inner(acts)
+        if len(values) != len(self.scales):
+            raise DgnamError(f"objective has {len(self.scales)} row scales but the batch has {len(values)} rows")
+        return values * self.scales.to(values.device, values.dtype)
+
+    def bind(self, model: Model) -> Objective:
+        return RowScaled(self.inner.bind(model), self.scales)
+
+    def take(self, rows: torch.Tensor) -> Objective:
+        return RowScaled(self.inner.take(rows), self.scales[rows.cpu()])
+
+    @property
+    def n_rows(self) -> int | None:
+        return len(self.scales)
+
+
 class TotalVariation(Objective):
     """Total variation of the image itself (use with a negative weight as a smoothness penalty)."""
 
@@ -339,3 +372,12 @@ def match(layer: str, target: torch.Tensor, p: float = 2.0, model: Model | None 
 def total_variation() -> TotalVariation:
     """Image total variation; ``objective - 0.1 * total_variation()`` penalises high frequencies."""
     return TotalVariation()
+
+
+def scale_rows(objective: Objective, scales: Sequence[float] | torch.Tensor) -> RowScaled:
+    """Weight row *i* of ``objective`` by ``scales[i]``, so one batch can mix objectives.
+
+    Example: ``scale_rows(class_logit(c, model=a), [1, 1, -1]) + scale_rows(class_logit(c, model=b), [1, -1, 1])``
+    gives A+B, A-B and B-A in three rows.
+    """
+    return RowScaled(objective, scales)

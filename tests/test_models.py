@@ -112,3 +112,17 @@ def test_wrong_input_size_is_one_line():
         Model(net, input_size=64).run(torch.rand(1, 3, 64, 64), ["output"])
     assert "\n" not in str(err.value)
     assert Model(net, input_size=32).run(torch.rand(1, 3, 64, 64), ["output"])["output"].shape == (1, 2)
+
+
+def test_eval_mode_restores_each_submodule_flag():
+    # A Model wrapper is in training mode while its network is in eval mode; restoring the wrapper
+    # must not switch the network's BatchNorm to batch statistics.
+    from dgnam.models import eval_mode
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    model = Model(net)
+    assert model.training and not net.training
+    with eval_mode(model):
+        assert not model.training
+    assert model.training and not net.training and not net[1].training
+    assert all(p.requires_grad for p in net.parameters())
