@@ -146,6 +146,16 @@ def _load_model(args, device: torch.device) -> dgnam.Model:
     return load_model(spec, input_size=args.input_size, mean=args.mean, std=args.std, device=device)
 
 
+def fit_to_generator(model: dgnam.Model, generator) -> None:
+    """Give the model the generator's image size if it has none; crop (not resize) larger generator images."""
+    if model.input_size is None:
+        model.input_size = generator.image_size if generator is not None else None
+    if model.input_size is None:
+        raise DgnamError("the model's input size is unknown; pass --input-size")
+    if generator is not None and generator.image_size > model.input_size:
+        model.fit = "crop"  # the paper: centre crop of G's output (256 -> 227/224), not a resize
+
+
 def _image_files(folder: Path, limit: int) -> list[Path]:
     if not folder.is_dir():
         raise DgnamError(f"--data folder '{folder}' does not exist; point it at a folder of images")
@@ -251,12 +261,7 @@ def cmd_synthesize(args) -> int:
     if args.param == "dgn" or args.generator:
         gen_path = Path(args.generator) if args.generator else DEFAULT_GENERATOR
         generator = dgnam.load_generator(gen_path, device)
-    if model.input_size is None:
-        model.input_size = generator.image_size if generator is not None else None
-    if model.input_size is None:
-        raise DgnamError("the model's input size is unknown; pass --input-size")
-    if generator is not None and generator.image_size > model.input_size:
-        model.fit = "crop"  # the paper: centre crop of G's output (256 -> 227/224), not a resize
+    fit_to_generator(model, generator)
     layer = args.layer
     n_units = _layer_size(model, layer, device)
     if args.position is not None and layer == "output":

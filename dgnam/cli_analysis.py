@@ -103,16 +103,6 @@ def _load_generator(path: str | None, device: torch.device):
     return dgnam.load_generator(_generator_path(path), device)
 
 
-def _fit_to_generator(model: dgnam.Model, generator) -> None:
-    """Give the model the generator's image size if it has none; crop (not resize) larger generator images."""
-    if model.input_size is None:
-        model.input_size = generator.image_size if generator is not None else None
-    if model.input_size is None:
-        raise DgnamError("the model's input size is unknown; pass --input-size")
-    if generator is not None and generator.image_size > model.input_size:
-        model.fit = "crop"  # as in synthesize: the paper centre-crops G's output
-
-
 def _short_path(path: str) -> str:
     """``../data/test/cat/0000.jpg`` -> ``cat/0000.jpg``: the folder often names the class."""
     return "/".join(Path(path).parts[-2:])
@@ -141,7 +131,7 @@ def _versions() -> dict:
 # --- invert -------------------------------------------------------------------------------------
 def cmd_invert(args) -> int:
     from dgnam.analysis.invert import invert
-    from dgnam.cli import _device, _fresh_out_dir, _layer_size, _load_model, _print_table
+    from dgnam.cli import _device, _fresh_out_dir, _layer_size, _load_model, _print_table, fit_to_generator
 
     device = _device(args.device)
     if args.steps < 1:
@@ -153,7 +143,7 @@ def cmd_invert(args) -> int:
     layers = _comma_list(args.layers, "--layers")
     model = _load_model(args, device)
     generator = _load_generator(args.generator, device) if "dgn" in params or args.generator else None
-    _fit_to_generator(model, generator)
+    fit_to_generator(model, generator)
     for layer in layers:
         _layer_size(model, layer, device)  # unknown names, calls and shapes fail here, in one line
     image = _read_image(args.image, model.input_size)
@@ -190,7 +180,7 @@ def cmd_invert(args) -> int:
 # --- compare ------------------------------------------------------------------------------------
 def cmd_compare(args) -> int:
     from dgnam.analysis.compare import KINDS, compare
-    from dgnam.cli import _device, _fresh_out_dir, parse_units
+    from dgnam.cli import _device, _fresh_out_dir, fit_to_generator, parse_units
     from dgnam.param import GeneratorCode, Pixels
     from dgnam.probe import baseline_transforms
     from dgnam.zoo import load_model
@@ -198,12 +188,12 @@ def cmd_compare(args) -> int:
     device = _device(args.device)
     if len(args.model) != 2:
         raise DgnamError(f"compare needs exactly two models (--model A --model B); got {len(args.model)}")
-    if min(args.steps, args.restarts, args.batch_size, args.mimic_steps or 1) < 1:
+    if min(args.steps, args.restarts, args.batch_size, args.mimic_steps if args.mimic_steps is not None else 1) < 1:
         raise DgnamError("--steps, --mimic-steps, --restarts and --batch-size must be >= 1")
     model_a, model_b = (load_model(spec, input_size=args.input_size, device=device) for spec in args.model)
     generator = _load_generator(args.generator, device) if args.param == "dgn" else None
     for model in (model_a, model_b):
-        _fit_to_generator(model, generator)
+        fit_to_generator(model, generator)
     classes = parse_units(args.classes) if args.classes else None
     if args.param == "dgn":
         param, transforms = GeneratorCode(generator), []

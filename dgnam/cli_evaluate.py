@@ -54,6 +54,12 @@ def add_commands(sub) -> None:
     e.set_defaults(handler=cmd_evaluate)
 
 
+def _same_file(spec: str) -> str:
+    """A comparable key for a model spec: the resolved path of a file, the spec itself otherwise."""
+    path = Path(spec)
+    return str(path.resolve()) if spec and path.is_file() else spec
+
+
 def _judge_name(spec: str) -> str:
     """Short table name: the file stem of a checkpoint, the factory of FILE.py:factory, torchvision's NAME."""
     if spec.startswith("torchvision:"):
@@ -78,7 +84,7 @@ def load_labelled(root: Path, limit: int, size: int) -> tuple[torch.Tensor, torc
 
 
 def cmd_evaluate(args) -> int:
-    from dgnam.cli import DEFAULT_GENERATOR, _device, _fresh_out_dir, _load_model
+    from dgnam.cli import DEFAULT_GENERATOR, DEFAULT_MODEL, _device, _fresh_out_dir, _load_model, _resolve_shipped, fit_to_generator
     from dgnam.evaluate import STANDARD_METHODS, evaluate
     from dgnam.grid import labelled_grid, save_png
     from dgnam.io import atomic_write_json, atomic_write_text, write_directory
@@ -93,11 +99,17 @@ def cmd_evaluate(args) -> int:
         raise DgnamError(f"unknown method {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(STANDARD_METHODS)}")
     target = _load_model(args, device)
     generator = dgnam.load_generator(Path(args.generator) if args.generator else DEFAULT_GENERATOR, device)
-    if target.input_size is None:
-        target.input_size = generator.image_size
+    fit_to_generator(target, generator)
     judge_paths = args.judge or sorted(str(p) for p in DEFAULT_JUDGES.glob("*.pt"))
     if not judge_paths:
         raise DgnamError("no judges found; pass --judge PATH (a classifier never used to make the images)")
+    # A judge that made the images (the target) or shaped the prior (the generator's encoder) is no judge.
+    makers = {_same_file(args.model or str(DEFAULT_MODEL)): "the target",
+              _same_file(_resolve_shipped(generator.encoder or "")): "the generator's encoder"}
+    for path in judge_paths:
+        role = makers.get(_same_file(path))
+        if role:
+            raise DgnamError(f"judge '{path}' is {role}; pass judges that played no part in making the images")
     judges = {}
     for path in judge_paths:
         judge = load_model(path, device=device)

@@ -102,12 +102,7 @@ def _prepare(args, device: torch.device) -> _Plan:
     generator = None
     if args.param == "dgn" or args.generator:
         generator = dgnam.load_generator(Path(args.generator) if args.generator else cli.DEFAULT_GENERATOR, device)
-    if model.input_size is None:
-        model.input_size = generator.image_size if generator is not None else None
-    if model.input_size is None:
-        raise DgnamError("the model's input size is unknown; pass --input-size")
-    if generator is not None and generator.image_size > model.input_size:
-        model.fit = "crop"  # the paper: centre crop of G's output (256 -> 227/224), not a resize
+    cli.fit_to_generator(model, generator)
     n_units = cli._layer_size(model, args.layer, device)
     if args.position is not None and args.layer == "output":
         raise DgnamError("--position applies to conv layers; the model output has no spatial positions")

@@ -18,8 +18,8 @@ import torch
 
 from dgnam.errors import DgnamError
 from dgnam.generator import UpconvGenerator
-from dgnam.metrics import (KID, Rate, agreement, judge_outputs, kid, pgd_accuracy, relative_to_real, shift_and_blur,
-                           within_class_diversity)
+from dgnam.metrics import (KID, Rate, agreement, judge_outputs, kid, pgd_accuracy, predict_logits, relative_to_real,
+                           shift_and_blur, within_class_diversity)
 from dgnam.models import Model
 from dgnam.objectives import class_logit, total_variation
 from dgnam.optim import Optimizer
@@ -188,6 +188,9 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
     if any(j is target for j in judges.values()):
         raise DgnamError("the target cannot be its own judge; pass judges that made none of the images")
     say = print if progress else (lambda *a, **k: None)
+    target.to(device)
+    for judge in judges.values():
+        judge.to(device)
 
     # Real images: the reference every synthetic set is measured against.
     real_features, judge_accuracy, real_scores = {}, {}, {}
@@ -201,7 +204,7 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
                                         kid=kid(train_feats, feats, seed=seed),
                                         diversity=within_class_diversity(feats, test_labels),
                                         shifted_agreement=agreement(shifted.argmax(1), test_labels))
-    target_logits, _ = judge_outputs(target, test_images, batch_size, device)
+    target_logits = predict_logits(target, test_images, batch_size, device)  # the target needs no linear head
     if target_logits.shape[1] < n_classes:
         raise DgnamError(f"the target has {target_logits.shape[1]} outputs but {n_classes} classes were given")
     real_max = {c: float(target_logits[:, c].max()) for c in range(n_classes)}
@@ -212,18 +215,18 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
         start = time.time()
         result = _synthesize_classes(method, target, generator, n_classes, n_restarts, steps, seed, batch_size, device)
         row_classes = torch.arange(n_classes).repeat_interleave(n_restarts)
-        with torch.no_grad():
-            logits = target(result.images.to(device)).float().cpu()
-        activation = logits.gather(1, row_classes[:, None])[:, 0]
+        target_out = predict_logits(target, result.images, batch_size, device)
+        activation = target_out.gather(1, row_classes[:, None])[:, 0]
         relative = relative_to_real(activation, row_classes.tolist(), real_max)
         judged = {name: _judge_scores(j, result.images, row_classes, real_features[name], batch_size, device, seed)
                   for name, j in judges.items()}
+        mean_relative = float(relative.nanmean())  # NaN when no unit fires on real images
         scores = MethodScores(method.title, judged, target_activation=float(activation.mean()),
-                              target_relative=float(relative.nanmean()),
-                              target_top1=float((logits.argmax(1) == row_classes).float().mean()),
+                              target_relative=None if mean_relative != mean_relative else mean_relative,
+                              target_top1=float((target_out.argmax(1) == row_classes).float().mean()),
                               seconds=time.time() - start, settings=result.settings)
         say(f"{method.name}: {scores.seconds:.0f}s, target act {scores.target_activation:.2f} "
-            f"({scores.target_relative:.2f} of real max), "
+            f"({scores.target_relative or float('nan'):.2f} of real max), "
             + ", ".join(f"{n} {s.agreement} KID {s.kid}" for n, s in judged.items()), flush=True)
         return scores, result.images
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgnam.errors import DgnamError
-from dgnam.models import Model
+from dgnam.models import Model, eval_mode
 from dgnam.transforms import GaussianBlur
 
 
@@ -160,8 +160,9 @@ def judge_outputs(model: Model, images: torch.Tensor, batch_size: int = 256,
     handle = head.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0].flatten(1).float().cpu()))
     logits = []
     try:
-        for start in range(0, len(images), batch_size):
-            logits.append(model(images[start:start + batch_size].to(device)).float().cpu())
+        with eval_mode(model):
+            for start in range(0, len(images), batch_size):
+                logits.append(model(images[start:start + batch_size].to(device)).float().cpu())
     finally:
         handle.remove()
     return torch.cat(logits), torch.cat(captured)
@@ -183,18 +184,29 @@ def pgd_accuracy(model: Model, images: torch.Tensor, labels: torch.Tensor, *, ep
     """Accuracy under an L-inf PGD attack (random start, ``steps`` signed-gradient steps) on [0, 1] images."""
     gen = torch.Generator().manual_seed(seed)
     correct = 0
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device)
-        y = labels[start:start + batch_size].to(device)
-        delta = ((torch.rand(x.shape, generator=gen) * 2 - 1) * eps).to(device)
-        for _ in range(steps):
-            delta.requires_grad_(True)
-            loss = F.cross_entropy(model((x + delta).clamp(0, 1)), y)
-            (grad,) = torch.autograd.grad(loss, delta)
-            delta = (delta.detach() + step_size * grad.sign()).clamp(-eps, eps)
-        with torch.no_grad():
-            correct += int((model((x + delta).clamp(0, 1)).argmax(1) == y).sum())
+    with eval_mode(model):
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size].to(device)
+            y = labels[start:start + batch_size].to(device)
+            # delta is projected so that x + delta stays a valid image: a clamp inside the forward
+            # would zero the gradient of saturated pixels and leave them unattacked for good.
+            delta = (x + (torch.rand(x.shape, generator=gen) * 2 - 1).to(device) * eps).clamp(0, 1) - x
+            for _ in range(steps):
+                delta.requires_grad_(True)
+                (grad,) = torch.autograd.grad(F.cross_entropy(model(x + delta), y), delta)
+                delta = (delta.detach() + step_size * grad.sign()).clamp(-eps, eps)
+                delta = (x + delta).clamp(0, 1) - x
+            with torch.no_grad():
+                correct += int((model(x + delta).argmax(1) == y).sum())
     return correct / len(images)
+
+
+@torch.no_grad()
+def predict_logits(model: Model, images: torch.Tensor, batch_size: int = 256, device: str | torch.device = "cpu") -> torch.Tensor:
+    """``model``'s outputs (N, classes) on RGB [0, 1] ``images``, in batches, in eval mode, on the CPU."""
+    with eval_mode(model):
+        return torch.cat([model(images[i:i + batch_size].to(device)).float().cpu()
+                          for i in range(0, len(images), batch_size)])
 
 
 def relative_to_real(values: torch.Tensor, units: Sequence[int], real_max: dict[int, float]) -> torch.Tensor:

@@ -186,3 +186,35 @@ def test_cli_evaluate_writes_report_grid_and_results(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown method 'magic'" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+    # The target cannot judge its own images, even when loaded a second time.
+    own = cmd[:-2] + ["--judge", f"{tmp_path / 'nets.py'}:target", "--out", str(tmp_path / "own")]
+    own[own.index("--judge") + 1] = f"{tmp_path / 'nets.py'}:target"
+    bad = subprocess.run(own, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "is the target" in bad.stderr and not (tmp_path / "own").exists()
+
+
+def test_pgd_attacks_saturated_pixels():
+    # A linear judge on an all-white image: the only way to flip it is to darken pixels already at 1,
+    # which an attack with a clamp inside the forward does only for the ~half of pixels whose random
+    # start points inward (zero gradient through the clamp): 24 x 0.05 < 1.5 needed.
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    with torch.no_grad():
+        net[1].weight.zero_()
+        net[1].weight[0].fill_(1.0)
+        net[1].bias.copy_(torch.tensor([-46.5, 0.0]))  # class 0 iff the pixel sum > 46.5 (white: 48)
+    model = Model(net, input_size=4)
+    white = torch.ones(8, 3, 4, 4)
+    labels = torch.zeros(8, dtype=torch.long)
+    assert metrics.pgd_accuracy(model, white, labels, eps=0.0) == 1.0
+    assert metrics.pgd_accuracy(model, white, labels, eps=0.05, step_size=0.05, steps=3) == 0.0
+
+
+def test_bound_k_needs_code_statistics():
+    from dgnam.generator import UpconvGenerator, cifar_arch
+    from dgnam.param import GeneratorCode
+
+    bare = UpconvGenerator(cifar_arch(code_dim=16, fc_dims=(32,), start_channels=8, widths=(8, 8, 8)))
+    with pytest.raises(DgnamError, match="needs code statistics"):
+        GeneratorCode(bare, bound_k=2.0)
+    gen = tiny_generator()
+    assert torch.allclose(GeneratorCode(gen, bound_k=1.0).upper_bound, gen.code_mean + gen.code_std)

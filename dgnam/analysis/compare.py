@@ -148,7 +148,7 @@ def _continue_from(param: Parametrization, result: Result, rows: torch.Tensor) -
     """A parametrisation whose row i starts where ``result``'s row ``rows[i]`` ended."""
     if isinstance(param, GeneratorCode):
         return GeneratorCode(param.generator, init_codes=result.params[rows], lower_bound=param.lower_bound,
-                             bound_scale=param.bound_scale)
+                             bound_scale=param.bound_scale, bound_k=param.bound_k)
     # Pixel and Fourier images both continue as pixels: the image is what has to carry over.
     images = result.images[rows]
     return Pixels(images.shape[-1], init_images=images)
@@ -214,7 +214,7 @@ def compare(model_a: nn.Module | Model, model_b: nn.Module | Model, param: Param
     on_a_images_a = logits_a[a_rows].view(len(classes), restarts, -1).mean(1)
     on_a_images_b = logits_b[a_rows].view(len(classes), restarts, -1).mean(1)
     similarity_matrix = _cosine_matrix(on_a_images_a, on_a_images_b)
-    class_similarity = F.cosine_similarity(logits_a[a_rows], logits_b[a_rows], dim=1).view(len(classes), restarts).mean(1)
+    class_similarity = similarity_matrix.diagonal().clone()  # one definition for the lines and the heat map
 
     # (c) Mimicry: A's image of class c, changed until A's output matches B's output on B's image of c.
     b_rows = a_rows + len(classes) * restarts
@@ -222,7 +222,7 @@ def compare(model_a: nn.Module | Model, model_b: nn.Module | Model, param: Param
     mimic_objective = match(OUTPUT, targets, p=1, model=model_a).per_row_targets()
     mimic_param = _continue_from(param, synthesis, a_rows)
     mimicry = synthesize(mimic_objective, mimic_param, seeds=[seed + r for r in row_restarts[:len(a_rows)]],
-                         steps=mimic_steps or steps, optimizer=matching_optimizer(mimic_param),
+                         steps=mimic_steps if mimic_steps is not None else steps, optimizer=matching_optimizer(mimic_param),
                          transforms=transforms, batch_size=batch_size, device=device, progress=progress,
                          labels=[f"mimic:{n}" for n in _row_names(class_names, restarts)])
     mimic_end_logits = _outputs(model_a, mimicry.images, device, batch_size)
