@@ -64,9 +64,11 @@ def test_encoder_then_generator_then_resume(tmp_path, image_root):
     assert torch.isfinite(gen.code_upper_bound).all() and (gen.code_upper_bound >= 0).all()
     assert list((tmp_path / "gen").rglob("recon_000002.png"))
 
-    generator.main([*args, "--trainer.max_steps=5", f"--ckpt_path={ckpt_dir / 'last.ckpt'}"])
+    # A model flag given with --ckpt_path applies (plain LightningCLI would restore the checkpoint's 0.0).
+    generator.main([*args, "--trainer.max_steps=5", f"--ckpt_path={ckpt_dir / 'last.ckpt'}", "--model.lambda_code=0.25"])
     resumed = torch.load(gen_path, weights_only=True)
     assert resumed["metadata"]["iterations"] == 5  # continued from 2, not restarted
+    assert resumed["metadata"]["lambda_code"] == 0.25
     assert not torch.equal(resumed["state_dict"]["convs.conv0.weight"], first["state_dict"]["convs.conv0.weight"])
 
     # Export a stopped run's last checkpoint without training further.

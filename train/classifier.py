@@ -12,10 +12,10 @@ import time
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LightningCLI
 
 from dgnam.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
 from dgnam.io import atomic_save
+from train.cli import TrainCLI
 from train.data import ImageFolderData
 
 
@@ -108,7 +108,7 @@ class ClassifierModule(L.LightningModule):
 
 def main(args: list[str] | None = None) -> None:
     torch.set_float32_matmul_precision("high")
-    LightningCLI(ClassifierModule, ImageFolderData, args=args, save_config_kwargs={"overwrite": True})
+    TrainCLI(ClassifierModule, ImageFolderData, args=args, save_config_kwargs={"overwrite": True})
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LightningCLI
 from torchvision.utils import save_image
 
 from dgnam.classifiers import load_classifier
@@ -28,6 +27,7 @@ from dgnam.errors import DgnamError
 from dgnam.generator import UpconvGenerator, cifar_arch, fc6_arch
 from dgnam.models import Model
 from dgnam.stats import code_statistics
+from train.cli import TrainCLI
 from train.data import ImageFolderData
 from train.networks import Discriminator
 
@@ -335,7 +335,7 @@ def main(args: list[str] | None = None) -> None:
         export_checkpoint(argv[1], argv[2])
         return
     torch.set_float32_matmul_precision("high")
-    LightningCLI(GeneratorModule, ImageFolderData, args=args, save_config_kwargs={"overwrite": True})
+    TrainCLI(GeneratorModule, ImageFolderData, args=args, save_config_kwargs={"overwrite": True})
 
 
 if __name__ == "__main__":

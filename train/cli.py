@@ -1,0 +1,37 @@
+"""The LightningCLI behind every training entry point."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from lightning.pytorch.cli import LightningCLI
+
+
+class TrainCLI(LightningCLI):
+    """LightningCLI in which ``--model.*`` flags given on the command line win on resume.
+
+    With ``--ckpt_path``, LightningCLI re-applies the model hyperparameters stored in the checkpoint
+    on top of the parsed config, so ``--ckpt_path last.ckpt --model.lambda_code 1.0`` silently
+    trains with the checkpoint's old value. Here the checkpoint fills in only the model settings the
+    command line did not name, and each one it keeps from the checkpoint is not overridden.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        given = kwargs.get("args")
+        tokens = list(given) if isinstance(given, list) else sys.argv[1:]
+        self._explicit_model_keys = {t[len("--model."):].split("=", 1)[0].split(".", 1)[0]
+                                     for t in tokens if isinstance(t, str) and t.startswith("--model.")}
+        super().__init__(*args, **kwargs)
+
+    def _parse_ckpt_path(self) -> None:  # overrides LightningCLI's (private) hook; same logic, one filter added
+        if not self.config.get("subcommand"):
+            return
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        hparams = {k: v for k, v in hparams.items() if not k.startswith("_") and k not in self._explicit_model_keys}
+        if hparams:
+            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
