@@ -57,7 +57,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     sharded.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
     sharded.add_argument("--no-channels-last", action="store_true", help="keep NCHW weights on CUDA")
     sharded.add_argument("--compile", action="store_true", help="torch.compile the generator (CUDA only)")
-    sharded.set_defaults(handler=cmd_synthesize_sharded, fixed_batch=True)
+    # Not set_defaults(fixed_batch=True): `parents=` shares the action objects, and set_defaults would
+    # change the default of `dgnam synthesize --fixed-batch` too (it padded every default run to 64 rows).
+    sharded.set_defaults(handler=cmd_synthesize_sharded)
 
 
 # --- import-generator ---------------------------------------------------------------------------
@@ -217,6 +219,7 @@ def cmd_synthesize_sharded(args) -> int:
 
     if args.steps < 1 or args.restarts < 1 or args.batch_size < 1:
         raise DgnamError("--steps, --restarts and --batch-size must be >= 1")
+    args.fixed_batch = True  # a row's image must not depend on which rank made it or what shared its batch
     requested = cli._device(args.device)
     start = time.time()
     with process_group(requested) as ranks:

@@ -209,6 +209,8 @@ def test_default_run_on_shipped_checkpoints(tmp_path):
     manifest = _assert_run(out, 10)
     labels = [e["label"] for e in manifest["images"]]
     assert labels[:3] == ["airplane", "automobile", "bird"]
+    # Padding is opt-in (the sharded command once turned it on for every run through a shared action).
+    assert manifest["settings"]["fixed_batch"] is False
     # Even 30 steps through the prior make the shipped classifier pick the intended class for most units.
     from dgnam import load_classifier
     from dgnam.cli import load_images
