@@ -244,6 +244,27 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
 
 
 # --- commands -----------------------------------------------------------------------------------
+def prepare_synthesis(args, device: torch.device):
+    """The loading and checks of ``synthesize`` (and ``synthesize-sharded``): model, generator (or None),
+    validated units, class names (output layer only) and the real images of ``--data`` (or None)."""
+    model = _load_model(args, device)
+    generator = None
+    if args.param == "dgn" or args.generator:
+        generator = dgnam.load_generator(Path(args.generator) if args.generator else DEFAULT_GENERATOR, device)
+    fit_to_generator(model, generator)
+    layer = args.layer
+    n_units = _layer_size(model, layer, device)
+    if args.position is not None and layer == "output":
+        raise DgnamError("--position applies to conv layers; the model output has no spatial positions")
+    units = parse_units(args.units) if args.units else list(range(min(n_units, 10)))
+    bad = [u for u in units if not 0 <= u < n_units]
+    if bad:
+        raise DgnamError(f"unit {bad[0]} is out of range for layer {layer!r}, which has {n_units} units (valid: 0-{n_units - 1})")
+    classes = getattr(model, "classes", []) if layer == "output" else []
+    real_images = load_images(_image_files(Path(args.data), args.data_limit), model.input_size) if args.data else None
+    return model, generator, units, classes, real_images
+
+
 def cmd_synthesize(args) -> int:
     from dgnam.grid import save_png
     from dgnam.io import atomic_write_json, write_directory
@@ -256,22 +277,8 @@ def cmd_synthesize(args) -> int:
     device = _device(args.device)
     if args.steps < 1 or args.restarts < 1 or args.batch_size < 1:
         raise DgnamError("--steps, --restarts and --batch-size must be >= 1")
-    model = _load_model(args, device)
-    generator = None
-    if args.param == "dgn" or args.generator:
-        gen_path = Path(args.generator) if args.generator else DEFAULT_GENERATOR
-        generator = dgnam.load_generator(gen_path, device)
-    fit_to_generator(model, generator)
+    model, generator, units, classes, real_images = prepare_synthesis(args, device)
     layer = args.layer
-    n_units = _layer_size(model, layer, device)
-    if args.position is not None and layer == "output":
-        raise DgnamError("--position applies to conv layers; the model output has no spatial positions")
-    units = parse_units(args.units) if args.units else list(range(min(n_units, 10)))
-    bad = [u for u in units if not 0 <= u < n_units]
-    if bad:
-        raise DgnamError(f"unit {bad[0]} is out of range for layer {layer!r}, which has {n_units} units (valid: 0-{n_units - 1})")
-    classes = getattr(model, "classes", []) if layer == "output" else []
-    real_images = load_images(_image_files(Path(args.data), args.data_limit), model.input_size) if args.data else None
     out_dir = _fresh_out_dir(args.out, model.name)
 
     param = make_param(args.param, generator, model.input_size)

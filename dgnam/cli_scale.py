@@ -100,21 +100,7 @@ def _prepare(args, device: torch.device) -> _Plan:
     """The checks and loading of ``dgnam synthesize``, run on every rank (rank 0 first, see the caller)."""
     from dgnam.accel import speed_up
 
-    model = cli._load_model(args, device)
-    generator = None
-    if args.param == "dgn" or args.generator:
-        generator = dgnam.load_generator(Path(args.generator) if args.generator else cli.DEFAULT_GENERATOR, device)
-    cli.fit_to_generator(model, generator)
-    n_units = cli._layer_size(model, args.layer, device)
-    if args.position is not None and args.layer == "output":
-        raise DgnamError("--position applies to conv layers; the model output has no spatial positions")
-    units = cli.parse_units(args.units) if args.units else list(range(min(n_units, 10)))
-    bad = [u for u in units if not 0 <= u < n_units]
-    if bad:
-        raise DgnamError(f"unit {bad[0]} is out of range for layer {args.layer!r}, which has {n_units} units "
-                         f"(valid: 0-{n_units - 1})")
-    classes = getattr(model, "classes", []) if args.layer == "output" else []
-    real_images = cli.load_images(cli._image_files(Path(args.data), args.data_limit), model.input_size) if args.data else None
+    model, generator, units, classes, real_images = cli.prepare_synthesis(args, device)
     speed = speed_up(device, models=[model], generator=generator, channels_last=not args.no_channels_last,
                      compile_generator=args.compile)
     return _Plan(model, generator, units, classes, real_images, amp=device.type == "cuda" and not args.fp32, speed=speed)
