@@ -2,7 +2,10 @@
 
 Fully connected layers from the code, a reshape to a small feature map, then 4x4 stride-2
 transposed convolutions (each doubles the resolution) alternating with 3x3 stride-1 ones,
-LeakyReLU(0.3) after every layer but the last (linear output).
+LeakyReLU(0.3) after every layer but the last (linear output). An architecture may instead
+upsample with ``"upsample": "nearest"``: x2 nearest-neighbour resize then a 3x3 convolution, which
+cannot make the checkerboard that 4x4 stride-2 transposed convolutions leave (Odena et al. 2016,
+"Deconvolution and Checkerboard Artifacts").
 
 A generator carries what synthesis needs: ``code_dim``, ``image_size``, the per-unit
 ``code_upper_bound`` buffer (a_i = mean_i + k std_i of the encoder code over real images), the
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -27,11 +31,26 @@ GENERATOR_FORMAT = "dgnam.generator"
 # Raw output spaces a generator may have; to_rgb() maps each to RGB in [0, 1].
 OUTPUT_SPACES = ("rgb01", "rgb11", "caffe_bgr")
 CAFFE_BGR_MEAN = (104.0, 117.0, 123.0)
+UPSAMPLING = ("transposed", "nearest")
+
+
+class ResizeConv2d(nn.Conv2d):
+    """x2 nearest-neighbour upsampling, then a 3x3/1/1 convolution (same state-dict keys as a conv)."""
+
+    def __init__(self, c_in: int, c_out: int, bias: bool = True) -> None:
+        super().__init__(c_in, c_out, 3, 1, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
 def cifar_arch(code_dim: int = 512, fc_dims: tuple[int, ...] = (1024,), start_channels: int = 128,
-               widths: tuple[int, ...] = (128, 64, 32), spatial_code: bool = False) -> dict[str, Any]:
+               widths: tuple[int, ...] = (128, 64, 32), spatial_code: bool = False,
+               upsample: str = "transposed") -> dict[str, Any]:
     """A 32x32 generator: code -> (start_channels, 4, 4) -> 3 x (upconv, conv) -> 3x3 conv to RGB.
+
+    ``upsample``: ``transposed`` (4x4 stride-2 transposed convs, DeePSiM's) or ``nearest``
+    (resize then 3x3 conv: no checkerboard, 2.25x the multiply-adds in those layers).
 
     By default FC layers (``fc_dims`` hidden) map an fc code to the 4x4 map. With ``spatial_code``
     the code *is* a (start_channels, 4, 4) conv map (code_dim = 16 * start_channels), reshaped and
@@ -52,7 +71,10 @@ def cifar_arch(code_dim: int = 512, fc_dims: tuple[int, ...] = (1024,), start_ch
         convs.append([f"conv{len(widths) - i}_1", width, width, 1, True])
         c = width
     convs.append(["conv0", c, 3, 1, True])
-    return {"code_dim": code_dim, "fc": fc, "start_shape": [start_channels, 4, 4], "convs": convs}
+    arch = {"code_dim": code_dim, "fc": fc, "start_shape": [start_channels, 4, 4], "convs": convs}
+    if upsample != "transposed":
+        arch["upsample"] = upsample
+    return arch
 
 
 def fc6_arch() -> dict[str, Any]:
@@ -74,8 +96,9 @@ class UpconvGenerator(nn.Module):
 
     Args:
         arch: ``{"code_dim", "fc": [[name, out_dim], ...], "start_shape": [C, H, W],
-            "convs": [[name, c_in, c_out, stride, bias], ...]}``; stride 2 layers are 4x4/2/1
-            transposed convs, stride 1 layers 3x3/1/1.
+            "convs": [[name, c_in, c_out, stride, bias], ...], "upsample": optional}``; stride 2
+            layers are 4x4/2/1 transposed convs (or, with ``"upsample": "nearest"``, x2 resize +
+            3x3 conv), stride 1 layers 3x3/1/1.
         output_space: ``rgb01``, ``rgb11`` (tanh-like [-1, 1]) or ``caffe_bgr`` (BGR 0-255, mean subtracted).
         encoder_layer: which encoder layer's code this generator inverts (metadata).
     """
@@ -100,11 +123,17 @@ class UpconvGenerator(nn.Module):
         if d_in != c * h * w:
             raise DgnamError(f"generator arch: last FC size {d_in} != start_shape {c}x{h}x{w}")
         self.fc = nn.ModuleDict(fc)
+        upsample = arch.get("upsample", "transposed")
+        if upsample not in UPSAMPLING:
+            raise DgnamError(f"generator arch: upsample must be one of {UPSAMPLING}, got {upsample!r}")
         convs = []
         size = h
         for name, c_in, c_out, stride, bias in arch["convs"]:
             if stride == 2:
-                layer = nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)
+                if upsample == "nearest":
+                    layer = ResizeConv2d(c_in, c_out, bias=bias)
+                else:
+                    layer = nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)
                 size *= 2
             else:
                 layer = nn.ConvTranspose2d(c_in, c_out, 3, 1, 1, bias=bias)
@@ -127,8 +156,10 @@ class UpconvGenerator(nn.Module):
         """
         layers = [*self.fc.values(), *self.convs.values()]
         for layer in layers:
-            # A transposed conv's fan-in is in_channels * k * k / stride^2 per output pixel.
-            fan_mode = "fan_in" if isinstance(layer, nn.Linear) else "fan_out"
+            # torch reads a transposed conv's (in, out, k, k) weight the other way round, so its
+            # "fan_out" is in_channels * k * k (a 4x4 stride-2 one really feeds each output pixel
+            # from a quarter of that; kept, as the shipped DeePSiM-style generators were trained so).
+            fan_mode = "fan_out" if isinstance(layer, nn.ConvTranspose2d) else "fan_in"
             nn.init.kaiming_normal_(layer.weight, a=0.3, mode=fan_mode, nonlinearity="leaky_relu")
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)

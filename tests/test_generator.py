@@ -23,6 +23,28 @@ def test_cifar_generator_shapes_and_linear_output():
     assert gen.image_size == 32
 
 
+def test_nearest_upsampling_has_no_checkerboard(tmp_path):
+    from dgnam.generator import ResizeConv2d
+
+    arch = cifar_arch(code_dim=64, start_channels=4, widths=(8, 8, 8), spatial_code=True, upsample="nearest")
+    gen = UpconvGenerator(arch)
+    assert gen.image_size == 32 and gen(torch.rand(2, 64)).shape == (2, 3, 32, 32)
+    assert all(isinstance(gen.convs[name], ResizeConv2d) for name in ("deconv3", "deconv2", "deconv1"))
+    # The defining property: a constant feature map stays constant away from the border after a
+    # resize-conv, while a random 4x4 stride-2 transposed conv makes a period-2 pattern of it.
+    flat = torch.ones(1, 8, 6, 6)
+    resized = gen.convs["deconv1"](flat)[..., 2:-2, 2:-2]
+    assert resized.std(dim=(2, 3)).max() < 1e-5
+    transposed = torch.nn.ConvTranspose2d(8, 8, 4, 2, 1)(flat)[..., 2:-2, 2:-2]
+    assert transposed.std(dim=(2, 3)).max() > 1e-2
+    # The architecture travels in the checkpoint: it loads back as a resize-conv generator.
+    loaded = load_generator(gen.save(tmp_path / "g.pt", {}))
+    code = torch.rand(2, 64)
+    torch.testing.assert_close(loaded(code), gen(code))
+    with pytest.raises(DgnamError, match="upsample must be one of"):
+        UpconvGenerator({**arch, "upsample": "bilinear"})
+
+
 def test_output_spaces_round_trip():
     for space in ("rgb01", "rgb11", "caffe_bgr"):
         gen = UpconvGenerator(cifar_arch(code_dim=8, fc_dims=(16,), start_channels=4, widths=(4, 4, 4)), output_space=space)

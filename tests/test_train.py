@@ -49,8 +49,9 @@ def test_encoder_then_generator_then_resume(tmp_path, image_root):
     ckpt_dir = tmp_path / "gckpt"
     args = ["fit", "--config", "configs/cifar10/generator.yaml", *_common(tmp_path, image_root, "gen"),
             "--trainer.max_epochs=-1", f"--model.encoder={enc_path}", f"--model.export_path={gen_path}",
-            # The shipped config's spatial code: the tiny encoder's features.relu4_2 is 4x4x4 = 64 values.
-            "--model.generator_kwargs={code_dim: 64, start_channels: 4, widths: [8, 8, 8], spatial_code: true}",
+            # The shipped config's spatial code and resize-conv upsampling: the tiny encoder's
+            # features.relu4_2 is 4x4x4 = 64 values.
+            "--model.generator_kwargs={code_dim: 64, start_channels: 4, widths: [8, 8, 8], spatial_code: true, upsample: nearest}",
             "--model.discriminator_convs=[[8, 3, 1], [8, 4, 2]]", "--model.discriminator_code_dims=[8]",
             "--model.grid_every=2", "--trainer.val_check_interval=3", "--trainer.limit_val_batches=1",
             f"--trainer.callbacks.init_args.dirpath={ckpt_dir}", "--trainer.callbacks.init_args.every_n_train_steps=1"]
@@ -59,16 +60,27 @@ def test_encoder_then_generator_then_resume(tmp_path, image_root):
     assert first["metadata"]["iterations"] == 2
     gen = load_generator(gen_path)
     assert gen.image_size == 32 and gen.code_dim == 64
-    # Bounds come from real code statistics: finite, non-negative, mean + 3 std.
-    torch.testing.assert_close(gen.code_upper_bound, gen.code_mean + 3 * gen.code_std)
+    # Bounds come from real code statistics: finite, non-negative, mean + k std (k from the config).
+    assert first["metadata"]["bound_k"] == 1.0
+    torch.testing.assert_close(gen.code_upper_bound, gen.code_mean + 1.0 * gen.code_std)
     assert torch.isfinite(gen.code_upper_bound).all() and (gen.code_upper_bound >= 0).all()
     assert list((tmp_path / "gen").rglob("recon_000002.png"))
 
-    # A model flag given with --ckpt_path applies (plain LightningCLI would restore the checkpoint's 0.0).
-    generator.main([*args, "--trainer.max_steps=5", f"--ckpt_path={ckpt_dir / 'last.ckpt'}", "--model.lambda_code=0.25"])
+    assert first["metadata"]["lambda_class"] == 0.25 and first["metadata"]["lambda_code"] == 0.5  # the config's
+    # A checkpoint from before lambda_class existed: the resumed run keeps training without it
+    # (the module's default 0), not with the YAML's 0.25.
+    ckpt = torch.load(ckpt_dir / "last.ckpt", weights_only=True)
+    del ckpt["hyper_parameters"]["lambda_class"]
+    torch.save(ckpt, ckpt_dir / "last.ckpt")
+    # Model flags given with --ckpt_path apply (plain LightningCLI would restore the checkpoint's
+    # 0.5), and the learning rate too (the restored optimizer state would keep the old one).
+    generator.main([*args, "--trainer.max_steps=5", f"--ckpt_path={ckpt_dir / 'last.ckpt'}", "--model.lambda_code=0.25",
+                    "--model.lr_g=1e-4"])
     resumed = torch.load(gen_path, weights_only=True)
     assert resumed["metadata"]["iterations"] == 5  # continued from 2, not restarted
-    assert resumed["metadata"]["lambda_code"] == 0.25
+    assert resumed["metadata"]["lambda_code"] == 0.25 and resumed["metadata"]["lambda_class"] == 0.0
+    last = torch.load(ckpt_dir / "last.ckpt", weights_only=True)
+    assert [g["lr"] for g in last["optimizer_states"][0]["param_groups"]] == [1e-4]
     assert not torch.equal(resumed["state_dict"]["convs.conv0.weight"], first["state_dict"]["convs.conv0.weight"])
 
     # Export a stopped run's last checkpoint without training further.
@@ -77,6 +89,39 @@ def test_encoder_then_generator_then_resume(tmp_path, image_root):
     exported = torch.load(again, weights_only=True)
     assert exported["metadata"]["iterations"] == 5
     assert torch.equal(exported["state_dict"]["convs.conv0.weight"], resumed["state_dict"]["convs.conv0.weight"])
+
+
+def test_class_term_is_the_kl_from_the_original_to_the_reconstruction(tmp_path):
+    from dgnam.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
+    from dgnam.io import atomic_save
+    from train.generator import class_consistency
+
+    # By hand: p = (0.5, 0.5) on the original, q = (0.9, 0.1) on the reconstruction:
+    # KL(p || q) = 0.5 ln(0.5 / 0.9) + 0.5 ln(0.5 / 0.1) = 0.5108; the other direction is 0.3681.
+    real, fake = torch.zeros(1, 2), torch.tensor([[0.9, 0.1]]).log()
+    assert abs(float(class_consistency(real, fake)) - 0.5108) < 1e-4
+    assert float(class_consistency(real, real)) == 0.0
+    # Per image, averaged over the batch.
+    assert abs(float(class_consistency(torch.cat([real, real]), torch.cat([fake, real]))) - 0.5108 / 2) < 1e-4
+
+    torch.manual_seed(0)
+    kwargs = {"widths": [4, 4, 4, 4], "code_dim": 16}
+    net = build_classifier("cifar_vgg", kwargs)
+    atomic_save(classifier_checkpoint("cifar_vgg", kwargs, net.state_dict(), mean=CIFAR10_MEAN, std=CIFAR10_STD,
+                                      input_size=32, metadata={"classes": ["a", "b"]}), tmp_path / "enc.pt")
+    module = generator.GeneratorModule(
+        encoder=str(tmp_path / "enc.pt"), lambda_class=1.0, discriminator_convs=[[8, 3, 1], [8, 4, 2]],
+        discriminator_code_dims=[8], generator_kwargs={"code_dim": 64, "start_channels": 4, "widths": [8, 8, 8],
+                                                       "spatial_code": True, "upsample": "nearest"})
+    images = torch.rand(6, 3, 32, 32)
+    losses = module.losses(images)
+    with torch.no_grad():  # the module's term is that KL between the encoder's outputs on x and on G(E(x))
+        code = module.encoder.run(images, ["features.relu4_2"])["features.relu4_2"].flatten(1)
+        expected = class_consistency(module.encoder(images),
+                                     module.encoder(module.generator.to_rgb(module.generator(code))))
+    torch.testing.assert_close(losses["class"], expected)
+    module.hparams.lambda_class = 0.0  # off: exactly 0
+    assert float(module.losses(images)["class"]) == 0.0
 
 
 def test_code_size_mismatch_is_one_line(tmp_path, image_root):
@@ -116,3 +161,20 @@ def test_augment_batch_crops_and_flips():
     assert set((crops * 255).round().unique().tolist()) <= set(images.float().unique().tolist())
     shifted = any(not torch.equal(augment_batch(images, "crop", pad=2, generator=rng), out) for _ in range(5))
     assert shifted
+
+
+def test_code_samples_keep_the_codes_covariance():
+    from train.evaluate_prior import code_samples
+
+    gen = torch.Generator().manual_seed(0)
+    # Far from 0, so the clip at 0 changes nothing; units 0 and 1 strongly correlated.
+    mixing = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.44, 0.0], [0.0, 0.0, 2.0]])
+    codes = 10 + torch.randn(4000, 3, generator=gen) @ mixing.T
+    samples = code_samples(codes, 20000)
+    full, per_unit = samples["full_covariance_gaussian"], samples["per_unit_gaussian"]
+    torch.testing.assert_close(full.mean(0), codes.mean(0), atol=0.05, rtol=0)
+    torch.testing.assert_close(torch.cov(full.T), torch.cov(codes.T), atol=0.08, rtol=0)
+    torch.testing.assert_close(per_unit.std(0), codes.std(0), atol=0.05, rtol=0)
+    assert torch.corrcoef(full.T)[0, 1] > 0.85 and abs(torch.corrcoef(per_unit.T)[0, 1]) < 0.05
+    # Codes are post-ReLU: samples are clipped at 0.
+    assert (code_samples(codes - 10, 100)["full_covariance_gaussian"] >= 0).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 
@@ -16,6 +17,9 @@ class TrainCLI(LightningCLI):
     on top of the parsed config, so ``--ckpt_path last.ckpt --model.lambda_code 1.0`` silently
     trains with the checkpoint's old value. Here the checkpoint fills in only the model settings the
     command line did not name, and each one it keeps from the checkpoint is not overridden.
+    A model setting the checkpoint predates (added to the module after it was saved) takes the
+    module's default, which is "off" for every optional term, not the current YAML's value: the
+    run continues as it was trained unless the command line says otherwise.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -31,7 +35,12 @@ class TrainCLI(LightningCLI):
         ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
-        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
-        hparams = {k: v for k, v in hparams.items() if not k.startswith("_") and k not in self._explicit_model_keys}
+        stored = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        hparams = {k: v for k, v in stored.items() if not k.startswith("_") and k not in self._explicit_model_keys}
+        if stored and self.model_class is not None:
+            for name, param in inspect.signature(self.model_class.__init__).parameters.items():
+                if (name not in stored and name not in self._explicit_model_keys and name != "self"
+                        and param.default is not inspect.Parameter.empty):
+                    hparams[name] = param.default
         if hparams:
             self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)

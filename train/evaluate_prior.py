@@ -6,9 +6,15 @@
 - independent judges (never used in generator training, other architectures): accuracy on
   originals vs on reconstructions, and the ratio;
 - reconstruction error, code statistics; grids of originals vs reconstructions and of
-  "samples" G(h) with h drawn from a per-unit Gaussian fit of real codes, clipped at 0.
+  "samples" G(h): a DeePSiM generator has no code distribution of its own, so h is drawn from two
+  fits of real training codes, both clipped at 0: a per-unit Gaussian (ignores how units co-vary)
+  and a full-covariance Gaussian (sampled exactly through the centred codes, no decomposition);
+- with ``--kid-judge``: KID (x100) of reconstructions and of both kinds of samples against real test
+  images, in that judge's penultimate features, next to the KID of real *training* images (the
+  floor) and of test images blurred with a 3x3 box (a reference for "blurry but real").
 
-Run: python -m train.evaluate_prior --judges checkpoints/cifar10/judges/resnet.pt [--out docs/prior]
+Run: python -m train.evaluate_prior --judges checkpoints/cifar10/judges/resnet.pt \
+         --kid-judge checkpoints/cifar10/judges/robust_resnet.pt [--out docs/prior]
 """
 
 from __future__ import annotations
@@ -22,12 +28,63 @@ from torchvision.utils import save_image
 
 from dgnam import load_classifier, load_generator
 from dgnam.io import atomic_write_json
+from dgnam.metrics import judge_outputs, kid
 from train.data import load_uint8
 
 
 @torch.no_grad()
+def code_samples(codes: torch.Tensor, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """``n`` codes from a per-unit and from a full-covariance Gaussian fit of ``codes (N, D)``, clipped at 0.
+
+    The full-covariance draw is mean + centred^T z / sqrt(N - 1) with z ~ N(0, I_N): exactly the
+    Gaussian with the sample covariance, without a D x D matrix.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    mean, std = codes.mean(0), codes.std(0)
+    centred = codes - mean
+    diag = mean + std * torch.randn(n, codes.shape[1], generator=gen)
+    full = mean + torch.randn(n, len(codes), generator=gen) @ centred / (len(codes) - 1) ** 0.5
+    return {"per_unit_gaussian": diag.clamp_min(0), "full_covariance_gaussian": full.clamp_min(0)}
+
+
+@torch.no_grad()
+def generate_all(generator, codes: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    return torch.cat([generator.generate(codes[i:i + batch]) for i in range(0, len(codes), batch)])
+
+
+@torch.no_grad()
+def sample_realism(encoder_path: str, generator_path: str, kid_judge_path: str, root: str, n: int = 2000,
+                   n_fit: int = 10000) -> tuple[dict, dict[str, torch.Tensor]]:
+    """KID x100 (mean, std over subsets) of reconstructions, samples and references vs real test images."""
+    encoder, generator, judge = load_classifier(encoder_path), load_generator(generator_path), load_classifier(kid_judge_path)
+    layer = generator.encoder_layer
+    train_u8, _, _ = load_uint8(Path(root) / "train", 32, ".cache/dgnam")
+    test_u8, _, _ = load_uint8(Path(root) / "test", 32, ".cache/dgnam")
+    # Disjoint random picks: codes are fitted on one set of training images, the floor uses others,
+    # and reconstructions / blurred references come from test images that are not the KID reference.
+    gen = torch.Generator().manual_seed(0)
+    train_pick, test_pick = torch.randperm(len(train_u8), generator=gen), torch.randperm(len(test_u8), generator=gen)
+    fit = train_u8[train_pick[:n_fit]].float() / 255
+    train_real = train_u8[train_pick[n_fit:n_fit + n]].float() / 255
+    real = test_u8[test_pick[:n]].float() / 255
+    other = test_u8[test_pick[n:2 * n]].float() / 255
+    codes = torch.cat([encoder.run(fit[i:i + 500], [layer])[layer].flatten(1) for i in range(0, n_fit, 500)])
+    recon_codes = torch.cat([encoder.run(other[i:i + 500], [layer])[layer].flatten(1) for i in range(0, n, 500)])
+    sets = {"real_train": train_real,
+            "real_test_box_blurred": torch.nn.functional.avg_pool2d(other, 3, 1, 1, count_include_pad=False),
+            "reconstructions": generate_all(generator, recon_codes)}
+    sets.update({name: generate_all(generator, c) for name, c in code_samples(codes, n).items()})
+    real_features = judge_outputs(judge, real)[1]
+    report = {}
+    for name, images in sets.items():
+        result = kid(judge_outputs(judge, images)[1], real_features)
+        report[name] = {"kid_x100": round(100 * result.mean, 3), "std_x100": round(100 * result.std, 3)}
+    return report, sets
+
+
+@torch.no_grad()
 def evaluate(encoder_path: str, generator_path: str, judge_paths: list[str], root: str, limit: int | None,
-             batch: int = 500) -> tuple[dict, torch.Tensor, torch.Tensor]:
+             batch: int = 500) -> tuple[dict, torch.Tensor]:
     encoder = load_classifier(encoder_path)
     generator = load_generator(generator_path)
     judges = {Path(p).stem: load_classifier(p) for p in judge_paths}
@@ -67,10 +124,7 @@ def evaluate(encoder_path: str, generator_path: str, judge_paths: list[str], roo
     x = images_u8[picks].float() / 255
     recon = generator.generate(encoder.run(x, [layer])[layer].flatten(1))
     recon_grid = torch.cat([x[:16], recon[:16], x[16:], recon[16:]])
-    gen = torch.Generator().manual_seed(0)
-    codes = (generator.code_mean + generator.code_std * torch.randn(32, generator.code_dim, generator=gen)).clamp_min(0)
-    samples = generator.generate(codes)
-    return report, recon_grid, samples
+    return report, recon_grid
 
 
 def main() -> None:
@@ -80,16 +134,23 @@ def main() -> None:
     parser.add_argument("--judges", nargs="*", default=[])
     parser.add_argument("--data", default="../shared/data/cifar10")
     parser.add_argument("--limit", type=int, default=None, help="evaluate on this many test images (default: all)")
+    parser.add_argument("--kid-judge", default=None, help="classifier whose features measure the samples' KID")
     parser.add_argument("--out", default=None, help="folder for report.json and grids")
     args = parser.parse_args()
-    report, recon_grid, samples = evaluate(args.encoder, args.generator, args.judges, args.data, args.limit)
+    report, recon_grid = evaluate(args.encoder, args.generator, args.judges, args.data, args.limit)
+    sets = {}
+    if args.kid_judge:
+        report["kid_vs_real_test"], sets = sample_realism(args.encoder, args.generator, args.kid_judge, args.data)
+        report["kid_judge"] = args.kid_judge
     print(json.dumps(report, indent=2))
     if args.out:
         out = Path(args.out)
         atomic_write_json(report, out / "prior_report.json")
         save_image(recon_grid, out / "reconstructions.png", nrow=16, padding=1)
-        save_image(samples, out / "samples.png", nrow=16, padding=1)
-        print(f"wrote {out}/prior_report.json, reconstructions.png, samples.png")
+        for name in ("per_unit_gaussian", "full_covariance_gaussian"):
+            if name in sets:
+                save_image(sets[name][:64], out / f"samples_{name}.png", nrow=16, padding=1)
+        print(f"wrote {out}/prior_report.json and grids")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 G learns to invert a frozen encoder's code h = E(x):
     L_G = lambda_img * MSE(G(h), x) + lambda_feat * MSE(C(G(h)), C(x)) + lambda_adv * L_adv(D(G(h), h))
-          [+ lambda_code * MSE(E(G(h)), h)]
+          [+ lambda_code * MSE(E(G(h)), h) + lambda_class * KL(softmax E(x) || softmax E(G(h)))]
 with C the encoder's comparator layer, and a conditional discriminator D(image, code).
 D pauses when it gets too strong, following the original balancing rule (see :class:`AdversarialBalance`).
 
@@ -58,6 +58,12 @@ class AdversarialBalance:
         return ratio
 
 
+def class_consistency(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(real) || softmax(fake)) per image, averaged over the batch (float32 softmaxes)."""
+    return F.kl_div(F.log_softmax(fake_logits.float(), 1), F.log_softmax(real_logits.float(), 1),
+                    log_target=True, reduction="batchmean")
+
+
 def build_generator_arch(name: str, **kwargs) -> dict:
     if name == "cifar":
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
@@ -80,6 +86,11 @@ class GeneratorModule(L.LightningModule):
             DeePSiM). It asks G for images the encoder reads back as the same code, which is what
             activation maximisation relies on; check it with an independent judge, since it can
             also teach G to hide features where the encoder looks.
+        lambda_class: weight of an optional class-consistency term (0 in DeePSiM): the KL divergence
+            from the encoder's class probabilities on x to those on G(E(x)), per image. The comparator
+            loss at the encoder's output layer; same caveat as ``lambda_code``.
+        lr_g, lr_d: Adam learning rates. A resumed run uses these (not the checkpoint's), so a
+            fine-tuning chunk can lower them.
         bound_k: code_upper_bound = mean + bound_k * std, stored in the exported generator.
         export_path: where to write the dgnam generator when ``fit`` ends (rank 0 only under DDP).
         stats_limit: compute the exported code statistics over at most this many training images,
@@ -94,7 +105,7 @@ class GeneratorModule(L.LightningModule):
                  generator_kwargs: dict | None = None, discriminator_convs: list[list[int]] | None = None,
                  discriminator_code_dims: list[int] | None = None, output_space: str = "rgb01",
                  lambda_img: float = 1.0, lambda_feat: float = 1.0, lambda_adv: float = 0.005,
-                 lambda_code: float = 0.0, lr_g: float = 5e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.9, 0.999),
+                 lambda_code: float = 0.0, lambda_class: float = 0.0, lr_g: float = 5e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.9, 0.999),
                  weight_decay_d: float = 4e-4, bound_k: float = 3.0,
                  grid_every: int = 500, export_path: str | None = None,
                  encoder_input_size: int | None = None, encoder_fit: str = "resize",
@@ -139,17 +150,21 @@ class GeneratorModule(L.LightningModule):
         return self
 
     # --- the algorithm -------------------------------------------------------------------------
-    def _encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         hp = self.hparams
-        acts = self.encoder.run(images, [hp.code_layer, hp.comparator_layer])
-        return acts[hp.code_layer].flatten(1), acts[hp.comparator_layer]
+        layers = [hp.code_layer, hp.comparator_layer] + (["output"] if hp.lambda_class else [])
+        acts = self.encoder.run(images, layers)
+        return acts[hp.code_layer].flatten(1), acts[hp.comparator_layer], acts.get("output")
 
-    def _fake_features(self, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The comparator features of G's images and, when the code-cycle term is on, their code."""
+    def _fake_features(self, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The comparator features of G's images and, for the optional terms that are on, their code
+        and the encoder's logits (one encoder pass)."""
         hp = self.hparams
-        layers = [hp.comparator_layer] + ([hp.code_layer] if hp.lambda_code else [])
+        layers = ([hp.comparator_layer] + ([hp.code_layer] if hp.lambda_code else [])
+                  + (["output"] if hp.lambda_class else []))
         acts = self.encoder.run(fake, layers)
-        return acts[hp.comparator_layer], acts[hp.code_layer].flatten(1) if hp.lambda_code else None
+        code = acts[hp.code_layer].flatten(1) if hp.lambda_code else None
+        return acts[hp.comparator_layer], code, acts.get("output")
 
     def losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """One iteration's losses on RGB [0, 1] ``images`` (needs no trainer, so a bare loop can run it).
@@ -158,7 +173,7 @@ class GeneratorModule(L.LightningModule):
         """
         hp = self.hparams
         with torch.no_grad():
-            code, real_features = self._encode(images)
+            code, real_features, real_logits = self._encode(images)
         raw = self.generator(code)
         fake = self.generator.to_rgb(raw)
 
@@ -169,14 +184,17 @@ class GeneratorModule(L.LightningModule):
         d_loss_fake = F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit))
 
         loss_img = F.mse_loss(raw, self.generator.from_rgb(images))
-        fake_features, fake_code = self._fake_features(fake)
+        fake_features, fake_code, fake_logits = self._fake_features(fake)
         loss_feat = F.mse_loss(fake_features, real_features)
         g_logit = self.discriminator(fake, code)
         loss_adv = F.binary_cross_entropy_with_logits(g_logit, torch.ones_like(g_logit))
-        loss_code = F.mse_loss(fake_code, code) if fake_code is not None else torch.zeros((), device=code.device)
-        loss_g = hp.lambda_img * loss_img + hp.lambda_feat * loss_feat + hp.lambda_adv * loss_adv + hp.lambda_code * loss_code
+        zero = torch.zeros((), device=code.device)
+        loss_code = F.mse_loss(fake_code, code) if fake_code is not None else zero
+        loss_class = class_consistency(real_logits, fake_logits) if fake_logits is not None else zero
+        loss_g = (hp.lambda_img * loss_img + hp.lambda_feat * loss_feat + hp.lambda_adv * loss_adv
+                  + hp.lambda_code * loss_code + hp.lambda_class * loss_class)
         return {"g": loss_g, "d": d_loss_real + d_loss_fake, "img": loss_img, "feat": loss_feat, "adv": loss_adv,
-                "code": loss_code, "d_real": d_loss_real, "d_fake": d_loss_fake}
+                "code": loss_code, "class": loss_class, "d_real": d_loss_real, "d_fake": d_loss_fake}
 
     def _rank_mean(self, values: list[torch.Tensor]) -> list[float]:
         stacked = torch.stack([v.detach().float() for v in values])
@@ -192,8 +210,8 @@ class GeneratorModule(L.LightningModule):
         losses = self.losses(images)
         # Under DDP every rank must take the same pause decision, so the rule sees rank-averaged losses
         # (one all-reduce of six numbers; a no-op on one process).
-        img, feat, adv, code_err, d_real, d_fake = self._rank_mean(
-            [losses[k] for k in ("img", "feat", "adv", "code", "d_real", "d_fake")])
+        img, feat, adv, code_err, class_err, d_real, d_fake = self._rank_mean(
+            [losses[k] for k in ("img", "feat", "adv", "code", "class", "d_real", "d_fake")])
         ratio = self.balance.update(d_real, d_fake, adv)
         # Lightning counts every wrapped optimizer step in global_step. G's step is always called
         # (with no gradients while G is paused, Adam leaves it untouched) and D's step goes to the
@@ -208,13 +226,13 @@ class GeneratorModule(L.LightningModule):
             opt_d.optimizer.step()
         iteration = self.global_step
         # Already averaged over ranks: no sync_dist (it would cost one all-reduce per value per step).
-        self.log_dict({"loss/img": img, "loss/feat": feat, "loss/adv": adv, "loss/code": code_err,
+        self.log_dict({"loss/img": img, "loss/feat": feat, "loss/adv": adv, "loss/code": code_err, "loss/class": class_err,
                        "loss/d_real": d_real, "loss/d_fake": d_fake, "balance/ratio": ratio,
                        "balance/train_d": float(self.balance.train_d), "balance/train_g": float(self.balance.train_g)},
                       prog_bar=False)
         if iteration % 50 == 0 and self.trainer.is_global_zero:
             elapsed = self._train_seconds_before + time.time() - self._fit_start
-            print(f"it {iteration}: img {img:.4f} feat {feat:.4f} code {code_err:.4f} adv {adv:.3f} "
+            print(f"it {iteration}: img {img:.4f} feat {feat:.4f} code {code_err:.4f} class {class_err:.4f} adv {adv:.3f} "
                   f"d {d_real:.3f}/{d_fake:.3f} r {ratio:.2f} "
                   f"D {'on' if self.balance.train_d else 'off'} G {'on' if self.balance.train_g else 'off'} "
                   f"{elapsed:.0f}s", flush=True)
@@ -239,7 +257,7 @@ class GeneratorModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
-        code, _ = self._encode(images)
+        code = self._encode(images)[0]
         recon = self.generator.generate(code)
         # Each rank sees a shard of the test set; sync_dist averages the epoch value over all of them.
         self.log("test/recon_mse", F.mse_loss(recon, images), sync_dist=True)
@@ -268,6 +286,13 @@ class GeneratorModule(L.LightningModule):
         self._fit_start = time.time()
         _check_ddp(self.trainer.strategy.model)
 
+    def on_train_start(self) -> None:
+        # Resuming restores the optimizers' param groups, learning rates included; the configured
+        # rates win, so a chunk resumed with a lower --model.lr_g really trains at it.
+        for optimizer, lr in zip(self.optimizers(), (self.hparams.lr_g, self.hparams.lr_d)):
+            for group in optimizer.optimizer.param_groups:
+                group["lr"] = lr
+
     def on_fit_end(self) -> None:
         if self.hparams.export_path and self.trainer.is_global_zero:
             dm = self.trainer.datamodule
@@ -288,7 +313,8 @@ class GeneratorModule(L.LightningModule):
         metadata = {"iterations": iterations, "bound_k": hp.bound_k, "code_layer": hp.code_layer,
                     "comparator_layer": hp.comparator_layer, "code_summary": summary,
                     "train_seconds": round(self._train_seconds_before + time.time() - self._fit_start),
-                    "lambdas": [hp.lambda_img, hp.lambda_feat, hp.lambda_adv], "lambda_code": hp.lambda_code, "classes": list(classes)}
+                    "lambdas": [hp.lambda_img, hp.lambda_feat, hp.lambda_adv], "lambda_code": hp.lambda_code,
+                    "lambda_class": hp.lambda_class, "lr_g": hp.lr_g, "classes": list(classes)}
         self.generator.save(path, metadata)
         print(f"exported {path}: {iterations} iterations, code zeros {summary['zero_fraction']:.2f}, "
               f"mean {summary['mean']:.3f}", flush=True)
