@@ -47,7 +47,12 @@ def test_encoder_then_generator_then_resume(tmp_path, image_root):
 
     gen_path = tmp_path / "gen.pt"
     ckpt_dir = tmp_path / "gckpt"
-    args = ["fit", "--config", "configs/cifar10/generator.yaml", *_common(tmp_path, image_root, "gen"),
+    # The shipped config with one optional term on, to check what a resume does with it below.
+    config = tmp_path / "generator.yaml"
+    shipped = open("configs/cifar10/generator.yaml").read()
+    assert "  lambda_adv: 0.005\n" in shipped and "lambda_class" not in shipped
+    config.write_text(shipped.replace("  lambda_adv: 0.005\n", "  lambda_adv: 0.005\n  lambda_class: 0.25\n"))
+    args = ["fit", "--config", str(config), *_common(tmp_path, image_root, "gen"),
             "--trainer.max_epochs=-1", f"--model.encoder={enc_path}", f"--model.export_path={gen_path}",
             # The shipped config's spatial code and resize-conv upsampling: the tiny encoder's
             # features.relu4_2 is 4x4x4 = 64 values.
@@ -60,20 +65,20 @@ def test_encoder_then_generator_then_resume(tmp_path, image_root):
     assert first["metadata"]["iterations"] == 2
     gen = load_generator(gen_path)
     assert gen.image_size == 32 and gen.code_dim == 64
-    # Bounds come from real code statistics: finite, non-negative, mean + k std (k from the config).
-    assert first["metadata"]["bound_k"] == 1.0
-    torch.testing.assert_close(gen.code_upper_bound, gen.code_mean + 1.0 * gen.code_std)
+    # Bounds come from real code statistics: finite, non-negative, mean + 3 std.
+    assert first["metadata"]["bound_k"] == 3.0
+    torch.testing.assert_close(gen.code_upper_bound, gen.code_mean + 3 * gen.code_std)
     assert torch.isfinite(gen.code_upper_bound).all() and (gen.code_upper_bound >= 0).all()
     assert list((tmp_path / "gen").rglob("recon_000002.png"))
 
-    assert first["metadata"]["lambda_class"] == 0.25 and first["metadata"]["lambda_code"] == 0.5  # the config's
+    assert first["metadata"]["lambda_class"] == 0.25 and first["metadata"]["lambda_code"] == 0.0  # the config's
     # A checkpoint from before lambda_class existed: the resumed run keeps training without it
     # (the module's default 0), not with the YAML's 0.25.
     ckpt = torch.load(ckpt_dir / "last.ckpt", weights_only=True)
     del ckpt["hyper_parameters"]["lambda_class"]
     torch.save(ckpt, ckpt_dir / "last.ckpt")
     # Model flags given with --ckpt_path apply (plain LightningCLI would restore the checkpoint's
-    # 0.5), and the learning rate too (the restored optimizer state would keep the old one).
+    # 0.0), and the learning rate too (the restored optimizer state would keep the old one).
     generator.main([*args, "--trainer.max_steps=5", f"--ckpt_path={ckpt_dir / 'last.ckpt'}", "--model.lambda_code=0.25",
                     "--model.lr_g=1e-4"])
     resumed = torch.load(gen_path, weights_only=True)
