@@ -53,13 +53,16 @@ def generate_all(generator, codes: torch.Tensor, batch: int = 500) -> torch.Tens
 
 
 @torch.no_grad()
-def sample_realism(encoder_path: str, generator_path: str, kid_judge_path: str, root: str, n: int = 2000,
+def encode_all(encoder, layer: str, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """The flattened ``layer`` code of RGB [0, 1] ``images``, in batches."""
+    return torch.cat([encoder.run(images[i:i + batch], [layer])[layer].flatten(1) for i in range(0, len(images), batch)])
+
+
+@torch.no_grad()
+def sample_realism(encoder, generator, judge, train_u8: torch.Tensor, test_u8: torch.Tensor, n: int = 2000,
                    n_fit: int = 10000) -> tuple[dict, dict[str, torch.Tensor]]:
     """KID x100 (mean, std over subsets) of reconstructions, samples and references vs real test images."""
-    encoder, generator, judge = load_classifier(encoder_path), load_generator(generator_path), load_classifier(kid_judge_path)
     layer = generator.encoder_layer
-    train_u8, _, _ = load_uint8(Path(root) / "train", 32, ".cache/dgnam")
-    test_u8, _, _ = load_uint8(Path(root) / "test", 32, ".cache/dgnam")
     # Disjoint random picks: codes are fitted on one set of training images, the floor uses others,
     # and reconstructions / blurred references come from test images that are not the KID reference.
     gen = torch.Generator().manual_seed(0)
@@ -68,12 +71,11 @@ def sample_realism(encoder_path: str, generator_path: str, kid_judge_path: str, 
     train_real = train_u8[train_pick[n_fit:n_fit + n]].float() / 255
     real = test_u8[test_pick[:n]].float() / 255
     other = test_u8[test_pick[n:2 * n]].float() / 255
-    codes = torch.cat([encoder.run(fit[i:i + 500], [layer])[layer].flatten(1) for i in range(0, n_fit, 500)])
-    recon_codes = torch.cat([encoder.run(other[i:i + 500], [layer])[layer].flatten(1) for i in range(0, n, 500)])
     sets = {"real_train": train_real,
             "real_test_box_blurred": torch.nn.functional.avg_pool2d(other, 3, 1, 1, count_include_pad=False),
-            "reconstructions": generate_all(generator, recon_codes)}
-    sets.update({name: generate_all(generator, c) for name, c in code_samples(codes, n).items()})
+            "reconstructions": generate_all(generator, encode_all(encoder, layer, other))}
+    samples = code_samples(encode_all(encoder, layer, fit), n)
+    sets.update({name: generate_all(generator, c) for name, c in samples.items()})
     real_features = judge_outputs(judge, real)[1]
     report = {}
     for name, images in sets.items():
@@ -83,12 +85,9 @@ def sample_realism(encoder_path: str, generator_path: str, kid_judge_path: str, 
 
 
 @torch.no_grad()
-def evaluate(encoder_path: str, generator_path: str, judge_paths: list[str], root: str, limit: int | None,
+def evaluate(encoder, generator, judges: dict, images_u8: torch.Tensor, labels: torch.Tensor, limit: int | None,
              batch: int = 500) -> tuple[dict, torch.Tensor]:
-    encoder = load_classifier(encoder_path)
-    generator = load_generator(generator_path)
-    judges = {Path(p).stem: load_classifier(p) for p in judge_paths}
-    images_u8, labels, classes = load_uint8(Path(root) / "test", 32, ".cache/dgnam")
+    """Agreement and error numbers on the test images, and a grid of originals above reconstructions."""
     if limit:
         picks = torch.linspace(0, len(labels) - 1, limit).long()
         images_u8, labels = images_u8[picks], labels[picks]
@@ -119,10 +118,10 @@ def evaluate(encoder_path: str, generator_path: str, judge_paths: list[str], roo
     report["code_summary"] = generator.metadata.get("code_summary")
     report["iterations"] = generator.metadata.get("iterations")
     report["bound_mean"] = float(generator.code_upper_bound.mean())
-    # Grids: 4 rows of originals above their reconstructions; Gaussian-code samples.
+    # Grid: 4 rows, originals above their reconstructions.
     picks = torch.linspace(0, n - 1, 32).long()
     x = images_u8[picks].float() / 255
-    recon = generator.generate(encoder.run(x, [layer])[layer].flatten(1))
+    recon = generator.generate(encode_all(encoder, layer, x))
     recon_grid = torch.cat([x[:16], recon[:16], x[16:], recon[16:]])
     return report, recon_grid
 
@@ -137,10 +136,15 @@ def main() -> None:
     parser.add_argument("--kid-judge", default=None, help="classifier whose features measure the samples' KID")
     parser.add_argument("--out", default=None, help="folder for report.json and grids")
     args = parser.parse_args()
-    report, recon_grid = evaluate(args.encoder, args.generator, args.judges, args.data, args.limit)
+    encoder, generator = load_classifier(args.encoder), load_generator(args.generator)
+    judges = {Path(p).stem: load_classifier(p) for p in args.judges}
+    test_u8, test_labels, _ = load_uint8(Path(args.data) / "test", 32, ".cache/dgnam")
+    report, recon_grid = evaluate(encoder, generator, judges, test_u8, test_labels, args.limit)
     sets = {}
     if args.kid_judge:
-        report["kid_vs_real_test"], sets = sample_realism(args.encoder, args.generator, args.kid_judge, args.data)
+        train_u8, _, _ = load_uint8(Path(args.data) / "train", 32, ".cache/dgnam")
+        report["kid_vs_real_test"], sets = sample_realism(encoder, generator, load_classifier(args.kid_judge),
+                                                          train_u8, test_u8)
         report["kid_judge"] = args.kid_judge
     print(json.dumps(report, indent=2))
     if args.out:
