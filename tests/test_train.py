@@ -129,6 +129,45 @@ def test_class_term_is_the_kl_from_the_original_to_the_reconstruction(tmp_path):
     assert float(module.losses(images)["class"]) == 0.0
 
 
+def test_spectral_excess_prices_periodic_grids_at_any_phase_but_not_blur(tmp_path):
+    from dgnam.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
+    from dgnam.io import atomic_save
+    from train.generator import spectral_excess
+
+    torch.manual_seed(0)
+    real = torch.rand(64, 3, 16, 16)
+    checkerboard = 0.2 * (torch.arange(16)[:, None] + torch.arange(16)[None, :]).remainder(2).float()
+    with_grid = spectral_excess(real + checkerboard, real)
+    assert float(with_grid) > 0.01
+    # Phase-free: the grid one pixel over in half of the images costs about the same (only its
+    # interference with each image's own content at that frequency changes).
+    shifted = torch.cat([real[:32] + checkerboard, real[32:] + checkerboard.roll(1, 1)])
+    torch.testing.assert_close(spectral_excess(shifted, real), with_grid, rtol=0.05, atol=0)
+    # A (circular) blur only removes energy at every frequency: no excess, so no push towards blur
+    # or away from it; and an image against itself costs nothing.
+    blurred = (real + real.roll(1, -1)) / 2
+    assert float(spectral_excess(blurred, real)) < 1e-10 and float(spectral_excess(real, real)) == 0.0
+    assert float(spectral_excess(real, blurred)) > 0.1  # the other way round it is an excess
+
+    kwargs = {"widths": [4, 4, 4, 4], "code_dim": 16}
+    net = build_classifier("cifar_vgg", kwargs)
+    atomic_save(classifier_checkpoint("cifar_vgg", kwargs, net.state_dict(), mean=CIFAR10_MEAN, std=CIFAR10_STD,
+                                      input_size=32, metadata={"classes": ["a", "b"]}), tmp_path / "enc.pt")
+    module = generator.GeneratorModule(
+        encoder=str(tmp_path / "enc.pt"), discriminator_convs=[[8, 3, 1], [8, 4, 2]], discriminator_code_dims=[8],
+        generator_kwargs={"code_dim": 64, "start_channels": 4, "widths": [8, 8, 8], "spatial_code": True})
+    images = torch.rand(6, 3, 32, 32)
+    off = module.losses(images)
+    module.hparams.lambda_spectrum = 1e5  # a random G barely exceeds the images' spectrum: make it count
+    on = module.losses(images)
+    with torch.no_grad():  # the module's term compares G's raw output with the images in G's space
+        code = module.encoder.run(images, ["features.relu4_2"])["features.relu4_2"].flatten(1)
+        expected = spectral_excess(module.generator(code), module.generator.from_rgb(images))
+    assert float(expected) > 0
+    torch.testing.assert_close(on["spectrum"], expected)
+    torch.testing.assert_close(on["g"] - off["g"], 1e5 * expected, rtol=1e-3, atol=1e-4)
+
+
 def test_code_size_mismatch_is_one_line(tmp_path, image_root):
     from dgnam import DgnamError
     from train.generator import GeneratorModule
@@ -183,3 +222,38 @@ def test_code_samples_keep_the_codes_covariance():
     assert torch.corrcoef(full.T)[0, 1] > 0.85 and abs(torch.corrcoef(per_unit.T)[0, 1]) < 0.05
     # Codes are post-ReLU: samples are clipped at 0.
     assert (code_samples(codes - 10, 100)["full_covariance_gaussian"] >= 0).all()
+
+
+def test_copula_samples_keep_each_units_distribution_and_the_rank_correlation():
+    from train.evaluate_prior import code_samples
+
+    gen = torch.Generator().manual_seed(0)
+    # Sparse ReLU-like codes: unit 0 is 0 for 70% of images, unit 1 follows it (rank correlated),
+    # unit 2 is an independent heavy-tailed unit. A Gaussian fit turns the 70% exact zeros into
+    # "a little on"; the copula must keep them.
+    latent = torch.randn(6000, 2, generator=gen)
+    unit0 = (latent[:, 0] - 0.52).clamp_min(0) * 3
+    unit1 = (0.95 * latent[:, 0] + 0.31 * latent[:, 1]).exp()
+    unit2 = torch.randn(6000, generator=gen).pow(2)
+    codes = torch.stack([unit0, unit1, unit2], 1)
+    copula = code_samples(codes, 20000)["gaussian_copula"]
+    gaussian = code_samples(codes, 20000)["full_covariance_gaussian"]
+    zero_real = float((codes[:, 0] == 0).float().mean())
+    assert 0.68 < zero_real < 0.72
+    assert abs(float((copula[:, 0] == 0).float().mean()) - zero_real) < 0.02
+    assert float((gaussian[:, 0] == 0).float().mean()) < 0.5  # what the Gaussian fit gets wrong
+    # Every sample is a value some real code took, and the quantiles match.
+    assert torch.isin(copula[:, 2], codes[:, 2]).all()
+    probs = torch.tensor([0.1, 0.5, 0.9, 0.99])
+    torch.testing.assert_close(copula.quantile(probs, dim=0), codes.quantile(probs, dim=0), rtol=0.1, atol=0.02)
+
+    def spearman(a, b):
+        return float(torch.corrcoef(torch.stack([a.argsort().argsort().float(), b.argsort().argsort().float()]))[0, 1])
+    assert abs(spearman(copula[:, 1], copula[:, 2]) - spearman(codes[:, 1], codes[:, 2])) < 0.05
+    assert abs(spearman(copula[:, 1], copula[:, 2])) < 0.05
+    # The sparse unit keeps its dependence, weakened: when unit 0 is on, unit 1 is above its median
+    # for 99.5% of real codes and 88% of copula samples (independent units: 50%). Its zeros share
+    # one normal score, which attenuates the correlation; the docstring says so.
+    def high_when_on(c):
+        return float((c[c[:, 0] > 0, 1] > codes[:, 1].median()).float().mean())
+    assert high_when_on(codes) > 0.99 and 0.8 < high_when_on(copula) < 0.95

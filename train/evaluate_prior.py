@@ -6,10 +6,11 @@
 - independent judges (never used in generator training, other architectures): accuracy on
   originals vs on reconstructions, and the ratio;
 - reconstruction error, code statistics; grids of originals vs reconstructions and of
-  "samples" G(h): a DeePSiM generator has no code distribution of its own, so h is drawn from two
-  fits of real training codes, both clipped at 0: a per-unit Gaussian (ignores how units co-vary)
-  and a full-covariance Gaussian (sampled exactly through the centred codes, no decomposition);
-- with ``--kid-judge``: KID (x100) of reconstructions and of both kinds of samples against real test
+  "samples" G(h): a DeePSiM generator has no code distribution of its own, so h is drawn from three
+  fits of real training codes (:func:`code_samples`): a per-unit Gaussian (ignores how units
+  co-vary), a full-covariance Gaussian (both clipped at 0) and a Gaussian copula (keeps each unit's
+  own distribution, zeros included);
+- with ``--kid-judge``: KID (x100) of reconstructions and of the three kinds of samples against real test
   images, in that judge's penultimate features, next to the KID of real *training* images (the
   floor) and of test images blurred with a 3x3 box (a reference for "blurry but real").
 
@@ -34,17 +35,40 @@ from train.data import load_uint8
 
 @torch.no_grad()
 def code_samples(codes: torch.Tensor, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """``n`` codes from a per-unit and from a full-covariance Gaussian fit of ``codes (N, D)``, clipped at 0.
+    """``n`` codes from three fits of real codes ``codes (N, D)``.
 
-    The full-covariance draw is mean + centred^T z / sqrt(N - 1) with z ~ N(0, I_N): exactly the
-    Gaussian with the sample covariance, without a D x D matrix.
+    - ``per_unit_gaussian``: independent Gaussians, clipped at 0;
+    - ``full_covariance_gaussian``: mean + centred^T z / sqrt(N - 1) with z ~ N(0, I_N), exactly the
+      Gaussian with the sample covariance without a D x D matrix, clipped at 0;
+    - ``gaussian_copula``: each unit keeps its own empirical distribution (its mass at exactly 0 and
+      its heavy tail, which a Gaussian blurs into "every unit a little on") and units co-vary as
+      their normal scores do: draw correlated normal scores the same way, map each through the
+      normal CDF and the unit's empirical quantile function. A unit's zeros share one (mid-rank)
+      score, which weakens its measured correlations: sparse units co-vary less than in real codes.
     """
     gen = torch.Generator().manual_seed(seed)
+    count = len(codes)
     mean, std = codes.mean(0), codes.std(0)
     centred = codes - mean
     diag = mean + std * torch.randn(n, codes.shape[1], generator=gen)
-    full = mean + torch.randn(n, len(codes), generator=gen) @ centred / (len(codes) - 1) ** 0.5
-    return {"per_unit_gaussian": diag.clamp_min(0), "full_covariance_gaussian": full.clamp_min(0)}
+    full = mean + torch.randn(n, count, generator=gen) @ centred / (count - 1) ** 0.5
+    return {"per_unit_gaussian": diag.clamp_min(0), "full_covariance_gaussian": full.clamp_min(0),
+            "gaussian_copula": _gaussian_copula(codes, n, gen)}
+
+
+def _gaussian_copula(codes: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    count = len(codes)
+    sorted_units = codes.T.contiguous().sort(1).values  # (D, N): each unit's quantile function
+    # Tied values (all the exact zeros of a unit) share their mid-rank, so ties add no fake correlation.
+    below = torch.searchsorted(sorted_units, codes.T.contiguous(), right=False)
+    at_or_below = torch.searchsorted(sorted_units, codes.T.contiguous(), right=True)
+    mid_rank = (below + at_or_below).float() / 2
+    scores = torch.special.ndtri(mid_rank / count)  # (D, N) normal scores; mid-ranks keep them finite
+    scores = scores - scores.mean(1, keepdim=True)
+    scores = scores / scores.std(1, keepdim=True).clamp_min(1e-12)  # a constant unit stays at score 0
+    drawn = torch.randn(n, count, generator=gen) @ scores.T / (count - 1) ** 0.5  # (n, D), unit variance
+    index = (torch.special.ndtr(drawn) * count).long().clamp(0, count - 1)
+    return torch.gather(sorted_units, 1, index.T.contiguous()).T.contiguous()
 
 
 @torch.no_grad()
@@ -151,7 +175,7 @@ def main() -> None:
         out = Path(args.out)
         atomic_write_json(report, out / "prior_report.json")
         save_image(recon_grid, out / "reconstructions.png", nrow=16, padding=1)
-        for name in ("per_unit_gaussian", "full_covariance_gaussian"):
+        for name in ("per_unit_gaussian", "full_covariance_gaussian", "gaussian_copula"):
             if name in sets:
                 save_image(sets[name][:64], out / f"samples_{name}.png", nrow=16, padding=1)
         print(f"wrote {out}/prior_report.json and grids")

@@ -2,7 +2,8 @@
 
 G learns to invert a frozen encoder's code h = E(x):
     L_G = lambda_img * MSE(G(h), x) + lambda_feat * MSE(C(G(h)), C(x)) + lambda_adv * L_adv(D(G(h), h))
-          [+ lambda_code * MSE(E(G(h)), h) + lambda_class * KL(softmax E(x) || softmax E(G(h)))]
+          [+ lambda_code * MSE(E(G(h)), h) + lambda_class * KL(softmax E(x) || softmax E(G(h)))
+           + lambda_spectrum * mean_freq(relu(log mean_batch |FFT G(h)| - log mean_batch |FFT x|)) ** 2]
 with C the encoder's comparator layer, and a conditional discriminator D(image, code).
 D pauses when it gets too strong, following the original balancing rule (see :class:`AdversarialBalance`).
 
@@ -64,6 +65,21 @@ def class_consistency(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> t
                     log_target=True, reduction="batchmean")
 
 
+def spectral_excess(fake: torch.Tensor, real: torch.Tensor, floor: float = 1e-2) -> torch.Tensor:
+    """How far the batch's mean amplitude spectrum of ``fake`` rises above that of ``real``:
+    the mean over channels and frequencies of relu(log |FFT fake| - log |FFT real|)^2.
+
+    Strided up-convolutions put peaks at fixed frequencies (the checkerboard at Nyquist, the
+    period-4 grid at half of it); amplitudes ignore phase, so a peak is priced wherever the pattern
+    sits in each image (cf. Durall et al., CVPR 2020). One-sided on purpose: a two-sided match also
+    rewards adding energy where G is too smooth, and G did that with a bright dot in a corner
+    (broadband energy) within 300 iterations.
+    """
+    amplitude_fake = torch.fft.rfft2(fake.float()).abs().mean(0)  # (C, H, W // 2 + 1)
+    amplitude_real = torch.fft.rfft2(real.float()).abs().mean(0)
+    return F.relu(torch.log(amplitude_fake + floor) - torch.log(amplitude_real + floor)).pow(2).mean()
+
+
 def build_generator_arch(name: str, **kwargs) -> dict:
     if name == "cifar":
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
@@ -89,6 +105,9 @@ class GeneratorModule(L.LightningModule):
         lambda_class: weight of an optional class-consistency term (0 in DeePSiM): the KL divergence
             from the encoder's class probabilities on x to those on G(E(x)), per image. The comparator
             loss at the encoder's output layer; same caveat as ``lambda_code``.
+        lambda_spectrum: weight of an optional penalty (0 in DeePSiM) on frequencies where G's images
+            carry more energy than real ones (:func:`spectral_excess`): the periodic grid of strided
+            up-convolutions, which the feature and class terms can reward, at any phase.
         lr_g, lr_d: Adam learning rates. A resumed run uses these (not the checkpoint's), so a
             fine-tuning chunk can lower them.
         bound_k: code_upper_bound = mean + bound_k * std, stored in the exported generator.
@@ -105,7 +124,8 @@ class GeneratorModule(L.LightningModule):
                  generator_kwargs: dict | None = None, discriminator_convs: list[list[int]] | None = None,
                  discriminator_code_dims: list[int] | None = None, output_space: str = "rgb01",
                  lambda_img: float = 1.0, lambda_feat: float = 1.0, lambda_adv: float = 0.005,
-                 lambda_code: float = 0.0, lambda_class: float = 0.0, lr_g: float = 5e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.9, 0.999),
+                 lambda_code: float = 0.0, lambda_class: float = 0.0,
+                 lambda_spectrum: float = 0.0, lr_g: float = 5e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.9, 0.999),
                  weight_decay_d: float = 4e-4, bound_k: float = 3.0,
                  grid_every: int = 500, export_path: str | None = None,
                  encoder_input_size: int | None = None, encoder_fit: str = "resize",
@@ -183,7 +203,8 @@ class GeneratorModule(L.LightningModule):
         d_loss_real = F.binary_cross_entropy_with_logits(real_logit, torch.ones_like(real_logit))
         d_loss_fake = F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit))
 
-        loss_img = F.mse_loss(raw, self.generator.from_rgb(images))
+        target = self.generator.from_rgb(images)
+        loss_img = F.mse_loss(raw, target)
         fake_features, fake_code, fake_logits = self._fake_features(fake)
         loss_feat = F.mse_loss(fake_features, real_features)
         g_logit = self.discriminator(fake, code)
@@ -191,10 +212,12 @@ class GeneratorModule(L.LightningModule):
         zero = torch.zeros((), device=code.device)
         loss_code = F.mse_loss(fake_code, code) if fake_code is not None else zero
         loss_class = class_consistency(real_logits, fake_logits) if fake_logits is not None else zero
+        loss_spectrum = spectral_excess(raw, target)
         loss_g = (hp.lambda_img * loss_img + hp.lambda_feat * loss_feat + hp.lambda_adv * loss_adv
-                  + hp.lambda_code * loss_code + hp.lambda_class * loss_class)
+                  + hp.lambda_code * loss_code + hp.lambda_class * loss_class + hp.lambda_spectrum * loss_spectrum)
         return {"g": loss_g, "d": d_loss_real + d_loss_fake, "img": loss_img, "feat": loss_feat, "adv": loss_adv,
-                "code": loss_code, "class": loss_class, "d_real": d_loss_real, "d_fake": d_loss_fake}
+                "code": loss_code, "class": loss_class, "spectrum": loss_spectrum,
+                "d_real": d_loss_real, "d_fake": d_loss_fake}
 
     def _rank_mean(self, values: list[torch.Tensor]) -> list[float]:
         stacked = torch.stack([v.detach().float() for v in values])
@@ -209,9 +232,9 @@ class GeneratorModule(L.LightningModule):
         opt_g, opt_d = self.optimizers()
         losses = self.losses(images)
         # Under DDP every rank must take the same pause decision, so the rule sees rank-averaged losses
-        # (one all-reduce of six numbers; a no-op on one process).
-        img, feat, adv, code_err, class_err, d_real, d_fake = self._rank_mean(
-            [losses[k] for k in ("img", "feat", "adv", "code", "class", "d_real", "d_fake")])
+        # (one all-reduce of eight numbers; a no-op on one process).
+        img, feat, adv, code_err, class_err, spectrum, d_real, d_fake = self._rank_mean(
+            [losses[k] for k in ("img", "feat", "adv", "code", "class", "spectrum", "d_real", "d_fake")])
         ratio = self.balance.update(d_real, d_fake, adv)
         # Lightning counts every wrapped optimizer step in global_step. G's step is always called
         # (with no gradients while G is paused, Adam leaves it untouched) and D's step goes to the
@@ -227,12 +250,13 @@ class GeneratorModule(L.LightningModule):
         iteration = self.global_step
         # Already averaged over ranks: no sync_dist (it would cost one all-reduce per value per step).
         self.log_dict({"loss/img": img, "loss/feat": feat, "loss/adv": adv, "loss/code": code_err, "loss/class": class_err,
+                       "loss/spectrum": spectrum,
                        "loss/d_real": d_real, "loss/d_fake": d_fake, "balance/ratio": ratio,
                        "balance/train_d": float(self.balance.train_d), "balance/train_g": float(self.balance.train_g)},
                       prog_bar=False)
         if iteration % 50 == 0 and self.trainer.is_global_zero:
             elapsed = self._train_seconds_before + time.time() - self._fit_start
-            print(f"it {iteration}: img {img:.4f} feat {feat:.4f} code {code_err:.4f} class {class_err:.4f} adv {adv:.3f} "
+            print(f"it {iteration}: img {img:.4f} feat {feat:.4f} code {code_err:.4f} class {class_err:.4f} spec {spectrum:.4f} adv {adv:.3f} "
                   f"d {d_real:.3f}/{d_fake:.3f} r {ratio:.2f} "
                   f"D {'on' if self.balance.train_d else 'off'} G {'on' if self.balance.train_g else 'off'} "
                   f"{elapsed:.0f}s", flush=True)
@@ -314,7 +338,8 @@ class GeneratorModule(L.LightningModule):
                     "comparator_layer": hp.comparator_layer, "code_summary": summary,
                     "train_seconds": round(self._train_seconds_before + time.time() - self._fit_start),
                     "lambdas": [hp.lambda_img, hp.lambda_feat, hp.lambda_adv], "lambda_code": hp.lambda_code,
-                    "lambda_class": hp.lambda_class, "lr_g": hp.lr_g, "classes": list(classes)}
+                    "lambda_class": hp.lambda_class,
+                    "lambda_spectrum": hp.lambda_spectrum, "lr_g": hp.lr_g, "classes": list(classes)}
         self.generator.save(path, metadata)
         print(f"exported {path}: {iterations} iterations, code zeros {summary['zero_fraction']:.2f}, "
               f"mean {summary['mean']:.3f}", flush=True)
