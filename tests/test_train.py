@@ -257,3 +257,20 @@ def test_copula_samples_keep_each_units_distribution_and_the_rank_correlation():
     def high_when_on(c):
         return float((c[c[:, 0] > 0, 1] > codes[:, 1].median()).float().mean())
     assert high_when_on(codes) > 0.99 and 0.8 < high_when_on(copula) < 0.95
+
+
+def test_spectrum_ratio_finds_the_grid_peak_and_the_blur():
+    from train.evaluate_prior import spectrum_ratio
+
+    torch.manual_seed(0)
+    images = torch.rand(32, 3, 16, 16)
+    checkerboard = 0.3 * (torch.arange(16)[:, None] + torch.arange(16)[None, :]).remainder(2).float()
+
+    def amplitude(x):
+        return torch.fft.rfft2(x).abs().sum(0)
+    same = spectrum_ratio(amplitude(images), amplitude(images))
+    assert same["peak"] == 1.0 and same["high_band"] == 1.0 and same["low_band"] == 1.0
+    grid = spectrum_ratio(amplitude(images + checkerboard), amplitude(images))
+    assert grid["peak"] > 3 and grid["peak_at_cycles"] == [-8, 8]  # Nyquist in both axes
+    blurred = spectrum_ratio(amplitude((images + images.roll(1, -1)) / 2), amplitude(images))
+    assert blurred["high_band"] < 0.7 < blurred["low_band"] <= 1.0

@@ -5,7 +5,9 @@
   equals its class for x (``same_class_as_original``);
 - independent judges (never used in generator training, other architectures): accuracy on
   originals vs on reconstructions, and the ratio;
-- reconstruction error, code statistics; grids of originals vs reconstructions and of
+- reconstruction error, code statistics, and the reconstructions' mean amplitude spectrum relative to
+  the originals' (:func:`spectrum_ratio`: the up-convolutions' grid shows as peaks, blur as a
+  high-frequency deficit); grids of originals vs reconstructions and of
   "samples" G(h): a DeePSiM generator has no code distribution of its own, so h is drawn from three
   fits of real training codes (:func:`code_samples`): a per-unit Gaussian (ignores how units
   co-vary), a full-covariance Gaussian (both clipped at 0) and a Gaussian copula (keeps each unit's
@@ -108,6 +110,24 @@ def sample_realism(encoder, generator, judge, train_u8: torch.Tensor, test_u8: t
     return report, sets
 
 
+def spectrum_ratio(amplitude_recon: torch.Tensor, amplitude_orig: torch.Tensor) -> dict:
+    """Summaries of the ratio of two mean amplitude spectra ``(C, H, W // 2 + 1)`` (``rfft2`` of images).
+
+    ``peak``: the largest ratio over frequencies (channels averaged) and where it is, in cycles per
+    image; ``high_band`` / ``low_band``: the mean ratio where either frequency is >= a quarter of the
+    size (the grid's and fine detail's band) and below it.
+    """
+    ratio = (amplitude_recon / amplitude_orig.clamp_min(1e-12)).mean(0)  # (H, W // 2 + 1)
+    height, width = ratio.shape
+    fy = (torch.fft.fftfreq(height) * height).abs()[:, None]
+    fx = (torch.fft.rfftfreq(2 * (width - 1)) * 2 * (width - 1))[None, :]
+    high = (fy >= height / 4) | (fx >= height / 4)
+    peak = int(ratio.argmax())
+    return {"peak": round(float(ratio.max()), 3),
+            "peak_at_cycles": [int(torch.fft.fftfreq(height)[peak // width] * height), int(peak % width)],
+            "high_band": round(float(ratio[high].mean()), 3), "low_band": round(float(ratio[~high].mean()), 3)}
+
+
 @torch.no_grad()
 def evaluate(encoder, generator, judges: dict, images_u8: torch.Tensor, labels: torch.Tensor, limit: int | None,
              batch: int = 500) -> tuple[dict, torch.Tensor]:
@@ -121,12 +141,15 @@ def evaluate(encoder, generator, judges: dict, images_u8: torch.Tensor, labels: 
         for key in ("original", "reconstruction", "same_class_as_original"):
             correct[f"{name}/{key}"] = 0
     sq_err = 0.0
+    amplitude_recon = amplitude_orig = 0.0
     for start in range(0, len(labels), batch):
         x = images_u8[start:start + batch].float() / 255
         y = labels[start:start + batch]
         acts = encoder.run(x, [layer, "output"])
         recon = generator.generate(acts[layer].flatten(1))
         sq_err += float(((recon - x) ** 2).sum())
+        amplitude_recon = amplitude_recon + torch.fft.rfft2(recon).abs().sum(0)
+        amplitude_orig = amplitude_orig + torch.fft.rfft2(x).abs().sum(0)
         for name, net in [("encoder", encoder), *judges.items()]:
             on_original = acts["output"].argmax(1) if net is encoder else net(x).argmax(1)
             on_recon = net(recon).argmax(1)
@@ -138,6 +161,7 @@ def evaluate(encoder, generator, judges: dict, images_u8: torch.Tensor, labels: 
     for name in judges:
         report[f"{name}/ratio"] = report[f"{name}/reconstruction"] / max(report[f"{name}/original"], 1e-9)
     report["reconstruction_rmse"] = (sq_err / (n * 3 * 32 * 32)) ** 0.5
+    report["amplitude_spectrum_vs_originals"] = spectrum_ratio(amplitude_recon, amplitude_orig)
     report["n_images"] = n
     report["code_summary"] = generator.metadata.get("code_summary")
     report["iterations"] = generator.metadata.get("iterations")
