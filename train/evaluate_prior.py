@@ -60,10 +60,11 @@ def code_samples(codes: torch.Tensor, n: int, seed: int = 0) -> dict[str, torch.
 
 def _gaussian_copula(codes: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
     count = len(codes)
-    sorted_units = codes.T.contiguous().sort(1).values  # (D, N): each unit's quantile function
+    units = codes.T.contiguous()  # (D, N)
+    sorted_units = units.sort(1).values  # each unit's quantile function
     # Tied values (all the exact zeros of a unit) share their mid-rank, so ties add no fake correlation.
-    below = torch.searchsorted(sorted_units, codes.T.contiguous(), right=False)
-    at_or_below = torch.searchsorted(sorted_units, codes.T.contiguous(), right=True)
+    below = torch.searchsorted(sorted_units, units, right=False, out_int32=True)
+    at_or_below = torch.searchsorted(sorted_units, units, right=True, out_int32=True)
     mid_rank = (below + at_or_below).float() / 2
     scores = torch.special.ndtri(mid_rank / count)  # (D, N) normal scores; mid-ranks keep them finite
     scores = scores - scores.mean(1, keepdim=True)
@@ -111,20 +112,23 @@ def sample_realism(encoder, generator, judge, train_u8: torch.Tensor, test_u8: t
 
 
 def spectrum_ratio(amplitude_recon: torch.Tensor, amplitude_orig: torch.Tensor) -> dict:
-    """Summaries of the ratio of two mean amplitude spectra ``(C, H, W // 2 + 1)`` (``rfft2`` of images).
+    """Summaries of the ratio of two mean amplitude spectra ``(C, H, W)`` (``fft2`` of images).
 
-    ``peak``: the largest ratio over frequencies (channels averaged) and where it is, in cycles per
-    image; ``high_band`` / ``low_band``: the mean ratio where either frequency is >= a quarter of the
-    size (the grid's and fine detail's band) and below it.
+    ``peak``: the largest ratio over frequencies (channels averaged) and where it is, as signed
+    (vertical, horizontal) cycles per image; ``high_band`` / ``low_band``: the mean ratio where either
+    frequency is >= a quarter of the size (the grid's and fine detail's band) and below it.
     """
-    ratio = (amplitude_recon / amplitude_orig.clamp_min(1e-12)).mean(0)  # (H, W // 2 + 1)
+    ratio = (amplitude_recon / amplitude_orig.clamp_min(1e-12)).mean(0)  # (H, W)
     height, width = ratio.shape
-    fy = (torch.fft.fftfreq(height) * height).abs()[:, None]
-    fx = (torch.fft.rfftfreq(2 * (width - 1)) * 2 * (width - 1))[None, :]
-    high = (fy >= height / 4) | (fx >= height / 4)
+
+    def cycles(size: int) -> torch.Tensor:  # integer frequencies of fft2's index order: 0, 1, ..., -1
+        k = torch.arange(size)
+        return torch.where(k <= size // 2, k, k - size)
+    fy, fx = cycles(height)[:, None], cycles(width)[None, :]
+    high = (4 * fy.abs() >= height) | (4 * fx.abs() >= width)
     peak = int(ratio.argmax())
     return {"peak": round(float(ratio.max()), 3),
-            "peak_at_cycles": [int(torch.fft.fftfreq(height)[peak // width] * height), int(peak % width)],
+            "peak_at_cycles": [int(cycles(height)[peak // width]), int(cycles(width)[peak % width])],
             "high_band": round(float(ratio[high].mean()), 3), "low_band": round(float(ratio[~high].mean()), 3)}
 
 
@@ -148,8 +152,8 @@ def evaluate(encoder, generator, judges: dict, images_u8: torch.Tensor, labels: 
         acts = encoder.run(x, [layer, "output"])
         recon = generator.generate(acts[layer].flatten(1))
         sq_err += float(((recon - x) ** 2).sum())
-        amplitude_recon = amplitude_recon + torch.fft.rfft2(recon).abs().sum(0)
-        amplitude_orig = amplitude_orig + torch.fft.rfft2(x).abs().sum(0)
+        amplitude_recon = amplitude_recon + torch.fft.fft2(recon).abs().sum(0)
+        amplitude_orig = amplitude_orig + torch.fft.fft2(x).abs().sum(0)
         for name, net in [("encoder", encoder), *judges.items()]:
             on_original = acts["output"].argmax(1) if net is encoder else net(x).argmax(1)
             on_recon = net(recon).argmax(1)

@@ -212,7 +212,7 @@ class GeneratorModule(L.LightningModule):
         zero = torch.zeros((), device=code.device)
         loss_code = F.mse_loss(fake_code, code) if fake_code is not None else zero
         loss_class = class_consistency(real_logits, fake_logits) if fake_logits is not None else zero
-        loss_spectrum = spectral_excess(raw, target)
+        loss_spectrum = spectral_excess(raw, target) if hp.lambda_spectrum else zero
         loss_g = (hp.lambda_img * loss_img + hp.lambda_feat * loss_feat + hp.lambda_adv * loss_adv
                   + hp.lambda_code * loss_code + hp.lambda_class * loss_class + hp.lambda_spectrum * loss_spectrum)
         return {"g": loss_g, "d": d_loss_real + d_loss_fake, "img": loss_img, "feat": loss_feat, "adv": loss_adv,
