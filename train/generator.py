@@ -233,9 +233,9 @@ class GeneratorModule(L.LightningModule):
         losses = self.losses(images)
         # Under DDP every rank must take the same pause decision, so the rule sees rank-averaged losses
         # (one all-reduce of eight numbers; a no-op on one process).
-        img, feat, adv, code_err, class_err, spectrum, d_real, d_fake = self._rank_mean(
-            [losses[k] for k in ("img", "feat", "adv", "code", "class", "spectrum", "d_real", "d_fake")])
-        ratio = self.balance.update(d_real, d_fake, adv)
+        logged = ("img", "feat", "adv", "code", "class", "spectrum", "d_real", "d_fake")
+        mean = dict(zip(logged, self._rank_mean([losses[k] for k in logged])))
+        ratio = self.balance.update(mean["d_real"], mean["d_fake"], mean["adv"])
         # Lightning counts every wrapped optimizer step in global_step. G's step is always called
         # (with no gradients while G is paused, Adam leaves it untouched) and D's step goes to the
         # bare optimizer, so global_step == iterations and the trainer's max_steps and resume just work.
@@ -249,15 +249,14 @@ class GeneratorModule(L.LightningModule):
             opt_d.optimizer.step()
         iteration = self.global_step
         # Already averaged over ranks: no sync_dist (it would cost one all-reduce per value per step).
-        self.log_dict({"loss/img": img, "loss/feat": feat, "loss/adv": adv, "loss/code": code_err, "loss/class": class_err,
-                       "loss/spectrum": spectrum,
-                       "loss/d_real": d_real, "loss/d_fake": d_fake, "balance/ratio": ratio,
+        self.log_dict({**{f"loss/{k}": v for k, v in mean.items()}, "balance/ratio": ratio,
                        "balance/train_d": float(self.balance.train_d), "balance/train_g": float(self.balance.train_g)},
                       prog_bar=False)
         if iteration % 50 == 0 and self.trainer.is_global_zero:
             elapsed = self._train_seconds_before + time.time() - self._fit_start
-            print(f"it {iteration}: img {img:.4f} feat {feat:.4f} code {code_err:.4f} class {class_err:.4f} spec {spectrum:.4f} adv {adv:.3f} "
-                  f"d {d_real:.3f}/{d_fake:.3f} r {ratio:.2f} "
+            losses_text = " ".join(f"{k} {mean[k]:.4f}" for k in ("img", "feat", "code", "class", "spectrum"))
+            print(f"it {iteration}: {losses_text} adv {mean['adv']:.3f} "
+                  f"d {mean['d_real']:.3f}/{mean['d_fake']:.3f} r {ratio:.2f} "
                   f"D {'on' if self.balance.train_d else 'off'} G {'on' if self.balance.train_g else 'off'} "
                   f"{elapsed:.0f}s", flush=True)
         if iteration % hp.grid_every == 0:
