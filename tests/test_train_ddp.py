@@ -13,7 +13,7 @@ from PIL import Image
 from dgnam import DgnamError, load_generator
 from dgnam.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
 from dgnam.io import atomic_save
-from train.generator import _check_ddp
+from train.generator import check_ddp
 
 
 def _tiny_setup(root):
@@ -58,8 +58,8 @@ def test_two_process_ddp_fit_exports_once(tmp_path):
 def test_plain_ddp_is_refused_before_the_first_step(tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
-        _check_ddp(torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2), find_unused_parameters=True))
+        check_ddp(torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2), find_unused_parameters=True))
         with pytest.raises(DgnamError, match="ddp_find_unused_parameters_true"):
-            _check_ddp(torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2)))
+            check_ddp(torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2)))
     finally:
         dist.destroy_process_group()

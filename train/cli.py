@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -44,3 +45,28 @@ class TrainCLI(LightningCLI):
                     hparams[name] = param.default
         if hparams:
             self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
+
+
+def module_from_checkpoint(module_class, ckpt_path: str):
+    """Rebuild a training module from its own Lightning checkpoint: ``(module, checkpoint dict)``."""
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    hparams = {k: v for k, v in state["hyper_parameters"].items() if not k.startswith("_")}  # LightningCLI adds _instantiator
+    module = module_class(**hparams)
+    module.load_state_dict(state["state_dict"])
+    module.on_load_checkpoint(state)
+    module._fit_start = time.time()
+    return module, state
+
+
+def run(module_class, data_class, export, program: str, args: list[str] | None = None,
+        cli_class: type[LightningCLI] = TrainCLI) -> None:
+    """``program fit|validate ... [--config YAML]`` through :class:`TrainCLI`, or
+    ``program export LIGHTNING_CKPT OUT.pt``, which calls ``export(ckpt, out)``."""
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["export"]:
+        if len(argv) != 3:
+            raise SystemExit(f"usage: python -m {program} export LIGHTNING_CKPT OUT.pt")
+        export(argv[1], argv[2])
+        return
+    torch.set_float32_matmul_precision("high")
+    cli_class(module_class, data_class, args=args, save_config_kwargs={"overwrite": True})

@@ -28,7 +28,7 @@ from dgnam.errors import DgnamError
 from dgnam.generator import UpconvGenerator, cifar_arch, fc6_arch
 from dgnam.models import Model
 from dgnam.stats import code_statistics
-from train.cli import TrainCLI
+from train.cli import module_from_checkpoint, run
 from train.data import ImageFolderData
 from train.networks import Discriminator
 
@@ -307,7 +307,7 @@ class GeneratorModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._fit_start = time.time()
-        _check_ddp(self.trainer.strategy.model)
+        check_ddp(self.trainer.strategy.model)
 
     def on_train_start(self) -> None:
         # Resuming restores the optimizers' param groups, learning rates included; the configured
@@ -344,7 +344,7 @@ class GeneratorModule(L.LightningModule):
               f"mean {summary['mean']:.3f}", flush=True)
 
 
-def _check_ddp(model: torch.nn.Module) -> None:
+def check_ddp(model: torch.nn.Module) -> None:
     """Fail at the start, not after the first step, under DDP that cannot handle this module's step.
 
     Each step runs two backward passes: G's (gradients for G and D) and D's (gradients for D only),
@@ -355,7 +355,7 @@ def _check_ddp(model: torch.nn.Module) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
-        raise DgnamError("the generator module runs separate G and D backward passes; under DDP use "
+        raise DgnamError("this module runs separate generator and critic backward passes; under DDP use "
                          "--trainer.strategy ddp_find_unused_parameters_true")
 
 
@@ -364,28 +364,14 @@ def export_checkpoint(ckpt_path: str, out: str) -> None:
 
     Run: ``python -m train.generator export runs/generator/ckpt/last.ckpt checkpoints/cifar10/generator.pt``
     """
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # our own Lightning checkpoint
-    hparams = {k: v for k, v in state["hyper_parameters"].items() if not k.startswith("_")}  # LightningCLI adds _instantiator
-    module = GeneratorModule(**hparams)
-    module.load_state_dict(state["state_dict"])
-    module.on_load_checkpoint(state)
-    module._fit_start = time.time()
+    module, state = module_from_checkpoint(GeneratorModule, ckpt_path)
     data = ImageFolderData(**{k: v for k, v in state["datamodule_hyper_parameters"].items() if not k.startswith("_")})
     data.setup("fit")
     module.export(out, data.train_set, data.classes, state["global_step"], num_workers=data.hparams.num_workers)
 
 
 def main(args: list[str] | None = None) -> None:
-    import sys
-
-    argv = sys.argv[1:] if args is None else args
-    if argv[:1] == ["export"]:
-        if len(argv) != 3:
-            raise SystemExit("usage: python -m train.generator export LIGHTNING_CKPT OUT.pt")
-        export_checkpoint(argv[1], argv[2])
-        return
-    torch.set_float32_matmul_precision("high")
-    TrainCLI(GeneratorModule, ImageFolderData, args=args, save_config_kwargs={"overwrite": True})
+    run(GeneratorModule, ImageFolderData, export_checkpoint, "train.generator", args)
 
 
 if __name__ == "__main__":
