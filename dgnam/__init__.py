@@ -10,13 +10,14 @@ from dgnam.optim import Adam, NormalizedAscent
 from dgnam.param import Fourier, GeneratorCode, Pixels
 from dgnam.probe import visualize
 from dgnam.render import Result, synthesize
+from dgnam.sampler import CodeSampler, load_code_sampler
 from dgnam.transforms import GaussianBlur, Jitter
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "OUTPUT", "Adam", "DgnamError", "Fourier", "GaussianBlur", "GeneratorCode", "Jitter", "LayerCapture",
+    "OUTPUT", "Adam", "CodeSampler", "DgnamError", "Fourier", "GaussianBlur", "GeneratorCode", "Jitter", "LayerCapture",
     "Model", "NormalizedAscent", "Pixels", "Result", "UpconvGenerator", "channel", "cifar_arch",
-    "class_logit", "describe_layers", "fc6_arch", "load_classifier", "load_generator", "match",
+    "class_logit", "describe_layers", "fc6_arch", "load_classifier", "load_code_sampler", "load_generator", "match",
     "synthesize", "total_variation", "unit", "visualize",
 ]

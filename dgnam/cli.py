@@ -1,4 +1,4 @@
-"""The ``dgnam`` command line: ``synthesize``, ``layers``, ``stats``.
+"""The ``dgnam`` command line: ``synthesize``, ``sample``, ``layers``, ``stats``.
 
 Every user error is one line on stderr and exit code 2; nothing is written when a run fails.
 """
@@ -21,6 +21,7 @@ from dgnam.errors import DgnamError
 
 DEFAULT_GENERATOR = SHIPPED / "cifar10" / "generator.pt"
 DEFAULT_MODEL = SHIPPED / "cifar10" / "encoder.pt"
+DEFAULT_SAMPLER = SHIPPED / "cifar10" / "code_sampler.pt"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
@@ -102,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--position", type=_position, default=None, help="row,column of a conv unit (default: centre)")
     s.add_argument("--param", choices=["dgn", "pixel", "fourier"], default="dgn", help="image parametrisation")
     s.add_argument("--generator", default=None, help="generator checkpoint (default: the shipped CIFAR-10 one)")
+    s.add_argument("--init-sampler", default=None, metavar="SAMPLER",
+                   help="start each image from a code sampler's code for its seed (dgn only; default: h ~ N(0, 1))")
     s.add_argument("--steps", type=int, default=200)
     s.add_argument("--restarts", type=int, default=2, help="images per unit (seeds seed, seed+1, ...)")
     s.add_argument("--seed", type=int, default=0)
@@ -125,7 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--data-limit", type=int, default=50000)
     st.add_argument("--device", default="auto")
 
+    sm = sub.add_parser("sample", help="samples of a generator prior: G(h) for codes from a trained code sampler",
+                        description="Draw codes from a trained code sampler (python -m train.code_sampler) and "
+                                    "write G(code) as one PNG grid.")
+    sm.add_argument("--generator", default=None, help="generator checkpoint (default: the shipped CIFAR-10 one)")
+    sm.add_argument("--sampler", default=None, help="code sampler checkpoint (default: the shipped CIFAR-10 one)")
+    sm.add_argument("--n", type=int, default=64, help="number of samples")
+    sm.add_argument("--seed", type=int, default=0, help="the same seed gives the same samples")
+    sm.add_argument("--out", required=True, help="PNG file to write (must not exist)")
+    sm.add_argument("--device", default="auto")
+
     s.set_defaults(handler=cmd_synthesize)
+    sm.set_defaults(handler=cmd_sample)
     lay.set_defaults(handler=cmd_layers)
     st.set_defaults(handler=cmd_stats)
     # Commands that live in their own modules register here: each module's add_commands(sub)
@@ -265,6 +279,13 @@ def prepare_synthesis(args, device: torch.device):
     return model, generator, units, classes, real_images
 
 
+def load_init_sampler(args, device: torch.device):
+    """The code sampler named by ``--init-sampler``, or None."""
+    from dgnam.sampler import load_code_sampler
+
+    return load_code_sampler(args.init_sampler, device) if args.init_sampler else None
+
+
 def cmd_synthesize(args) -> int:
     from dgnam.grid import save_png
     from dgnam.io import atomic_write_json, write_directory
@@ -281,7 +302,7 @@ def cmd_synthesize(args) -> int:
     layer = args.layer
     out_dir = _fresh_out_dir(args.out, model.name)
 
-    param = make_param(args.param, generator, model.input_size)
+    param = make_param(args.param, generator, model.input_size, load_init_sampler(args, device))
     transforms = dgnam.probe.baseline_transforms() if args.param != "dgn" else []
     result = dgnam.visualize(model, units, layer=layer, generator=generator, param=param, restarts=args.restarts,
                              seed=args.seed, steps=args.steps, position=args.position, transforms=transforms,
@@ -313,7 +334,7 @@ def cmd_synthesize(args) -> int:
                     "generator": str(Path(args.generator) if args.generator else DEFAULT_GENERATOR) if generator else None,
                     "generator_metadata": getattr(generator, "metadata", None) if generator else None,
                     "layer": layer, "units": units, "position": list(args.position) if args.position else None,
-                    "param": args.param, "steps": args.steps, "restarts": args.restarts, "seed": args.seed,
+                    "param": args.param, "init_sampler": args.init_sampler, "steps": args.steps, "restarts": args.restarts, "seed": args.seed,
                     "batch_size": args.batch_size, "fixed_batch": args.fixed_batch, "fit": model.fit,
                     "device": str(device), "mean": args.mean, "std": args.std,
                     "input_size": model.input_size, "data": args.data, "dgnam_version": dgnam.__version__,
@@ -405,6 +426,30 @@ def cmd_stats(args) -> int:
     bound = generator.code_upper_bound
     print(f"{summary['n_images']} images: code zeros {summary['zero_fraction']:.2f}, mean {summary['mean']:.3f}; "
           f"bounds {float(bound.min()):.2f}-{float(bound.max()):.2f} (mean {float(bound.mean()):.2f}); wrote {out}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from torchvision.utils import make_grid
+
+    from dgnam.grid import save_png
+    from dgnam.sampler import load_code_sampler
+
+    out = Path(args.out)
+    if out.exists():
+        raise DgnamError(f"--out '{out}' exists; choose a new file")
+    if out.suffix.lower() != ".png":
+        raise DgnamError(f"--out '{out}' must be a .png file")
+    if args.n < 1:
+        raise DgnamError(f"--n must be at least 1, got {args.n}")
+    device = _device(args.device)
+    generator = dgnam.load_generator(args.generator or DEFAULT_GENERATOR, device)
+    sampler = load_code_sampler(args.sampler or DEFAULT_SAMPLER, device)
+    sampler.check_generator(generator)
+    with torch.no_grad():
+        images = torch.cat([generator.generate(codes) for codes in sampler.sample(args.n, seed=args.seed).split(256)])
+    save_png(make_grid(images.cpu(), nrow=min(args.n, 16), padding=1), out)
+    print(f"wrote {args.n} samples to {out}")
     return 0
 
 

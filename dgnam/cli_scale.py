@@ -120,7 +120,7 @@ def _run_shard(args, plan: _Plan, units: list[int], staging: Path, device: torch
 
     if not units:  # more ranks than units
         return {"entries": [], "engine": None, "seconds": 0.0}
-    param = make_param(args.param, plan.generator, plan.model.input_size)
+    param = make_param(args.param, plan.generator, plan.model.input_size, cli.load_init_sampler(args, device))
     transforms = baseline_transforms() if args.param != "dgn" else []
     result = dgnam.visualize(plan.model, units, layer=args.layer, generator=plan.generator, param=param,
                              restarts=args.restarts, seed=args.seed, steps=args.steps, position=args.position,
@@ -171,7 +171,7 @@ def _merge(args, plan: _Plan, runs: list[dict[str, Any]], out_dir: Path, staging
                     "generator": str(Path(args.generator) if args.generator else cli.DEFAULT_GENERATOR) if generator else None,
                     "generator_metadata": getattr(generator, "metadata", None) if generator else None,
                     "layer": args.layer, "units": plan.units, "position": list(args.position) if args.position else None,
-                    "param": args.param, "steps": args.steps, "restarts": args.restarts, "seed": args.seed,
+                    "param": args.param, "init_sampler": args.init_sampler, "steps": args.steps, "restarts": args.restarts, "seed": args.seed,
                     "batch_size": args.batch_size, "fixed_batch": True, "fit": plan.model.fit, "device": str(device),
                     "mean": args.mean, "std": args.std, "input_size": plan.model.input_size, "data": args.data,
                     "dgnam_version": dgnam.__version__, "torch_version": torch.__version__, "seconds": round(seconds, 2),

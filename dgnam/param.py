@@ -16,6 +16,7 @@ import torch
 from dgnam.errors import DgnamError
 from dgnam.generator import UpconvGenerator
 from dgnam.optim import Adam, NormalizedAscent, Optimizer
+from dgnam.sampler import CodeSampler
 
 
 # Mean of a_i = mean_i + 3 std_i over CaffeNet's fc6 units (Nguyen et al. 2016: bounds 3-17, mean ~12).
@@ -58,6 +59,9 @@ class GeneratorCode(Parametrization):
     Args:
         generator: an :class:`~dgnam.generator.UpconvGenerator` (its ``code_upper_bound`` is the box).
         init_codes: start codes, (D,) or (N, D) for the N rows; default h ~ N(0, 1) per row seed.
+        sampler: a trained :class:`~dgnam.sampler.CodeSampler` for this generator: row i starts from
+            the sampler's code for its seed (a natural image, different for every seed; it replaces
+            ``init_codes``).
         lower_bound: lower clip of every code unit (0: the code is post-ReLU); None disables it.
         bound_scale: multiply the upper bound (e.g. 0.5 halves every a_i).
         bound_k: recompute the upper bound as a_i = mean_i + bound_k * std_i from the code
@@ -66,8 +70,14 @@ class GeneratorCode(Parametrization):
     """
 
     def __init__(self, generator: UpconvGenerator, init_codes: torch.Tensor | None = None,
-                 lower_bound: float | None = 0.0, bound_scale: float = 1.0, bound_k: float | None = None) -> None:
+                 lower_bound: float | None = 0.0, bound_scale: float = 1.0, bound_k: float | None = None,
+                 sampler: CodeSampler | None = None) -> None:
         self.generator = generator
+        if sampler is not None:
+            if init_codes is not None:
+                raise DgnamError("pass init_codes or a sampler, not both")
+            sampler.check_generator(generator)
+        self.sampler = sampler
         self.image_size = generator.image_size
         self.init_codes = init_codes
         self.lower_bound = lower_bound
@@ -79,10 +89,14 @@ class GeneratorCode(Parametrization):
 
     def to(self, device: torch.device) -> GeneratorCode:
         self.generator.to(device)
+        if self.sampler is not None:
+            self.sampler.to(device)
         return self
 
     def init(self, seeds: Sequence[int], rows: torch.Tensor, device: torch.device) -> torch.Tensor:
         d = self.generator.code_dim
+        if self.sampler is not None:  # per row, so a row's start depends on its seed alone
+            return torch.cat([self.sampler.sample(1, seed=int(s)) for s in seeds]).to(device)
         if self.init_codes is None:
             return _row_randn(seeds, (d,)).to(device)
         codes = self.init_codes.detach().float()
@@ -127,7 +141,8 @@ class GeneratorCode(Parametrization):
     def describe(self) -> dict:
         return {"param": "GeneratorCode", "code_dim": self.generator.code_dim, "bound_scale": self.bound_scale,
                 "bound_k": self.bound_k,
-                "lower_bound": self.lower_bound, "generator": getattr(self.generator, "encoder", "")}
+                "lower_bound": self.lower_bound, "generator": getattr(self.generator, "encoder", ""),
+                "init": "sampler" if self.sampler is not None else "codes" if self.init_codes is not None else "normal"}
 
 
 class Pixels(Parametrization):

@@ -15,15 +15,20 @@ from dgnam.objectives import unit as unit_objective
 from dgnam.optim import Optimizer
 from dgnam.param import Fourier, GeneratorCode, Parametrization, Pixels
 from dgnam.render import Result, synthesize
+from dgnam.sampler import CodeSampler
 from dgnam.transforms import GaussianBlur, Jitter
 
 
-def make_param(kind: str, generator: UpconvGenerator | None, image_size: int | None) -> Parametrization:
-    """``dgn`` (needs a generator), ``pixel`` or ``fourier`` (at the generator's or the given size)."""
+def make_param(kind: str, generator: UpconvGenerator | None, image_size: int | None,
+               sampler: CodeSampler | None = None) -> Parametrization:
+    """``dgn`` (needs a generator; ``sampler`` draws its start codes), ``pixel`` or ``fourier`` (at the
+    generator's or the given size)."""
+    if sampler is not None and kind != "dgn":
+        raise DgnamError(f"a code sampler gives start codes for param 'dgn', not {kind!r}; drop it (CLI: --init-sampler)")
     if kind == "dgn":
         if generator is None:
             raise DgnamError("param 'dgn' needs a generator; pass generator= (CLI: --generator PATH)")
-        return GeneratorCode(generator)
+        return GeneratorCode(generator, sampler=sampler)
     size = image_size or (generator.image_size if generator is not None else None)
     if size is None:
         raise DgnamError(f"param {kind!r} needs an image size; pass image_size= (CLI: --input-size)")

@@ -11,7 +11,8 @@
   "samples" G(h): a DeePSiM generator has no code distribution of its own, so h is drawn from three
   fits of real training codes (:func:`code_samples`): a per-unit Gaussian (ignores how units
   co-vary), a full-covariance Gaussian (both clipped at 0) and a Gaussian copula (keeps each unit's
-  own distribution, zeros included);
+  own distribution, zeros included); with ``--code-sampler``, also G(sampler(z)) for a trained
+  :class:`~dgnam.sampler.CodeSampler` (``python -m train.code_sampler``);
 - with ``--kid-judge``: KID (x100) of reconstructions and of the three kinds of samples against real test
   images, in that judge's penultimate features, next to the KID of real *training* images (the
   floor) and of test images blurred with a 3x3 box (a reference for "blurry but real").
@@ -32,6 +33,7 @@ from torchvision.utils import save_image
 from dgnam import load_classifier, load_generator
 from dgnam.io import atomic_write_json
 from dgnam.metrics import judge_outputs, kid
+from dgnam.sampler import load_code_sampler
 from train.data import load_uint8
 
 
@@ -87,8 +89,11 @@ def encode_all(encoder, layer: str, images: torch.Tensor, batch: int = 500) -> t
 
 @torch.no_grad()
 def sample_realism(encoder, generator, judge, train_u8: torch.Tensor, test_u8: torch.Tensor, n: int = 2000,
-                   n_fit: int = 10000) -> tuple[dict, dict[str, torch.Tensor]]:
-    """KID x100 (mean, std over subsets) of reconstructions, samples and references vs real test images."""
+                   n_fit: int = 10000, sampler=None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """KID x100 (mean, std over subsets) of reconstructions, samples and references vs real test images.
+
+    ``sampler``: a trained code sampler; its samples are scored as ``code_sampler``.
+    """
     layer = generator.encoder_layer
     # Disjoint random picks: codes are fitted on one set of training images, the floor uses others,
     # and reconstructions / blurred references come from test images that are not the KID reference.
@@ -102,12 +107,22 @@ def sample_realism(encoder, generator, judge, train_u8: torch.Tensor, test_u8: t
             "real_test_box_blurred": torch.nn.functional.avg_pool2d(other, 3, 1, 1, count_include_pad=False),
             "reconstructions": generate_all(generator, encode_all(encoder, layer, other))}
     samples = code_samples(encode_all(encoder, layer, fit), n)
+    if sampler is not None:
+        samples["code_sampler"] = sampler.sample(n)
     sets.update({name: generate_all(generator, c) for name, c in samples.items()})
     real_features = judge_outputs(judge, real)[1]
     report = {}
     for name, images in sets.items():
         result = kid(judge_outputs(judge, images)[1], real_features)
         report[name] = {"kid_x100": round(100 * result.mean, 3), "std_x100": round(100 * result.std, 3)}
+        if name in samples:
+            # How far the drawn codes are from real ones in sparsity and scale, and whether the images
+            # cover the classes (the encoder's labels: a collapsed sampler piles onto a few).
+            labels = torch.cat([encoder(images[i:i + 500]).argmax(1) for i in range(0, len(images), 500)])
+            shares = torch.bincount(labels, minlength=len(getattr(encoder, "classes", []))).float() / len(labels)
+            report[name].update(code_zero_fraction=round(float((samples[name] == 0).float().mean()), 3),
+                                code_mean=round(float(samples[name].mean()), 3),
+                                encoder_class_shares=[round(float(v), 3) for v in shares])
     return report, sets
 
 
@@ -186,8 +201,11 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/cifar10")
     parser.add_argument("--limit", type=int, default=None, help="evaluate on this many test images (default: all)")
     parser.add_argument("--kid-judge", default=None, help="classifier whose features measure the samples' KID")
+    parser.add_argument("--code-sampler", default=None, help="a trained code sampler: score and show its samples too")
     parser.add_argument("--out", default=None, help="folder for report.json and grids")
     args = parser.parse_args()
+    if args.code_sampler and not args.kid_judge:
+        parser.error("--code-sampler is scored with the KID judge; add --kid-judge")
     encoder, generator = load_classifier(args.encoder), load_generator(args.generator)
     judges = {Path(p).stem: load_classifier(p) for p in args.judges}
     test_u8, test_labels, _ = load_uint8(Path(args.data) / "test", 32, ".cache/dgnam")
@@ -195,15 +213,21 @@ def main() -> None:
     sets = {}
     if args.kid_judge:
         train_u8, _, _ = load_uint8(Path(args.data) / "train", 32, ".cache/dgnam")
+        sampler = None
+        if args.code_sampler:
+            sampler = load_code_sampler(args.code_sampler)
+            sampler.check_generator(generator)
         report["kid_vs_real_test"], sets = sample_realism(encoder, generator, load_classifier(args.kid_judge),
-                                                          train_u8, test_u8)
+                                                          train_u8, test_u8, sampler=sampler)
+        if sampler is not None:
+            report["code_sampler"] = {"path": args.code_sampler, "iterations": sampler.metadata.get("iterations")}
         report["kid_judge"] = args.kid_judge
     print(json.dumps(report, indent=2))
     if args.out:
         out = Path(args.out)
         atomic_write_json(report, out / "prior_report.json")
         save_image(recon_grid, out / "reconstructions.png", nrow=16, padding=1)
-        for name in ("per_unit_gaussian", "full_covariance_gaussian", "gaussian_copula"):
+        for name in ("per_unit_gaussian", "full_covariance_gaussian", "gaussian_copula", "code_sampler"):
             if name in sets:
                 save_image(sets[name][:64], out / f"samples_{name}.png", nrow=16, padding=1)
         print(f"wrote {out}/prior_report.json and grids")

@@ -1,9 +1,25 @@
-"""Training-only networks: the DeePSiM conditional discriminator."""
+"""Training-only networks: the DeePSiM conditional discriminator and the code sampler's critics."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+def conv_stack(convs: list[list[int]], c_in: int = 3) -> list[nn.Module]:
+    """Convs ``[[c_out, kernel, stride], ...]`` each followed by LeakyReLU(0.2); stride 2 halves the size."""
+    layers: list[nn.Module] = []
+    for c_out, kernel, stride in convs:
+        layers += [nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2 if stride == 1 else (kernel - 1) // 2),
+                   nn.LeakyReLU(0.2)]
+        c_in = c_out
+    return layers
+
+
+def minibatch_std(features: torch.Tensor) -> torch.Tensor:
+    """Append the batch's mean feature standard deviation to every row (Karras et al. 2018): a critic
+    that sees it catches a generator that collapses to a few outputs."""
+    return torch.cat([features, features.std(0, unbiased=False).mean().expand(len(features), 1)], 1)
 
 
 class Discriminator(nn.Module):
@@ -19,13 +35,8 @@ class Discriminator(nn.Module):
         super().__init__()
         convs = convs or [[32, 3, 1], [64, 4, 2], [128, 3, 2], [256, 3, 2]]
         code_dims = code_dims or [512, 256]
-        layers: list[nn.Module] = []
-        c_in = 3
-        for c_out, kernel, stride in convs:
-            layers += [nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2 if stride == 1 else (kernel - 1) // 2),
-                       nn.LeakyReLU(0.2)]
-            c_in = c_out
-        self.image_path = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.image_path = nn.Sequential(*conv_stack(convs), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        c_in = convs[-1][0]
         code_layers: list[nn.Module] = []
         d_in = code_dim
         for d in code_dims:
@@ -39,3 +50,53 @@ class Discriminator(nn.Module):
         """Logit (B,) that the (image, code) pair is real."""
         joint = torch.cat([self.image_path(images), self.code_path(code)], dim=1)
         return self.head(joint).squeeze(1)
+
+
+class CodeCritic(nn.Module):
+    """Discriminator in code space for :class:`~dgnam.sampler.CodeSampler`: real code vs sampled code.
+
+    A spatial code ``[C, H, W]`` goes through 3x3 convs, a flat one through FC layers; then one logit.
+    A minibatch-standard-deviation feature (Karras et al. 2018) lets it see a batch's diversity,
+    so a sampler that collapses to a few codes is caught.
+    """
+
+    def __init__(self, code_shape: list[int] | tuple[int, ...], width: int = 256, depth: int = 2) -> None:
+        super().__init__()
+        self.code_shape = tuple(int(s) for s in code_shape)
+        act = nn.LeakyReLU(0.2)
+        layers: list[nn.Module] = []
+        if len(self.code_shape) == 3:
+            c_in = self.code_shape[0]
+            for _ in range(depth):
+                layers += [nn.Conv2d(c_in, width, 3, 1, 1), act]
+                c_in = width
+            features = width * self.code_shape[1] * self.code_shape[2]
+        else:
+            d_in = self.code_shape[0]
+            for _ in range(depth):
+                layers += [nn.Linear(d_in, width), act]
+                d_in = width
+            features = width
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(features + 1, width), act, nn.Linear(width, 1))
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        """Logit (B,) that each code (B, code_dim) is a real one."""
+        return self.head(minibatch_std(self.body(code.view(len(code), *self.code_shape)).flatten(1))).squeeze(1)
+
+
+class ImageCritic(nn.Module):
+    """Unconditional image discriminator for the code sampler's optional image term: real image vs
+    G(sampler(z)). Strided convs down to a small map, flattened (layout counts), minibatch std, one logit."""
+
+    def __init__(self, image_size: int = 32, convs: list[list[int]] | None = None, hidden: int = 256) -> None:
+        super().__init__()
+        convs = convs or [[32, 3, 1], [64, 4, 2], [128, 4, 2], [128, 4, 2]]
+        self.body = nn.Sequential(*conv_stack(convs), nn.Flatten())
+        side = image_size // 2 ** sum(1 for *_, stride in convs if stride == 2)
+        self.head = nn.Sequential(nn.Linear(convs[-1][0] * side * side + 1, hidden), nn.LeakyReLU(0.2),
+                                  nn.Linear(hidden, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logit (B,) that each RGB [0, 1] image is a real one."""
+        return self.head(minibatch_std(self.body(images))).squeeze(1)

@@ -1,0 +1,229 @@
+"""The code sampler: a GAN in a generator's code space, its training entry point and ``dgnam sample``."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from dgnam import DgnamError
+from dgnam.cli import main as cli_main
+from dgnam.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
+from dgnam.generator import UpconvGenerator, cifar_arch
+from dgnam.io import atomic_save
+from dgnam.sampler import CodeSampler, load_code_sampler
+from train import code_sampler
+from train.networks import CodeCritic, ImageCritic
+
+
+@pytest.fixture(scope="module")
+def prior_files(tmp_path_factory):
+    """An untrained tiny encoder (relu4_2 = 4x4x4 = 64 values) and a generator that names it."""
+    tmp = tmp_path_factory.mktemp("prior")
+    torch.manual_seed(0)
+    kwargs = {"widths": [4, 4, 4, 4], "code_dim": 16}
+    net = build_classifier("cifar_vgg", kwargs)
+    enc = tmp / "enc.pt"
+    atomic_save(classifier_checkpoint("cifar_vgg", kwargs, net.state_dict(), mean=CIFAR10_MEAN, std=CIFAR10_STD,
+                                      input_size=32, metadata={"classes": ["a", "b"]}), enc)
+    gen = UpconvGenerator(cifar_arch(code_dim=64, start_channels=4, widths=(8, 8, 8), spatial_code=True),
+                          encoder_layer="features.relu4_2", encoder=str(enc))
+    gen_path = tmp / "gen.pt"
+    gen.save(gen_path, {"iterations": 7})
+    root = tmp / "data"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 16), ("test", 2)):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+    return enc, gen_path, root
+
+
+@pytest.mark.parametrize("shape", [[8, 2, 2], [12]])
+def test_sampler_codes_are_post_relu_seeded_and_survive_save_load(tmp_path, shape):
+    torch.manual_seed(0)
+    sampler = CodeSampler(shape, latent_dim=6, width=16, encoder_layer="layer", encoder="enc.pt")
+    codes = sampler.sample(50, seed=3)
+    assert codes.shape == (50, sampler.code_dim) and sampler.code_dim == int(np.prod(shape))
+    assert (codes >= 0).all() and (codes == 0).any() and (codes > 0).any()  # a ReLU output: exact zeros
+    torch.testing.assert_close(sampler.sample(50, seed=3), codes)
+    assert not torch.equal(sampler.sample(50, seed=4), codes)
+    torch.testing.assert_close(sampler.sample(50, seed=3, batch=7), codes)  # batching keeps a seed's codes
+    sampler.save(tmp_path / "s.pt", {"iterations": 5})
+    loaded = load_code_sampler(tmp_path / "s.pt")
+    assert torch.equal(loaded.sample(50, seed=3), codes)
+    assert loaded.metadata["iterations"] == 5 and loaded.encoder_layer == "layer"
+
+
+def test_sampler_bad_files_and_mismatched_generator_are_one_line(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DgnamError, match="corrupt"):
+        load_code_sampler(tmp_path / "junk.pt")
+    sampler = CodeSampler([4, 2, 2], latent_dim=4, width=8, encoder_layer="features.relu4_2")
+    ckpt = sampler.checkpoint()
+    ckpt["state_dict"].pop("stem.weight")
+    torch.save(ckpt, tmp_path / "damaged.pt")
+    with pytest.raises(DgnamError, match="damaged code sampler"):
+        load_code_sampler(tmp_path / "damaged.pt")
+    with pytest.raises(DgnamError, match="code_shape"):
+        CodeSampler([4, 2], latent_dim=4)
+    gen = UpconvGenerator(cifar_arch(code_dim=32, fc_dims=(8,), start_channels=4, widths=(4, 4, 4)),
+                          encoder_layer="features.relu4_2")
+    with pytest.raises(DgnamError, match="train a sampler for this generator"):
+        sampler.check_generator(gen)
+    with pytest.raises(DgnamError, match=r"z of shape \(B, 4\)"):
+        sampler(torch.zeros(2, 5))
+
+
+def test_generator_code_starts_from_the_sampler_per_seed(tiny_gen):
+    from dgnam.param import GeneratorCode
+    from dgnam.probe import make_param
+
+    torch.manual_seed(0)
+    sampler = CodeSampler([16], latent_dim=4, width=8)
+    param = GeneratorCode(tiny_gen, sampler=sampler)
+    start = param.init([5, 6, 5], torch.arange(3), torch.device("cpu"))
+    torch.testing.assert_close(start[0], sampler.sample(1, seed=5)[0])  # row's code = the sampler's for its seed
+    assert torch.equal(start[0], start[2]) and not torch.equal(start[0], start[1])
+    assert param.describe()["init"] == "sampler"
+    with pytest.raises(DgnamError, match="not both"):
+        GeneratorCode(tiny_gen, init_codes=torch.zeros(16), sampler=sampler)
+    with pytest.raises(DgnamError, match="train a sampler"):
+        GeneratorCode(tiny_gen, sampler=CodeSampler([8], latent_dim=4, width=8))
+    with pytest.raises(DgnamError, match="--init-sampler"):
+        make_param("pixel", tiny_gen, 32, sampler)
+
+
+@pytest.mark.parametrize("critic_class, shape", [(CodeCritic, [4, 2, 2]), (ImageCritic, [3, 32, 32])])
+def test_critics_see_the_batch_diversity(critic_class, shape):
+    """Minibatch std: a row's logit depends on the rest of its batch, so a collapsed batch can be caught."""
+    torch.manual_seed(0)
+    critic = critic_class(shape) if critic_class is CodeCritic else critic_class(32)
+    diverse = torch.rand(16, *shape)
+    collapsed = diverse[:1].expand(16, *shape)
+    with torch.no_grad():
+        flat = (lambda x: x.flatten(1)) if critic_class is CodeCritic else (lambda x: x)
+        assert critic(flat(diverse))[0] != critic(flat(collapsed))[0]  # the same row 0, another batch
+
+
+def test_r1_is_the_squared_gradient_norm_per_sample():
+    """For a linear critic w . x the R1 term is |w|^2, summed over every unit or pixel (4-D inputs too)."""
+    for shape in [(10,), (3, 8, 8)]:
+        w = torch.randn(*shape)
+        real = torch.rand(5, *shape)
+
+        def linear(x):
+            return (x * w).flatten(1).sum(1)
+        losses = code_sampler.critic_losses(linear, real, real + 1, r1_gamma=2.0)
+        torch.testing.assert_close(losses["r1"], w.pow(2).sum())
+        gan = F.softplus(-linear(real)).mean() + F.softplus(linear(real + 1)).mean()
+        torch.testing.assert_close(losses["d"], gan + w.pow(2).sum())  # gamma / 2 = 1
+
+
+def test_gan_in_code_space_learns_a_sparse_distribution():
+    """A few hundred steps of the sampler's losses move its codes to the real codes' sparsity and scale.
+
+    Real codes: relu of a correlated Gaussian (about half exact zeros, unit 0 twice as large as unit 1).
+    """
+    torch.manual_seed(0)
+    mix = torch.tensor([[1.0, 0.5, 0.0, 0.2], [0.0, 0.5, 0.3, 0.2], [0.1, 0.0, 0.3, 0.4]])
+    scale = torch.tensor([2.0, 1.0, 1.0, 0.5])
+
+    def real_codes(n):
+        return F.relu(torch.randn(n, 3) @ mix * scale)
+
+    sampler = CodeSampler([4], latent_dim=8, width=64)
+    critic = CodeCritic([4], width=64)
+    opt_s = torch.optim.Adam(sampler.parameters(), lr=2e-3, betas=(0.0, 0.99))
+    opt_c = torch.optim.Adam(critic.parameters(), lr=2e-3, betas=(0.0, 0.99))
+    before = sampler.sample(4000)
+    for _ in range(400):
+        real = real_codes(128)
+        fake = sampler(torch.randn(128, 8))
+        opt_c.zero_grad()
+        code_sampler.critic_losses(critic, real, fake, r1_gamma=1.0)["d"].backward()
+        opt_c.step()
+        opt_s.zero_grad()
+        F.softplus(-critic(fake)).mean().backward()
+        opt_s.step()
+    after, target = sampler.sample(4000), real_codes(4000)
+
+    def error(codes):
+        return float((codes.mean(0) - target.mean(0)).abs().sum() + ((codes == 0).float().mean(0)
+                                                                     - (target == 0).float().mean(0)).abs().sum())
+    # GAN training oscillates (0.15-0.55 over 1,200 steps here); an untrained sampler is at about 2.
+    assert error(after) < 0.7 < 1.5 < error(before)
+    assert float(after[:, 0].mean()) > 1.4 * float(after[:, 1].mean())  # the unit scales, not only the average
+
+
+def test_train_resume_export_and_sample_cli(tmp_path, prior_files, capsys):
+    enc, gen_path, root = prior_files
+    out = tmp_path / "sampler.pt"
+    ckpt_dir = tmp_path / "ckpt"
+    args = ["fit", "--config", "configs/cifar10/code_sampler.yaml", f"--data.root={root}",
+            f"--data.cache_dir={tmp_path / 'cache'}", "--data.batch_size=8", "--trainer.enable_model_summary=false",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}", f"--model.generator={gen_path}",
+            "--data.subset=20", "--model.latent_dim=8", "--model.width=8", "--model.critic_width=8", "--model.grid_every=2",
+            f"--model.export_path={out}", f"--trainer.callbacks.init_args.dirpath={ckpt_dir}",
+            "--trainer.callbacks.init_args.every_n_train_steps=1"]
+    code_sampler.main([*args, "--trainer.max_steps=3"])
+    first = load_code_sampler(out)
+    assert first.metadata["iterations"] == 3 and first.metadata["generator_iterations"] == 7
+    assert first.code_shape == (4, 4, 4) and first.encoder_layer == "features.relu4_2"
+    assert list((tmp_path / "logs").rglob("samples_000002.png"))
+    code_sampler.main([*args, "--trainer.max_steps=5", f"--ckpt_path={ckpt_dir / 'last.ckpt'}"])
+    resumed = load_code_sampler(out)
+    assert resumed.metadata["iterations"] == 5  # continued from 3
+    assert not torch.equal(resumed.state_dict()["stem.weight"], first.state_dict()["stem.weight"])
+    again = tmp_path / "again.pt"
+    code_sampler.main(["export", str(ckpt_dir / "last.ckpt"), str(again)])
+    assert torch.equal(load_code_sampler(again).sample(4), resumed.sample(4))
+
+    # Fine-tuning from the exported sampler with the image critic on (trained through the frozen G).
+    tuned = tmp_path / "tuned.pt"
+    fine = [a for a in args if not a.startswith(("--model.export_path", "--trainer.callbacks.init_args.dirpath"))]
+    code_sampler.main([*fine, "--trainer.max_steps=2", f"--model.init_sampler={out}", "--model.lambda_image=1.0",
+                       f"--model.export_path={tuned}", f"--trainer.callbacks.init_args.dirpath={tmp_path / 'ckpt2'}"])
+    tuned_sampler = load_code_sampler(tuned)
+    assert tuned_sampler.metadata["lambda_image"] == 1.0 and tuned_sampler.metadata["iterations"] == 2
+    assert not torch.equal(tuned_sampler.state_dict()["stem.weight"], resumed.state_dict()["stem.weight"])
+    with pytest.raises(DgnamError, match="another width or depth"):
+        code_sampler.CodeSamplerModule(generator=str(gen_path), latent_dim=8, width=16, init_sampler=str(out))
+    with pytest.raises(DgnamError, match="overwrite its own start"):
+        code_sampler.CodeSamplerModule(generator=str(gen_path), latent_dim=8, width=8, init_sampler=str(out),
+                                       export_path=str(out))
+    # An encoder given on the command line is the one the sampler records.
+    other_enc = tmp_path / "other_enc.pt"
+    other_enc.write_bytes(enc.read_bytes())
+    module = code_sampler.CodeSamplerModule(generator=str(gen_path), encoder=str(other_enc), latent_dim=8, width=8)
+    assert module.sampler.encoder == str(other_enc) != load_code_sampler(out).encoder
+
+    # Synthesis from the sampler's start codes: recorded in the manifest, and starts differ from the default's.
+    runs = {}
+    for name, extra in (("default", []), ("sampled", ["--init-sampler", str(out)])):
+        assert cli_main(["synthesize", "--model", str(enc), "--generator", str(gen_path), "--units", "0-1",
+                         "--steps", "2", "--quiet", "--out", str(tmp_path / name), *extra]) == 0
+        runs[name] = json.loads((tmp_path / name / "manifest.json").read_text())
+    assert runs["sampled"]["settings"]["init_sampler"] == str(out) and runs["default"]["settings"]["init_sampler"] is None
+    starts = {name: [e["start_activation"] for e in run["images"]] for name, run in runs.items()}
+    assert starts["default"] != starts["sampled"]
+    assert cli_main(["synthesize", "--model", str(enc), "--param", "pixel", "--init-sampler", str(out),
+                     "--out", str(tmp_path / "pix")]) == 2
+    assert "--init-sampler" in capsys.readouterr().err
+
+    png = tmp_path / "samples.png"
+    assert cli_main(["sample", "--generator", str(gen_path), "--sampler", str(out), "--n", "20", "--out", str(png)]) == 0
+    with Image.open(png) as im:
+        assert im.size == (16 * 33 + 1, 2 * 33 + 1)  # 16 per row, 32 px tiles with 1 px padding
+    capsys.readouterr()
+    assert cli_main(["sample", "--generator", str(gen_path), "--sampler", str(out), "--out", str(png)]) == 2
+    assert "exists" in capsys.readouterr().err
+    other = UpconvGenerator(cifar_arch(code_dim=32, fc_dims=(8,), start_channels=4, widths=(4, 4, 4)))
+    other.save(tmp_path / "other.pt")
+    assert cli_main(["sample", "--generator", str(tmp_path / "other.pt"), "--sampler", str(out),
+                     "--out", str(tmp_path / "x.png")]) == 2
+    assert "train a sampler for this generator" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
