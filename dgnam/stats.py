@@ -12,6 +12,19 @@ from dgnam.models import Model
 
 
 @torch.no_grad()
+def encode_all(encoder: Model, layer: str, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """The flattened ``layer`` code (N, D) of ``images`` (N, 3, H, W): RGB [0, 1] floats, or uint8
+    converted batch by batch (50k CIFAR images as floats would cost 600 MB at once)."""
+    codes = []
+    for start in range(0, len(images), batch):
+        chunk = images[start:start + batch]
+        if chunk.dtype == torch.uint8:
+            chunk = chunk.float() / 255
+        codes.append(encoder.run(chunk, [layer])[layer].flatten(1))
+    return torch.cat(codes)
+
+
+@torch.no_grad()
 def code_statistics(encoder: Model, layer: str, batches: Iterable[torch.Tensor],
                     device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """Per-unit mean and std of ``layer``'s activation over image batches (RGB [0,1]).

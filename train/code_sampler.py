@@ -14,6 +14,7 @@ Run: ``python -m train.code_sampler fit --config configs/cifar10/code_sampler.ya
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -26,9 +27,10 @@ from torchvision.utils import save_image
 from dgnam.errors import DgnamError
 from dgnam.generator import load_generator
 from dgnam.sampler import CodeSampler, load_code_sampler
+from dgnam.stats import encode_all
 from train.cli import TrainCLI, module_from_checkpoint, run
 from train.data import load_uint8
-from train.generator import GeneratorModule, check_ddp
+from train.generator import check_ddp, code_shape, load_encoder
 from train.networks import CodeCritic, ImageCritic
 
 
@@ -49,16 +51,14 @@ def critic_losses(critic: CodeCritic, real: torch.Tensor, fake: torch.Tensor, r1
 def load_prior(generator: str, encoder: str | None = None):
     """``(generator, encoder, code_shape)``: a generator file and the frozen encoder whose code it inverts."""
     gen = load_generator(generator)
-    enc = GeneratorModule._load_encoder(encoder or gen.encoder, None)
+    enc = load_encoder(encoder or gen.encoder).eval()
     for p in [*gen.parameters(), *enc.parameters()]:
         p.requires_grad_(False)
-    size = enc.input_size or gen.image_size
-    with torch.no_grad():
-        code = enc.eval().run(torch.zeros(1, 3, size, size), [gen.encoder_layer])[gen.encoder_layer][0]
-    if code.numel() != gen.code_dim:
-        raise DgnamError(f"encoder layer {gen.encoder_layer!r} gives {code.numel()} values but the generator takes "
+    shape = code_shape(enc, gen.encoder_layer, gen.image_size)
+    if math.prod(shape) != gen.code_dim:
+        raise DgnamError(f"encoder layer {gen.encoder_layer!r} gives {math.prod(shape)} values but the generator takes "
                          f"{gen.code_dim}; pass the generator's own encoder as --model.encoder")
-    return gen, enc, list(code.shape)
+    return gen, enc, shape
 
 
 class CodeData(L.LightningDataModule):
@@ -86,10 +86,7 @@ class CodeData(L.LightningDataModule):
         if hp.subset:
             images = images[: hp.subset]
         gen, enc, _ = load_prior(hp.generator, hp.encoder)
-        layer = gen.encoder_layer
-        with torch.no_grad():
-            codes = torch.cat([enc.run(images[i:i + hp.encode_batch].float() / 255, [layer])[layer].flatten(1)
-                               for i in range(0, len(images), hp.encode_batch)])
+        codes = encode_all(enc, gen.encoder_layer, images, hp.encode_batch)
         self.train_set = TensorDataset(codes, images)
 
     def train_dataloader(self) -> DataLoader:

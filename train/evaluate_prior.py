@@ -34,6 +34,7 @@ from dgnam import load_classifier, load_generator
 from dgnam.io import atomic_write_json
 from dgnam.metrics import judge_outputs, kid
 from dgnam.sampler import load_code_sampler
+from dgnam.stats import encode_all
 from train.data import load_uint8
 
 
@@ -79,12 +80,6 @@ def _gaussian_copula(codes: torch.Tensor, n: int, gen: torch.Generator) -> torch
 @torch.no_grad()
 def generate_all(generator, codes: torch.Tensor, batch: int = 500) -> torch.Tensor:
     return torch.cat([generator.generate(codes[i:i + batch]) for i in range(0, len(codes), batch)])
-
-
-@torch.no_grad()
-def encode_all(encoder, layer: str, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    """The flattened ``layer`` code of RGB [0, 1] ``images``, in batches."""
-    return torch.cat([encoder.run(images[i:i + batch], [layer])[layer].flatten(1) for i in range(0, len(images), batch)])
 
 
 @torch.no_grad()

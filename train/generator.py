@@ -14,6 +14,7 @@ Run: ``python -m train.generator fit --config configs/cifar10/generator.yaml``; 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,23 @@ def spectral_excess(fake: torch.Tensor, real: torch.Tensor, floor: float = 1e-2)
     return F.relu(torch.log(amplitude_fake + floor) - torch.log(amplitude_real + floor)).pow(2).mean()
 
 
+def load_encoder(spec: str, input_size: int | None = None) -> Model:
+    """A dgnam classifier file, or ``torchvision:NAME[:WEIGHTS]`` (``:none`` = random weights, for tests)."""
+    if spec.startswith("torchvision:"):
+        from dgnam.zoo import load_torchvision
+        _, name, *weights = spec.split(":")
+        chosen = weights[0] if weights else "DEFAULT"
+        return load_torchvision(name, None if chosen.lower() == "none" else chosen, input_size=input_size)
+    return load_classifier(spec)
+
+
+@torch.no_grad()
+def code_shape(encoder: Model, layer: str, image_size: int) -> list[int]:
+    """The shape of ``layer``'s activation for one image (the encoder's own input size if it has one)."""
+    size = encoder.input_size or image_size
+    return list(encoder.run(torch.zeros(1, 3, size, size), [layer])[layer].shape[1:])
+
+
 def build_generator_arch(name: str, **kwargs) -> dict:
     if name == "cifar":
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
@@ -132,7 +150,7 @@ class GeneratorModule(L.LightningModule):
                  stats_limit: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.encoder = self._load_encoder(encoder, encoder_input_size)
+        self.encoder = load_encoder(encoder, encoder_input_size)
         self.encoder.fit = encoder_fit  # "crop": the paper's centre crop of G's 256 output to 227/224
         for p in self.encoder.parameters():
             p.requires_grad_(False)
@@ -145,24 +163,12 @@ class GeneratorModule(L.LightningModule):
         self._fit_start = time.time()
         self._train_seconds_before = 0.0
 
-    @torch.no_grad()
     def _check_code_size(self) -> None:
-        size = self.encoder.input_size or self.generator.image_size
-        code = self.encoder.run(torch.zeros(1, 3, size, size), [self.hparams.code_layer])[self.hparams.code_layer]
-        if code[0].numel() != self.generator.code_dim:
-            raise DgnamError(f"encoder layer {self.hparams.code_layer!r} gives {code[0].numel()} values "
-                             f"{tuple(code.shape[1:])} but the generator takes code_dim={self.generator.code_dim}; "
+        shape = code_shape(self.encoder, self.hparams.code_layer, self.generator.image_size)
+        if math.prod(shape) != self.generator.code_dim:
+            raise DgnamError(f"encoder layer {self.hparams.code_layer!r} gives {math.prod(shape)} values "
+                             f"{tuple(shape)} but the generator takes code_dim={self.generator.code_dim}; "
                              f"set model.generator_kwargs.code_dim to match")
-
-    @staticmethod
-    def _load_encoder(spec: str, input_size: int | None) -> Model:
-        """A dgnam classifier file, or ``torchvision:NAME[:WEIGHTS]`` (``:none`` = random weights, for tests)."""
-        if spec.startswith("torchvision:"):
-            from dgnam.zoo import load_torchvision
-            _, name, *weights = spec.split(":")
-            chosen = weights[0] if weights else "DEFAULT"
-            return load_torchvision(name, None if chosen.lower() == "none" else chosen, input_size=input_size)
-        return load_classifier(spec)
 
     def train(self, mode: bool = True):
         super().train(mode)
