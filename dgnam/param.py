@@ -141,7 +141,7 @@ class GeneratorCode(Parametrization):
     def describe(self) -> dict:
         return {"param": "GeneratorCode", "code_dim": self.generator.code_dim, "bound_scale": self.bound_scale,
                 "bound_k": self.bound_k,
-                "lower_bound": self.lower_bound, "generator": getattr(self.generator, "encoder", ""),
+                "lower_bound": self.lower_bound, "generator_encoder": getattr(self.generator, "encoder", ""),
                 "init": "sampler" if self.sampler is not None else "codes" if self.init_codes is not None else "normal"}
 
 

@@ -89,6 +89,9 @@ def test_generator_code_starts_from_the_sampler_per_seed(tiny_gen):
     torch.testing.assert_close(start[0], sampler.sample(1, seed=5)[0])  # row's code = the sampler's for its seed
     assert torch.equal(start[0], start[2]) and not torch.equal(start[0], start[1])
     assert param.describe()["init"] == "sampler"
+    # The manifest names the encoder whose code G inverts under a key that says so.
+    tiny_gen.encoder = "enc.pt"
+    assert param.describe()["generator_encoder"] == "enc.pt" and "generator" not in param.describe()
     with pytest.raises(DgnamError, match="not both"):
         GeneratorCode(tiny_gen, init_codes=torch.zeros(16), sampler=sampler)
     with pytest.raises(DgnamError, match="train a sampler"):
