@@ -80,14 +80,19 @@ def test_encoder_then_generator_then_resume(tmp_path, image_root):
     torch.save(ckpt, ckpt_dir / "last.ckpt")
     # Model flags given with --ckpt_path apply (plain LightningCLI would restore the checkpoint's
     # 0.0), and the learning rate too (the restored optimizer state would keep the old one).
+    # ema_decay on: a checkpoint without an average starts one from its weights; export uses it.
     generator.main([*args, "--trainer.max_steps=5", f"--ckpt_path={ckpt_dir / 'last.ckpt'}", "--model.lambda_code=0.25",
-                    "--model.lr_g=1e-4"])
+                    "--model.lr_g=1e-4", "--model.ema_decay=0.5"])
     resumed = torch.load(gen_path, weights_only=True)
     assert resumed["metadata"]["iterations"] == 5  # continued from 2, not restarted
     assert resumed["metadata"]["lambda_code"] == 0.25 and resumed["metadata"]["lambda_class"] == 0.0
     last = torch.load(ckpt_dir / "last.ckpt", weights_only=True)
     assert [g["lr"] for g in last["optimizer_states"][0]["param_groups"]] == [1e-4]
     assert not torch.equal(resumed["state_dict"]["convs.conv0.weight"], first["state_dict"]["convs.conv0.weight"])
+    assert resumed["metadata"]["weights"] == "moving average, decay 0.5"
+    live = last["state_dict"]["generator.convs.conv0.weight"]
+    torch.testing.assert_close(resumed["state_dict"]["convs.conv0.weight"], last["dgnam"]["generator_ema"]["convs.conv0.weight"])
+    assert not torch.equal(resumed["state_dict"]["convs.conv0.weight"], live)  # the average, not the last step
 
     # Export a stopped run's last checkpoint without training further.
     again = tmp_path / "gen_again.pt"
@@ -126,8 +131,67 @@ def test_class_term_is_the_kl_from_the_original_to_the_reconstruction(tmp_path):
         expected = class_consistency(module.encoder(images),
                                      module.encoder(module.generator.to_rgb(module.generator(code))))
     torch.testing.assert_close(losses["class"], expected)
+    module.hparams.class_gradient_sigma = 1.0  # blurs only the term's gradient: the value is the same
+    torch.testing.assert_close(module.losses(images)["class"], expected)
     module.hparams.lambda_class = 0.0  # off: exactly 0
     assert float(module.losses(images)["class"]) == 0.0
+
+
+def test_moving_average_of_the_generator_weights(tmp_path):
+    from dgnam.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
+    from dgnam.io import atomic_save
+
+    torch.manual_seed(0)
+    kwargs = {"widths": [4, 4, 4, 4], "code_dim": 16}
+    atomic_save(classifier_checkpoint("cifar_vgg", kwargs, build_classifier("cifar_vgg", kwargs).state_dict(),
+                                      mean=CIFAR10_MEAN, std=CIFAR10_STD, input_size=32, metadata={"classes": ["a", "b"]}),
+                tmp_path / "enc.pt")
+    module = generator.GeneratorModule(
+        encoder=str(tmp_path / "enc.pt"), ema_decay=0.75, discriminator_convs=[[8, 3, 1], [8, 4, 2]],
+        discriminator_code_dims=[8], generator_kwargs={"code_dim": 64, "start_channels": 4, "widths": [8, 8, 8],
+                                                       "spatial_code": True, "upsample": "nearest"})
+    weight = module.generator.convs.conv0.weight
+    start = weight.detach().clone()
+    module._update_ema()  # the first update starts the average at the current weights
+    with torch.no_grad():
+        weight.add_(1.0)
+    module._update_ema()  # 0.75 * start + 0.25 * (start + 1)
+    with module.averaged_generator():
+        torch.testing.assert_close(weight, start + 0.25)
+    torch.testing.assert_close(weight, start + 1.0)  # the live weights come back after the block
+
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    other = generator.GeneratorModule(**{k: v for k, v in module.hparams.items()})
+    other.on_load_checkpoint(checkpoint)
+    with other.averaged_generator():
+        torch.testing.assert_close(other.generator.convs.conv0.weight, start + 0.25)
+
+    images = [(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8), 0) for _ in range(4)]
+    module.export(str(tmp_path / "g.pt"), images, ["a", "b"], iterations=2)
+    saved = torch.load(tmp_path / "g.pt", weights_only=True)
+    torch.testing.assert_close(saved["state_dict"]["convs.conv0.weight"], start + 0.25)
+    torch.testing.assert_close(weight, start + 1.0)
+    module.hparams.ema_decay = 0.0  # off: the block is a no-op
+    with module.averaged_generator():
+        torch.testing.assert_close(weight, start + 1.0)
+
+
+def test_lowpass_gradient_keeps_the_images_but_blurs_their_gradient():
+    from train.generator import lowpass_gradient
+
+    images = torch.rand(2, 3, 16, 16, requires_grad=True)
+    passed = lowpass_gradient(images, 1.0)
+    assert torch.equal(passed, images)
+    stripes = (torch.arange(16) % 2 * 2 - 1).float().view(1, 1, 16, 1).expand(2, 3, 16, 16)  # Nyquist rows
+    (passed * stripes).sum().backward()
+    assert images.grad.abs().max() < 0.05  # a period-2 push is all but removed
+    images.grad = None
+    (lowpass_gradient(images, 1.0) * 3.0).sum().backward()
+    torch.testing.assert_close(images.grad, torch.full_like(images, 3.0))  # a smooth push passes whole
+    images.grad = None
+    (lowpass_gradient(images, 0.0) * stripes).sum().backward()
+    assert torch.equal(images.grad, stripes)  # sigma 0: off
 
 
 def test_spectral_excess_prices_periodic_grids_at_any_phase_but_not_blur(tmp_path):

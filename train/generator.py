@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from dgnam.errors import DgnamError
 from dgnam.generator import UpconvGenerator, cifar_arch, fc6_arch
 from dgnam.models import Model
 from dgnam.stats import code_statistics
+from dgnam.transforms import GaussianBlur
 from train.cli import module_from_checkpoint, run
 from train.data import ImageFolderData
 from train.networks import Discriminator
@@ -64,6 +66,29 @@ def class_consistency(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> t
     """KL(softmax(real) || softmax(fake)) per image, averaged over the batch (float32 softmaxes)."""
     return F.kl_div(F.log_softmax(fake_logits.float(), 1), F.log_softmax(real_logits.float(), 1),
                     log_target=True, reduction="batchmean")
+
+
+class _LowpassGradient(torch.autograd.Function):
+    """Identity forward; the backward pass blurs the incoming gradient with a Gaussian."""
+
+    @staticmethod
+    def forward(ctx, images: torch.Tensor, sigma: float) -> torch.Tensor:
+        ctx.sigma = sigma
+        return images.view_as(images)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return GaussianBlur(ctx.sigma)(grad), None
+
+
+def lowpass_gradient(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``images`` unchanged, but the gradient that flows back through them is blurred (``sigma`` pixels).
+
+    A loss read through this still sees the exact images, yet can only move them in smooth
+    directions: it cannot teach G the fine periodic pattern that fools the encoder (blurring the
+    images themselves instead changes what the loss measures; that made every loss worse).
+    """
+    return _LowpassGradient.apply(images, sigma) if sigma > 0 else images
 
 
 def spectral_excess(fake: torch.Tensor, real: torch.Tensor, floor: float = 1e-2) -> torch.Tensor:
@@ -123,9 +148,17 @@ class GeneratorModule(L.LightningModule):
         lambda_class: weight of an optional class-consistency term (0 in DeePSiM): the KL divergence
             from the encoder's class probabilities on x to those on G(E(x)), per image. The comparator
             loss at the encoder's output layer; same caveat as ``lambda_code``.
+        class_gradient_sigma: if > 0, the class term's gradient on G's images is blurred with a
+            Gaussian of this many pixels (:func:`lowpass_gradient`; costs one more encoder pass),
+            so the term holds the class without teaching G a fine texture.
         lambda_spectrum: weight of an optional penalty (0 in DeePSiM) on frequencies where G's images
             carry more energy than real ones (:func:`spectral_excess`): the periodic grid of strided
             up-convolutions, which the feature and class terms can reward, at any phase.
+        ema_decay: if > 0, keep an exponential moving average of G's weights (updated after each G
+            step; e.g. 0.998 averages about the last 500 steps) and export, draw grids and validate
+            with it. A GAN generator's single checkpoints swing (the robust-judge KID of 500-step
+            neighbours differed 2x here); the average does not. It travels in the Lightning
+            checkpoint; resuming a checkpoint without one starts it from the current weights.
         lr_g, lr_d: Adam learning rates. A resumed run uses these (not the checkpoint's), so a
             fine-tuning chunk can lower them.
         bound_k: code_upper_bound = mean + bound_k * std, stored in the exported generator.
@@ -142,8 +175,8 @@ class GeneratorModule(L.LightningModule):
                  generator_kwargs: dict | None = None, discriminator_convs: list[list[int]] | None = None,
                  discriminator_code_dims: list[int] | None = None, output_space: str = "rgb01",
                  lambda_img: float = 1.0, lambda_feat: float = 1.0, lambda_adv: float = 0.005,
-                 lambda_code: float = 0.0, lambda_class: float = 0.0,
-                 lambda_spectrum: float = 0.0, lr_g: float = 5e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.9, 0.999),
+                 lambda_code: float = 0.0, lambda_class: float = 0.0, class_gradient_sigma: float = 0.0,
+                 lambda_spectrum: float = 0.0, ema_decay: float = 0.0, lr_g: float = 5e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.9, 0.999),
                  weight_decay_d: float = 4e-4, bound_k: float = 3.0,
                  grid_every: int = 500, export_path: str | None = None,
                  encoder_input_size: int | None = None, encoder_fit: str = "resize",
@@ -162,6 +195,7 @@ class GeneratorModule(L.LightningModule):
         self.automatic_optimization = False
         self._fit_start = time.time()
         self._train_seconds_before = 0.0
+        self._generator_ema: dict[str, torch.Tensor] | None = None  # parameter name -> averaged weight
 
     def _check_code_size(self) -> None:
         shape = code_shape(self.encoder, self.hparams.code_layer, self.generator.image_size)
@@ -186,11 +220,15 @@ class GeneratorModule(L.LightningModule):
         """The comparator features of G's images and, for the optional terms that are on, their code
         and the encoder's logits (one encoder pass)."""
         hp = self.hparams
+        separate_class_pass = bool(hp.lambda_class and hp.class_gradient_sigma > 0)
         layers = ([hp.comparator_layer] + ([hp.code_layer] if hp.lambda_code else [])
-                  + (["output"] if hp.lambda_class else []))
+                  + (["output"] if hp.lambda_class and not separate_class_pass else []))
         acts = self.encoder.run(fake, layers)
         code = acts[hp.code_layer].flatten(1) if hp.lambda_code else None
-        return acts[hp.comparator_layer], code, acts.get("output")
+        logits = acts.get("output")
+        if separate_class_pass:
+            logits = self.encoder.run(lowpass_gradient(fake, hp.class_gradient_sigma), ["output"])["output"]
+        return acts[hp.comparator_layer], code, logits
 
     def losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """One iteration's losses on RGB [0, 1] ``images`` (needs no trainer, so a bare loop can run it).
@@ -249,6 +287,8 @@ class GeneratorModule(L.LightningModule):
         if self.balance.train_g:
             self.manual_backward(losses["g"])
         opt_g.step()
+        if hp.ema_decay > 0 and self.balance.train_g:
+            self._update_ema()
         if self.balance.train_d:
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(losses["d"])
@@ -268,6 +308,35 @@ class GeneratorModule(L.LightningModule):
         if iteration % hp.grid_every == 0:
             self._save_grid()
 
+    # --- the moving average of G's weights -----------------------------------------------------
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self._generator_ema is None:
+            self._generator_ema = {n: p.detach().clone() for n, p in self.generator.named_parameters()}
+        for name, param in self.generator.named_parameters():
+            average = self._generator_ema[name]
+            if average.device != param.device:  # restored from a checkpoint loaded onto the CPU
+                average = self._generator_ema[name] = average.to(param.device)
+            average.lerp_(param.detach(), 1.0 - self.hparams.ema_decay)
+
+    @contextmanager
+    def averaged_generator(self):
+        """Within the block, G holds its moving-average weights (if ``ema_decay`` > 0 and one exists)."""
+        if self.hparams.ema_decay <= 0 or self._generator_ema is None:
+            yield self.generator
+            return
+        params = dict(self.generator.named_parameters())
+        live = {n: p.detach().clone() for n, p in params.items()}
+        with torch.no_grad():
+            for name, param in params.items():
+                param.copy_(self._generator_ema[name])
+        try:
+            yield self.generator
+        finally:
+            with torch.no_grad():
+                for name, param in params.items():
+                    param.copy_(live[name])
+
     @torch.no_grad()
     def _save_grid(self) -> None:
         """Test originals (top rows) above their reconstructions G(E(x)) (bottom rows)."""
@@ -278,7 +347,8 @@ class GeneratorModule(L.LightningModule):
         images = torch.stack([dm.test_set[i][0] for i in picks]).to(self.device).float() / 255
         was_training = self.generator.training
         self.generator.eval()
-        recon = self.generator.generate(self._encode(images)[0])
+        with self.averaged_generator():
+            recon = self.generator.generate(self._encode(images)[0])
         self.generator.train(was_training)
         out = Path(self.trainer.log_dir or ".") / f"recon_{self.global_step:06d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -287,7 +357,8 @@ class GeneratorModule(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
         code = self._encode(images)[0]
-        recon = self.generator.generate(code)
+        with self.averaged_generator():
+            recon = self.generator.generate(code)
         # Each rank sees a shard of the test set; sync_dist averages the epoch value over all of them.
         self.log("test/recon_mse", F.mse_loss(recon, images), sync_dist=True)
         self.log("test/encoder_agreement", (self.encoder(recon).argmax(1) == labels).float().mean(), sync_dist=True)
@@ -304,12 +375,16 @@ class GeneratorModule(L.LightningModule):
         checkpoint["dgnam"] = {"train_d": self.balance.train_d,
                                "train_g": self.balance.train_g,
                                "train_seconds": self._train_seconds_before + time.time() - self._fit_start}
+        if self._generator_ema is not None:
+            checkpoint["dgnam"]["generator_ema"] = {n: t.clone() for n, t in self._generator_ema.items()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("dgnam", {})
         self.balance.train_d = bool(state.get("train_d", True))
         self.balance.train_g = bool(state.get("train_g", True))
         self._train_seconds_before = float(state.get("train_seconds", 0.0))
+        ema = state.get("generator_ema")
+        self._generator_ema = {n: t.to(self.device) for n, t in ema.items()} if ema is not None else None
 
     def on_fit_start(self) -> None:
         self._fit_start = time.time()
@@ -339,13 +414,15 @@ class GeneratorModule(L.LightningModule):
         loader = torch.utils.data.DataLoader(train_set, batch_size=500, num_workers=num_workers)
         mean, std, summary = code_statistics(self.encoder, hp.code_layer, loader, self.device)
         self.generator.set_code_statistics(mean.to(self.device), std.to(self.device), hp.bound_k)
-        metadata = {"iterations": iterations, "bound_k": hp.bound_k, "code_layer": hp.code_layer,
+        averaged = hp.ema_decay > 0 and self._generator_ema is not None
+        metadata = {"iterations": iterations, "weights": f"moving average, decay {hp.ema_decay}" if averaged else "last step", "bound_k": hp.bound_k, "code_layer": hp.code_layer,
                     "comparator_layer": hp.comparator_layer, "code_summary": summary,
                     "train_seconds": round(self._train_seconds_before + time.time() - self._fit_start),
                     "lambdas": [hp.lambda_img, hp.lambda_feat, hp.lambda_adv], "lambda_code": hp.lambda_code,
-                    "lambda_class": hp.lambda_class,
+                    "lambda_class": hp.lambda_class, "class_gradient_sigma": hp.class_gradient_sigma,
                     "lambda_spectrum": hp.lambda_spectrum, "lr_g": hp.lr_g, "classes": list(classes)}
-        self.generator.save(path, metadata)
+        with self.averaged_generator():
+            self.generator.save(path, metadata)
         print(f"exported {path}: {iterations} iterations, code zeros {summary['zero_fraction']:.2f}, "
               f"mean {summary['mean']:.3f}", flush=True)
 
