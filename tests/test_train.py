@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dgnam import load_classifier, load_generator
+from dgnam import DgnamError, load_classifier, load_generator
 from train import classifier, generator
 from train.generator import AdversarialBalance
 
@@ -172,6 +172,9 @@ def test_moving_average_of_the_generator_weights(tmp_path):
     saved = torch.load(tmp_path / "g.pt", weights_only=True)
     torch.testing.assert_close(saved["state_dict"]["convs.conv0.weight"], start + 0.25)
     torch.testing.assert_close(weight, start + 1.0)
+    for bad in ({"ema_decay": 1.0}, {"class_gradient_sigma": -1.0}):
+        with pytest.raises(DgnamError, match="use 0 \\(off\\)"):
+            generator.GeneratorModule(**{**module.hparams, **bad})
     module.hparams.ema_decay = 0.0  # off: the block is a no-op
     with module.averaged_generator():
         torch.testing.assert_close(weight, start + 1.0)

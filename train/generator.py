@@ -4,7 +4,8 @@ G learns to invert a frozen encoder's code h = E(x):
     L_G = lambda_img * MSE(G(h), x) + lambda_feat * MSE(C(G(h)), C(x)) + lambda_adv * L_adv(D(G(h), h))
           [+ lambda_code * MSE(E(G(h)), h) + lambda_class * KL(softmax E(x) || softmax E(G(h)))
            + lambda_spectrum * mean_freq(relu(log mean_batch |FFT G(h)| - log mean_batch |FFT x|)) ** 2]
-with C the encoder's comparator layer, and a conditional discriminator D(image, code).
+with C the encoder's comparator layer, and a conditional discriminator D(image, code). Optionally the
+class term's gradient is low-passed (``class_gradient_sigma``) and G's weights are averaged (``ema_decay``).
 D pauses when it gets too strong, following the original balancing rule (see :class:`AdversarialBalance`).
 
 Run: ``python -m train.generator fit --config configs/cifar10/generator.yaml``; resume with
@@ -182,6 +183,10 @@ class GeneratorModule(L.LightningModule):
                  encoder_input_size: int | None = None, encoder_fit: str = "resize",
                  stats_limit: int | None = None) -> None:
         super().__init__()
+        if not 0.0 <= ema_decay < 1.0:
+            raise DgnamError(f"ema_decay={ema_decay} is not in [0, 1); use 0 (off) or e.g. 0.998")
+        if class_gradient_sigma < 0:
+            raise DgnamError(f"class_gradient_sigma={class_gradient_sigma} is negative; use 0 (off) or e.g. 1.0")
         self.save_hyperparameters()
         self.encoder = load_encoder(encoder, encoder_input_size)
         self.encoder.fit = encoder_fit  # "crop": the paper's centre crop of G's 256 output to 227/224
@@ -218,7 +223,7 @@ class GeneratorModule(L.LightningModule):
 
     def _fake_features(self, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """The comparator features of G's images and, for the optional terms that are on, their code
-        and the encoder's logits (one encoder pass)."""
+        and the encoder's logits (one encoder pass; a second one for a low-passed class term)."""
         hp = self.hparams
         separate_class_pass = bool(hp.lambda_class and hp.class_gradient_sigma > 0)
         layers = ([hp.comparator_layer] + ([hp.code_layer] if hp.lambda_code else [])
@@ -415,7 +420,9 @@ class GeneratorModule(L.LightningModule):
         mean, std, summary = code_statistics(self.encoder, hp.code_layer, loader, self.device)
         self.generator.set_code_statistics(mean.to(self.device), std.to(self.device), hp.bound_k)
         averaged = hp.ema_decay > 0 and self._generator_ema is not None
-        metadata = {"iterations": iterations, "weights": f"moving average, decay {hp.ema_decay}" if averaged else "last step", "bound_k": hp.bound_k, "code_layer": hp.code_layer,
+        metadata = {"iterations": iterations,
+                    "weights": f"moving average, decay {hp.ema_decay}" if averaged else "last step",
+                    "bound_k": hp.bound_k, "code_layer": hp.code_layer,
                     "comparator_layer": hp.comparator_layer, "code_summary": summary,
                     "train_seconds": round(self._train_seconds_before + time.time() - self._fit_start),
                     "lambdas": [hp.lambda_img, hp.lambda_feat, hp.lambda_adv], "lambda_code": hp.lambda_code,
