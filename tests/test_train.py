@@ -39,6 +39,22 @@ def _train_encoder(tmp, root):
     return path
 
 
+def _tiny_module(tmp_path, upsample: str | None = "nearest", **module_kwargs) -> generator.GeneratorModule:
+    """A GeneratorModule on a tiny random VGG encoder written to ``tmp_path / "enc.pt"``."""
+    from dgnam.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
+    from dgnam.io import atomic_save
+
+    kwargs = {"widths": [4, 4, 4, 4], "code_dim": 16}
+    atomic_save(classifier_checkpoint("cifar_vgg", kwargs, build_classifier("cifar_vgg", kwargs).state_dict(),
+                                      mean=CIFAR10_MEAN, std=CIFAR10_STD, input_size=32, metadata={"classes": ["a", "b"]}),
+                tmp_path / "enc.pt")
+    generator_kwargs = {"code_dim": 64, "start_channels": 4, "widths": [8, 8, 8], "spatial_code": True}
+    if upsample:
+        generator_kwargs["upsample"] = upsample
+    return generator.GeneratorModule(encoder=str(tmp_path / "enc.pt"), discriminator_convs=[[8, 3, 1], [8, 4, 2]],
+                                     discriminator_code_dims=[8], generator_kwargs=generator_kwargs, **module_kwargs)
+
+
 def test_encoder_then_generator_then_resume(tmp_path, image_root):
     enc_path = _train_encoder(tmp_path, image_root)
     enc = load_classifier(enc_path)
@@ -103,8 +119,6 @@ def test_encoder_then_generator_then_resume(tmp_path, image_root):
 
 
 def test_class_term_is_the_kl_from_the_original_to_the_reconstruction(tmp_path):
-    from dgnam.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
-    from dgnam.io import atomic_save
     from train.generator import class_consistency
 
     # By hand: p = (0.5, 0.5) on the original, q = (0.9, 0.1) on the reconstruction:
@@ -116,14 +130,7 @@ def test_class_term_is_the_kl_from_the_original_to_the_reconstruction(tmp_path):
     assert abs(float(class_consistency(torch.cat([real, real]), torch.cat([fake, real]))) - 0.5108 / 2) < 1e-4
 
     torch.manual_seed(0)
-    kwargs = {"widths": [4, 4, 4, 4], "code_dim": 16}
-    net = build_classifier("cifar_vgg", kwargs)
-    atomic_save(classifier_checkpoint("cifar_vgg", kwargs, net.state_dict(), mean=CIFAR10_MEAN, std=CIFAR10_STD,
-                                      input_size=32, metadata={"classes": ["a", "b"]}), tmp_path / "enc.pt")
-    module = generator.GeneratorModule(
-        encoder=str(tmp_path / "enc.pt"), lambda_class=1.0, discriminator_convs=[[8, 3, 1], [8, 4, 2]],
-        discriminator_code_dims=[8], generator_kwargs={"code_dim": 64, "start_channels": 4, "widths": [8, 8, 8],
-                                                       "spatial_code": True, "upsample": "nearest"})
+    module = _tiny_module(tmp_path, lambda_class=1.0)
     images = torch.rand(6, 3, 32, 32)
     losses = module.losses(images)
     with torch.no_grad():  # the module's term is that KL between the encoder's outputs on x and on G(E(x))
@@ -138,18 +145,8 @@ def test_class_term_is_the_kl_from_the_original_to_the_reconstruction(tmp_path):
 
 
 def test_moving_average_of_the_generator_weights(tmp_path):
-    from dgnam.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
-    from dgnam.io import atomic_save
-
     torch.manual_seed(0)
-    kwargs = {"widths": [4, 4, 4, 4], "code_dim": 16}
-    atomic_save(classifier_checkpoint("cifar_vgg", kwargs, build_classifier("cifar_vgg", kwargs).state_dict(),
-                                      mean=CIFAR10_MEAN, std=CIFAR10_STD, input_size=32, metadata={"classes": ["a", "b"]}),
-                tmp_path / "enc.pt")
-    module = generator.GeneratorModule(
-        encoder=str(tmp_path / "enc.pt"), ema_decay=0.75, discriminator_convs=[[8, 3, 1], [8, 4, 2]],
-        discriminator_code_dims=[8], generator_kwargs={"code_dim": 64, "start_channels": 4, "widths": [8, 8, 8],
-                                                       "spatial_code": True, "upsample": "nearest"})
+    module = _tiny_module(tmp_path, ema_decay=0.75)
     weight = module.generator.convs.conv0.weight
     start = weight.detach().clone()
     module._update_ema()  # the first update starts the average at the current weights
@@ -198,8 +195,6 @@ def test_lowpass_gradient_keeps_the_images_but_blurs_their_gradient():
 
 
 def test_spectral_excess_prices_periodic_grids_at_any_phase_but_not_blur(tmp_path):
-    from dgnam.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
-    from dgnam.io import atomic_save
     from train.generator import spectral_excess
 
     torch.manual_seed(0)
@@ -217,13 +212,7 @@ def test_spectral_excess_prices_periodic_grids_at_any_phase_but_not_blur(tmp_pat
     assert float(spectral_excess(blurred, real)) < 1e-10 and float(spectral_excess(real, real)) == 0.0
     assert float(spectral_excess(real, blurred)) > 0.1  # the other way round it is an excess
 
-    kwargs = {"widths": [4, 4, 4, 4], "code_dim": 16}
-    net = build_classifier("cifar_vgg", kwargs)
-    atomic_save(classifier_checkpoint("cifar_vgg", kwargs, net.state_dict(), mean=CIFAR10_MEAN, std=CIFAR10_STD,
-                                      input_size=32, metadata={"classes": ["a", "b"]}), tmp_path / "enc.pt")
-    module = generator.GeneratorModule(
-        encoder=str(tmp_path / "enc.pt"), discriminator_convs=[[8, 3, 1], [8, 4, 2]], discriminator_code_dims=[8],
-        generator_kwargs={"code_dim": 64, "start_channels": 4, "widths": [8, 8, 8], "spatial_code": True})
+    module = _tiny_module(tmp_path, upsample=None)  # transposed convs, the shipped kind
     images = torch.rand(6, 3, 32, 32)
     off = module.losses(images)
     module.hparams.lambda_spectrum = 1e5  # a random G barely exceeds the images' spectrum: make it count
