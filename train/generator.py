@@ -319,10 +319,7 @@ class GeneratorModule(L.LightningModule):
         if self._generator_ema is None:
             self._generator_ema = {n: p.detach().clone() for n, p in self.generator.named_parameters()}
         for name, param in self.generator.named_parameters():
-            average = self._generator_ema[name]
-            if average.device != param.device:  # restored from a checkpoint loaded onto the CPU
-                average = self._generator_ema[name] = average.to(param.device)
-            average.lerp_(param.detach(), 1.0 - self.hparams.ema_decay)
+            self._generator_ema[name].lerp_(param.detach(), 1.0 - self.hparams.ema_decay)
 
     @contextmanager
     def averaged_generator(self):
@@ -388,8 +385,7 @@ class GeneratorModule(L.LightningModule):
         self.balance.train_d = bool(state.get("train_d", True))
         self.balance.train_g = bool(state.get("train_g", True))
         self._train_seconds_before = float(state.get("train_seconds", 0.0))
-        ema = state.get("generator_ema")
-        self._generator_ema = {n: t.to(self.device) for n, t in ema.items()} if ema is not None else None
+        self._generator_ema = state.get("generator_ema")  # moved to the training device in on_train_start
 
     def on_fit_start(self) -> None:
         self._fit_start = time.time()
@@ -401,6 +397,8 @@ class GeneratorModule(L.LightningModule):
         for optimizer, lr in zip(self.optimizers(), (self.hparams.lr_g, self.hparams.lr_d)):
             for group in optimizer.optimizer.param_groups:
                 group["lr"] = lr
+        if self._generator_ema is not None:  # restored from a checkpoint loaded onto the CPU
+            self._generator_ema = {n: t.to(self.device) for n, t in self._generator_ema.items()}
 
     def on_fit_end(self) -> None:
         if self.hparams.export_path and self.trainer.is_global_zero:
