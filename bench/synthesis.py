@@ -5,7 +5,7 @@ Prints, for 10 units x 8 restarts (80 images):
      (the engine's overhead; goal <= 1.10);
   2. batched (80 rows per pass) vs one image at a time speed-up (goal >= 5x).
 Ratios are measured within one run because this machine's speed varies between runs.
-Run: python bench/synthesis.py [--steps 10] [--threads 2]
+Run: python bench/synthesis.py [--steps 10] [--threads 2] [--device cuda]
 """
 
 from __future__ import annotations
@@ -20,14 +20,22 @@ from dgnam.generator import UpconvGenerator, cifar_arch
 from dgnam.nets import CifarResNet
 
 
-def bare_step_seconds(gen, net, batch: int, units: torch.Tensor, repeats: int) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_step_seconds(gen, net, batch: int, units: torch.Tensor, repeats: int, device: torch.device) -> float:
     """Forward+backward of G then the target, gradient w.r.t. the code: the floor for one AM step."""
-    code = torch.rand(batch, gen.code_dim, requires_grad=True)
+    code = torch.rand(batch, gen.code_dim, device=device, requires_grad=True)
+    units = units.to(device)
     for i in range(repeats + 1):
         if i == 1:
+            _sync(device)
             start = time.perf_counter()
         logits = net(gen(code).clamp(0, 1))
         (grad,) = torch.autograd.grad(logits.gather(1, units[:, None]).sum(), code)
+    _sync(device)
     return (time.perf_counter() - start) / repeats
 
 
@@ -35,12 +43,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     torch.manual_seed(0)
     gen = UpconvGenerator(cifar_arch()).eval()
     gen.set_code_statistics(torch.full((512,), 0.5), torch.full((512,), 0.5))
     net = CifarResNet(widths=(16, 32, 64), depth=3).eval()  # ResNet-20
+    gen.to(device), net.to(device)
     for p in [*gen.parameters(), *net.parameters()]:
         p.requires_grad_(False)
     model = dgnam.Model(net, input_size=32)
@@ -49,7 +60,8 @@ def main() -> None:
     row_units = torch.tensor([u for u in units for _ in range(restarts)])
 
     def run(steps: int, batch_size: int = n):
-        return dgnam.visualize(model, units, generator=gen, restarts=restarts, steps=steps, batch_size=batch_size)
+        return dgnam.visualize(model, units, generator=gen, restarts=restarts, steps=steps, batch_size=batch_size,
+                               device=device)
 
     run(2)  # warm-up
     # Interleave and keep the best of 3, so a burst of background load hits neither side alone.
@@ -58,12 +70,12 @@ def main() -> None:
     for _ in range(3):
         short, long = run(args.steps), run(2 * args.steps)
         am_steps.append((long.seconds - short.seconds) / args.steps)
-        bares.append(bare_step_seconds(gen, net, n, row_units, args.steps))
+        bares.append(bare_step_seconds(gen, net, n, row_units, args.steps, device))
     am_step, bare = min(am_steps), min(bares)
     batched = run(args.steps)
     single = run(args.steps, batch_size=1)
 
-    print(f"batch {n} ({len(units)} units x {restarts} restarts), {args.steps} steps, {args.threads} threads")
+    print(f"batch {n} ({len(units)} units x {restarts} restarts), {args.steps} steps, {args.threads} threads, {device}")
     print(f"AM step {am_step * 1e3:.1f} ms vs bare G+target forward+backward {bare * 1e3:.1f} ms: "
           f"overhead ratio {am_step / bare:.3f} (goal <= 1.10)")
     print(f"batched {batched.seconds:.2f}s vs one image at a time {single.seconds:.2f}s: "
@@ -74,9 +86,9 @@ def main() -> None:
           f"(kernels round differently per batch size, ~1e-6 after one step; random nets amplify it)")
     # With fixed_batch every chunk has the same row count, so a row is bit-identical whatever its batch.
     alone = dgnam.visualize(model, [units[3]], generator=gen, restarts=1, seed=5, steps=args.steps,
-                            batch_size=n, fixed_batch=True)
+                            batch_size=n, fixed_batch=True, device=device)
     fixed = dgnam.visualize(model, units, generator=gen, restarts=restarts, steps=args.steps, batch_size=n,
-                            fixed_batch=True)
+                            fixed_batch=True, device=device)
     row = 3 * restarts + 5  # unit 3, restart 5 -> seed 5
     print(f"fixed_batch: image of (unit 3, seed 5) alone == in the full batch: "
           f"{torch.equal(alone.images[0], fixed.images[row])}")
