@@ -119,9 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     lay = sub.add_parser("layers", help="list a model's layers with output shapes and parameter counts")
     _add_model_args(lay)
 
-    st = sub.add_parser("stats", help="recompute a generator's code bounds from a folder of real images")
+    st = sub.add_parser("stats", help="recompute a generator's code bounds from a folder of real images, "
+                                      "or set a new k on the statistics it stores")
     st.add_argument("--generator", required=True)
-    st.add_argument("--data", required=True, help="folder of real images (ImageFolder tree or flat)")
+    st.add_argument("--data", default=None, help="folder of real images (ImageFolder tree or flat); without it, "
+                                                 "the generator's stored per-unit mean and std are kept and only k changes")
     st.add_argument("--encoder", default=None, help="encoder checkpoint (default: the one named in the generator)")
     st.add_argument("--k", type=float, default=3.0, help="bound = mean + k * std (paper: 3)")
     st.add_argument("--out", required=True, help="where to write the generator with new bounds (must not exist)")
@@ -407,7 +409,11 @@ def cmd_stats(args) -> int:
     out = Path(args.out)
     if out.exists():
         raise DgnamError(f"--out '{out}' exists; choose a new file (stats never overwrite a generator)")
+    if not args.k >= 0:
+        raise DgnamError(f"--k must be >= 0 (bound = mean + k * std), got {args.k}")
     generator = dgnam.load_generator(args.generator, device)
+    if args.data is None:
+        return _rebound(generator, args.k, out)
     encoder_path = args.encoder or generator.encoder
     if not encoder_path:
         raise DgnamError("the generator does not name its encoder; pass --encoder")
@@ -426,6 +432,20 @@ def cmd_stats(args) -> int:
     bound = generator.code_upper_bound
     print(f"{summary['n_images']} images: code zeros {summary['zero_fraction']:.2f}, mean {summary['mean']:.3f}; "
           f"bounds {float(bound.min()):.2f}-{float(bound.max()):.2f} (mean {float(bound.mean()):.2f}); wrote {out}")
+    return 0
+
+
+def _rebound(generator, k: float, out: Path) -> int:
+    """``dgnam stats`` without --data: the same per-unit statistics, bound = mean + k * std."""
+    # Without statistics code_mean is all zeros and code_std all ones: the bound would be k itself.
+    if not bool((generator.code_mean != 0).any()):
+        raise DgnamError("the generator stores no code statistics; pass --data to compute them from real images")
+    old_k = getattr(generator, "metadata", {}).get("bound_k")
+    generator.set_code_statistics(generator.code_mean, generator.code_std, k)
+    generator.save(out, {**getattr(generator, "metadata", {}), "bound_k": k})
+    bound = generator.code_upper_bound
+    print(f"bound k {old_k} -> {k} on the stored statistics: bounds {float(bound.min()):.2f}-{float(bound.max()):.2f} "
+          f"(mean {float(bound.mean()):.2f}); wrote {out}")
     return 0
 
 

@@ -250,3 +250,15 @@ def test_stats_recomputes_bounds(tmp_path, user_files):
     torch.testing.assert_close(updated.code_upper_bound, codes.mean(0) + 2 * codes.std(0), atol=1e-4, rtol=1e-4)
     again = run_cli("stats", "--generator", tmp_path / "g.pt", "--data", data, "--out", tmp_path / "g2.pt")
     assert again.returncode == 2 and "exists" in again.stderr
+
+    # Without --data: the stored statistics, a new k.
+    proc = run_cli("stats", "--generator", tmp_path / "g2.pt", "--k", 0.5, "--out", tmp_path / "g3.pt")
+    assert proc.returncode == 0, proc.stderr
+    rebound = load_generator(tmp_path / "g3.pt")
+    torch.testing.assert_close(rebound.code_mean, updated.code_mean)
+    torch.testing.assert_close(rebound.code_upper_bound, codes.mean(0) + 0.5 * codes.std(0), atol=1e-4, rtol=1e-4)
+    assert torch.load(tmp_path / "g3.pt", weights_only=True)["metadata"]["bound_k"] == 0.5
+    no_stats = run_cli("stats", "--generator", tmp_path / "g.pt", "--k", 0.5, "--out", tmp_path / "g4.pt")
+    assert no_stats.returncode == 2 and "pass --data" in no_stats.stderr and not (tmp_path / "g4.pt").exists()
+    negative = run_cli("stats", "--generator", tmp_path / "g2.pt", "--k", -1, "--out", tmp_path / "g5.pt")
+    assert negative.returncode == 2 and "--k must be >= 0" in negative.stderr
