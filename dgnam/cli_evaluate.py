@@ -44,7 +44,7 @@ def add_commands(sub) -> None:
                    help="comma list of " + ", ".join(STANDARD_METHODS))
     e.add_argument("--restarts", type=int, default=10, help="images per class and method")
     e.add_argument("--steps", type=int, default=200)
-    e.add_argument("--sweep", type=_sweep, default=_sweep("2:0.99,3:0.99,1:1,3:1"),
+    e.add_argument("--sweep", type=_sweep, default=_sweep("1:0.99,3:0.99,0.5:1,3:1"),
                    help="extra DGN-AM runs as k:decay pairs (bound a_i = mean_i + k std_i); '' for none")
     e.add_argument("--sweep-restarts", type=int, default=5)
     e.add_argument("--real-limit", type=int, default=1000, help="real images per split (spread over classes)")
