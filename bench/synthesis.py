@@ -51,7 +51,8 @@ def main() -> None:
     gen = UpconvGenerator(cifar_arch()).eval()
     gen.set_code_statistics(torch.full((512,), 0.5), torch.full((512,), 0.5))
     net = CifarResNet(widths=(16, 32, 64), depth=3).eval()  # ResNet-20
-    gen.to(device), net.to(device)
+    gen.to(device)
+    net.to(device)
     for p in [*gen.parameters(), *net.parameters()]:
         p.requires_grad_(False)
     model = dgnam.Model(net, input_size=32)
@@ -84,7 +85,8 @@ def main() -> None:
     image_diff = (batched.images - single.images).abs().max().item()
     print(f"batched vs one-at-a-time: max |code diff| {code_diff:.2e}, max |pixel diff| {image_diff:.2e} "
           f"(kernels round differently per batch size, ~1e-6 after one step; random nets amplify it)")
-    # With fixed_batch every chunk has the same row count, so a row is bit-identical whatever its batch.
+    # With fixed_batch every chunk has the same row count, so on CPU a row is bit-identical whatever its
+    # batch; on CUDA (an H100, docs/imagenet.md) it was not: cuDNN may pick other kernels.
     alone = dgnam.visualize(model, [units[3]], generator=gen, restarts=1, seed=5, steps=args.steps,
                             batch_size=n, fixed_batch=True, device=device)
     fixed = dgnam.visualize(model, units, generator=gen, restarts=restarts, steps=args.steps, batch_size=n,

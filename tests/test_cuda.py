@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import dgnam
-from dgnam.param import Fourier, GeneratorCode, Pixels
 from dgnam import load_generator
+from dgnam.param import Fourier, GeneratorCode, Pixels
 from dgnam.transforms import GaussianBlur, Jitter
 from test_train import _common, _train_encoder
 from train import generator
