@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fixed-batch", action="store_true",
                    help="pad every batch to --batch-size so any single image re-runs bit for bit on its own")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--fp32", action="store_true", help="on CUDA, no bf16 autocast: full float32 (slower)")
 
     lay = sub.add_parser("layers", help="list a model's layers with output shapes and parameter counts")
     _add_model_args(lay)
@@ -308,7 +309,7 @@ def cmd_synthesize(args) -> int:
     transforms = dgnam.probe.baseline_transforms() if args.param != "dgn" else []
     result = dgnam.visualize(model, units, layer=layer, generator=generator, param=param, restarts=args.restarts,
                              seed=args.seed, steps=args.steps, position=args.position, transforms=transforms,
-                             batch_size=args.batch_size, device=device, amp=device.type == "cuda",
+                             batch_size=args.batch_size, device=device, amp=device.type == "cuda" and not args.fp32,
                              progress=not args.quiet, unit_names=classes or None, fixed_batch=args.fixed_batch)
     relative = None
     if real_images is not None:

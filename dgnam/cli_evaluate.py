@@ -47,6 +47,7 @@ def add_commands(sub) -> None:
     e.add_argument("--sweep", type=_sweep, default=_sweep("1:0.99,3:0.99,0.5:1,3:1"),
                    help="extra DGN-AM runs as k:decay pairs (bound a_i = mean_i + k std_i); '' for none")
     e.add_argument("--sweep-restarts", type=int, default=5)
+    e.add_argument("--fp32", action="store_true", help="on CUDA, synthesise without bf16 autocast (slower)")
     e.add_argument("--real-limit", type=int, default=1000, help="real images per split (spread over classes)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=100)
@@ -131,7 +132,7 @@ def cmd_evaluate(args) -> int:
     ev = evaluate(target, judges, generator, real_test=(test_x, test_y), real_train=train_x, classes=classes,
                   methods=[STANDARD_METHODS[m] for m in names], restarts=args.restarts, steps=args.steps,
                   sweep=args.sweep, sweep_restarts=args.sweep_restarts, seed=args.seed,
-                  batch_size=args.batch_size, device=device)
+                  batch_size=args.batch_size, device=device, amp=not args.fp32)
 
     def write(staging: Path) -> None:
         images, captions = ev.grid()

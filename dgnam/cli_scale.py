@@ -54,7 +54,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                              description="Same arguments and output as `dgnam synthesize`, with the units split across "
                                          "the processes torchrun starts (gloo on CPU, NCCL on CUDA); --fixed-batch is "
                                          "always on, so the merged result equals a single-process run.")
-    sharded.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
+    # --fp32 comes with synthesize's arguments (parents=).
     sharded.add_argument("--no-channels-last", action="store_true", help="keep NCHW weights on CUDA")
     sharded.add_argument("--compile", action="store_true", help="torch.compile the generator (CUDA only)")
     # Not set_defaults(fixed_batch=True): `parents=` shares the action objects, and set_defaults would

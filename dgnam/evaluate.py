@@ -147,7 +147,7 @@ def _judge_scores(judge: Model, images: torch.Tensor, classes: torch.Tensor, rea
 
 
 def _synthesize_classes(method: Method, target: Model, generator: UpconvGenerator | None, n_classes: int,
-                        restarts: int, steps: int, seed: int, batch_size: int, device) -> Result:
+                        restarts: int, steps: int, seed: int, batch_size: int, device, amp: bool) -> Result:
     param = method.parametrization(generator, target.input_size)
     row_classes = [c for c in range(n_classes) for _ in range(restarts)]
     objective = class_logit(row_classes, model=target)
@@ -156,14 +156,15 @@ def _synthesize_classes(method: Method, target: Model, generator: UpconvGenerato
     seeds = [seed + r for _ in range(n_classes) for r in range(restarts)]
     return synthesize(objective, param, seeds=seeds, steps=steps, optimizer=method.optimizer(param),
                       transforms=method.transforms(), batch_size=batch_size, device=device,
-                      amp=torch.device(device).type == "cuda")
+                      amp=amp and torch.device(device).type == "cuda")
 
 
 def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator | None, *,
              real_test: tuple[torch.Tensor, torch.Tensor], real_train: torch.Tensor, classes: Sequence[str],
              methods: Sequence[Method] = tuple(STANDARD_METHODS.values()), restarts: int = 10, steps: int = 200,
              sweep: Sequence[tuple[float, float]] = (), sweep_restarts: int = 5, seed: int = 0,
-             batch_size: int = 100, device: str | torch.device = "cpu", progress: bool = True) -> Evaluation:
+             batch_size: int = 100, device: str | torch.device = "cpu", amp: bool = True,
+             progress: bool = True) -> Evaluation:
     """Synthesise every class of ``target`` with each method and score the images with ``judges``.
 
     Args:
@@ -173,6 +174,7 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
         real_test: (images (N, 3, H, W) in [0, 1], labels (N,)): KID reference, real diversity/accuracy.
         real_train: real images from another split: KID(train, test) is the floor a perfect method reaches.
         sweep: (k, l2_decay) pairs for extra DGN-AM runs with ``sweep_restarts`` images per class.
+        amp: bf16 autocast while synthesising on CUDA (no effect on the CPU); judges always run in float32.
 
     Example::
 
@@ -213,7 +215,8 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
 
     def score(method: Method, n_restarts: int) -> tuple[MethodScores, torch.Tensor]:
         start = time.time()
-        result = _synthesize_classes(method, target, generator, n_classes, n_restarts, steps, seed, batch_size, device)
+        result = _synthesize_classes(method, target, generator, n_classes, n_restarts, steps, seed, batch_size, device,
+                                     amp)
         row_classes = torch.arange(n_classes).repeat_interleave(n_restarts)
         target_out = predict_logits(target, result.images, batch_size, device)
         activation = target_out.gather(1, row_classes[:, None])[:, 0]

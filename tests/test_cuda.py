@@ -94,3 +94,19 @@ def test_generator_training_with_all_terms_resumes_on_cuda(tmp_path, image_root)
     torch.testing.assert_close(saved["state_dict"]["convs.conv0.weight"], average)
     gen = load_generator(gen_path)  # a GPU-trained file loads on the CPU
     assert torch.isfinite(gen(gen.code_upper_bound[None] * 0.5)).all()
+
+
+@pytest.mark.parametrize("fp32", [False, True], ids=["bf16", "fp32"])
+def test_cli_synthesize_autocasts_on_cuda_unless_fp32(tmp_path, fp32):
+    import json
+
+    from dgnam.cli import DEFAULT_GENERATOR, DEFAULT_MODEL
+    from dgnam.cli import main as cli_main
+
+    if not (DEFAULT_GENERATOR.is_file() and DEFAULT_MODEL.is_file()):
+        pytest.skip("shipped checkpoints absent")
+    out = tmp_path / "run"
+    args = ["synthesize", "--units", "0-1", "--restarts", "1", "--steps", "5", "--device", "cuda", "--quiet", "--out", str(out)]
+    assert cli_main(args + (["--fp32"] if fp32 else [])) == 0
+    settings = json.loads((out / "manifest.json").read_text())["settings"]
+    assert settings["engine"]["amp"] is (not fp32) and settings["device"].startswith("cuda")
