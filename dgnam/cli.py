@@ -438,8 +438,7 @@ def cmd_stats(args) -> int:
 
 def _rebound(generator, k: float, out: Path) -> int:
     """``dgnam stats`` without --data: the same per-unit statistics, bound = mean + k * std."""
-    # Without statistics code_mean is all zeros and code_std all ones: the bound would be k itself.
-    if not bool((generator.code_mean != 0).any()):
+    if not generator.has_code_statistics:
         raise DgnamError("the generator stores no code statistics; pass --data to compute them from real images")
     old_k = getattr(generator, "metadata", {}).get("bound_k")
     generator.set_code_statistics(generator.code_mean, generator.code_std, k)

@@ -205,6 +205,12 @@ class UpconvGenerator(nn.Module):
         """code -> RGB image in [0, 1] (clamped), for display and evaluation."""
         return self.to_rgb(self(code)).clamp(0, 1)
 
+    @property
+    def has_code_statistics(self) -> bool:
+        """Whether per-unit code statistics were set. Without them code_mean is all zeros and code_std
+        all ones, so a bound ``mean + k * std`` would be k itself."""
+        return bool((self.code_mean != 0).any())
+
     @torch.no_grad()
     def set_code_statistics(self, mean: torch.Tensor, std: torch.Tensor, k: float = 3.0) -> None:
         """Store per-unit code statistics and set ``code_upper_bound = mean + k * std`` (paper: k = 3)."""

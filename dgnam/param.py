@@ -82,8 +82,7 @@ class GeneratorCode(Parametrization):
         self.init_codes = init_codes
         self.lower_bound = lower_bound
         self.bound_scale = bound_scale
-        # Without statistics code_mean is all zeros and code_std all ones: k would become the bound itself.
-        if bound_k is not None and not bool((generator.code_mean != 0).any()):
+        if bound_k is not None and not generator.has_code_statistics:
             raise DgnamError("bound_k needs code statistics in the generator; run `dgnam stats` on it first")
         self.bound_k = bound_k
 
