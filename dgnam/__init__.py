@@ -5,7 +5,7 @@ from dgnam.classifiers import load_classifier
 from dgnam.errors import DgnamError
 from dgnam.generator import UpconvGenerator, cifar_arch, fc6_arch, load_generator
 from dgnam.models import OUTPUT, LayerCapture, Model, describe_layers
-from dgnam.objectives import channel, class_logit, match, total_variation, unit
+from dgnam.objectives import channel, class_logit, code_prior, match, total_variation, unit
 from dgnam.optim import Adam, NormalizedAscent
 from dgnam.param import Fourier, GeneratorCode, Pixels
 from dgnam.probe import visualize
@@ -18,6 +18,6 @@ __version__ = "0.1.0"
 __all__ = [
     "OUTPUT", "Adam", "CodeSampler", "DgnamError", "Fourier", "GaussianBlur", "GeneratorCode", "Jitter", "LayerCapture",
     "Model", "NormalizedAscent", "Pixels", "Result", "UpconvGenerator", "channel", "cifar_arch",
-    "class_logit", "describe_layers", "fc6_arch", "load_classifier", "load_code_sampler", "load_generator", "match",
+    "class_logit", "code_prior", "describe_layers", "fc6_arch", "load_classifier", "load_code_sampler", "load_generator", "match",
     "synthesize", "total_variation", "unit", "visualize",
 ]

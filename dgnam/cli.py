@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--generator", default=None, help="generator checkpoint (default: the shipped CIFAR-10 one)")
     s.add_argument("--init-sampler", default=None, metavar="SAMPLER",
                    help="start each image from a code sampler's code for its seed (dgn only; default: h ~ N(0, 1))")
+    s.add_argument("--code-prior", type=float, default=0.0, metavar="EPS",
+                   help="dgn only: add EPS x PPGN's code prior, pulling h towards what the generator's encoder reads "
+                        "from G(h) (fewer saturated pixels, lower activation; 0: the paper's DGN-AM)")
     s.add_argument("--steps", type=int, default=200)
     s.add_argument("--restarts", type=int, default=2, help="images per unit (seeds seed, seed+1, ...)")
     s.add_argument("--seed", type=int, default=0)
@@ -289,6 +292,17 @@ def load_init_sampler(args, device: torch.device):
     return load_code_sampler(args.init_sampler, device) if args.init_sampler else None
 
 
+def load_code_prior_encoder(args, generator, device: torch.device):
+    """The encoder for ``--code-prior`` (the generator's own), or None when the prior is off."""
+    if not args.code_prior >= 0:
+        raise DgnamError(f"--code-prior must be >= 0 (0: off), got {args.code_prior}")
+    if not args.code_prior:
+        return None
+    if args.param != "dgn":
+        raise DgnamError(f"--code-prior applies to --param dgn (a code), not {args.param!r}; drop it")
+    return load_code_encoder(generator, device)
+
+
 def cmd_synthesize(args) -> int:
     from dgnam.grid import save_png
     from dgnam.io import atomic_write_json, write_directory
@@ -306,11 +320,13 @@ def cmd_synthesize(args) -> int:
     out_dir = _fresh_out_dir(args.out, model.name)
 
     param = make_param(args.param, generator, model.input_size, load_init_sampler(args, device))
+    code_encoder = load_code_prior_encoder(args, generator, device)
     transforms = dgnam.probe.baseline_transforms() if args.param != "dgn" else []
     result = dgnam.visualize(model, units, layer=layer, generator=generator, param=param, restarts=args.restarts,
                              seed=args.seed, steps=args.steps, position=args.position, transforms=transforms,
                              batch_size=args.batch_size, device=device, amp=device.type == "cuda" and not args.fp32,
-                             progress=not args.quiet, unit_names=classes or None, fixed_batch=args.fixed_batch)
+                             progress=not args.quiet, unit_names=classes or None, fixed_batch=args.fixed_batch,
+                             code_prior=args.code_prior, code_encoder=code_encoder)
     relative = None
     if real_images is not None:
         unit_max = _real_unit_max(model, layer, units, args.position, real_images, device, args.batch_size)
@@ -337,7 +353,8 @@ def cmd_synthesize(args) -> int:
                     "generator": str(Path(args.generator) if args.generator else DEFAULT_GENERATOR) if generator else None,
                     "generator_metadata": getattr(generator, "metadata", None) if generator else None,
                     "layer": layer, "units": units, "position": list(args.position) if args.position else None,
-                    "param": args.param, "init_sampler": args.init_sampler, "steps": args.steps, "restarts": args.restarts, "seed": args.seed,
+                    "param": args.param, "init_sampler": args.init_sampler, "code_prior": args.code_prior,
+                    "steps": args.steps, "restarts": args.restarts, "seed": args.seed,
                     "batch_size": args.batch_size, "fixed_batch": args.fixed_batch, "fit": model.fit,
                     "device": str(device), "mean": args.mean, "std": args.std,
                     "input_size": model.input_size, "data": args.data, "dgnam_version": dgnam.__version__,
@@ -357,6 +374,19 @@ def _resolve_shipped(spec: str) -> str:
         return spec
     candidate = SHIPPED.parent / spec
     return str(candidate) if candidate.exists() else spec
+
+
+def load_code_encoder(generator, device: torch.device, encoder_path: str | None = None) -> dgnam.Model:
+    """The encoder whose ``generator.encoder_layer`` the generator inverts (its own, unless a path is given)."""
+    from dgnam.zoo import load_model
+
+    encoder_path = encoder_path or generator.encoder
+    if not encoder_path:
+        raise DgnamError("the generator does not name its encoder; pass --encoder")
+    encoder = load_model(_resolve_shipped(encoder_path), device=device)
+    if encoder.input_size is None:  # a factory model: it sees what the generator makes
+        encoder.input_size = generator.image_size
+    return encoder
 
 
 def _safe(name: str) -> str:
@@ -404,7 +434,6 @@ def cmd_layers(args) -> int:
 
 def cmd_stats(args) -> int:
     from dgnam.stats import code_statistics
-    from dgnam.zoo import load_model
 
     device = _device(args.device)
     out = Path(args.out)
@@ -415,12 +444,7 @@ def cmd_stats(args) -> int:
     generator = dgnam.load_generator(args.generator, device)
     if args.data is None:
         return _rebound(generator, args.k, out)
-    encoder_path = args.encoder or generator.encoder
-    if not encoder_path:
-        raise DgnamError("the generator does not name its encoder; pass --encoder")
-    encoder = load_model(_resolve_shipped(encoder_path), device=device)
-    if encoder.input_size is None:  # a factory model: it sees what the generator makes
-        encoder.input_size = generator.image_size
+    encoder = load_code_encoder(generator, device, args.encoder)
     files = _image_files(Path(args.data), args.data_limit)
     batches = (load_images(files[i:i + 256], encoder.input_size) for i in range(0, len(files), 256))
     mean, std, summary = code_statistics(encoder, generator.encoder_layer, batches, device)

@@ -47,6 +47,9 @@ def add_commands(sub) -> None:
     e.add_argument("--sweep", type=_sweep, default=_sweep("1:0.99,3:0.99,0.5:1,3:1"),
                    help="extra DGN-AM runs as k:decay pairs (bound a_i = mean_i + k std_i); '' for none")
     e.add_argument("--sweep-restarts", type=int, default=5)
+    e.add_argument("--code-prior", type=float, default=0.0, metavar="EPS",
+                   help="add EPS x PPGN's code prior (pull h towards E(G(h)), the generator's encoder) to every "
+                        "DGN-AM run; 0: the paper's DGN-AM")
     e.add_argument("--fp32", action="store_true", help="on CUDA, synthesise without bf16 autocast (slower)")
     e.add_argument("--real-limit", type=int, default=1000, help="real images per split (spread over classes)")
     e.add_argument("--seed", type=int, default=0)
@@ -85,7 +88,8 @@ def load_labelled(root: Path, limit: int, size: int) -> tuple[torch.Tensor, torc
 
 
 def cmd_evaluate(args) -> int:
-    from dgnam.cli import DEFAULT_GENERATOR, DEFAULT_MODEL, _device, _fresh_out_dir, _load_model, _resolve_shipped, fit_to_generator
+    from dgnam.cli import (DEFAULT_GENERATOR, DEFAULT_MODEL, _device, _fresh_out_dir, _load_model, _resolve_shipped,
+                           fit_to_generator, load_code_encoder)
     from dgnam.evaluate import STANDARD_METHODS, evaluate
     from dgnam.grid import labelled_grid, save_png
     from dgnam.io import atomic_write_json, atomic_write_text, write_directory
@@ -94,6 +98,8 @@ def cmd_evaluate(args) -> int:
     device = _device(args.device)
     if min(args.restarts, args.steps, args.sweep_restarts, args.batch_size, args.real_limit) < 1:
         raise DgnamError("--restarts, --steps, --sweep-restarts, --batch-size and --real-limit must be >= 1")
+    if not args.code_prior >= 0:
+        raise DgnamError(f"--code-prior must be >= 0 (0: off), got {args.code_prior}")
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in STANDARD_METHODS]
     if unknown or not names:
@@ -118,6 +124,7 @@ def cmd_evaluate(args) -> int:
             judge.input_size = target.input_size
         name = _judge_name(path)
         judges[name if name not in judges else f"{name}_{len(judges)}"] = judge
+    code_encoder = load_code_encoder(generator, device) if args.code_prior else None
     data = Path(args.data)
     test_x, test_y, classes = load_labelled(data / "test", args.real_limit, target.input_size)
     train_x, _, train_classes = load_labelled(data / "train", args.real_limit, target.input_size)
@@ -132,14 +139,15 @@ def cmd_evaluate(args) -> int:
     ev = evaluate(target, judges, generator, real_test=(test_x, test_y), real_train=train_x, classes=classes,
                   methods=[STANDARD_METHODS[m] for m in names], restarts=args.restarts, steps=args.steps,
                   sweep=args.sweep, sweep_restarts=args.sweep_restarts, seed=args.seed,
-                  batch_size=args.batch_size, device=device, amp=not args.fp32)
+                  batch_size=args.batch_size, device=device, amp=not args.fp32, code_prior=args.code_prior,
+                  code_encoder=code_encoder)
 
     def write(staging: Path) -> None:
         images, captions = ev.grid()
         save_png(labelled_grid(images, captions, ncol=len(classes)), staging / "grid.png")
         atomic_write_text(ev.to_markdown() + "\n![methods x classes](grid.png)\n", staging / "report.md")
         results = {"target": args.model or "shipped encoder", "judges": judge_paths, "data": args.data,
-                   "restarts": args.restarts, "steps": args.steps, "seed": args.seed,
+                   "restarts": args.restarts, "steps": args.steps, "seed": args.seed, "code_prior": args.code_prior,
                    "judge_accuracy": ev.judge_accuracy, "judge_pgd": ev.judge_pgd,
                    "real": dataclasses.asdict(ev.real),
                    "methods": {k: dataclasses.asdict(v) for k, v in ev.methods.items()},

@@ -94,6 +94,7 @@ class _Plan:
     real_images: torch.Tensor | None
     amp: bool
     speed: dict[str, bool] = field(default_factory=dict)
+    code_encoder: dgnam.Model | None = None  # --code-prior's reader of the code
 
 
 def _prepare(args, device: torch.device) -> _Plan:
@@ -103,7 +104,8 @@ def _prepare(args, device: torch.device) -> _Plan:
     model, generator, units, classes, real_images = cli.prepare_synthesis(args, device)
     speed = speed_up(device, models=[model], generator=generator, channels_last=not args.no_channels_last,
                      compile_generator=args.compile)
-    return _Plan(model, generator, units, classes, real_images, amp=device.type == "cuda" and not args.fp32, speed=speed)
+    return _Plan(model, generator, units, classes, real_images, amp=device.type == "cuda" and not args.fp32, speed=speed,
+                 code_encoder=cli.load_code_prior_encoder(args, generator, device))
 
 
 def _staging_dir(args, plan: _Plan) -> tuple[Path, Path]:
@@ -125,7 +127,8 @@ def _run_shard(args, plan: _Plan, units: list[int], staging: Path, device: torch
     result = dgnam.visualize(plan.model, units, layer=args.layer, generator=plan.generator, param=param,
                              restarts=args.restarts, seed=args.seed, steps=args.steps, position=args.position,
                              transforms=transforms, batch_size=args.batch_size, device=device, amp=plan.amp,
-                             progress=progress, unit_names=plan.classes or None, fixed_batch=True)
+                             progress=progress, unit_names=plan.classes or None, fixed_batch=True,
+                             code_prior=args.code_prior, code_encoder=plan.code_encoder)
     relative = None
     if plan.real_images is not None:
         unit_max = dict(zip(units, cli._real_unit_max(plan.model, args.layer, units, args.position, plan.real_images,
@@ -171,7 +174,7 @@ def _merge(args, plan: _Plan, runs: list[dict[str, Any]], out_dir: Path, staging
                     "generator": str(Path(args.generator) if args.generator else cli.DEFAULT_GENERATOR) if generator else None,
                     "generator_metadata": getattr(generator, "metadata", None) if generator else None,
                     "layer": args.layer, "units": plan.units, "position": list(args.position) if args.position else None,
-                    "param": args.param, "init_sampler": args.init_sampler, "steps": args.steps, "restarts": args.restarts, "seed": args.seed,
+                    "param": args.param, "init_sampler": args.init_sampler, "code_prior": args.code_prior, "steps": args.steps, "restarts": args.restarts, "seed": args.seed,
                     "batch_size": args.batch_size, "fixed_batch": True, "fit": plan.model.fit, "device": str(device),
                     "mean": args.mean, "std": args.std, "input_size": plan.model.input_size, "data": args.data,
                     "dgnam_version": dgnam.__version__, "torch_version": torch.__version__, "seconds": round(seconds, 2),

@@ -10,6 +10,7 @@ between how hard the unit is driven and how natural the images stay.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from dgnam.generator import UpconvGenerator
 from dgnam.metrics import (KID, Rate, agreement, judge_outputs, kid, pgd_accuracy, predict_logits, relative_to_real,
                            shift_and_blur, within_class_diversity)
 from dgnam.models import Model
-from dgnam.objectives import class_logit, total_variation
+from dgnam.objectives import class_logit, code_prior, total_variation
 from dgnam.optim import Optimizer
 from dgnam.param import Fourier, GeneratorCode, Parametrization, Pixels
 from dgnam.render import Result, synthesize
@@ -40,6 +41,8 @@ class Method:
         tv_weight: objective = logit - tv_weight * total variation.
         bound_k, l2_decay: DGN-AM only: the code box a_i = mean_i + k std_i and the decay per step
             (None: the generator's stored bound, the paper's 0.99).
+        code_prior: DGN-AM only: objective = logit + code_prior * PPGN's code prior
+            (:func:`~dgnam.objectives.code_prior`; needs the generator's encoder).
     """
 
     name: str
@@ -50,6 +53,7 @@ class Method:
     tv_weight: float = 0.0
     bound_k: float | None = None
     l2_decay: float | None = None
+    code_prior: float = 0.0
 
     def parametrization(self, generator: UpconvGenerator | None, image_size: int) -> Parametrization:
         if self.param == "dgn":
@@ -147,10 +151,16 @@ def _judge_scores(judge: Model, images: torch.Tensor, classes: torch.Tensor, rea
 
 
 def _synthesize_classes(method: Method, target: Model, generator: UpconvGenerator | None, n_classes: int,
-                        restarts: int, steps: int, seed: int, batch_size: int, device, amp: bool) -> Result:
+                        restarts: int, steps: int, seed: int, batch_size: int, device, amp: bool,
+                        code_encoder: Model | None = None) -> Result:
     param = method.parametrization(generator, target.input_size)
     row_classes = [c for c in range(n_classes) for _ in range(restarts)]
     objective = class_logit(row_classes, model=target)
+    if method.code_prior:
+        if code_encoder is None or generator is None:
+            raise DgnamError("a code prior needs the generator's encoder; pass code_encoder= (CLI: it is the "
+                             "generator's own encoder)")
+        objective = objective + method.code_prior * code_prior(generator.encoder_layer, model=code_encoder)
     if method.tv_weight:
         objective = objective - method.tv_weight * total_variation()
     seeds = [seed + r for _ in range(n_classes) for r in range(restarts)]
@@ -164,7 +174,7 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
              methods: Sequence[Method] = tuple(STANDARD_METHODS.values()), restarts: int = 10, steps: int = 200,
              sweep: Sequence[tuple[float, float]] = (), sweep_restarts: int = 5, seed: int = 0,
              batch_size: int = 100, device: str | torch.device = "cpu", amp: bool = True,
-             progress: bool = True) -> Evaluation:
+             code_prior: float = 0.0, code_encoder: Model | None = None, progress: bool = True) -> Evaluation:
     """Synthesise every class of ``target`` with each method and score the images with ``judges``.
 
     Args:
@@ -175,6 +185,8 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
         real_train: real images from another split: KID(train, test) is the floor a perfect method reaches.
         sweep: (k, l2_decay) pairs for extra DGN-AM runs with ``sweep_restarts`` images per class.
         amp: bf16 autocast while synthesising on CUDA (no effect on the CPU); judges always run in float32.
+        code_prior, code_encoder: every DGN-AM run (methods and sweep) maximises logit + ``code_prior`` *
+            PPGN's code prior, read by ``code_encoder`` (the encoder whose layer the generator inverts).
 
     Example::
 
@@ -187,6 +199,11 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
         raise DgnamError("real test images and labels differ in number")
     if not judges:
         raise DgnamError("evaluation needs at least one judge; pass --judge PATH")
+    if code_prior and code_encoder is None:
+        raise DgnamError("code_prior needs code_encoder: the encoder whose layer the generator inverts")
+    if code_prior and generator is not None and not generator.encoder_layer:
+        raise DgnamError("code_prior needs the generator's encoder_layer (the layer it inverts); set it on the "
+                         "generator, as training does")
     if any(j is target for j in judges.values()):
         raise DgnamError("the target cannot be its own judge; pass judges that made none of the images")
     say = print if progress else (lambda *a, **k: None)
@@ -215,8 +232,10 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
 
     def score(method: Method, n_restarts: int) -> tuple[MethodScores, torch.Tensor]:
         start = time.time()
+        if method.param == "dgn" and code_prior:
+            method = dataclasses.replace(method, code_prior=code_prior)
         result = _synthesize_classes(method, target, generator, n_classes, n_restarts, steps, seed, batch_size, device,
-                                     amp)
+                                     amp, code_encoder)
         row_classes = torch.arange(n_classes).repeat_interleave(n_restarts)
         target_out = predict_logits(target, result.images, batch_size, device)
         activation = target_out.gather(1, row_classes[:, None])[:, 0]

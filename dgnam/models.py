@@ -26,6 +26,8 @@ from dgnam.errors import DgnamError
 
 OUTPUT = "output"
 INPUT = "input"
+# Not a layer: the parametrisation's current parameters (a DGN-AM code), for objectives on the code itself.
+PARAMS = "params"
 _CALL_SUFFIX = re.compile(r"^(?P<name>.*)@(?P<call>\d+)$")
 
 

@@ -22,7 +22,7 @@ import torch
 from einops import rearrange, reduce
 
 from dgnam.errors import DgnamError
-from dgnam.models import INPUT, OUTPUT, Model, as_model
+from dgnam.models import INPUT, OUTPUT, PARAMS, Model, as_model
 
 ActivationKey = tuple[Model | None, str]
 Activations = Mapping[ActivationKey, torch.Tensor]
@@ -336,6 +336,38 @@ class TotalVariation(Objective):
         return reduce(dy, "b c h w -> b", "mean") + reduce(dx, "b c h w -> b", "mean")
 
 
+class CodePrior(Objective):
+    """PPGN's prior on a DGN-AM code (Nguyen et al. 2017, eq. 11's epsilon_1 term): ``-1/2 |h - E(G(h))|^2``
+    with ``E(G(h))`` held fixed, so its gradient is ``E(G(h)) - h``: a step towards the code the encoder
+    reads back from the image, as a denoising autoencoder's reconstruction points towards real data.
+
+    ``model`` must be the encoder whose ``layer`` the generator inverts (the generator's
+    ``encoder`` / ``encoder_layer``); only a code parametrisation (:class:`~dgnam.param.GeneratorCode`)
+    has a code to compare.
+    """
+
+    def __init__(self, layer: str, model: Model | None = None) -> None:
+        self.layer = layer
+        self.model = as_model(model) if model is not None else None
+        self.name = f"code_prior({layer})"
+
+    def requirements(self) -> set[ActivationKey]:
+        return {(self.model, self.layer), (None, PARAMS)}
+
+    def bind(self, model: Model) -> Objective:
+        return self if self.model is not None else CodePrior(self.layer, model)
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        code = acts.get((None, PARAMS))
+        if code is None or code.ndim != 2:
+            raise DgnamError("code_prior needs a code parametrisation (GeneratorCode); pixels and Fourier have no code")
+        read_back = rearrange(acts[(self.model, self.layer)], "b ... -> b (...)").detach()
+        if read_back.shape != code.shape:
+            raise DgnamError(f"code_prior: layer {self.layer!r} has {read_back.shape[1]} values but the code has "
+                             f"{code.shape[1]}; pass the encoder and layer the generator inverts")
+        return -0.5 * (code - read_back.to(code.dtype)).pow(2).sum(1)
+
+
 def _index_name(index: torch.Tensor) -> str:
     return str(int(index)) if index.ndim == 0 else "[per-row]"
 
@@ -372,6 +404,15 @@ def match(layer: str, target: torch.Tensor, p: float = 2.0, model: Model | None 
 def total_variation() -> TotalVariation:
     """Image total variation; ``objective - 0.1 * total_variation()`` penalises high frequencies."""
     return TotalVariation()
+
+
+def code_prior(layer: str, model: Model | None = None) -> CodePrior:
+    """PPGN's code prior: add ``eps * code_prior(G.encoder_layer, model=encoder)`` to a DGN-AM objective
+    to pull the code towards what the encoder reads from its image (see :class:`CodePrior`).
+
+    Example: ``class_logit(3, model=net) + 0.1 * code_prior("features.relu4_2", model=encoder)``.
+    """
+    return CodePrior(layer, model)
 
 
 def scale_rows(objective: Objective, scales: Sequence[float] | torch.Tensor) -> RowScaled:

@@ -11,6 +11,7 @@ from dgnam.errors import DgnamError
 from dgnam.generator import UpconvGenerator
 from dgnam.models import OUTPUT, Model, as_model
 from dgnam.objectives import channel as channel_objective
+from dgnam.objectives import code_prior as code_prior_objective
 from dgnam.objectives import unit as unit_objective
 from dgnam.optim import Optimizer
 from dgnam.param import Fourier, GeneratorCode, Parametrization, Pixels
@@ -44,11 +45,15 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
               restarts: int = 1, seed: int = 0, steps: int = 200, position: tuple[int, int] | None = None,
               spatial_mean: bool = False, optimizer: Optimizer | None = None, transforms: Sequence = (),
               batch_size: int = 64, device: str | torch.device = "cpu", amp: bool = False,
-              progress: bool = False, unit_names: Sequence[str] | None = None, fixed_batch: bool = False) -> Result:
+              progress: bool = False, unit_names: Sequence[str] | None = None, fixed_batch: bool = False,
+              code_prior: float = 0.0, code_encoder: nn.Module | Model | None = None) -> Result:
     """Synthesise preferred images for ``units`` of ``layer``, ``restarts`` images per unit, in batches.
 
     Image (unit u, restart r) uses seed ``seed + r``, whatever else is in the batch, so any single
     image can be reproduced from its (unit, seed) (bit for bit with ``fixed_batch=True``).
+    ``code_prior`` > 0 (DGN-AM only) adds that multiple of PPGN's code prior, read by
+    ``code_encoder`` (the encoder whose ``generator.encoder_layer`` the generator inverts): the code
+    is pulled towards what the encoder reads back from its image (:func:`dgnam.code_prior`).
 
     Example::
 
@@ -70,6 +75,15 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
         objective = unit_objective(layer, row_units, position=position)
     if isinstance(param, str):
         param = make_param(param, generator, model.input_size)
+    if code_prior:
+        if not code_prior > 0:
+            raise DgnamError(f"code_prior must be >= 0 (0: off), got {code_prior}")
+        if not isinstance(param, GeneratorCode) or not param.generator.encoder_layer:
+            raise DgnamError("code_prior needs param 'dgn' with a generator that names its encoder layer")
+        if code_encoder is None:
+            raise DgnamError("code_prior needs code_encoder: the encoder whose layer the generator inverts")
+        objective = objective + code_prior * code_prior_objective(param.generator.encoder_layer,
+                                                                  model=as_model(code_encoder))
     names = list(unit_names) if unit_names is not None else None
     labels = [names[u] if names and u < len(names) else f"{layer}:{u}" for u in row_units]
     return synthesize(objective, param, seeds=seeds, model=model, steps=steps, optimizer=optimizer,

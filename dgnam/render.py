@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dgnam.errors import DgnamError
-from dgnam.models import INPUT, Model, eval_mode
+from dgnam.models import INPUT, PARAMS, Model, eval_mode
 from dgnam.objectives import Objective
 from dgnam.optim import Optimizer
 from dgnam.param import Parametrization
@@ -67,12 +67,16 @@ def _chunks(n: int, size: int) -> list[torch.Tensor]:
     return [torch.arange(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-def _gather_activations(requirements, images_for_models: torch.Tensor, raw_images: torch.Tensor):
+def _gather_activations(requirements, images_for_models: torch.Tensor, raw_images: torch.Tensor,
+                        params: torch.Tensor | None = None):
     by_model: dict[Model, list[str]] = {}
     acts = {}
     for model, layer in requirements:
         if layer == INPUT and model is None:
             acts[(None, INPUT)] = raw_images
+            continue
+        if layer == PARAMS and model is None:
+            acts[(None, PARAMS)] = params
             continue
         if model is None:
             raise DgnamError("an objective has no model; pass model= to synthesize() or bind it with unit(..., model=m)")
@@ -157,7 +161,7 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
                     seen = images
                     for transform in transforms:
                         seen = transform(seen, rng)
-                    value = chunk_objective(_gather_activations(requirements, seen, images)).float()
+                    value = chunk_objective(_gather_activations(requirements, seen, images, params)).float()
                 (grad,) = torch.autograd.grad(value.sum(), params)
                 optimizer.update(params, grad.float(), step, param.project)
                 history[step, rows[:n_real]] = value.detach()[:n_real].cpu()
@@ -166,7 +170,7 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
                 bar.update(1)
             with torch.no_grad(), autocast:
                 final = param.images(params)
-                final_value = chunk_objective(_gather_activations(requirements, final, final)).float()
+                final_value = chunk_objective(_gather_activations(requirements, final, final, params)).float()
             if not torch.isfinite(final_value).all():
                 raise DgnamError("the objective became NaN/inf; lower the step size or check the model for "
                                  "numerical problems")
