@@ -105,9 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--generator", default=None, help="generator checkpoint (default: the shipped CIFAR-10 one)")
     s.add_argument("--init-sampler", default=None, metavar="SAMPLER",
                    help="start each image from a code sampler's code for its seed (dgn only; default: h ~ N(0, 1))")
-    s.add_argument("--code-prior", type=float, default=0.0, metavar="EPS",
+    s.add_argument("--code-prior", type=float, default=None, metavar="EPS",
                    help="dgn only: add EPS x PPGN's code prior, pulling h towards what the generator's encoder reads "
-                        "from G(h) (fewer saturated pixels, lower activation; 0: the paper's DGN-AM)")
+                        "from G(h) (fewer blown-out pixels, lower activation); default: the generator's recommended "
+                        "EPS (metadata code_prior); 0: the paper's DGN-AM")
     s.add_argument("--steps", type=int, default=200)
     s.add_argument("--restarts", type=int, default=2, help="images per unit (seeds seed, seed+1, ...)")
     s.add_argument("--seed", type=int, default=0)
@@ -130,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "the generator's stored per-unit mean and std are kept and only k changes")
     st.add_argument("--encoder", default=None, help="encoder checkpoint (default: the one named in the generator)")
     st.add_argument("--k", type=float, default=3.0, help="bound = mean + k * std (paper: 3)")
+    st.add_argument("--code-prior", type=float, default=None, metavar="EPS",
+                    help="also record EPS as this generator's recommended code prior for synthesis (0: the paper's "
+                         "DGN-AM; default: keep what it records)")
     st.add_argument("--out", required=True, help="where to write the generator with new bounds (must not exist)")
     st.add_argument("--data-limit", type=int, default=50000)
     st.add_argument("--device", default="auto")
@@ -292,15 +296,24 @@ def load_init_sampler(args, device: torch.device):
     return load_code_sampler(args.init_sampler, device) if args.init_sampler else None
 
 
+def resolve_code_prior(args, generator) -> float:
+    """``--code-prior``, or when it is not given the generator's recommended one (metadata ``code_prior``,
+    set with ``dgnam stats --code-prior``; 0 when absent, the paper's DGN-AM). Stored back in ``args``."""
+    explicit = args.code_prior is not None
+    value = args.code_prior if explicit else float((getattr(generator, "metadata", None) or {}).get("code_prior", 0.0))
+    if not value >= 0:
+        raise DgnamError(f"--code-prior must be >= 0 (0: off), got {value}")
+    if getattr(args, "param", "dgn") != "dgn":
+        if explicit and value:
+            raise DgnamError(f"--code-prior applies to --param dgn (a code), not {args.param!r}; drop it")
+        value = 0.0
+    args.code_prior = value
+    return value
+
+
 def load_code_prior_encoder(args, generator, device: torch.device):
-    """The encoder for ``--code-prior`` (the generator's own), or None when the prior is off."""
-    if not args.code_prior >= 0:
-        raise DgnamError(f"--code-prior must be >= 0 (0: off), got {args.code_prior}")
-    if not args.code_prior:
-        return None
-    if args.param != "dgn":
-        raise DgnamError(f"--code-prior applies to --param dgn (a code), not {args.param!r}; drop it")
-    return load_code_encoder(generator, device)
+    """The encoder for the code prior (the generator's own), or None when the prior is off."""
+    return load_code_encoder(generator, device) if resolve_code_prior(args, generator) else None
 
 
 def cmd_synthesize(args) -> int:
@@ -441,7 +454,11 @@ def cmd_stats(args) -> int:
         raise DgnamError(f"--out '{out}' exists; choose a new file (stats never overwrite a generator)")
     if not args.k >= 0:
         raise DgnamError(f"--k must be >= 0 (bound = mean + k * std), got {args.k}")
+    if args.code_prior is not None and not args.code_prior >= 0:
+        raise DgnamError(f"--code-prior must be >= 0 (0: off), got {args.code_prior}")
     generator = dgnam.load_generator(args.generator, device)
+    if args.code_prior is not None:
+        generator.metadata = {**getattr(generator, "metadata", {}), "code_prior": args.code_prior}
     if args.data is None:
         return _rebound(generator, args.k, out)
     encoder = load_code_encoder(generator, device, args.encoder)

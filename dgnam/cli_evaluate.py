@@ -47,9 +47,10 @@ def add_commands(sub) -> None:
     e.add_argument("--sweep", type=_sweep, default=_sweep("1:0.99,3:0.99,0.5:1,3:1"),
                    help="extra DGN-AM runs as k:decay pairs (bound a_i = mean_i + k std_i); '' for none")
     e.add_argument("--sweep-restarts", type=int, default=5)
-    e.add_argument("--code-prior", type=float, default=0.0, metavar="EPS",
+    e.add_argument("--code-prior", type=float, default=None, metavar="EPS",
                    help="add EPS x PPGN's code prior (pull h towards E(G(h)), the generator's encoder) to every "
-                        "DGN-AM run; 0: the paper's DGN-AM")
+                        "DGN-AM run; default: the generator's recommended EPS (metadata code_prior); 0: the paper's "
+                        "DGN-AM")
     e.add_argument("--fp32", action="store_true", help="on CUDA, synthesise without bf16 autocast (slower)")
     e.add_argument("--real-limit", type=int, default=1000, help="real images per split (spread over classes)")
     e.add_argument("--seed", type=int, default=0)
@@ -89,7 +90,7 @@ def load_labelled(root: Path, limit: int, size: int) -> tuple[torch.Tensor, torc
 
 def cmd_evaluate(args) -> int:
     from dgnam.cli import (DEFAULT_GENERATOR, DEFAULT_MODEL, _device, _fresh_out_dir, _load_model, _resolve_shipped,
-                           fit_to_generator, load_code_encoder)
+                           fit_to_generator, load_code_prior_encoder)
     from dgnam.evaluate import STANDARD_METHODS, evaluate
     from dgnam.grid import labelled_grid, save_png
     from dgnam.io import atomic_write_json, atomic_write_text, write_directory
@@ -98,8 +99,6 @@ def cmd_evaluate(args) -> int:
     device = _device(args.device)
     if min(args.restarts, args.steps, args.sweep_restarts, args.batch_size, args.real_limit) < 1:
         raise DgnamError("--restarts, --steps, --sweep-restarts, --batch-size and --real-limit must be >= 1")
-    if not args.code_prior >= 0:
-        raise DgnamError(f"--code-prior must be >= 0 (0: off), got {args.code_prior}")
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in STANDARD_METHODS]
     if unknown or not names:
@@ -124,7 +123,7 @@ def cmd_evaluate(args) -> int:
             judge.input_size = target.input_size
         name = _judge_name(path)
         judges[name if name not in judges else f"{name}_{len(judges)}"] = judge
-    code_encoder = load_code_encoder(generator, device) if args.code_prior else None
+    code_encoder = load_code_prior_encoder(args, generator, device)
     data = Path(args.data)
     test_x, test_y, classes = load_labelled(data / "test", args.real_limit, target.input_size)
     train_x, _, train_classes = load_labelled(data / "train", args.real_limit, target.input_size)

@@ -243,6 +243,22 @@ def test_code_prior_on_shipped_checkpoints(tmp_path):
     assert clipped < 0.5 * runs[0][1], (clipped, runs[0][1])
 
 
+def test_generator_records_its_recommended_code_prior(tmp_path):
+    gen = tmp_path / "g.pt"
+    proc = run_cli("stats", "--generator", DEFAULT_GENERATOR, "--k", 0.5, "--code-prior", 0.2, "--out", gen)
+    assert proc.returncode == 0, proc.stderr
+    common = ["--generator", gen, "--steps", 3, "--restarts", 1, "--units", 0, "--quiet", "--device", "cpu"]
+    for extra, expected in [([], 0.2), (["--code-prior", 0], 0.0), (["--param", "pixel"], 0.0)]:
+        out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        proc = run_cli("synthesize", *common, *extra, "--out", out)
+        assert proc.returncode == 0, proc.stderr
+        settings = json.loads((out / "manifest.json").read_text())["settings"]
+        assert settings["code_prior"] == expected, extra
+        assert ("code_prior(" in settings["engine"]["objective"]) == (expected > 0)
+    bad = run_cli("stats", "--generator", gen, "--code-prior", -1, "--out", tmp_path / "bad.pt")
+    assert bad.returncode == 2 and "--code-prior must be >= 0" in bad.stderr and not (tmp_path / "bad.pt").exists()
+
+
 def test_console_script_installed():
     assert shutil.which("dgnam") is not None
 
