@@ -125,6 +125,7 @@ class Evaluation:
     judge_pgd: dict[str, tuple[float, float]]  # adversarially trained judges: (eps, PGD-10 accuracy)
     images: dict[str, torch.Tensor]  # method -> (classes * restarts, 3, H, W), class-major
     n_real: tuple[int, int]
+    code_prior: float = 0.0  # every DGN-AM run's code-prior weight (0: the paper's DGN-AM)
 
     def grid(self, restart: int = 0) -> tuple[torch.Tensor, list[str]]:
         """Rows = methods, columns = classes (one restart): images and captions for a labelled grid."""
@@ -268,4 +269,4 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
                                            batch_size=batch_size, device=device, seed=seed))
     return Evaluation(target_name=target.name, classes=list(classes), restarts=restarts, steps=steps, real=real,
                       methods=method_scores, sweep=sweep_scores, judge_accuracy=judge_accuracy, judge_notes=notes, judge_pgd=pgd,
-                      images=images, n_real=(len(test_images), len(real_train)))
+                      images=images, n_real=(len(test_images), len(real_train)), code_prior=code_prior)

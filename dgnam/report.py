@@ -52,7 +52,9 @@ def evaluation_markdown(ev: Evaluation) -> str:
     out = [f"# dgnam evaluate: {ev.target_name}", "",
            f"Target `{ev.target_name}`; {len(ev.classes)} class logits x {ev.restarts} restarts, {ev.steps} steps "
            f"per method (same seeds). Real references: {ev.n_real[0]} test images (KID reference, diversity, "
-           f"accuracy) and {ev.n_real[1]} train images (the KID floor: real train vs real test).", "",
+           f"accuracy) and {ev.n_real[1]} train images (the KID floor: real train vs real test). "
+           + (f"Every DGN-AM run adds {ev.code_prior:g} x PPGN's code prior (pulls h towards E(G(h)))."
+              if ev.code_prior else "DGN-AM runs are the paper's (no code prior)."), "",
            "Judges (never used to make any image):", ""]
     for name, acc in ev.judge_accuracy.items():
         note = ev.judge_notes.get(name) or ""

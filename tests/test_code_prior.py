@@ -85,8 +85,10 @@ def test_evaluate_applies_the_prior_to_every_dgn_run(encoder, gen32):
     assert "code_prior(relu1)" in ev.methods["dgn"].settings["objective"]
     assert "code_prior" in ev.sweep[0][2].settings["objective"]
     assert "code_prior" not in ev.methods["pixel"].settings["objective"]
+    assert "adds 0.5 x PPGN's code prior" in ev.to_markdown()
     plain = evaluate(target, judges, gen32, **common)
     assert "code_prior" not in plain.methods["dgn"].settings["objective"]
+    assert "the paper's (no code prior)" in plain.to_markdown()
     assert not torch.equal(plain.images["dgn"], ev.images["dgn"])
     torch.testing.assert_close(plain.images["pixel"], ev.images["pixel"])
 
