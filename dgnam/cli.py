@@ -311,9 +311,21 @@ def resolve_code_prior(args, generator) -> float:
     return value
 
 
-def load_code_prior_encoder(args, generator, device: torch.device):
-    """The encoder for the code prior (the generator's own), or None when the prior is off."""
-    return load_code_encoder(generator, device) if resolve_code_prior(args, generator) else None
+def _same_file(spec: str) -> str:
+    """A comparable key for a model spec: the resolved path of a file, the spec itself otherwise."""
+    path = Path(spec)
+    return str(path.resolve()) if spec and path.is_file() else spec
+
+
+def load_code_prior_encoder(args, generator, device: torch.device, target: dgnam.Model | None = None):
+    """The encoder for the code prior (the generator's own), or None when the prior is off. When the
+    target is that encoder, the target itself: one forward per step then serves both objectives."""
+    if not resolve_code_prior(args, generator):
+        return None
+    if target is not None and generator.encoder and \
+            _same_file(args.model or str(DEFAULT_MODEL)) == _same_file(_resolve_shipped(generator.encoder)):
+        return target
+    return load_code_encoder(generator, device)
 
 
 def cmd_synthesize(args) -> int:
@@ -333,7 +345,7 @@ def cmd_synthesize(args) -> int:
     out_dir = _fresh_out_dir(args.out, model.name)
 
     param = make_param(args.param, generator, model.input_size, load_init_sampler(args, device))
-    code_encoder = load_code_prior_encoder(args, generator, device)
+    code_encoder = load_code_prior_encoder(args, generator, device, model)
     transforms = dgnam.probe.baseline_transforms() if args.param != "dgn" else []
     result = dgnam.visualize(model, units, layer=layer, generator=generator, param=param, restarts=args.restarts,
                              seed=args.seed, steps=args.steps, position=args.position, transforms=transforms,

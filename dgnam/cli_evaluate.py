@@ -59,12 +59,6 @@ def add_commands(sub) -> None:
     e.set_defaults(handler=cmd_evaluate)
 
 
-def _same_file(spec: str) -> str:
-    """A comparable key for a model spec: the resolved path of a file, the spec itself otherwise."""
-    path = Path(spec)
-    return str(path.resolve()) if spec and path.is_file() else spec
-
-
 def _judge_name(spec: str) -> str:
     """Short table name: the file stem of a checkpoint, the factory of FILE.py:factory, torchvision's NAME."""
     if spec.startswith("torchvision:"):
@@ -90,7 +84,7 @@ def load_labelled(root: Path, limit: int, size: int) -> tuple[torch.Tensor, torc
 
 def cmd_evaluate(args) -> int:
     from dgnam.cli import (DEFAULT_GENERATOR, DEFAULT_MODEL, _device, _fresh_out_dir, _load_model, _resolve_shipped,
-                           fit_to_generator, load_code_prior_encoder)
+                           _same_file, fit_to_generator, load_code_prior_encoder)
     from dgnam.evaluate import STANDARD_METHODS, evaluate
     from dgnam.grid import labelled_grid, save_png
     from dgnam.io import atomic_write_json, atomic_write_text, write_directory
@@ -123,7 +117,7 @@ def cmd_evaluate(args) -> int:
             judge.input_size = target.input_size
         name = _judge_name(path)
         judges[name if name not in judges else f"{name}_{len(judges)}"] = judge
-    code_encoder = load_code_prior_encoder(args, generator, device)
+    code_encoder = load_code_prior_encoder(args, generator, device, target)
     data = Path(args.data)
     test_x, test_y, classes = load_labelled(data / "test", args.real_limit, target.input_size)
     train_x, _, train_classes = load_labelled(data / "train", args.real_limit, target.input_size)

@@ -105,7 +105,7 @@ def _prepare(args, device: torch.device) -> _Plan:
     speed = speed_up(device, models=[model], generator=generator, channels_last=not args.no_channels_last,
                      compile_generator=args.compile)
     return _Plan(model, generator, units, classes, real_images, amp=device.type == "cuda" and not args.fp32, speed=speed,
-                 code_encoder=cli.load_code_prior_encoder(args, generator, device))
+                 code_encoder=cli.load_code_prior_encoder(args, generator, device, model))
 
 
 def _staging_dir(args, plan: _Plan) -> tuple[Path, Path]:
