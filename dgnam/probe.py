@@ -53,7 +53,8 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
     image can be reproduced from its (unit, seed) (bit for bit with ``fixed_batch=True``).
     ``code_prior`` > 0 (DGN-AM only) adds that multiple of PPGN's code prior, read by
     ``code_encoder`` (the encoder whose ``generator.encoder_layer`` the generator inverts): the code
-    is pulled towards what the encoder reads back from its image (:func:`dgnam.code_prior`).
+    is pulled towards what the encoder reads back from its image (:func:`dgnam.code_prior`); the
+    result's values and history are still the unit's activation alone.
 
     Example::
 
@@ -75,6 +76,7 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
         objective = unit_objective(layer, row_units, position=position)
     if isinstance(param, str):
         param = make_param(param, generator, model.input_size)
+    unit_objective_only = objective
     if code_prior:
         if not code_prior > 0:
             raise DgnamError(f"code_prior must be >= 0 (0: off), got {code_prior}")
@@ -88,7 +90,7 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
     labels = [names[u] if names and u < len(names) else f"{layer}:{u}" for u in row_units]
     return synthesize(objective, param, seeds=seeds, model=model, steps=steps, optimizer=optimizer,
                       transforms=transforms, batch_size=batch_size, device=device, amp=amp,
-                      progress=progress, labels=labels, fixed_batch=fixed_batch,
+                      progress=progress, labels=labels, fixed_batch=fixed_batch, record=unit_objective_only,
                       extra={"layer": [layer] * len(row_units), "unit": row_units, "restart": row_restarts})
 
 

@@ -93,7 +93,7 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
                amp: bool = False, progress: bool = False, labels: Sequence[str] | None = None,
                extra: dict[str, list] | None = None,
                callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
-               fixed_batch: bool = False) -> Result:
+               fixed_batch: bool = False, record: Objective | None = None) -> Result:
     """Maximise ``objective`` over images produced by ``param``, one image per seed.
 
     Args:
@@ -109,6 +109,8 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
         fixed_batch: pad every chunk to ``batch_size`` rows (repeating its last row). Math kernels
             round differently for different batch sizes (~1e-6), so only then is an image bit-identical
             whatever else was in its batch; it costs a full batch for a small run.
+        record: the objective whose values fill ``Result.values`` and ``history`` (default: ``objective``),
+            e.g. the unit alone when a penalty such as the code prior is added to what is optimised.
 
     Example::
 
@@ -127,11 +129,13 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
         raise DgnamError(f"batch size must be >= 1, got {batch_size}")
     if model is not None:
         objective = objective.bind(model)
-    if objective.n_rows is not None and objective.n_rows != n:
-        raise DgnamError(f"objective has {objective.n_rows} per-row units but {n} seeds were given")
+        record = record.bind(model) if record is not None else None
+    for checked in (objective, record):
+        if checked is not None and checked.n_rows is not None and checked.n_rows != n:
+            raise DgnamError(f"objective has {checked.n_rows} per-row units but {n} seeds were given")
     device = torch.device(device)
     param.to(device)
-    requirements = objective.requirements()
+    requirements = objective.requirements() | (record.requirements() if record is not None else set())
     models = {m for m, _ in requirements if m is not None}
     for m in models:
         m.to(device)
@@ -150,6 +154,7 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
                 rows = torch.cat([rows, rows[-1:].expand(batch_size - n_real)])
             chunk_seeds = [seeds[i] for i in rows.tolist()]
             chunk_objective = objective.take(rows)
+            chunk_record = record.take(rows) if record is not None else None
             # Like act_max.py, the start code is not clipped: the box applies after each step.
             params = param.init(chunk_seeds, rows, device)
             params.requires_grad_(True)
@@ -161,16 +166,21 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
                     seen = images
                     for transform in transforms:
                         seen = transform(seen, rng)
-                    value = chunk_objective(_gather_activations(requirements, seen, images, params)).float()
+                    acts = _gather_activations(requirements, seen, images, params)
+                    value = chunk_objective(acts).float()
+                    recorded = value if chunk_record is None else chunk_record(acts).float()
                 (grad,) = torch.autograd.grad(value.sum(), params)
                 optimizer.update(params, grad.float(), step, param.project)
-                history[step, rows[:n_real]] = value.detach()[:n_real].cpu()
+                history[step, rows[:n_real]] = recorded.detach()[:n_real].cpu()
                 if callback is not None:
                     callback(step, rows[:n_real], params.detach()[:n_real])
                 bar.update(1)
             with torch.no_grad(), autocast:
                 final = param.images(params)
-                final_value = chunk_objective(_gather_activations(requirements, final, final, params)).float()
+                acts = _gather_activations(requirements, final, final, params)
+                final_value = chunk_objective(acts).float()
+                if chunk_record is not None:
+                    final_value = torch.where(torch.isfinite(final_value), chunk_record(acts).float(), final_value)
             if not torch.isfinite(final_value).all():
                 raise DgnamError("the objective became NaN/inf; lower the step size or check the model for "
                                  "numerical problems")
@@ -180,7 +190,8 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
     bar.close()
     settings = {"objective": objective.name, "steps": steps, "batch_size": batch_size, "fixed_batch": fixed_batch,
                 "device": str(device),
-                "amp": amp, "transforms": [repr(t) for t in transforms], **param.describe(), **optimizer.describe()}
+                "amp": amp, "transforms": [repr(t) for t in transforms], **param.describe(), **optimizer.describe(),
+                **({"recorded": record.name} if record is not None else {})}
     return Result(images=torch.cat(images_out), values=torch.cat(values_out), params=torch.cat(params_out),
                   seeds=seeds, labels=list(labels) if labels is not None else [str(s) for s in seeds],
                   history=history, settings=settings, seconds=time.time() - start, extra=dict(extra or {}))

@@ -241,6 +241,8 @@ def test_code_prior_on_shipped_checkpoints(tmp_path):
     assert "code_prior(features.relu4_2)" in manifest["settings"]["engine"]["objective"]
     assert "code_prior" not in runs[0][0]["settings"]["engine"]["objective"]
     assert clipped < 0.5 * runs[0][1], (clipped, runs[0][1])
+    # The manifest's activation is the logit (about 20-30 here), not logit + the prior's penalty (about -300).
+    assert all(e["activation"] > 5 for e in manifest["images"]), [e["activation"] for e in manifest["images"]]
 
 
 def test_generator_records_its_recommended_code_prior(tmp_path):

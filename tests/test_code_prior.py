@@ -54,6 +54,20 @@ def test_prior_pulls_codes_towards_what_the_encoder_reads(encoder, gen32):
     assert (prior.values > prior.history[0]).all()
 
 
+def test_visualize_records_the_unit_not_the_penalty(encoder, gen32):
+    res = dgnam.visualize(encoder, [1, 4], generator=gen32, restarts=2, steps=8, code_prior=5.0, code_encoder=encoder)
+    assert "code_prior" in res.settings["objective"] and res.settings["recorded"].startswith("output")
+    with torch.no_grad():
+        logits = encoder(res.images)
+    rows = torch.arange(4)
+    torch.testing.assert_close(res.values, logits[rows, torch.tensor([1, 1, 4, 4])], atol=1e-5, rtol=1e-5)
+    # The penalty at weight 5 is large next to a tiny net's logits: had it been recorded, values would be far off.
+    penalised = synthesize(class_logit([1, 1, 4, 4], model=encoder) + 5.0 * code_prior(CODE_LAYER, model=encoder),
+                           GeneratorCode(gen32), seeds=[0, 1, 0, 1], steps=8)
+    assert (penalised.values < res.values - 0.01).all()
+    torch.testing.assert_close(penalised.images, res.images)
+
+
 def test_errors_name_the_fix(encoder, gen32):
     objective = class_logit(0, model=encoder) + code_prior(CODE_LAYER, model=encoder)
     with pytest.raises(DgnamError, match="needs a code parametrisation"):
