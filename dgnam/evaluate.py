@@ -22,9 +22,10 @@ from dgnam.generator import UpconvGenerator
 from dgnam.metrics import (KID, Rate, agreement, judge_outputs, kid, pgd_accuracy, predict_logits, relative_to_real,
                            shift_and_blur, within_class_diversity)
 from dgnam.models import Model
-from dgnam.objectives import class_logit, code_prior, total_variation
+from dgnam.objectives import class_logit, total_variation
 from dgnam.optim import Optimizer
 from dgnam.param import Fourier, GeneratorCode, Parametrization, Pixels
+from dgnam.probe import add_code_prior, check_code_prior
 from dgnam.render import Result, synthesize
 from dgnam.transforms import GaussianBlur, Jitter
 
@@ -157,11 +158,7 @@ def _synthesize_classes(method: Method, target: Model, generator: UpconvGenerato
     param = method.parametrization(generator, target.input_size)
     row_classes = [c for c in range(n_classes) for _ in range(restarts)]
     objective = class_logit(row_classes, model=target)
-    if method.code_prior:
-        if code_encoder is None or generator is None:
-            raise DgnamError("a code prior needs the generator's encoder; pass code_encoder= (CLI: it is the "
-                             "generator's own encoder)")
-        objective = objective + method.code_prior * code_prior(generator.encoder_layer, model=code_encoder)
+    objective = add_code_prior(objective, method.code_prior, generator, code_encoder)
     if method.tv_weight:
         objective = objective - method.tv_weight * total_variation()
     seeds = [seed + r for _ in range(n_classes) for r in range(restarts)]
@@ -200,11 +197,7 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
         raise DgnamError("real test images and labels differ in number")
     if not judges:
         raise DgnamError("evaluation needs at least one judge; pass --judge PATH")
-    if code_prior and code_encoder is None:
-        raise DgnamError("code_prior needs code_encoder: the encoder whose layer the generator inverts")
-    if code_prior and generator is not None and not generator.encoder_layer:
-        raise DgnamError("code_prior needs the generator's encoder_layer (the layer it inverts); set it on the "
-                         "generator, as training does")
+    check_code_prior(code_prior, generator, code_encoder)
     if any(j is target for j in judges.values()):
         raise DgnamError("the target cannot be its own judge; pass judges that made none of the images")
     say = print if progress else (lambda *a, **k: None)

@@ -10,6 +10,7 @@ from torch import nn
 from dgnam.errors import DgnamError
 from dgnam.generator import UpconvGenerator
 from dgnam.models import OUTPUT, Model, as_model
+from dgnam.objectives import Objective
 from dgnam.objectives import channel as channel_objective
 from dgnam.objectives import code_prior as code_prior_objective
 from dgnam.objectives import unit as unit_objective
@@ -38,6 +39,29 @@ def make_param(kind: str, generator: UpconvGenerator | None, image_size: int | N
     if kind == "fourier":
         return Fourier(size)
     raise DgnamError(f"unknown param {kind!r}; choose dgn, pixel or fourier")
+
+
+def check_code_prior(weight: float, generator: UpconvGenerator | None, code_encoder: nn.Module | Model | None) -> None:
+    """One-line errors unless a code prior of ``weight`` (0: off) has what it needs."""
+    if not weight:
+        return
+    if not weight > 0:
+        raise DgnamError(f"code_prior must be >= 0 (0: off), got {weight}")
+    if code_encoder is None:
+        raise DgnamError("code_prior needs code_encoder: the encoder whose layer the generator inverts")
+    if generator is None or not generator.encoder_layer:
+        raise DgnamError("code_prior needs the generator's encoder_layer (the layer it inverts); set it on the "
+                         "generator, as training does")
+
+
+def add_code_prior(objective: Objective, weight: float, generator: UpconvGenerator | None,
+                   code_encoder: nn.Module | Model | None) -> Objective:
+    """``objective + weight * code_prior(generator.encoder_layer, model=code_encoder)``; ``objective``
+    itself when ``weight`` is 0 (:func:`dgnam.code_prior`)."""
+    check_code_prior(weight, generator, code_encoder)
+    if not weight:
+        return objective
+    return objective + weight * code_prior_objective(generator.encoder_layer, model=as_model(code_encoder))
 
 
 def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OUTPUT,
@@ -77,15 +101,9 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
     if isinstance(param, str):
         param = make_param(param, generator, model.input_size)
     unit_objective_only = objective
-    if code_prior:
-        if not code_prior > 0:
-            raise DgnamError(f"code_prior must be >= 0 (0: off), got {code_prior}")
-        if not isinstance(param, GeneratorCode) or not param.generator.encoder_layer:
-            raise DgnamError("code_prior needs param 'dgn' with a generator that names its encoder layer")
-        if code_encoder is None:
-            raise DgnamError("code_prior needs code_encoder: the encoder whose layer the generator inverts")
-        objective = objective + code_prior * code_prior_objective(param.generator.encoder_layer,
-                                                                  model=as_model(code_encoder))
+    if code_prior and not isinstance(param, GeneratorCode):
+        raise DgnamError("code_prior needs param 'dgn' (a generator's code); pixels and Fourier have no code")
+    objective = add_code_prior(objective, code_prior, getattr(param, "generator", None), code_encoder)
     names = list(unit_names) if unit_names is not None else None
     labels = [names[u] if names and u < len(names) else f"{layer}:{u}" for u in row_units]
     return synthesize(objective, param, seeds=seeds, model=model, steps=steps, optimizer=optimizer,

@@ -179,8 +179,8 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
                 final = param.images(params)
                 acts = _gather_activations(requirements, final, final, params)
                 final_value = chunk_objective(acts).float()
-                if chunk_record is not None:
-                    final_value = torch.where(torch.isfinite(final_value), chunk_record(acts).float(), final_value)
+                if chunk_record is not None and torch.isfinite(final_value).all():  # else the check below fails
+                    final_value = chunk_record(acts).float()
             if not torch.isfinite(final_value).all():
                 raise DgnamError("the objective became NaN/inf; lower the step size or check the model for "
                                  "numerical problems")

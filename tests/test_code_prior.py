@@ -26,7 +26,7 @@ def gen32():
 
 def _readback_gap(encoder, gen, codes):
     with torch.no_grad():
-        read = encoder.run(gen.to_rgb(gen(codes)).clamp(0, 1), [CODE_LAYER])[CODE_LAYER]
+        read = encoder.run(gen.generate(codes), [CODE_LAYER])[CODE_LAYER]
     return (read - codes).abs().mean(1)
 
 
