@@ -7,6 +7,8 @@ Every measure here looks at images through *judges*: classifiers never used to m
 * KID (Binkowski et al. 2018): unbiased MMD^2 with the cubic polynomial kernel between judge
   penultimate features of two image sets; ~0 for two samples of one distribution;
 * within-class diversity: mean pairwise distance of judge features inside each class;
+* the Inception score (Salimans et al. 2016) in a judge, with its mean confidence: whether each
+  image shows one class clearly (KID can favour images of the right texture and no object);
 * robustness of the class evidence to a 2-pixel shift and a slight blur (adversarial textures lose
   it, objects keep it);
 * PGD accuracy, to say how robust a robust judge is.
@@ -135,6 +137,29 @@ def within_class_diversity(features: torch.Tensor, classes: torch.Tensor) -> flo
     if not per_class:
         raise DgnamError("diversity needs at least two images of some class")
     return sum(per_class) / len(per_class)
+
+
+@dataclass(frozen=True)
+class JudgeScore:
+    """The Inception score of an image set in a judge, and the judge's mean top-class probability."""
+
+    inception_score: float
+    confidence: float
+
+
+def judge_score(logits: torch.Tensor) -> JudgeScore:
+    """Inception score ``exp(E_x KL(p(y|x) || p(y)))`` of a judge's ``logits`` (N, classes), and mean max p(y|x).
+
+    High when each image is confidently one class and the set covers the classes; 1 when no image
+    fits a class, or all fit the same one; at most the number of classes. It depends on the judge,
+    so read it only against the same judge's score on real images.
+    """
+    if logits.ndim != 2 or len(logits) < 1 or not torch.isfinite(logits).all():
+        raise DgnamError(f"judge_score needs finite (N, classes) logits, got shape {tuple(logits.shape)}")
+    log_p = logits.double().log_softmax(1)
+    log_marginal = log_p.exp().mean(0).log()
+    kl = (log_p.exp() * (log_p - log_marginal)).sum(1)
+    return JudgeScore(float(kl.mean().exp()), float(log_p.exp().max(1).values.mean()))
 
 
 def last_linear(model: Model | nn.Module) -> nn.Linear:

@@ -34,6 +34,21 @@ def test_kid_is_zero_for_one_distribution_and_large_for_two():
     assert abs(metrics.kid(a, a.clone()).mean) < 0.01 * diff.mean
 
 
+def test_judge_score_is_the_class_count_for_confident_spread_images_and_one_without_an_object():
+    confident = 50.0 * torch.eye(4).repeat(25, 1)  # every image one class, the four classes equally
+    spread = metrics.judge_score(confident)
+    assert spread.inception_score == pytest.approx(4.0, rel=1e-6) and spread.confidence == pytest.approx(1.0)
+    # Confident but all the same class, or no class at all: nothing is gained over the marginal.
+    assert metrics.judge_score(50.0 * torch.eye(4)[[0] * 100]).inception_score == pytest.approx(1.0)
+    flat = metrics.judge_score(torch.zeros(100, 4))
+    assert flat.inception_score == pytest.approx(1.0) and flat.confidence == pytest.approx(0.25)
+    # Half of the images blurred to no class: exp of the mean KL, here exp(0.5 * log 4) = 2.
+    half = metrics.judge_score(torch.cat([confident[:48], torch.zeros(48, 4)]))
+    assert half.inception_score == pytest.approx(2.0, rel=1e-3)
+    with pytest.raises(DgnamError, match="finite"):
+        metrics.judge_score(torch.tensor([[0.0, float("nan")]]))
+
+
 def test_mmd_unbiased_matches_the_formula_on_a_tiny_case():
     x = torch.tensor([[1.0], [2.0]])
     y = torch.tensor([[0.0], [1.0]])

@@ -15,7 +15,9 @@
   :class:`~dgnam.sampler.CodeSampler` (``python -m train.code_sampler``);
 - with ``--kid-judge``: KID (x100) of reconstructions and of the three kinds of samples against real test
   images, in that judge's penultimate features, next to the KID of real *training* images (the
-  floor) and of test images blurred with a 3x3 box (a reference for "blurry but real").
+  floor) and of test images blurred with a 3x3 box (a reference for "blurry but real"); and, for each
+  set and for the real test images, the Inception score and mean confidence in that judge
+  (:func:`dgnam.metrics.judge_score`: do the images show one class clearly?).
 
 Run: python -m train.evaluate_prior --judges checkpoints/cifar10/judges/resnet.pt \
          --kid-judge checkpoints/cifar10/judges/robust_resnet.pt [--out docs/prior]
@@ -32,7 +34,7 @@ from torchvision.utils import save_image
 
 from dgnam import load_classifier, load_generator
 from dgnam.io import atomic_write_json
-from dgnam.metrics import judge_outputs, kid
+from dgnam.metrics import judge_outputs, judge_score, kid
 from dgnam.sampler import load_code_sampler
 from dgnam.stats import encode_all
 from train.data import load_uint8
@@ -105,11 +107,18 @@ def sample_realism(encoder, generator, judge, train_u8: torch.Tensor, test_u8: t
     if sampler is not None:
         samples["code_sampler"] = sampler.sample(n)
     sets.update({name: generate_all(generator, c) for name, c in samples.items()})
-    real_features = judge_outputs(judge, real)[1]
-    report = {}
+    real_logits, real_features = judge_outputs(judge, real)
+    # The Inception score in the judge says whether images show one class clearly, which KID can
+    # miss (a copula's painterly scenes match real texture statistics with few objects in them).
+    score = judge_score(real_logits)
+    report = {"real_test": {"judge_inception_score": round(score.inception_score, 3),
+                            "judge_confidence": round(score.confidence, 3)}}
     for name, images in sets.items():
-        result = kid(judge_outputs(judge, images)[1], real_features)
-        report[name] = {"kid_x100": round(100 * result.mean, 3), "std_x100": round(100 * result.std, 3)}
+        logits, features = judge_outputs(judge, images)
+        result, score = kid(features, real_features), judge_score(logits)
+        report[name] = {"kid_x100": round(100 * result.mean, 3), "std_x100": round(100 * result.std, 3),
+                        "judge_inception_score": round(score.inception_score, 3),
+                        "judge_confidence": round(score.confidence, 3)}
         if name in samples:
             # How far the drawn codes are from real ones in sparsity and scale, and whether the images
             # cover the classes (the encoder's labels: a collapsed sampler piles onto a few).
