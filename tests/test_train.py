@@ -303,6 +303,51 @@ def test_copula_samples_keep_each_units_distribution_and_the_rank_correlation():
     assert high_when_on(codes) > 0.99 and high_when_on(copula) > 0.8
 
 
+class _ColourJudge(torch.nn.Module):
+    """Reads redness against blueness: confident and right on red / blue images, unsure on grey."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(3, 2)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[20.0, 0.0, -20.0], [-20.0, 0.0, 20.0]]))
+            self.head.bias.zero_()
+
+    def forward(self, x):
+        return self.head(x.mean((2, 3)))
+
+
+def test_sample_realism_scores_every_set_against_real_images_by_kid_and_judge_score():
+    from conftest import TinyNet, tiny_generator
+    from dgnam.models import Model
+    from train.evaluate_prior import sample_realism
+
+    gen = torch.Generator().manual_seed(0)
+
+    def red_and_blue(n):  # half red, half blue noise images, uint8 (n, 3, 32, 32)
+        colour = torch.tensor([[200, 30, 30], [30, 30, 200]])[torch.arange(n) % 2][:, :, None, None]
+        return (colour + 30 * torch.randn(n, 3, 32, 32, generator=gen)).clamp(0, 255).to(torch.uint8)
+
+    encoder = Model(TinyNet(), input_size=32)
+    generator = tiny_generator(code_dim=32)
+    generator.encoder_layer = "relu1"
+    report, sets = sample_realism(encoder, generator, Model(_ColourJudge(), input_size=32), red_and_blue(100),
+                                  red_and_blue(80), n=40, n_fit=60)
+    samples = {"per_unit_gaussian", "full_covariance_gaussian", "gaussian_copula"}
+    assert set(sets) == {"real_train", "real_test_box_blurred", "reconstructions"} | samples
+    assert set(report) == set(sets) | {"real_test"}
+    # Real images: every one confidently red or blue, the two equally often -> the score is 2 classes.
+    assert report["real_test"]["judge_inception_score"] > 1.9 and report["real_test"]["judge_confidence"] > 0.95
+    assert report["real_train"]["judge_inception_score"] > 1.9
+    # A random tiny G draws grey-ish images the colour judge cannot place: a lower score, and KID far
+    # above the floor that other real images set.
+    worst = max(report[name]["kid_x100"] for name in samples)
+    assert abs(report["real_train"]["kid_x100"]) < 0.1 * worst
+    assert min(report[name]["judge_inception_score"] for name in samples) < 1.9
+    for name in samples:
+        assert 0 <= report[name]["code_zero_fraction"] <= 1 and len(report[name]["encoder_class_shares"]) == 10
+
+
 def test_spectrum_ratio_finds_the_grid_peak_and_the_blur():
     from train.evaluate_prior import spectrum_ratio
 

@@ -122,8 +122,9 @@ def sample_realism(encoder, generator, judge, train_u8: torch.Tensor, test_u8: t
         if name in samples:
             # How far the drawn codes are from real ones in sparsity and scale, and whether the images
             # cover the classes (the encoder's labels: a collapsed sampler piles onto a few).
-            labels = torch.cat([encoder(images[i:i + 500]).argmax(1) for i in range(0, len(images), 500)])
-            shares = torch.bincount(labels, minlength=len(getattr(encoder, "classes", []))).float() / len(labels)
+            logits = torch.cat([encoder(images[i:i + 500]) for i in range(0, len(images), 500)])
+            # Every class gets a share, 0 included, whether or not the encoder names its classes.
+            shares = torch.bincount(logits.argmax(1), minlength=logits.shape[1]).float() / len(logits)
             report[name].update(code_zero_fraction=round(float((samples[name] == 0).float().mean()), 3),
                                 code_mean=round(float(samples[name].mean()), 3),
                                 encoder_class_shares=[round(float(v), 3) for v in shares])
