@@ -156,10 +156,12 @@ def judge_score(logits: torch.Tensor) -> JudgeScore:
     """
     if logits.ndim != 2 or len(logits) < 1 or not torch.isfinite(logits).all():
         raise DgnamError(f"judge_score needs finite (N, classes) logits, got shape {tuple(logits.shape)}")
+    # In log space throughout: a confident judge's near-zero probabilities give no 0 * log 0.
     log_p = logits.double().log_softmax(1)
-    log_marginal = log_p.exp().mean(0).log()
-    kl = (log_p.exp() * (log_p - log_marginal)).sum(1)
-    return JudgeScore(float(kl.mean().exp()), float(log_p.exp().max(1).values.mean()))
+    log_marginal = torch.logsumexp(log_p, 0) - math.log(len(log_p))
+    p = log_p.exp()
+    kl = (p * (log_p - log_marginal)).sum(1)
+    return JudgeScore(float(kl.mean().exp()), float(p.max(1).values.mean()))
 
 
 def last_linear(model: Model | nn.Module) -> nn.Linear:

@@ -45,6 +45,9 @@ def test_judge_score_is_the_class_count_for_confident_spread_images_and_one_with
     # Half of the images blurred to no class: exp of the mean KL, here exp(0.5 * log 4) = 2.
     half = metrics.judge_score(torch.cat([confident[:48], torch.zeros(48, 4)]))
     assert half.inception_score == pytest.approx(2.0, rel=1e-3)
+    # Logits 2,000 apart: a class no image gives any probability (it underflows to 0) stays finite.
+    three_of_four = 2000.0 * torch.eye(4)[[0, 1, 2] * 30]
+    assert metrics.judge_score(three_of_four).inception_score == pytest.approx(3.0)
     with pytest.raises(DgnamError, match="finite"):
         metrics.judge_score(torch.tensor([[0.0, float("nan")]]))
 
