@@ -34,7 +34,7 @@ from torchvision.utils import save_image
 
 from dgnam import load_classifier, load_generator
 from dgnam.io import atomic_write_json
-from dgnam.metrics import judge_outputs, judge_score, kid
+from dgnam.metrics import judge_outputs, judge_score, kid, predict_logits
 from dgnam.sampler import load_code_sampler
 from dgnam.stats import encode_all
 from train.data import load_uint8
@@ -107,24 +107,25 @@ def sample_realism(encoder, generator, judge, train_u8: torch.Tensor, test_u8: t
     if sampler is not None:
         samples["code_sampler"] = sampler.sample(n)
     sets.update({name: generate_all(generator, c) for name, c in samples.items()})
+    def judged(logits: torch.Tensor) -> dict:
+        # The Inception score in the judge says whether images show one class clearly, which KID can
+        # miss (a copula's painterly scenes match real texture statistics with few objects in them).
+        score = judge_score(logits)
+        return {"judge_inception_score": round(score.inception_score, 3), "judge_confidence": round(score.confidence, 3)}
+
     real_logits, real_features = judge_outputs(judge, real)
-    # The Inception score in the judge says whether images show one class clearly, which KID can
-    # miss (a copula's painterly scenes match real texture statistics with few objects in them).
-    score = judge_score(real_logits)
-    report = {"real_test": {"judge_inception_score": round(score.inception_score, 3),
-                            "judge_confidence": round(score.confidence, 3)}}
+    report = {"real_test": judged(real_logits)}
     for name, images in sets.items():
         logits, features = judge_outputs(judge, images)
-        result, score = kid(features, real_features), judge_score(logits)
+        result = kid(features, real_features)
         report[name] = {"kid_x100": round(100 * result.mean, 3), "std_x100": round(100 * result.std, 3),
-                        "judge_inception_score": round(score.inception_score, 3),
-                        "judge_confidence": round(score.confidence, 3)}
+                        **judged(logits)}
         if name in samples:
             # How far the drawn codes are from real ones in sparsity and scale, and whether the images
-            # cover the classes (the encoder's labels: a collapsed sampler piles onto a few).
-            logits = torch.cat([encoder(images[i:i + 500]) for i in range(0, len(images), 500)])
-            # Every class gets a share, 0 included, whether or not the encoder names its classes.
-            shares = torch.bincount(logits.argmax(1), minlength=logits.shape[1]).float() / len(logits)
+            # cover the classes (the encoder's labels: a collapsed sampler piles onto a few). Every
+            # class gets a share, 0 included, whether or not the encoder names its classes.
+            encoder_logits = predict_logits(encoder, images, batch_size=500)
+            shares = torch.bincount(encoder_logits.argmax(1), minlength=encoder_logits.shape[1]).float() / len(images)
             report[name].update(code_zero_fraction=round(float((samples[name] == 0).float().mean()), 3),
                                 code_mean=round(float(samples[name].mean()), 3),
                                 encoder_class_shares=[round(float(v), 3) for v in shares])
