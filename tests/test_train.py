@@ -303,6 +303,34 @@ def test_copula_samples_keep_each_units_distribution_and_the_rank_correlation():
     assert high_when_on(codes) > 0.99 and high_when_on(copula) > 0.8
 
 
+def test_class_copula_samples_each_class_from_its_own_codes():
+    from train.evaluate_prior import code_samples
+
+    gen = torch.Generator().manual_seed(0)
+    # Two classes that use opposite units: class 0 turns on unit 0 (and unit 2 with it), class 1 turns
+    # on unit 1. Within a class, units 0 and 2 rise together. One copula over both classes mixes them.
+    n_real = 3000
+    labels = torch.arange(n_real) % 2
+    strength = torch.rand(n_real, generator=gen) + 0.5
+    codes = torch.zeros(n_real, 3)
+    codes[labels == 0, 0] = strength[labels == 0]
+    codes[labels == 0, 2] = 2 * strength[labels == 0] + 0.1 * torch.rand(n_real // 2, generator=gen)
+    codes[labels == 1, 1] = strength[labels == 1]
+    samples = code_samples(codes, 4000, labels=labels)
+    by_class = samples["class_gaussian_copula"]
+    assert by_class.shape == (4000, 3)
+    first, second = by_class[0::2], by_class[1::2]  # sample i is of class i mod 2
+    assert (first[:, 1] == 0).all() and (first[:, 0] > 0).all() and (second[:, [0, 2]] == 0).all()
+    assert torch.corrcoef(first[:, [0, 2]].T)[0, 1] > 0.95
+    # The one copula over both classes draws codes no real image has: units 0 and 1 on together.
+    mixed = samples["gaussian_copula"]
+    assert float(((mixed[:, 0] > 0) & (mixed[:, 1] > 0)).float().mean()) > 0.05
+    assert not ((by_class[:, 0] > 0) & (by_class[:, 1] > 0)).any()
+    assert "class_gaussian_copula" not in code_samples(codes, 10)
+    with pytest.raises(ValueError, match="one class per code"):
+        code_samples(codes, 10, labels=labels[:-1])
+
+
 class _ColourJudge(torch.nn.Module):
     """Reads redness against blueness: confident and right on red / blue images, unsure on grey."""
 
@@ -332,8 +360,8 @@ def test_sample_realism_scores_every_set_against_real_images_by_kid_and_judge_sc
     generator = tiny_generator(code_dim=32)
     generator.encoder_layer = "relu1"
     report, sets = sample_realism(encoder, generator, Model(_ColourJudge(), input_size=32), red_and_blue(100),
-                                  red_and_blue(80), n=40, n_fit=60)
-    samples = {"per_unit_gaussian", "full_covariance_gaussian", "gaussian_copula"}
+                                  red_and_blue(80), n=40, n_fit=60, train_labels=torch.arange(100) % 2)
+    samples = {"per_unit_gaussian", "full_covariance_gaussian", "gaussian_copula", "class_gaussian_copula"}
     assert set(sets) == {"real_train", "real_test_box_blurred", "reconstructions"} | samples
     assert set(report) == set(sets) | {"real_test"}
     # Real images: every one confidently red or blue, the two equally often -> the score is 2 classes.

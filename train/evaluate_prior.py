@@ -8,12 +8,12 @@
 - reconstruction error, code statistics, and the reconstructions' mean amplitude spectrum relative to
   the originals' (:func:`spectrum_ratio`: the up-convolutions' grid shows as peaks, blur as a
   high-frequency deficit); grids of originals vs reconstructions and of
-  "samples" G(h): a DeePSiM generator has no code distribution of its own, so h is drawn from three
+  "samples" G(h): a DeePSiM generator has no code distribution of its own, so h is drawn from four
   fits of real training codes (:func:`code_samples`): a per-unit Gaussian (ignores how units
-  co-vary), a full-covariance Gaussian (both clipped at 0) and a Gaussian copula (keeps each unit's
-  own distribution, zeros included); with ``--code-sampler``, also G(sampler(z)) for a trained
-  :class:`~dgnam.sampler.CodeSampler` (``python -m train.code_sampler``);
-- with ``--kid-judge``: KID (x100) of reconstructions and of the three kinds of samples against real test
+  co-vary), a full-covariance Gaussian (both clipped at 0), a Gaussian copula (keeps each unit's
+  own distribution, zeros included) and one copula per class; with ``--code-sampler``, also
+  G(sampler(z)) for a trained :class:`~dgnam.sampler.CodeSampler` (``python -m train.code_sampler``);
+- with ``--kid-judge``: KID (x100) of reconstructions and of each kind of samples against real test
   images, in that judge's penultimate features, next to the KID of real *training* images (the
   floor) and of test images blurred with a 3x3 box (a reference for "blurry but real"); and, for each
   set and for the real test images, the Inception score and mean confidence in that judge
@@ -41,8 +41,9 @@ from train.data import load_uint8
 
 
 @torch.no_grad()
-def code_samples(codes: torch.Tensor, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """``n`` codes from three fits of real codes ``codes (N, D)``.
+def code_samples(codes: torch.Tensor, n: int, seed: int = 0,
+                 labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """``n`` codes from fits of real codes ``codes (N, D)``.
 
     - ``per_unit_gaussian``: independent Gaussians, clipped at 0;
     - ``full_covariance_gaussian``: mean + centred^T z / sqrt(N - 1) with z ~ N(0, I_N), exactly the
@@ -52,6 +53,10 @@ def code_samples(codes: torch.Tensor, n: int, seed: int = 0) -> dict[str, torch.
       their normal scores do: draw correlated normal scores the same way, map each through the
       normal CDF and the unit's empirical quantile function. A unit's zeros share one (mid-rank)
       score, which weakens its measured correlations: sparse units co-vary less than in real codes.
+    - with ``labels (N,)`` (the images' classes), also ``class_gaussian_copula``: one copula per class,
+      fitted on that class's codes, the same number of samples from each, in the order 0, 1, ..., 0,
+      1, ... (so any first rows show every class). One Gaussian over all classes blends them into
+      object-less scenes; per class the units co-vary as they do within one kind of object.
     """
     gen = torch.Generator().manual_seed(seed)
     count = len(codes)
@@ -59,8 +64,25 @@ def code_samples(codes: torch.Tensor, n: int, seed: int = 0) -> dict[str, torch.
     centred = codes - mean
     diag = mean + std * torch.randn(n, codes.shape[1], generator=gen)
     full = mean + torch.randn(n, count, generator=gen) @ centred / (count - 1) ** 0.5
-    return {"per_unit_gaussian": diag.clamp_min(0), "full_covariance_gaussian": full.clamp_min(0),
-            "gaussian_copula": _gaussian_copula(codes, n, gen)}
+    samples = {"per_unit_gaussian": diag.clamp_min(0), "full_covariance_gaussian": full.clamp_min(0),
+               "gaussian_copula": _gaussian_copula(codes, n, gen)}
+    if labels is not None:
+        samples["class_gaussian_copula"] = _class_gaussian_copula(codes, labels, n, gen)
+    return samples
+
+
+def _class_gaussian_copula(codes: torch.Tensor, labels: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    if labels.shape != (len(codes),):
+        raise ValueError(f"labels must be one class per code, shape ({len(codes)},), got {tuple(labels.shape)}")
+    classes = labels.unique()
+    order = torch.arange(n) % len(classes)  # sample i is of class i mod the number of classes
+    out = torch.empty(n, codes.shape[1], dtype=codes.dtype)
+    for slot, cls in enumerate(classes.tolist()):
+        members = codes[labels == cls]
+        if len(members) < 2:
+            raise ValueError(f"class {cls} has {len(members)} code(s); a copula needs at least 2 per class")
+        out[order == slot] = _gaussian_copula(members, int((order == slot).sum()), gen)
+    return out
 
 
 def _gaussian_copula(codes: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -86,10 +108,12 @@ def generate_all(generator, codes: torch.Tensor, batch: int = 500) -> torch.Tens
 
 @torch.no_grad()
 def sample_realism(encoder, generator, judge, train_u8: torch.Tensor, test_u8: torch.Tensor, n: int = 2000,
-                   n_fit: int = 10000, sampler=None) -> tuple[dict, dict[str, torch.Tensor]]:
+                   n_fit: int = 10000, sampler=None,
+                   train_labels: torch.Tensor | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
     """KID x100 (mean, std over subsets) of reconstructions, samples and references vs real test images.
 
     ``sampler``: a trained code sampler; its samples are scored as ``code_sampler``.
+    ``train_labels``: the training images' classes; adds the per-class copula's samples.
     """
     layer = generator.encoder_layer
     # Disjoint random picks: codes are fitted on one set of training images, the floor uses others,
@@ -103,7 +127,8 @@ def sample_realism(encoder, generator, judge, train_u8: torch.Tensor, test_u8: t
     sets = {"real_train": train_real,
             "real_test_box_blurred": torch.nn.functional.avg_pool2d(other, 3, 1, 1, count_include_pad=False),
             "reconstructions": generate_all(generator, encode_all(encoder, layer, other))}
-    samples = code_samples(encode_all(encoder, layer, fit), n)
+    fit_labels = None if train_labels is None else train_labels[train_pick[:n_fit]]
+    samples = code_samples(encode_all(encoder, layer, fit), n, labels=fit_labels)
     if sampler is not None:
         samples["code_sampler"] = sampler.sample(n)
     sets.update({name: generate_all(generator, c) for name, c in samples.items()})
@@ -218,13 +243,14 @@ def main() -> None:
     report, recon_grid = evaluate(encoder, generator, judges, test_u8, test_labels, args.limit)
     sets = {}
     if args.kid_judge:
-        train_u8, _, _ = load_uint8(Path(args.data) / "train", 32, ".cache/dgnam")
+        train_u8, train_labels, _ = load_uint8(Path(args.data) / "train", 32, ".cache/dgnam")
         sampler = None
         if args.code_sampler:
             sampler = load_code_sampler(args.code_sampler)
             sampler.check_generator(generator)
         report["kid_vs_real_test"], sets = sample_realism(encoder, generator, load_classifier(args.kid_judge),
-                                                          train_u8, test_u8, sampler=sampler)
+                                                          train_u8, test_u8, sampler=sampler,
+                                                          train_labels=train_labels)
         if sampler is not None:
             report["code_sampler"] = {"path": args.code_sampler, "iterations": sampler.metadata.get("iterations")}
         report["kid_judge"] = args.kid_judge
@@ -233,7 +259,8 @@ def main() -> None:
         out = Path(args.out)
         atomic_write_json(report, out / "prior_report.json")
         save_image(recon_grid, out / "reconstructions.png", nrow=16, padding=1)
-        for name in ("per_unit_gaussian", "full_covariance_gaussian", "gaussian_copula", "code_sampler"):
+        for name in ("per_unit_gaussian", "full_covariance_gaussian", "gaussian_copula", "class_gaussian_copula",
+                     "code_sampler"):
             if name in sets:
                 save_image(sets[name][:64], out / f"samples_{name}.png", nrow=16, padding=1)
         print(f"wrote {out}/prior_report.json and grids")
