@@ -78,10 +78,10 @@ def _class_gaussian_copula(codes: torch.Tensor, labels: torch.Tensor, n: int, ge
     order = torch.arange(n) % len(classes)  # sample i is of class i mod the number of classes
     out = torch.empty(n, codes.shape[1], dtype=codes.dtype)
     for slot, cls in enumerate(classes.tolist()):
-        members = codes[labels == cls]
+        members, drawn_here = codes[labels == cls], order == slot
         if len(members) < 2:
             raise ValueError(f"class {cls} has {len(members)} code(s); a copula needs at least 2 per class")
-        out[order == slot] = _gaussian_copula(members, int((order == slot).sum()), gen)
+        out[drawn_here] = _gaussian_copula(members, int(drawn_here.sum()), gen)
     return out
 
 
@@ -132,6 +132,7 @@ def sample_realism(encoder, generator, judge, train_u8: torch.Tensor, test_u8: t
     if sampler is not None:
         samples["code_sampler"] = sampler.sample(n)
     sets.update({name: generate_all(generator, c) for name, c in samples.items()})
+
     def judged(logits: torch.Tensor) -> dict:
         # The Inception score in the judge says whether images show one class clearly, which KID can
         # miss (a copula's painterly scenes match real texture statistics with few objects in them).
