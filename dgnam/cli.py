@@ -143,7 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     "write G(code) as one PNG grid.")
     sm.add_argument("--generator", default=None, help="generator checkpoint (default: the shipped CIFAR-10 one)")
     sm.add_argument("--sampler", default=None, help="code sampler checkpoint (default: the shipped CIFAR-10 one)")
-    sm.add_argument("--n", type=int, default=64, help="number of samples")
+    sm.add_argument("--n", type=int, default=None,
+                    help="number of samples (default 64); with a class-conditional sampler, samples per class, "
+                         "one row per class (default 8)")
+    sm.add_argument("--classes", default=None, metavar="NAMES",
+                    help="class-conditional samplers only: comma-separated class names or indices "
+                         "(default: every class)")
     sm.add_argument("--seed", type=int, default=0, help="the same seed gives the same samples")
     sm.add_argument("--out", required=True, help="PNG file to write (must not exist)")
     sm.add_argument("--device", default="auto")
@@ -513,16 +518,29 @@ def cmd_sample(args) -> int:
         raise DgnamError(f"--out '{out}' exists; choose a new file")
     if out.suffix.lower() != ".png":
         raise DgnamError(f"--out '{out}' must be a .png file")
-    if args.n < 1:
+    if args.n is not None and args.n < 1:
         raise DgnamError(f"--n must be at least 1, got {args.n}")
     device = _device(args.device)
     generator = dgnam.load_generator(args.generator or DEFAULT_GENERATOR, device)
     sampler = load_code_sampler(args.sampler or DEFAULT_SAMPLER, device)
     sampler.check_generator(generator)
+    labels, what = None, ""
+    if sampler.num_classes:
+        names = args.classes.split(",") if args.classes else sampler.classes
+        per_class = args.n or 8
+        chosen = [sampler.class_index(name.strip()) for name in names]
+        labels = torch.tensor(chosen).repeat_interleave(per_class)  # one row per class
+        nrow, what = per_class, f" ({per_class} per class, one row each: {', '.join(sampler.classes[c] for c in chosen)})"
+    elif args.classes:
+        raise DgnamError("--classes needs a class-conditional sampler (python -m train.code_sampler "
+                         "--model.num_classes K); this one was trained without classes")
+    else:
+        nrow = min(args.n or 64, 16)
     with torch.no_grad():
-        images = torch.cat([generator.generate(codes) for codes in sampler.sample(args.n, seed=args.seed).split(256)])
-    save_png(make_grid(images.cpu(), nrow=min(args.n, 16), padding=1), out)
-    print(f"wrote {args.n} samples to {out}")
+        codes = sampler.sample(len(labels) if labels is not None else args.n or 64, seed=args.seed, labels=labels)
+        images = torch.cat([generator.generate(chunk) for chunk in codes.split(256)])
+    save_png(make_grid(images.cpu(), nrow=nrow, padding=1), out)
+    print(f"wrote {len(images)} samples to {out}{what}")
     return 0
 
 

@@ -61,7 +61,7 @@ class GeneratorCode(Parametrization):
         init_codes: start codes, (D,) or (N, D) for the N rows; default h ~ N(0, 1) per row seed.
         sampler: a trained :class:`~dgnam.sampler.CodeSampler` for this generator: row i starts from
             the sampler's code for its seed (a natural image, different for every seed; it replaces
-            ``init_codes``).
+            ``init_codes``). A class-conditional sampler draws the start's class from the seed too.
         lower_bound: lower clip of every code unit (0: the code is post-ReLU); None disables it.
         bound_scale: multiply the upper bound (e.g. 0.5 halves every a_i).
         bound_k: recompute the upper bound as a_i = mean_i + bound_k * std_i from the code

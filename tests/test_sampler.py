@@ -231,3 +231,95 @@ def test_train_resume_export_and_sample_cli(tmp_path, prior_files, capsys):
                      "--out", str(tmp_path / "x.png")]) == 2
     assert "train a sampler for this generator" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_class_conditional_sampler_takes_labels_and_keeps_its_class_names(tmp_path):
+    sampler = CodeSampler([4, 2, 2], latent_dim=4, width=8, num_classes=3, classes=["cat", "dog", "ship"])
+    labels = torch.tensor([0, 2, 1, 2])
+    codes = sampler.sample(4, seed=1, labels=labels)
+    torch.testing.assert_close(sampler.sample(4, seed=1, labels=labels), codes)
+    assert not torch.equal(sampler.sample(4, seed=1, labels=torch.tensor([1, 1, 1, 1])), codes)  # the class matters
+    assert sampler.sample(5, seed=1).shape == (5, 16)  # without labels: classes drawn from the seed
+    sampler.save(tmp_path / "c.pt")
+    loaded = load_code_sampler(tmp_path / "c.pt")
+    assert loaded.classes == ["cat", "dog", "ship"] and loaded.class_index("ship") == 2 == loaded.class_index("2")
+    torch.testing.assert_close(loaded.sample(4, seed=1, labels=labels), codes)
+    with pytest.raises(DgnamError, match="pass labels"):
+        sampler(torch.zeros(2, 4))
+    with pytest.raises(DgnamError, match=r"must be in \[0, 2\]"):
+        sampler.sample(2, labels=torch.tensor([0, 3]))
+    with pytest.raises(DgnamError, match="expected 2 labels"):
+        sampler.sample(2, labels=torch.tensor([0]))
+    with pytest.raises(DgnamError, match="unknown class 'horse'; this sampler knows cat, dog, ship"):
+        sampler.class_index("horse")
+    with pytest.raises(DgnamError, match="trained without classes"):
+        CodeSampler([4], latent_dim=4, width=8).sample(2, labels=torch.tensor([0, 1]))
+    with pytest.raises(DgnamError, match="one name per class"):
+        CodeSampler([4], latent_dim=4, num_classes=2, classes=["a"])
+
+
+def test_projection_critic_teaches_the_sampler_each_class_its_own_units():
+    """Two classes that use opposite units: after a conditional GAN's few hundred steps, each class's
+    samples put their mass on that class's unit, which an unconditional fit cannot do per class."""
+    torch.manual_seed(0)
+
+    def real_codes(labels):
+        on = F.one_hot(labels, 2).float()  # class 0 -> unit 0, class 1 -> unit 1
+        return F.relu(on * (1.5 + 0.3 * torch.randn(len(labels), 2)) + 0.1 * torch.randn(len(labels), 2))
+
+    sampler = CodeSampler([2], latent_dim=4, width=64, num_classes=2)
+    critic = CodeCritic([2], width=64, num_classes=2)
+    opt_s = torch.optim.Adam(sampler.parameters(), lr=2e-3, betas=(0.0, 0.99))
+    opt_c = torch.optim.Adam(critic.parameters(), lr=2e-3, betas=(0.0, 0.99))
+
+    def gap():  # unit 0 minus unit 1, for class 0's samples and for class 1's
+        codes = sampler.sample(2000, labels=torch.arange(2000) % 2)
+        return [float((codes[cls::2, 0] - codes[cls::2, 1]).mean()) for cls in (0, 1)]
+    for _ in range(300):
+        labels = torch.randint(2, (128,))
+        fake = sampler(torch.randn(128, 4), labels)
+        opt_c.zero_grad()
+        code_sampler.critic_losses(critic, real_codes(labels), fake, r1_gamma=1.0, labels=labels)["d"].backward()
+        opt_c.step()
+        opt_s.zero_grad()
+        F.softplus(-critic(fake, labels)).mean().backward()
+        opt_s.step()
+    class0, class1 = gap()
+    # Real: +1.5 for class 0, -1.5 for class 1. Ignoring the class would give the same gap for both.
+    assert class0 > 0.8 and class1 < -0.8, (class0, class1)
+    with pytest.raises(ValueError, match="needs labels"):
+        critic(torch.zeros(3, 2))
+
+
+def test_conditional_training_and_sample_cli_by_class(tmp_path, prior_files, capsys):
+    enc, gen_path, root = prior_files
+    out = tmp_path / "cond.pt"
+    args = ["fit", "--config", "configs/cifar10/code_sampler.yaml", f"--data.root={root}",
+            f"--data.cache_dir={tmp_path / 'cache'}", "--data.batch_size=8", "--trainer.enable_model_summary=false",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}", f"--model.generator={gen_path}",
+            "--model.latent_dim=8", "--model.width=8", "--model.critic_width=8", "--model.grid_every=2",
+            f"--model.export_path={out}", f"--trainer.callbacks.init_args.dirpath={tmp_path / 'ckpt'}",
+            "--trainer.max_steps=2"]
+    code_sampler.main([*args, "--model.num_classes=2"])
+    sampler = load_code_sampler(out)
+    assert sampler.num_classes == 2 and sampler.classes == ["a", "b"] and sampler.metadata["num_classes"] == 2
+    assert list((tmp_path / "logs").rglob("samples_*.png"))  # the grid draws each class
+    with pytest.raises(DgnamError, match="--model.num_classes 2"):
+        code_sampler.main([*args, "--model.num_classes=3", f"--model.export_path={tmp_path / 'three.pt'}"])
+    assert not (tmp_path / "three.pt").exists()
+
+    png = tmp_path / "by_class.png"
+    assert cli_main(["sample", "--generator", str(gen_path), "--sampler", str(out), "--classes", "b,a,b",
+                     "--n", "3", "--out", str(png)]) == 0
+    assert "3 per class, one row each: b, a, b" in capsys.readouterr().out
+    with Image.open(png) as im:
+        assert im.size == (3 * 33 + 1, 3 * 33 + 1)  # a row per listed class
+    assert cli_main(["sample", "--generator", str(gen_path), "--sampler", str(out), "--classes", "horse",
+                     "--out", str(tmp_path / "h.png")]) == 2
+    assert "unknown class 'horse'; this sampler knows a, b" in capsys.readouterr().err
+    plain = tmp_path / "plain.pt"
+    CodeSampler([4, 4, 4], latent_dim=8, width=8, encoder_layer="features.relu4_2").save(plain)
+    assert cli_main(["sample", "--generator", str(gen_path), "--sampler", str(plain), "--classes", "a",
+                     "--out", str(tmp_path / "p.png")]) == 2
+    assert "needs a class-conditional sampler" in capsys.readouterr().err
+    assert not (tmp_path / "h.png").exists() and not (tmp_path / "p.png").exists()

@@ -375,6 +375,22 @@ def test_sample_realism_scores_every_set_against_real_images_by_kid_and_judge_sc
     for name in samples:
         assert 0 <= report[name]["code_zero_fraction"] <= 1 and len(report[name]["encoder_class_shares"]) == 10
 
+    # A class-conditional sampler is asked for sample i of class i mod K, and the report says how often
+    # the judge names the class asked for.
+    class TwoClassSampler:
+        num_classes = 2
+
+        def sample(self, n, labels=None):
+            self.asked = labels
+            return torch.rand(n, 32, generator=torch.Generator().manual_seed(1))
+    sampler = TwoClassSampler()
+    report, sets = sample_realism(encoder, generator, Model(_ColourJudge(), input_size=32), red_and_blue(100),
+                                  red_and_blue(80), n=40, n_fit=60, sampler=sampler)
+    assert torch.equal(sampler.asked, torch.arange(40) % 2)
+    named = (Model(_ColourJudge(), input_size=32)(sets["code_sampler"]).argmax(1) == sampler.asked).float().mean()
+    assert report["code_sampler"]["judge_names_asked_class"] == round(float(named), 3)
+    assert "judge_names_asked_class" not in report["gaussian_copula"]
+
 
 def test_spectrum_ratio_finds_the_grid_peak_and_the_blur():
     from train.evaluate_prior import spectrum_ratio

@@ -34,11 +34,16 @@ from train.generator import check_ddp, code_shape, load_encoder
 from train.networks import CodeCritic, ImageCritic
 
 
-def critic_losses(critic: CodeCritic, real: torch.Tensor, fake: torch.Tensor, r1_gamma: float) -> dict[str, torch.Tensor]:
-    """Non-saturating critic loss on a detached ``fake``, plus ``r1_gamma / 2 * E|grad_real D|^2``."""
+def critic_losses(critic: CodeCritic, real: torch.Tensor, fake: torch.Tensor, r1_gamma: float,
+                  labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Non-saturating critic loss on a detached ``fake``, plus ``r1_gamma / 2 * E|grad_real D|^2``.
+
+    ``labels``: the class of each real and fake row, for a conditional critic (fakes are drawn with
+    the real batch's labels, so the classes keep their training frequencies)."""
     real = real.detach().requires_grad_(r1_gamma > 0)
-    real_logit = critic(real)
-    fake_logit = critic(fake.detach())
+    extra = () if labels is None else (labels,)
+    real_logit = critic(real, *extra)
+    fake_logit = critic(fake.detach(), *extra)
     loss = F.softplus(-real_logit).mean() + F.softplus(fake_logit).mean()
     r1 = torch.zeros((), device=real.device)
     if r1_gamma > 0:
@@ -62,8 +67,8 @@ def load_prior(generator: str, encoder: str | None = None):
 
 
 class CodeData(L.LightningDataModule):
-    """Batches of real codes (the generator's encoder layer on every training image, encoded once) and
-    of the uint8 images they came from.
+    """Batches of real codes (the generator's encoder layer on every training image, encoded once),
+    the uint8 images they came from, and their class labels.
 
     Args:
         root: folder holding a ``train/`` ImageFolder tree.
@@ -82,12 +87,12 @@ class CodeData(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
-        images, _, self.classes = load_uint8(f"{hp.root}/train", hp.image_size, hp.cache_dir)
+        images, labels, self.classes = load_uint8(f"{hp.root}/train", hp.image_size, hp.cache_dir)
         if hp.subset:
-            images = images[: hp.subset]
+            images, labels = images[: hp.subset], labels[: hp.subset]
         gen, enc, _ = load_prior(hp.generator, hp.encoder)
         codes = encode_all(enc, gen.encoder_layer, images, hp.encode_batch)
-        self.train_set = TensorDataset(codes, images)
+        self.train_set = TensorDataset(codes, images, labels)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True)
@@ -111,6 +116,9 @@ class CodeSamplerModule(L.LightningModule):
         critic_width, critic_depth: the critic's size.
         lr, betas: Adam for both networks (betas (0, 0.99), as is usual with R1).
         r1_gamma: weight of the R1 penalty; it keeps the critic smooth on real codes.
+        num_classes: 0 for an unconditional sampler; otherwise the number of classes in the data: the
+            sampler takes a class with each z and the code critic is a projection critic (a
+            class-conditional GAN; ``dgnam sample --classes``).
         lambda_image: weight of the image term in the sampler's loss (0: codes only, no image critic).
         image_r1_gamma: R1 weight for the image critic on real images.
         init_sampler: start the sampler from this dgnam sampler file (fine-tuning, e.g. with the image
@@ -122,30 +130,34 @@ class CodeSamplerModule(L.LightningModule):
     def __init__(self, generator: str = "checkpoints/cifar10/generator.pt", encoder: str | None = None,
                  latent_dim: int = 128, width: int = 128, depth: int = 2, critic_width: int = 128,
                  critic_depth: int = 2, lr: float = 2e-4, betas: tuple[float, float] = (0.0, 0.99),
-                 r1_gamma: float = 1.0, lambda_image: float = 0.0, image_r1_gamma: float = 1.0,
+                 r1_gamma: float = 1.0, num_classes: int = 0, lambda_image: float = 0.0, image_r1_gamma: float = 1.0,
                  init_sampler: str | None = None, grid_every: int = 1000, export_path: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.generator, _, code_shape = load_prior(generator, encoder)  # the encoder's codes come from CodeData
         self.sampler = CodeSampler(code_shape, latent_dim, width, depth, self.generator.encoder_layer,
-                                   encoder or self.generator.encoder)
+                                   encoder or self.generator.encoder, num_classes)
         if init_sampler:
             if export_path and Path(init_sampler).resolve() == Path(export_path).resolve():
                 raise DgnamError(f"--model.init_sampler and --model.export_path are both '{init_sampler}'; the run "
                                  f"would overwrite its own start, so export to a new file")
             start = load_code_sampler(init_sampler)
             start.check_generator(self.generator)
-            if start.code_shape != self.sampler.code_shape or start.latent_dim != latent_dim:
-                raise DgnamError(f"--model.init_sampler '{init_sampler}' has code shape {list(start.code_shape)} and "
-                                 f"latent {start.latent_dim}; this run has {code_shape} and {latent_dim}")
+            if (start.code_shape, start.latent_dim, start.num_classes) != (self.sampler.code_shape, latent_dim, num_classes):
+                raise DgnamError(f"--model.init_sampler '{init_sampler}' has code shape {list(start.code_shape)}, "
+                                 f"latent {start.latent_dim} and {start.num_classes} classes; this run has {code_shape}, "
+                                 f"{latent_dim} and {num_classes}: match --model.latent_dim/--model.num_classes")
+            self.sampler.classes = list(start.classes)
             try:
                 self.sampler.load_state_dict(start.state_dict())
             except RuntimeError:
                 raise DgnamError(f"--model.init_sampler '{init_sampler}' has another width or depth; pass the same "
                                  f"--model.width/--model.depth it was trained with") from None
-        self.critic = CodeCritic(code_shape, critic_width, critic_depth)
+        self.critic = CodeCritic(code_shape, critic_width, critic_depth, num_classes)
         self.image_critic = ImageCritic(self.generator.image_size) if lambda_image else None
         self.register_buffer("grid_z", torch.randn(64, latent_dim, generator=torch.Generator().manual_seed(0)))
+        # the grid's rows are classes in turn (a conditional sampler's grid shows each class)
+        self.register_buffer("grid_labels", torch.arange(64) // 8 % num_classes if num_classes else torch.zeros(0))
         self.automatic_optimization = False
         self._fit_start = time.time()
         self._train_seconds_before = 0.0
@@ -157,13 +169,15 @@ class CodeSamplerModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> None:
         hp = self.hparams
-        real, real_u8 = batch
+        real, real_u8, real_labels = batch
+        labels = real_labels if hp.num_classes else None
+        extra = () if labels is None else (labels,)
         opt_s, *opt_critics = self.optimizers()
         z = torch.randn(len(real), hp.latent_dim, device=real.device)
-        fake = self.sampler(z)
+        fake = self.sampler(z, *extra)
         fake_images = self.generator.generate(fake) if self.image_critic is not None else None
 
-        critic = critic_losses(self.critic, real, fake, hp.r1_gamma)
+        critic = critic_losses(self.critic, real, fake, hp.r1_gamma, labels)
         if self.image_critic is not None:
             image = critic_losses(self.image_critic, real_u8.float() / 255, fake_images, hp.image_r1_gamma)
             critic["d"] = critic["d"] + image["d"]
@@ -173,7 +187,7 @@ class CodeSamplerModule(L.LightningModule):
         for opt in opt_critics:
             opt.optimizer.step()  # the bare optimizers: global_step counts sampler steps only
 
-        loss_s = F.softplus(-self.critic(fake)).mean()
+        loss_s = F.softplus(-self.critic(fake, *extra)).mean()
         loss_image = torch.zeros((), device=real.device)
         if self.image_critic is not None:
             loss_image = F.softplus(-self.image_critic(fake_images)).mean()
@@ -187,7 +201,7 @@ class CodeSamplerModule(L.LightningModule):
                  "critic/real_logit": critic["real_logit"], "critic/fake_logit": critic["fake_logit"],
                  "codes/fake_zero_fraction": (fake == 0).float().mean(), "codes/real_zero_fraction": (real == 0).float().mean(),
                  "codes/fake_mean": fake.mean(), "codes/real_mean": real.mean()}
-        stats = {k: float(v) for k, v in stats.items()}
+        stats = {k: float(v.detach()) for k, v in stats.items()}
         self.log_dict(stats)
         iteration = self.global_step
         if iteration % 100 == 0 and self.trainer.is_global_zero:
@@ -203,7 +217,8 @@ class CodeSamplerModule(L.LightningModule):
     def _save_grid(self) -> None:
         was_training = self.sampler.training
         self.sampler.eval()
-        images = self.generator.generate(self.sampler(self.grid_z))
+        labels = (self.grid_labels,) if self.hparams.num_classes else ()
+        images = self.generator.generate(self.sampler(self.grid_z, *labels))
         self.sampler.train(was_training)
         out = Path(self.trainer.log_dir or ".") / f"samples_{self.global_step:06d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -215,13 +230,22 @@ class CodeSamplerModule(L.LightningModule):
         return [torch.optim.Adam(net.parameters(), lr=hp.lr, betas=tuple(hp.betas)) for net in nets]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["dgnam"] = {"train_seconds": self._train_seconds_before + time.time() - self._fit_start}
+        checkpoint["dgnam"] = {"train_seconds": self._train_seconds_before + time.time() - self._fit_start,
+                               "classes": list(self.sampler.classes)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._train_seconds_before = float(checkpoint.get("dgnam", {}).get("train_seconds", 0.0))
+        if self.hparams.num_classes and "classes" in checkpoint.get("dgnam", {}):
+            self.sampler.classes = list(checkpoint["dgnam"]["classes"])
 
     def on_fit_start(self) -> None:
         self._fit_start = time.time()
+        data = self.trainer.datamodule
+        if self.hparams.num_classes and data is not None and hasattr(data, "classes"):
+            if len(data.classes) != self.hparams.num_classes:
+                raise DgnamError(f"--model.num_classes is {self.hparams.num_classes} but the data has "
+                                 f"{len(data.classes)} classes; set --model.num_classes {len(data.classes)}")
+            self.sampler.classes = list(data.classes)
         check_ddp(self.trainer.strategy.model)  # two backward passes per step, like the generator's
 
     def on_fit_end(self) -> None:
@@ -234,7 +258,7 @@ class CodeSamplerModule(L.LightningModule):
         metadata = {"iterations": iterations, "generator": hp.generator,
                     "generator_iterations": self.generator.metadata.get("iterations"),
                     "train_seconds": round(self._train_seconds_before + time.time() - self._fit_start),
-                    "r1_gamma": hp.r1_gamma, "lr": hp.lr, "lambda_image": hp.lambda_image,
+                    "r1_gamma": hp.r1_gamma, "lr": hp.lr, "lambda_image": hp.lambda_image, "num_classes": hp.num_classes,
                     "init_sampler": hp.init_sampler}
         self.sampler.save(path, metadata)
         print(f"exported {path}: {iterations} iterations", flush=True)

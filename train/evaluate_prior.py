@@ -112,8 +112,10 @@ def sample_realism(encoder, generator, judge, train_u8: torch.Tensor, test_u8: t
                    train_labels: torch.Tensor | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
     """KID x100 (mean, std over subsets) of reconstructions, samples and references vs real test images.
 
-    ``sampler``: a trained code sampler; its samples are scored as ``code_sampler``.
+    ``sampler``: a trained code sampler; its samples are scored as ``code_sampler`` (a class-conditional
+    one draws sample i of class i mod K).
     ``train_labels``: the training images' classes; adds the per-class copula's samples.
+    Sets drawn per class also report how often the encoder and the judge name the class asked for.
     """
     layer = generator.encoder_layer
     # Disjoint random picks: codes are fitted on one set of training images, the floor uses others,
@@ -129,8 +131,14 @@ def sample_realism(encoder, generator, judge, train_u8: torch.Tensor, test_u8: t
             "reconstructions": generate_all(generator, encode_all(encoder, layer, other))}
     fit_labels = None if train_labels is None else train_labels[train_pick[:n_fit]]
     samples = code_samples(encode_all(encoder, layer, fit), n, labels=fit_labels)
+    asked = {}  # the class each sample was drawn for, where a set is drawn per class
+    if fit_labels is not None:
+        present = fit_labels.unique()  # the copula's order: sample i from the (i mod K)-th class present
+        asked["class_gaussian_copula"] = present[torch.arange(n) % len(present)]
     if sampler is not None:
-        samples["code_sampler"] = sampler.sample(n)
+        if sampler.num_classes:
+            asked["code_sampler"] = torch.arange(n) % sampler.num_classes
+        samples["code_sampler"] = sampler.sample(n, labels=asked.get("code_sampler"))
     sets.update({name: generate_all(generator, c) for name, c in samples.items()})
 
     def judged(logits: torch.Tensor) -> dict:
@@ -155,6 +163,10 @@ def sample_realism(encoder, generator, judge, train_u8: torch.Tensor, test_u8: t
             report[name].update(code_zero_fraction=round(float((samples[name] == 0).float().mean()), 3),
                                 code_mean=round(float(samples[name].mean()), 3),
                                 encoder_class_shares=[round(float(v), 3) for v in shares])
+            if name in asked:
+                report[name].update(
+                    encoder_names_asked_class=round(float((encoder_logits.argmax(1) == asked[name]).float().mean()), 3),
+                    judge_names_asked_class=round(float((logits.argmax(1) == asked[name]).float().mean()), 3))
     return report, sets
 
 

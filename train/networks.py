@@ -57,10 +57,13 @@ class CodeCritic(nn.Module):
 
     A spatial code ``[C, H, W]`` goes through 3x3 convs, a flat one through FC layers; then one logit.
     A minibatch-standard-deviation feature (Karras et al. 2018) lets it see a batch's diversity,
-    so a sampler that collapses to a few codes is caught.
+    so a sampler that collapses to a few codes is caught. With ``num_classes > 0`` it is a projection
+    critic (Miyato & Koyama 2018): the logit adds the inner product of a learned class embedding with
+    its last hidden features, so it judges "a real code *of this class*".
     """
 
-    def __init__(self, code_shape: list[int] | tuple[int, ...], width: int = 256, depth: int = 2) -> None:
+    def __init__(self, code_shape: list[int] | tuple[int, ...], width: int = 256, depth: int = 2,
+                 num_classes: int = 0) -> None:
         super().__init__()
         self.code_shape = tuple(int(s) for s in code_shape)
         act = nn.LeakyReLU(0.2)
@@ -78,11 +81,19 @@ class CodeCritic(nn.Module):
                 d_in = width
             features = width
         self.body = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Linear(features + 1, width), act, nn.Linear(width, 1))
+        self.hidden = nn.Sequential(nn.Linear(features + 1, width), act)
+        self.out = nn.Linear(width, 1)
+        self.class_embedding = nn.Embedding(num_classes, width) if num_classes else None
 
-    def forward(self, code: torch.Tensor) -> torch.Tensor:
-        """Logit (B,) that each code (B, code_dim) is a real one."""
-        return self.head(minibatch_std(self.body(code.view(len(code), *self.code_shape)).flatten(1))).squeeze(1)
+    def forward(self, code: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Logit (B,) that each code (B, code_dim) is a real one (of class ``labels`` (B,), if conditional)."""
+        hidden = self.hidden(minibatch_std(self.body(code.view(len(code), *self.code_shape)).flatten(1)))
+        logit = self.out(hidden).squeeze(1)
+        if (self.class_embedding is None) != (labels is None):
+            raise ValueError("a conditional critic needs labels and an unconditional one takes none")
+        if labels is not None:
+            logit = logit + (self.class_embedding(labels) * hidden).sum(1)
+        return logit
 
 
 class ImageCritic(nn.Module):
