@@ -169,7 +169,7 @@ def test_train_resume_export_and_sample_cli(tmp_path, prior_files, capsys):
     args = ["fit", "--config", "configs/cifar10/code_sampler.yaml", f"--data.root={root}",
             f"--data.cache_dir={tmp_path / 'cache'}", "--data.batch_size=8", "--trainer.enable_model_summary=false",
             f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}", f"--model.generator={gen_path}",
-            "--data.subset=20", "--model.latent_dim=8", "--model.width=8", "--model.critic_width=8", "--model.grid_every=2",
+            "--data.subset=20", "--model.num_classes=0", "--model.latent_dim=8", "--model.width=8", "--model.critic_width=8", "--model.grid_every=2",
             f"--model.export_path={out}", f"--trainer.callbacks.init_args.dirpath={ckpt_dir}",
             "--trainer.callbacks.init_args.every_n_train_steps=1"]
     code_sampler.main([*args, "--trainer.max_steps=3"])
