@@ -157,7 +157,9 @@ class CodeSamplerModule(L.LightningModule):
         self.image_critic = ImageCritic(self.generator.image_size) if lambda_image else None
         self.register_buffer("grid_z", torch.randn(64, latent_dim, generator=torch.Generator().manual_seed(0)))
         # the grid's rows are classes in turn (a conditional sampler's grid shows each class)
-        self.register_buffer("grid_labels", torch.arange(64) // 8 % num_classes if num_classes else torch.zeros(0))
+        # (not persistent: it follows from num_classes, and runs saved before it existed still resume)
+        self.register_buffer("grid_labels", torch.arange(64) // 8 % num_classes if num_classes else torch.zeros(0),
+                             persistent=False)
         self.automatic_optimization = False
         self._fit_start = time.time()
         self._train_seconds_before = 0.0

@@ -81,14 +81,13 @@ class CodeCritic(nn.Module):
                 d_in = width
             features = width
         self.body = nn.Sequential(*layers)
-        self.hidden = nn.Sequential(nn.Linear(features + 1, width), act)
-        self.out = nn.Linear(width, 1)
+        self.head = nn.Sequential(nn.Linear(features + 1, width), act, nn.Linear(width, 1))  # the name older runs saved
         self.class_embedding = nn.Embedding(num_classes, width) if num_classes else None
 
     def forward(self, code: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Logit (B,) that each code (B, code_dim) is a real one (of class ``labels`` (B,), if conditional)."""
-        hidden = self.hidden(minibatch_std(self.body(code.view(len(code), *self.code_shape)).flatten(1)))
-        logit = self.out(hidden).squeeze(1)
+        hidden = self.head[:2](minibatch_std(self.body(code.view(len(code), *self.code_shape)).flatten(1)))
+        logit = self.head[2](hidden).squeeze(1)
         if (self.class_embedding is None) != (labels is None):
             raise ValueError("a conditional critic needs labels and an unconditional one takes none")
         if labels is not None:
