@@ -291,6 +291,20 @@ def test_projection_critic_teaches_the_sampler_each_class_its_own_units():
         critic(torch.zeros(3, 2))
 
 
+def test_projection_image_critic_scores_an_image_per_class():
+    torch.manual_seed(0)
+    critic = ImageCritic(32, num_classes=3)
+    with torch.no_grad():
+        critic.class_embedding.weight.normal_()
+        images = torch.rand(4, 3, 32, 32)
+        by_class = [critic(images, torch.full((4,), c)) for c in range(3)]
+    assert not torch.allclose(by_class[0], by_class[1])  # the same images, judged as another class
+    with pytest.raises(ValueError, match="needs labels"):
+        critic(images)
+    with pytest.raises(ValueError, match="takes none"):
+        ImageCritic(32)(images, torch.zeros(4, dtype=torch.long))
+
+
 def test_conditional_training_and_sample_cli_by_class(tmp_path, prior_files, capsys):
     enc, gen_path, root = prior_files
     out = tmp_path / "cond.pt"
@@ -307,6 +321,17 @@ def test_conditional_training_and_sample_cli_by_class(tmp_path, prior_files, cap
     with pytest.raises(DgnamError, match="--model.num_classes 2"):
         code_sampler.main([*args, "--model.num_classes=3", f"--model.export_path={tmp_path / 'three.pt'}"])
     assert not (tmp_path / "three.pt").exists()
+    # Stage 2 with a class-conditional image critic, from the conditional stage 1.
+    tuned = tmp_path / "tuned.pt"
+    stage2 = [a for a in args if not a.startswith(("--model.export_path", "--trainer.callbacks.init_args.dirpath"))]
+    code_sampler.main([*stage2, "--model.num_classes=2", f"--model.init_sampler={out}", "--model.lambda_image=1.0",
+                       "--model.conditional_image_critic=true", f"--model.export_path={tuned}",
+                       f"--trainer.callbacks.init_args.dirpath={tmp_path / 'ckpt2'}"])
+    tuned_sampler = load_code_sampler(tuned)
+    assert tuned_sampler.metadata["conditional_image_critic"] is True and tuned_sampler.classes == ["a", "b"]
+    assert not torch.equal(tuned_sampler.state_dict()["stem.weight"], sampler.state_dict()["stem.weight"])
+    with pytest.raises(DgnamError, match="needs --model.num_classes and --model.lambda_image"):
+        code_sampler.CodeSamplerModule(generator=str(gen_path), latent_dim=8, width=8, conditional_image_critic=True)
 
     png = tmp_path / "by_class.png"
     assert cli_main(["sample", "--generator", str(gen_path), "--sampler", str(out), "--classes", "b,a,b",

@@ -121,6 +121,8 @@ class CodeSamplerModule(L.LightningModule):
             class-conditional GAN; ``dgnam sample --classes``).
         lambda_image: weight of the image term in the sampler's loss (0: codes only, no image critic).
         image_r1_gamma: R1 weight for the image critic on real images.
+        conditional_image_critic: with ``num_classes``, make the image critic a projection critic too
+            (it judges "a real image of this class"); default: it judges images without their class.
         init_sampler: start the sampler from this dgnam sampler file (fine-tuning, e.g. with the image
             term on); the critics start fresh.
         grid_every: save G(sampler(z)) for 64 fixed z every this many iterations.
@@ -131,7 +133,8 @@ class CodeSamplerModule(L.LightningModule):
                  latent_dim: int = 128, width: int = 128, depth: int = 2, critic_width: int = 128,
                  critic_depth: int = 2, lr: float = 2e-4, betas: tuple[float, float] = (0.0, 0.99),
                  r1_gamma: float = 1.0, num_classes: int = 0, lambda_image: float = 0.0, image_r1_gamma: float = 1.0,
-                 init_sampler: str | None = None, grid_every: int = 1000, export_path: str | None = None) -> None:
+                 conditional_image_critic: bool = False, init_sampler: str | None = None, grid_every: int = 1000,
+                 export_path: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.generator, _, code_shape = load_prior(generator, encoder)  # the encoder's codes come from CodeData
@@ -154,7 +157,10 @@ class CodeSamplerModule(L.LightningModule):
                 raise DgnamError(f"--model.init_sampler '{init_sampler}' has another width or depth; pass the same "
                                  f"--model.width/--model.depth it was trained with") from None
         self.critic = CodeCritic(code_shape, critic_width, critic_depth, num_classes)
-        self.image_critic = ImageCritic(self.generator.image_size) if lambda_image else None
+        if conditional_image_critic and not (num_classes and lambda_image):
+            raise DgnamError("--model.conditional_image_critic needs --model.num_classes and --model.lambda_image")
+        image_classes = num_classes if conditional_image_critic else 0
+        self.image_critic = ImageCritic(self.generator.image_size, num_classes=image_classes) if lambda_image else None
         self.register_buffer("grid_z", torch.randn(64, latent_dim, generator=torch.Generator().manual_seed(0)))
         # the grid's rows are classes in turn (a conditional sampler's grid shows each class)
         # (not persistent: it follows from num_classes, and runs saved before it existed still resume)
@@ -181,7 +187,8 @@ class CodeSamplerModule(L.LightningModule):
 
         critic = critic_losses(self.critic, real, fake, hp.r1_gamma, labels)
         if self.image_critic is not None:
-            image = critic_losses(self.image_critic, real_u8.float() / 255, fake_images, hp.image_r1_gamma)
+            image_labels = labels if hp.conditional_image_critic else None
+            image = critic_losses(self.image_critic, real_u8.float() / 255, fake_images, hp.image_r1_gamma, image_labels)
             critic["d"] = critic["d"] + image["d"]
         for opt in opt_critics:
             opt.zero_grad(set_to_none=True)
@@ -192,7 +199,8 @@ class CodeSamplerModule(L.LightningModule):
         loss_s = F.softplus(-self.critic(fake, *extra)).mean()
         loss_image = torch.zeros((), device=real.device)
         if self.image_critic is not None:
-            loss_image = F.softplus(-self.image_critic(fake_images)).mean()
+            image_extra = extra if hp.conditional_image_critic else ()
+            loss_image = F.softplus(-self.image_critic(fake_images, *image_extra)).mean()
             loss_s = loss_s + hp.lambda_image * loss_image
         opt_s.zero_grad(set_to_none=True)
         self.manual_backward(loss_s)
@@ -261,6 +269,7 @@ class CodeSamplerModule(L.LightningModule):
                     "generator_iterations": self.generator.metadata.get("iterations"),
                     "train_seconds": round(self._train_seconds_before + time.time() - self._fit_start),
                     "r1_gamma": hp.r1_gamma, "lr": hp.lr, "lambda_image": hp.lambda_image, "num_classes": hp.num_classes,
+                    "conditional_image_critic": hp.conditional_image_critic,
                     "init_sampler": hp.init_sampler}
         self.sampler.save(path, metadata)
         print(f"exported {path}: {iterations} iterations", flush=True)

@@ -86,27 +86,38 @@ class CodeCritic(nn.Module):
 
     def forward(self, code: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Logit (B,) that each code (B, code_dim) is a real one (of class ``labels`` (B,), if conditional)."""
-        hidden = self.head[:2](minibatch_std(self.body(code.view(len(code), *self.code_shape)).flatten(1)))
-        logit = self.head[2](hidden).squeeze(1)
-        if (self.class_embedding is None) != (labels is None):
-            raise ValueError("a conditional critic needs labels and an unconditional one takes none")
-        if labels is not None:
-            logit = logit + (self.class_embedding(labels) * hidden).sum(1)
-        return logit
+        features = minibatch_std(self.body(code.view(len(code), *self.code_shape)).flatten(1))
+        return projected_logit(self.head, self.class_embedding, features, labels)
 
 
 class ImageCritic(nn.Module):
     """Unconditional image discriminator for the code sampler's optional image term: real image vs
-    G(sampler(z)). Strided convs down to a small map, flattened (layout counts), minibatch std, one logit."""
+    G(sampler(z)). Strided convs down to a small map, flattened (layout counts), minibatch std, one logit.
+    With ``num_classes > 0`` a projection critic, like :class:`CodeCritic`: "a real image of this class"."""
 
-    def __init__(self, image_size: int = 32, convs: list[list[int]] | None = None, hidden: int = 256) -> None:
+    def __init__(self, image_size: int = 32, convs: list[list[int]] | None = None, hidden: int = 256,
+                 num_classes: int = 0) -> None:
         super().__init__()
         convs = convs or [[32, 3, 1], [64, 4, 2], [128, 4, 2], [128, 4, 2]]
         self.body = nn.Sequential(*conv_stack(convs), nn.Flatten())
         side = image_size // 2 ** sum(1 for *_, stride in convs if stride == 2)
         self.head = nn.Sequential(nn.Linear(convs[-1][0] * side * side + 1, hidden), nn.LeakyReLU(0.2),
                                   nn.Linear(hidden, 1))
+        self.class_embedding = nn.Embedding(num_classes, hidden) if num_classes else None
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logit (B,) that each RGB [0, 1] image is a real one."""
-        return self.head(minibatch_std(self.body(images))).squeeze(1)
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Logit (B,) that each RGB [0, 1] image is a real one (of class ``labels`` (B,), if conditional)."""
+        return projected_logit(self.head, self.class_embedding, minibatch_std(self.body(images)), labels)
+
+
+def projected_logit(head: nn.Sequential, class_embedding: nn.Embedding | None, features: torch.Tensor,
+                    labels: torch.Tensor | None) -> torch.Tensor:
+    """``head`` (hidden layer, activation, output layer) on ``features``, plus, for a projection critic
+    (Miyato & Koyama 2018), the inner product of the class embedding with the hidden layer."""
+    if (class_embedding is None) != (labels is None):
+        raise ValueError("a conditional critic needs labels and an unconditional one takes none")
+    hidden = head[:2](features)
+    logit = head[2](hidden).squeeze(1)
+    if labels is not None:
+        logit = logit + (class_embedding(labels) * hidden).sum(1)
+    return logit
