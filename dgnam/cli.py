@@ -530,14 +530,16 @@ def cmd_sample(args) -> int:
         per_class = args.n or 8
         chosen = [sampler.class_index(name.strip()) for name in names]
         labels = torch.tensor(chosen).repeat_interleave(per_class)  # one row per class
-        nrow, what = per_class, f" ({per_class} per class, one row each: {', '.join(sampler.classes[c] for c in chosen)})"
+        n, nrow = len(labels), per_class
+        what = f" ({per_class} per class, one row each: {', '.join(sampler.classes[c] for c in chosen)})"
     elif args.classes:
         raise DgnamError("--classes needs a class-conditional sampler (python -m train.code_sampler "
                          "--model.num_classes K); this one was trained without classes")
     else:
-        nrow = min(args.n or 64, 16)
+        n = args.n or 64
+        nrow = min(n, 16)
     with torch.no_grad():
-        codes = sampler.sample(len(labels) if labels is not None else args.n or 64, seed=args.seed, labels=labels)
+        codes = sampler.sample(n, seed=args.seed, labels=labels)
         images = torch.cat([generator.generate(chunk) for chunk in codes.split(256)])
     save_png(make_grid(images.cpu(), nrow=nrow, padding=1), out)
     print(f"wrote {len(images)} samples to {out}{what}")

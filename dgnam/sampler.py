@@ -128,10 +128,9 @@ class CodeSampler(nn.Module):
         z = torch.randn(n, self.latent_dim, generator=rng)
         if self.num_classes:
             labels = torch.randint(self.num_classes, (n,), generator=rng) if labels is None else self.check_labels(labels, n)
-            return torch.cat([self(z[i:i + batch].to(device), labels[i:i + batch]) for i in range(0, n, batch)])
-        if labels is not None:
-            raise DgnamError("this code sampler was trained without classes; drop the labels (or --classes)")
-        return torch.cat([self(z[i:i + batch].to(device)) for i in range(0, n, batch)])
+        # forward() refuses labels for an unconditional sampler
+        return torch.cat([self(z[i:i + batch].to(device), None if labels is None else labels[i:i + batch])
+                          for i in range(0, n, batch)])
 
     def check_generator(self, generator) -> None:
         """One-line error unless this sampler's codes fit ``generator``."""

@@ -179,15 +179,14 @@ class CodeSamplerModule(L.LightningModule):
         hp = self.hparams
         real, real_u8, real_labels = batch
         labels = real_labels if hp.num_classes else None
-        extra = () if labels is None else (labels,)
+        image_labels = labels if hp.conditional_image_critic else None
         opt_s, *opt_critics = self.optimizers()
         z = torch.randn(len(real), hp.latent_dim, device=real.device)
-        fake = self.sampler(z, *extra)
+        fake = self.sampler(z, labels)
         fake_images = self.generator.generate(fake) if self.image_critic is not None else None
 
         critic = critic_losses(self.critic, real, fake, hp.r1_gamma, labels)
         if self.image_critic is not None:
-            image_labels = labels if hp.conditional_image_critic else None
             image = critic_losses(self.image_critic, real_u8.float() / 255, fake_images, hp.image_r1_gamma, image_labels)
             critic["d"] = critic["d"] + image["d"]
         for opt in opt_critics:
@@ -196,11 +195,10 @@ class CodeSamplerModule(L.LightningModule):
         for opt in opt_critics:
             opt.optimizer.step()  # the bare optimizers: global_step counts sampler steps only
 
-        loss_s = F.softplus(-self.critic(fake, *extra)).mean()
+        loss_s = F.softplus(-self.critic(fake, labels)).mean()
         loss_image = torch.zeros((), device=real.device)
         if self.image_critic is not None:
-            image_extra = extra if hp.conditional_image_critic else ()
-            loss_image = F.softplus(-self.image_critic(fake_images, *image_extra)).mean()
+            loss_image = F.softplus(-self.image_critic(fake_images, image_labels)).mean()
             loss_s = loss_s + hp.lambda_image * loss_image
         opt_s.zero_grad(set_to_none=True)
         self.manual_backward(loss_s)
@@ -227,8 +225,8 @@ class CodeSamplerModule(L.LightningModule):
     def _save_grid(self) -> None:
         was_training = self.sampler.training
         self.sampler.eval()
-        labels = (self.grid_labels,) if self.hparams.num_classes else ()
-        images = self.generator.generate(self.sampler(self.grid_z, *labels))
+        labels = self.grid_labels if self.hparams.num_classes else None
+        images = self.generator.generate(self.sampler(self.grid_z, labels))
         self.sampler.train(was_training)
         out = Path(self.trainer.log_dir or ".") / f"samples_{self.global_step:06d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -71,14 +71,19 @@ def code_samples(codes: torch.Tensor, n: int, seed: int = 0,
     return samples
 
 
+def class_order(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """The class of each of ``n`` samples drawn per class: sample i is of the (i mod K)-th class in ``labels``."""
+    present = labels.unique()
+    return present[torch.arange(n) % len(present)]
+
+
 def _class_gaussian_copula(codes: torch.Tensor, labels: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
     if labels.shape != (len(codes),):
         raise ValueError(f"labels must be one class per code, shape ({len(codes)},), got {tuple(labels.shape)}")
-    classes = labels.unique()
-    order = torch.arange(n) % len(classes)  # sample i is of class i mod the number of classes
+    asked = class_order(labels, n)
     out = torch.empty(n, codes.shape[1], dtype=codes.dtype)
-    for slot, cls in enumerate(classes.tolist()):
-        members, drawn_here = codes[labels == cls], order == slot
+    for cls in labels.unique().tolist():
+        members, drawn_here = codes[labels == cls], asked == cls
         if len(members) < 2:
             raise ValueError(f"class {cls} has {len(members)} code(s); a copula needs at least 2 per class")
         out[drawn_here] = _gaussian_copula(members, int(drawn_here.sum()), gen)
@@ -133,8 +138,7 @@ def sample_realism(encoder, generator, judge, train_u8: torch.Tensor, test_u8: t
     samples = code_samples(encode_all(encoder, layer, fit), n, labels=fit_labels)
     asked = {}  # the class each sample was drawn for, where a set is drawn per class
     if fit_labels is not None:
-        present = fit_labels.unique()  # the copula's order: sample i from the (i mod K)-th class present
-        asked["class_gaussian_copula"] = present[torch.arange(n) % len(present)]
+        asked["class_gaussian_copula"] = class_order(fit_labels, n)
     if sampler is not None:
         if sampler.num_classes:
             asked["code_sampler"] = torch.arange(n) % sampler.num_classes
