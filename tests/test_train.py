@@ -161,6 +161,27 @@ def test_moving_average_of_the_generator_weights(tmp_path):
         torch.testing.assert_close(weight, start + 1.0)
 
 
+def test_init_generator_starts_g_from_an_exported_file_and_refuses_a_mismatch(tmp_path):
+    torch.manual_seed(0)
+    module = _tiny_module(tmp_path)
+    images = [(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8), 0) for _ in range(4)]
+    start = tmp_path / "start.pt"
+    module.export(str(start), images, ["a", "b"], iterations=2)
+    torch.manual_seed(1)  # another random start: only the file makes the weights equal
+    again = _tiny_module(tmp_path, init_generator=str(start))
+    for name, value in load_generator(start).state_dict().items():
+        torch.testing.assert_close(again.generator.state_dict()[name], value)
+    fresh = _tiny_module(tmp_path)
+    assert not torch.equal(fresh.generator.convs.conv0.weight, again.generator.convs.conv0.weight)
+    with pytest.raises(DgnamError, match="another architecture or layer"):
+        _tiny_module(tmp_path, upsample=None, init_generator=str(start))  # transposed convs, not resize-convs
+    with pytest.raises(DgnamError, match="overwrite its own start"):
+        _tiny_module(tmp_path, init_generator=str(start), export_path=str(start))
+    start.write_bytes(b"not a checkpoint")
+    with pytest.raises(DgnamError):
+        _tiny_module(tmp_path, init_generator=str(start))
+
+
 def test_lowpass_gradient_keeps_the_images_but_blurs_their_gradient():
     from train.generator import lowpass_gradient
 

@@ -28,7 +28,7 @@ from torchvision.utils import save_image
 
 from dgnam.classifiers import load_classifier
 from dgnam.errors import DgnamError
-from dgnam.generator import UpconvGenerator, cifar_arch, fc6_arch
+from dgnam.generator import UpconvGenerator, cifar_arch, fc6_arch, load_generator
 from dgnam.models import Model
 from dgnam.stats import code_statistics
 from dgnam.transforms import GaussianBlur
@@ -164,6 +164,9 @@ class GeneratorModule(L.LightningModule):
             fine-tuning chunk can lower them.
         bound_k: code_upper_bound = mean + bound_k * std, stored in the exported generator.
         export_path: where to write the dgnam generator when ``fit`` ends (rank 0 only under DDP).
+        init_generator: start G from this dgnam generator file (e.g. a shipped prior, to fine-tune it
+            with other loss weights when its Lightning checkpoint is gone); D starts fresh. It must
+            have this run's architecture and invert the same encoder layer.
         stats_limit: compute the exported code statistics over at most this many training images,
             spread over the whole set (ImageNet: 50k; all 1.28M would keep rank 0 busy for hours
             while the other ranks wait); None = all.
@@ -179,7 +182,7 @@ class GeneratorModule(L.LightningModule):
                  lambda_code: float = 0.0, lambda_class: float = 0.0, class_gradient_sigma: float = 0.0,
                  lambda_spectrum: float = 0.0, ema_decay: float = 0.0, lr_g: float = 5e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.9, 0.999),
                  weight_decay_d: float = 4e-4, bound_k: float = 3.0,
-                 grid_every: int = 500, export_path: str | None = None,
+                 grid_every: int = 500, export_path: str | None = None, init_generator: str | None = None,
                  encoder_input_size: int | None = None, encoder_fit: str = "resize",
                  stats_limit: int | None = None) -> None:
         super().__init__()
@@ -195,6 +198,8 @@ class GeneratorModule(L.LightningModule):
         arch = build_generator_arch(generator_arch, **(generator_kwargs or {}))
         self.generator = UpconvGenerator(arch, output_space=output_space, encoder_layer=code_layer, encoder=encoder)
         self._check_code_size()
+        if init_generator:
+            self._start_from(init_generator)
         self.discriminator = Discriminator(self.generator.code_dim, discriminator_convs, discriminator_code_dims)
         self.balance = AdversarialBalance()
         self.automatic_optimization = False
@@ -208,6 +213,18 @@ class GeneratorModule(L.LightningModule):
             raise DgnamError(f"encoder layer {self.hparams.code_layer!r} gives {math.prod(shape)} values "
                              f"{tuple(shape)} but the generator takes code_dim={self.generator.code_dim}; "
                              f"set model.generator_kwargs.code_dim to match")
+
+    def _start_from(self, path: str) -> None:
+        export_path = self.hparams.export_path
+        if export_path and Path(path).resolve() == Path(export_path).resolve():
+            raise DgnamError(f"--model.init_generator and --model.export_path are both '{path}'; the run would "
+                             f"overwrite its own start, so export to a new file")
+        start = load_generator(path)
+        if start.encoder_layer != self.hparams.code_layer or start.arch != self.generator.arch:
+            raise DgnamError(f"--model.init_generator '{path}' inverts {start.encoder_layer!r} with another "
+                             f"architecture or layer than this run ({self.hparams.code_layer!r}); pass the "
+                             f"--model.generator_kwargs and --model.code_layer it was trained with")
+        self.generator.load_state_dict(start.state_dict())
 
     def train(self, mode: bool = True):
         super().train(mode)
