@@ -39,7 +39,7 @@ def _tiny_module(tmp_path, upsample: str | None = "nearest", **module_kwargs) ->
                                      discriminator_code_dims=[8], generator_kwargs=generator_kwargs, **module_kwargs)
 
 
-def test_encoder_then_generator_then_resume(tmp_path, image_root):
+def test_encoder_then_generator_then_resume(tmp_path, image_root, capsys):
     enc_path = _train_encoder(tmp_path, image_root)
     enc = load_classifier(enc_path)
     assert enc.classes == ["blue", "red"]
@@ -81,11 +81,22 @@ def test_encoder_then_generator_then_resume(tmp_path, image_root):
     # Model flags given with --ckpt_path apply (plain LightningCLI would restore the checkpoint's
     # 0.0), and the learning rate too (the restored optimizer state would keep the old one).
     # ema_decay on: a checkpoint without an average starts one from its weights; export uses it.
-    generator.main([*args, "--trainer.max_steps=5", f"--ckpt_path={ckpt_dir / 'last.ckpt'}", "--model.lambda_code=0.25",
-                    "--model.lr_g=1e-4", "--model.ema_decay=0.5"])
+    # A second --config loses to the checkpoint like the base one (which every resume passes again),
+    # and the run says so, naming the flag that would change it.
+    second = tmp_path / "second.yaml"
+    second.write_text("model:\n  lambda_img: 2.0\n")
+    capsys.readouterr()
+    generator.main([*args, "--config", str(second), "--trainer.max_steps=5", f"--ckpt_path={ckpt_dir / 'last.ckpt'}",
+                    "--model.lambda_code=0.25", "--model.lr_g=1e-4", "--model.ema_decay=0.5"])
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("resuming:")]
+    assert ("resuming: model.lambda_img = 1.0, the checkpoint's, not the config's 2.0; pass --model.lambda_img "
+            "on the command line to change it") in notes
+    assert any(line.startswith("resuming: model.lambda_class = 0.0, the module's default") for line in notes)
+    assert not any("lambda_code" in line or "lr_g" in line for line in notes)  # named on the command line
     resumed = torch.load(gen_path, weights_only=True)
     assert resumed["metadata"]["iterations"] == 5  # continued from 2, not restarted
     assert resumed["metadata"]["lambda_code"] == 0.25 and resumed["metadata"]["lambda_class"] == 0.0
+    assert resumed["metadata"]["lambdas"][0] == 1.0
     last = torch.load(ckpt_dir / "last.ckpt", weights_only=True, map_location="cpu")  # GPU runs save CUDA tensors
     assert [g["lr"] for g in last["optimizer_states"][0]["param_groups"]] == [1e-4]
     assert not torch.equal(resumed["state_dict"]["convs.conv0.weight"], first["state_dict"]["convs.conv0.weight"])

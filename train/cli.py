@@ -44,7 +44,25 @@ class TrainCLI(LightningCLI):
                         and param.default is not inspect.Parameter.empty):
                     hparams[name] = param.default
         if hparams:
+            _note_overridden(self.config[self.config.subcommand].get("model"), hparams, predated=set(hparams) - set(stored))
             self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
+
+
+def _note_overridden(configured, restored: dict, predated: set[str]) -> None:
+    """Say which model settings of the config files the checkpoint overrides on resume.
+
+    A value in a second ``--config`` loses to the checkpoint like the base config's does (the base
+    config is passed again on every resume, so it must not win); without this note a resumed chunk
+    meant to train at other settings would silently train at the old ones.
+    """
+    if configured is None:
+        return
+    for name, value in restored.items():
+        now = configured.get(name) if hasattr(configured, "get") else None
+        if now is not None and now != value:
+            source = "the module's default (the checkpoint predates it)" if name in predated else "the checkpoint's"
+            print(f"resuming: model.{name} = {value!r}, {source}, not the config's {now!r}; "
+                  f"pass --model.{name} on the command line to change it", file=sys.stderr, flush=True)
 
 
 def module_from_checkpoint(module_class, ckpt_path: str):
