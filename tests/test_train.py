@@ -428,6 +428,41 @@ def test_sample_realism_scores_every_set_against_real_images_by_kid_and_judge_sc
     assert "judge_names_asked_class" not in report["gaussian_copula"]
 
 
+def test_class_ceiling_grid_puts_real_reconstruction_and_sample_rows_per_class():
+    from conftest import TinyNet, tiny_generator
+    from dgnam.models import Model
+    from train.evaluate_prior import class_ceiling_grid
+
+    encoder = Model(TinyNet(), input_size=32)
+    generator = tiny_generator(code_dim=32)
+    generator.encoder_layer = "relu1"
+    images_u8 = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.tensor([0, 1] * 6)
+
+    class NamedSampler:  # its class order differs from the data's: the grid asks by name
+        classes = ["blue", "red"]
+
+        def class_index(self, name):
+            return self.classes.index(name)
+
+        def sample(self, n, seed=0, labels=None):
+            self.asked = getattr(self, "asked", []) + [labels]
+            return torch.rand(n, 32, generator=torch.Generator().manual_seed(seed))
+
+    sampler = NamedSampler()
+    grid = class_ceiling_grid(encoder, generator, sampler, images_u8, labels, ["red", "blue"], per_class=3)
+    assert grid.shape == (2 * 3 * 3, 3, 32, 32)
+    red = images_u8[labels == 0][:3].float() / 255
+    torch.testing.assert_close(grid[0:3], red)  # row 1: the first real images of the data's class 0
+    torch.testing.assert_close(grid[3:6], generator.generate(encoder.run(red, ["relu1"])["relu1"].flatten(1)))
+    torch.testing.assert_close(grid[9:12], images_u8[labels == 1][:3].float() / 255)
+    assert [a.tolist() for a in sampler.asked] == [[1, 1, 1], [0, 0, 0]]  # red is the sampler's class 1
+    with pytest.raises(DgnamError, match="no class 'deer'"):
+        class_ceiling_grid(encoder, generator, sampler, images_u8, labels, ["red", "deer"], per_class=3)
+    with pytest.raises(DgnamError, match="fewer than 7"):
+        class_ceiling_grid(encoder, generator, sampler, images_u8, labels, ["red", "blue"], per_class=7)
+
+
 def test_spectrum_ratio_finds_the_grid_peak_and_the_blur():
     from train.evaluate_prior import spectrum_ratio
 

@@ -12,7 +12,9 @@
   fits of real training codes (:func:`code_samples`): a per-unit Gaussian (ignores how units
   co-vary), a full-covariance Gaussian (both clipped at 0), a Gaussian copula (keeps each unit's
   own distribution, zeros included) and one copula per class; with ``--code-sampler``, also
-  G(sampler(z)) for a trained :class:`~dgnam.sampler.CodeSampler` (``python -m train.code_sampler``);
+  G(sampler(z)) for a trained :class:`~dgnam.sampler.CodeSampler` (``python -m train.code_sampler``),
+  and for a class-conditional one a grid of real images, reconstructions and samples per class
+  (:func:`class_ceiling_grid`: is G or the sampler what a class's samples lack?);
 - with ``--kid-judge``: KID (x100) of reconstructions and of each kind of samples against real test
   images, in that judge's penultimate features, next to the KID of real *training* images (the
   floor) and of test images blurred with a 3x3 box (a reference for "blurry but real"); and, for each
@@ -33,6 +35,7 @@ import torch
 from torchvision.utils import save_image
 
 from dgnam import load_classifier, load_generator
+from dgnam.errors import DgnamError
 from dgnam.io import atomic_write_json
 from dgnam.metrics import judge_outputs, judge_score, kid, predict_logits
 from dgnam.sampler import load_code_sampler
@@ -196,6 +199,31 @@ def spectrum_ratio(amplitude_recon: torch.Tensor, amplitude_orig: torch.Tensor) 
 
 
 @torch.no_grad()
+@torch.no_grad()
+def class_ceiling_grid(encoder, generator, sampler, images_u8: torch.Tensor, labels: torch.Tensor,
+                       classes: list[str], per_class: int = 8, seed: int = 0) -> torch.Tensor:
+    """Per class, three rows: real test images, their reconstructions G(E(x)), and samples
+    G(sampler(z, class)); ``(3 * len(classes) * per_class, 3, H, W)``, for ``nrow=per_class``.
+
+    It tells apart what a class's samples lack: if the reconstructions already fail to show the
+    object, G is the limit; if they show it and the samples do not, the sampler is.
+    """
+    missing = [name for name in classes if name not in sampler.classes]
+    if missing:
+        raise DgnamError(f"the code sampler has no class {missing[0]!r} (it has {', '.join(sampler.classes)}); "
+                         f"pass a sampler trained on this data")
+    rows = []
+    for k, name in enumerate(classes):
+        picks = (labels == k).nonzero().flatten()[:per_class]
+        if len(picks) < per_class:
+            raise DgnamError(f"class {name!r} has {len(picks)} test images, fewer than {per_class}")
+        real = images_u8[picks].float() / 255
+        asked = torch.full((per_class,), sampler.class_index(name))
+        rows += [real, generator.generate(encode_all(encoder, generator.encoder_layer, real)),
+                 generator.generate(sampler.sample(per_class, seed=seed + k, labels=asked))]
+    return torch.cat(rows)
+
+
 def evaluate(encoder, generator, judges: dict, images_u8: torch.Tensor, labels: torch.Tensor, limit: int | None,
              batch: int = 500) -> tuple[dict, torch.Tensor]:
     """Agreement and error numbers on the test images, and a grid of originals above reconstructions."""
@@ -256,7 +284,7 @@ def main() -> None:
         parser.error("--code-sampler is scored with the KID judge; add --kid-judge")
     encoder, generator = load_classifier(args.encoder), load_generator(args.generator)
     judges = {Path(p).stem: load_classifier(p) for p in args.judges}
-    test_u8, test_labels, _ = load_uint8(Path(args.data) / "test", 32, ".cache/dgnam")
+    test_u8, test_labels, test_classes = load_uint8(Path(args.data) / "test", 32, ".cache/dgnam")
     report, recon_grid = evaluate(encoder, generator, judges, test_u8, test_labels, args.limit)
     sets = {}
     if args.kid_judge:
@@ -265,9 +293,12 @@ def main() -> None:
         if args.code_sampler:
             sampler = load_code_sampler(args.code_sampler)
             sampler.check_generator(generator)
-        report["kid_vs_real_test"], sets = sample_realism(encoder, generator, load_classifier(args.kid_judge),
-                                                          train_u8, test_u8, sampler=sampler,
-                                                          train_labels=train_labels)
+            if sampler.num_classes:
+                sets["by_class"] = class_ceiling_grid(encoder, generator, sampler, test_u8, test_labels, test_classes)
+        report["kid_vs_real_test"], realism_sets = sample_realism(
+            encoder, generator, load_classifier(args.kid_judge), train_u8, test_u8, sampler=sampler,
+            train_labels=train_labels)
+        sets.update(realism_sets)
         if sampler is not None:
             report["code_sampler"] = {"path": args.code_sampler, "iterations": sampler.metadata.get("iterations")}
         report["kid_judge"] = args.kid_judge
@@ -280,6 +311,8 @@ def main() -> None:
                      "code_sampler"):
             if name in sets:
                 save_image(sets[name][:64], out / f"samples_{name}.png", nrow=16, padding=1)
+        if "by_class" in sets:  # per class: real, reconstructions, samples
+            save_image(sets["by_class"], out / "real_reconstruction_sample_by_class.png", nrow=8, padding=1)
         print(f"wrote {out}/prior_report.json and grids")
 
 
