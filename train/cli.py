@@ -48,6 +48,15 @@ class TrainCLI(LightningCLI):
             self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
 
 
+def _plain(value):
+    """Tuples as lists, dicts by value: a YAML list and a checkpoint's tuple are the same setting."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def _note_overridden(configured, restored: dict, predated: set[str]) -> None:
     """Say which model settings of the config files the checkpoint overrides on resume.
 
@@ -59,7 +68,7 @@ def _note_overridden(configured, restored: dict, predated: set[str]) -> None:
         return
     for name, value in restored.items():
         now = configured.get(name) if hasattr(configured, "get") else None
-        if now is not None and now != value:
+        if now is not None and _plain(now) != _plain(value):
             source = "the module's default (the checkpoint predates it)" if name in predated else "the checkpoint's"
             print(f"resuming: model.{name} = {value!r}, {source}, not the config's {now!r}; "
                   f"pass --model.{name} on the command line to change it", file=sys.stderr, flush=True)
