@@ -463,6 +463,28 @@ def test_class_ceiling_grid_puts_real_reconstruction_and_sample_rows_per_class()
         class_ceiling_grid(encoder, generator, sampler, images_u8, labels, ["red", "blue"], per_class=7)
 
 
+def test_evaluate_prior_counts_agreement_and_builds_the_grid_without_gradients():
+    from conftest import TinyNet, tiny_generator
+    from dgnam.models import Model
+    from train.evaluate_prior import evaluate
+
+    encoder = Model(TinyNet(), input_size=32)
+    generator = tiny_generator(code_dim=32)
+    generator.encoder_layer, generator.metadata = "relu1", {}  # metadata: what load_generator adds
+    images_u8 = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(40) % 10
+    report, grid = evaluate(encoder, generator, {"self": encoder}, images_u8, labels, limit=None, batch=16)
+    assert grid.shape == (64, 3, 32, 32) and not grid.requires_grad  # 32 originals above 32 reconstructions
+    torch.testing.assert_close(grid[:16], images_u8[torch.linspace(0, 39, 32).long()[:16]].float() / 255)
+    with torch.no_grad():
+        x = images_u8.float() / 255
+        recon = generator.generate(encoder.run(x, ["relu1"])["relu1"].flatten(1))
+        same = float((encoder(recon).argmax(1) == encoder(x).argmax(1)).float().mean())
+    assert report["encoder/same_class_as_original"] == pytest.approx(same)
+    assert report["self/ratio"] == pytest.approx(report["self/reconstruction"] / max(report["self/original"], 1e-9))
+    assert report["n_images"] == 40
+
+
 def test_spectrum_ratio_finds_the_grid_peak_and_the_blur():
     from train.evaluate_prior import spectrum_ratio
 

@@ -199,7 +199,6 @@ def spectrum_ratio(amplitude_recon: torch.Tensor, amplitude_orig: torch.Tensor) 
 
 
 @torch.no_grad()
-@torch.no_grad()
 def class_ceiling_grid(encoder, generator, sampler, images_u8: torch.Tensor, labels: torch.Tensor,
                        classes: list[str], per_class: int = 8, seed: int = 0) -> torch.Tensor:
     """Per class, three rows: real test images, their reconstructions G(E(x)), and samples
@@ -224,6 +223,7 @@ def class_ceiling_grid(encoder, generator, sampler, images_u8: torch.Tensor, lab
     return torch.cat(rows)
 
 
+@torch.no_grad()
 def evaluate(encoder, generator, judges: dict, images_u8: torch.Tensor, labels: torch.Tensor, limit: int | None,
              batch: int = 500) -> tuple[dict, torch.Tensor]:
     """Agreement and error numbers on the test images, and a grid of originals above reconstructions."""

@@ -166,7 +166,8 @@ class GeneratorModule(L.LightningModule):
         export_path: where to write the dgnam generator when ``fit`` ends (rank 0 only under DDP).
         init_generator: start G from this dgnam generator file (e.g. a shipped prior, to fine-tune it
             with other loss weights when its Lightning checkpoint is gone); D starts fresh. It must
-            have this run's architecture and invert the same encoder layer.
+            have this run's architecture and invert the same encoder layer. A resume reads it again
+            (the checkpoint's weights then replace it), so keep the file until the run is done.
         stats_limit: compute the exported code statistics over at most this many training images,
             spread over the whole set (ImageNet: 50k; all 1.28M would keep rank 0 busy for hours
             while the other ranks wait); None = all.
