@@ -431,6 +431,7 @@ def test_sample_realism_scores_every_set_against_real_images_by_kid_and_judge_sc
 def test_class_ceiling_grid_puts_real_reconstruction_and_sample_rows_per_class():
     from conftest import TinyNet, tiny_generator
     from dgnam.models import Model
+    from dgnam.sampler import CodeSampler
     from train.evaluate_prior import class_ceiling_grid
 
     encoder = Model(TinyNet(), input_size=32)
@@ -440,10 +441,8 @@ def test_class_ceiling_grid_puts_real_reconstruction_and_sample_rows_per_class()
     labels = torch.tensor([0, 1] * 6)
 
     class NamedSampler:  # its class order differs from the data's: the grid asks by name
-        classes = ["blue", "red"]
-
-        def class_index(self, name):
-            return self.classes.index(name)
+        classes, num_classes = ["blue", "red"], 2
+        class_index = CodeSampler.class_index  # the real lookup and its error
 
         def sample(self, n, seed=0, labels=None):
             self.asked = getattr(self, "asked", []) + [labels]
@@ -457,7 +456,7 @@ def test_class_ceiling_grid_puts_real_reconstruction_and_sample_rows_per_class()
     torch.testing.assert_close(grid[3:6], generator.generate(encoder.run(red, ["relu1"])["relu1"].flatten(1)))
     torch.testing.assert_close(grid[9:12], images_u8[labels == 1][:3].float() / 255)
     assert [a.tolist() for a in sampler.asked] == [[1, 1, 1], [0, 0, 0]]  # red is the sampler's class 1
-    with pytest.raises(DgnamError, match="no class 'deer'"):
+    with pytest.raises(DgnamError, match="unknown class 'deer'"):
         class_ceiling_grid(encoder, generator, sampler, images_u8, labels, ["red", "deer"], per_class=3)
     with pytest.raises(DgnamError, match="fewer than 7"):
         class_ceiling_grid(encoder, generator, sampler, images_u8, labels, ["red", "blue"], per_class=7)

@@ -30,7 +30,7 @@ from dgnam.sampler import CodeSampler, load_code_sampler
 from dgnam.stats import encode_all
 from train.cli import TrainCLI, module_from_checkpoint, run
 from train.data import load_uint8
-from train.generator import check_ddp, code_shape, load_encoder
+from train.generator import check_ddp, code_shape, load_encoder, refuse_own_start
 from train.networks import CodeCritic, ImageCritic
 
 
@@ -141,9 +141,7 @@ class CodeSamplerModule(L.LightningModule):
         self.sampler = CodeSampler(code_shape, latent_dim, width, depth, self.generator.encoder_layer,
                                    encoder or self.generator.encoder, num_classes)
         if init_sampler:
-            if export_path and Path(init_sampler).resolve() == Path(export_path).resolve():
-                raise DgnamError(f"--model.init_sampler and --model.export_path are both '{init_sampler}'; the run "
-                                 f"would overwrite its own start, so export to a new file")
+            refuse_own_start("init_sampler", init_sampler, export_path)
             start = load_code_sampler(init_sampler)
             start.check_generator(self.generator)
             if (start.code_shape, start.latent_dim, start.num_classes) != (self.sampler.code_shape, latent_dim, num_classes):

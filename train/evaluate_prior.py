@@ -207,17 +207,14 @@ def class_ceiling_grid(encoder, generator, sampler, images_u8: torch.Tensor, lab
     It tells apart what a class's samples lack: if the reconstructions already fail to show the
     object, G is the limit; if they show it and the samples do not, the sampler is.
     """
-    missing = [name for name in classes if name not in sampler.classes]
-    if missing:
-        raise DgnamError(f"the code sampler has no class {missing[0]!r} (it has {', '.join(sampler.classes)}); "
-                         f"pass a sampler trained on this data")
+    sampler_index = [sampler.class_index(name) for name in classes]  # unknown names fail before any work
     rows = []
     for k, name in enumerate(classes):
         picks = (labels == k).nonzero().flatten()[:per_class]
         if len(picks) < per_class:
             raise DgnamError(f"class {name!r} has {len(picks)} test images, fewer than {per_class}")
         real = images_u8[picks].float() / 255
-        asked = torch.full((per_class,), sampler.class_index(name))
+        asked = torch.full((per_class,), sampler_index[k])
         rows += [real, generator.generate(encode_all(encoder, generator.encoder_layer, real)),
                  generator.generate(sampler.sample(per_class, seed=seed + k, labels=asked))]
     return torch.cat(rows)
@@ -286,7 +283,7 @@ def main() -> None:
     judges = {Path(p).stem: load_classifier(p) for p in args.judges}
     test_u8, test_labels, test_classes = load_uint8(Path(args.data) / "test", 32, ".cache/dgnam")
     report, recon_grid = evaluate(encoder, generator, judges, test_u8, test_labels, args.limit)
-    sets = {}
+    sets, by_class = {}, None
     if args.kid_judge:
         train_u8, train_labels, _ = load_uint8(Path(args.data) / "train", 32, ".cache/dgnam")
         sampler = None
@@ -294,11 +291,10 @@ def main() -> None:
             sampler = load_code_sampler(args.code_sampler)
             sampler.check_generator(generator)
             if sampler.num_classes:
-                sets["by_class"] = class_ceiling_grid(encoder, generator, sampler, test_u8, test_labels, test_classes)
-        report["kid_vs_real_test"], realism_sets = sample_realism(
+                by_class = class_ceiling_grid(encoder, generator, sampler, test_u8, test_labels, test_classes)
+        report["kid_vs_real_test"], sets = sample_realism(
             encoder, generator, load_classifier(args.kid_judge), train_u8, test_u8, sampler=sampler,
             train_labels=train_labels)
-        sets.update(realism_sets)
         if sampler is not None:
             report["code_sampler"] = {"path": args.code_sampler, "iterations": sampler.metadata.get("iterations")}
         report["kid_judge"] = args.kid_judge
@@ -311,8 +307,8 @@ def main() -> None:
                      "code_sampler"):
             if name in sets:
                 save_image(sets[name][:64], out / f"samples_{name}.png", nrow=16, padding=1)
-        if "by_class" in sets:  # per class: real, reconstructions, samples
-            save_image(sets["by_class"], out / "real_reconstruction_sample_by_class.png", nrow=8, padding=1)
+        if by_class is not None:  # per class: real, reconstructions, samples
+            save_image(by_class, out / "real_reconstruction_sample_by_class.png", nrow=8, padding=1)
         print(f"wrote {out}/prior_report.json and grids")
 
 

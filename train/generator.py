@@ -216,10 +216,7 @@ class GeneratorModule(L.LightningModule):
                              f"set model.generator_kwargs.code_dim to match")
 
     def _start_from(self, path: str) -> None:
-        export_path = self.hparams.export_path
-        if export_path and Path(path).resolve() == Path(export_path).resolve():
-            raise DgnamError(f"--model.init_generator and --model.export_path are both '{path}'; the run would "
-                             f"overwrite its own start, so export to a new file")
+        refuse_own_start("init_generator", path, self.hparams.export_path)
         start = load_generator(path)
         if start.encoder_layer != self.hparams.code_layer or start.arch != self.generator.arch:
             raise DgnamError(f"--model.init_generator '{path}' inverts {start.encoder_layer!r} with another "
@@ -448,6 +445,13 @@ class GeneratorModule(L.LightningModule):
             self.generator.save(path, metadata)
         print(f"exported {path}: {iterations} iterations, code zeros {summary['zero_fraction']:.2f}, "
               f"mean {summary['mean']:.3f}", flush=True)
+
+
+def refuse_own_start(option: str, start: str, export_path: str | None) -> None:
+    """One-line error if a fine-tuning run's start file (``--model.<option>``) is also its export path."""
+    if export_path and Path(start).resolve() == Path(export_path).resolve():
+        raise DgnamError(f"--model.{option} and --model.export_path are both '{start}'; the run would "
+                         f"overwrite its own start, so export to a new file")
 
 
 def check_ddp(model: torch.nn.Module) -> None:
