@@ -46,7 +46,7 @@ class ResizeConv2d(nn.Conv2d):
 
 def cifar_arch(code_dim: int = 512, fc_dims: tuple[int, ...] = (1024,), start_channels: int = 128,
                widths: tuple[int, ...] = (128, 64, 32), spatial_code: bool = False,
-               upsample: str = "transposed") -> dict[str, Any]:
+               start_convs: bool = False, upsample: str = "transposed") -> dict[str, Any]:
     """A 32x32 generator: code -> (start_channels, 4, 4) -> 3 x (upconv, conv) -> 3x3 conv to RGB.
 
     ``upsample``: ``transposed`` (4x4 stride-2 transposed convs, DeePSiM's) or ``nearest``
@@ -54,18 +54,20 @@ def cifar_arch(code_dim: int = 512, fc_dims: tuple[int, ...] = (1024,), start_ch
 
     By default FC layers (``fc_dims`` hidden) map an fc code to the 4x4 map. With ``spatial_code``
     the code *is* a (start_channels, 4, 4) conv map (code_dim = 16 * start_channels), reshaped and
-    mixed by two 3x3 convs instead, like the paper's pool5 generator.
+    mixed by two 3x3 convs instead, like the paper's pool5 generator. ``start_convs`` adds those two
+    convs after the FC layers too: an fc-code generator whose conv layers are a spatial-code one's.
     """
     convs: list[list] = []
     c = start_channels
     if spatial_code:
         if code_dim != start_channels * 16:
             raise DgnamError(f"a spatial code of {code_dim} units is not ({start_channels}, 4, 4)")
-        convs += [["conv5", c, c, 1, True], ["conv5_1", c, c, 1, True]]
         fc = []
     else:
         dims = [*fc_dims, start_channels * 4 * 4]
         fc = [[f"defc{len(dims) + 4 - i}", d] for i, d in enumerate(dims)]
+    if spatial_code or start_convs:
+        convs += [["conv5", c, c, 1, True], ["conv5_1", c, c, 1, True]]
     for i, width in enumerate(widths):
         convs.append([f"deconv{len(widths) - i}", c, width, 2, True])
         convs.append([f"conv{len(widths) - i}_1", width, width, 1, True])

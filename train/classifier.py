@@ -13,7 +13,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from dgnam.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
+from dgnam.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint, load_classifier
+from dgnam.errors import DgnamError
 from dgnam.io import atomic_save
 from train.cli import TrainCLI
 from train.data import ImageFolderData
@@ -26,21 +27,63 @@ class ClassifierModule(L.LightningModule):
         arch: name in ``dgnam.nets.ARCHITECTURES``; ``arch_kwargs`` its constructor arguments.
         adv_eps: if > 0, fast adversarial training (FGSM with random start, Wong et al. 2020) in
             the L-inf ball of this radius on [0,1] images; gives a robust judge.
+        optimizer: ``sgd`` (Nesterov momentum) or ``adamw``; either with a one-cycle schedule peaking at ``lr``.
+        init_from: a dgnam classifier file whose parameters of the same name and shape start this
+            network (e.g. a trained conv trunk under a new head).
+        freeze: module names (e.g. ``[features]``) whose parameters stay fixed and whose BatchNorm
+            stays in inference mode; each must have been filled by ``init_from``.
         export_path: where to write the dgnam checkpoint when ``fit`` ends (None: no export).
     """
 
     def __init__(self, arch: str = "cifar_vgg", arch_kwargs: dict | None = None, lr: float = 0.1,
                  momentum: float = 0.9, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
                  adv_eps: float = 0.0, mean: tuple[float, ...] = CIFAR10_MEAN, std: tuple[float, ...] = CIFAR10_STD,
+                 optimizer: str = "sgd", init_from: str | None = None, freeze: list[str] | None = None,
                  export_path: str | None = None, description: str = "") -> None:
         super().__init__()
+        if optimizer not in ("sgd", "adamw"):
+            raise DgnamError(f"--model.optimizer {optimizer!r} is unknown; use sgd or adamw")
+        if freeze and not init_from:
+            raise DgnamError("--model.freeze keeps random weights fixed without --model.init_from; "
+                             "pass the classifier file that trained them")
         self.save_hyperparameters()
         self.net = build_classifier(arch, arch_kwargs or {})
+        self.frozen = [self._submodule(name) for name in freeze or []]
+        if init_from:
+            self._start_from(init_from)
+        for module in self.frozen:
+            module.requires_grad_(False)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self._epoch_start = time.time()
         self._fit_start = time.time()
         self.test_accuracy = float("nan")
+
+    def _submodule(self, name: str) -> torch.nn.Module:
+        try:
+            return self.net.get_submodule(name)
+        except AttributeError:
+            names = ", ".join(n for n, _ in self.net.named_children())
+            raise DgnamError(f"--model.freeze names {name!r}, which {self.hparams.arch} lacks; use one of {names}") from None
+
+    def _start_from(self, path: str) -> None:
+        """Copy every parameter and buffer of ``path`` whose name and shape match this network's."""
+        start = load_classifier(path).module.state_dict()
+        own = self.net.state_dict()
+        copied = {k: v for k, v in start.items() if k in own and own[k].shape == v.shape}
+        frozen_names = {f"{name}.{k}" for name in self.hparams.freeze or [] for k in self._submodule(name).state_dict()}
+        missing = sorted(frozen_names - set(copied))
+        if missing:
+            raise DgnamError(f"--model.init_from '{path}' has no weights of matching shape for {missing[0]} "
+                             f"(and {len(missing) - 1} more) that --model.freeze would keep; pass a file of "
+                             f"this architecture's trunk")
+        self.net.load_state_dict(copied, strict=False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()  # frozen BatchNorm keeps its running statistics
+        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net((images - self.mean) / self.std)
@@ -82,11 +125,13 @@ class ClassifierModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        decay = [p for n, p in self.net.named_parameters() if p.ndim > 1]
-        no_decay = [p for n, p in self.net.named_parameters() if p.ndim <= 1]
-        opt = torch.optim.SGD([{"params": decay, "weight_decay": hp.weight_decay},
-                               {"params": no_decay, "weight_decay": 0.0}],
-                              lr=hp.lr, momentum=hp.momentum, nesterov=True)
+        trained = [p for p in self.net.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in trained if p.ndim > 1], "weight_decay": hp.weight_decay},
+                  {"params": [p for p in trained if p.ndim <= 1], "weight_decay": 0.0}]
+        if hp.optimizer == "adamw":
+            opt = torch.optim.AdamW(groups, lr=hp.lr)
+        else:
+            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=True)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr,
                                                     total_steps=self.trainer.estimated_stepping_batches,
                                                     pct_start=0.25)
@@ -99,6 +144,7 @@ class ClassifierModule(L.LightningModule):
         dm = self.trainer.datamodule
         metadata = {"classes": list(getattr(dm, "classes", [])), "test_accuracy": self.test_accuracy,
                     "adv_eps": hp.adv_eps, "epochs": self.current_epoch,
+                    "init_from": hp.init_from, "frozen": list(hp.freeze or []),
                     "train_seconds": round(time.time() - self._fit_start), "description": hp.description}
         ckpt = classifier_checkpoint(hp.arch, hp.arch_kwargs or {}, self.net.state_dict(),
                                      mean=hp.mean, std=hp.std, input_size=dm.hparams.image_size, metadata=metadata)

@@ -1,8 +1,9 @@
 """Small CIFAR-10 classifiers.
 
-``CifarVGG`` is the encoder a CIFAR generator inverts: its post-ReLU ``relu6`` fully connected layer
-is the code (the analogue of CaffeNet fc6; non-negative, so the [0, bound] box of DGN-AM makes
-sense), and an 8x8 conv block serves as the comparator for the feature loss. ``CifarResNet`` is a
+``CifarVGG`` is the encoder a CIFAR generator inverts. With ``head="flatten"`` (CaffeNet's head) its
+post-ReLU ``relu6`` fully connected layer reads the flattened last conv map and is the code, the
+analogue of CaffeNet fc6 (non-negative, so the [0, bound] box of DGN-AM makes sense); an 8x8 conv
+block serves as the comparator for the feature loss. ``CifarResNet`` is a
 different architecture, used as an independent judge and as a target the prior never saw.
 """
 
@@ -23,15 +24,23 @@ def _conv_bn_relu(name: str, c_in: int, c_out: int) -> list[tuple[str, nn.Module
 
 
 class CifarVGG(nn.Module):
-    """VGG-style 32x32 classifier: 4 conv blocks (2 convs each), global pool, fc6 code, fc8 logits.
+    """VGG-style 32x32 classifier: 4 conv blocks (2 convs each), then a fully connected head.
 
+    ``head="pool"``: global average pool -> fc6 + ReLU -> dropout -> fc8.
+    ``head="flatten"`` (CaffeNet's, whose fc6 reads the flattened 6x6 pool5 map): the flattened last
+    conv map (layout kept) -> fc6 + ReLU -> dropout -> fc7 + ReLU -> dropout -> fc8. A generator can
+    invert this fc6 code into an image with a layout; the pooled one holds none.
     Layer names follow Caffe's so that ``relu6`` reads as "the fc6 code".
     Input: RGB in [0, 1], normalised by the caller (see ``dgnam.Model``).
     """
 
     def __init__(self, widths: tuple[int, ...] = (64, 128, 256, 512), code_dim: int = 512,
-                 n_classes: int = 10, dropout: float = 0.3) -> None:
+                 n_classes: int = 10, dropout: float = 0.3, head: str = "pool",
+                 fc7_dim: int | None = None) -> None:
         super().__init__()
+        if head not in ("pool", "flatten"):
+            raise ValueError(f"head must be 'pool' or 'flatten', got {head!r}")
+        self.head = head
         layers: list[tuple[str, nn.Module]] = []
         c_in = 3
         for block, width in enumerate(widths, start=1):
@@ -42,15 +51,24 @@ class CifarVGG(nn.Module):
                 layers.append((f"pool{block}", nn.MaxPool2d(2)))
             c_in = width
         self.features = nn.Sequential(OrderedDict(layers))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc6 = nn.Linear(c_in, code_dim)
+        side = 32 // 2 ** (len(widths) - 1)
+        self.pool = nn.AdaptiveAvgPool2d(1) if head == "pool" else nn.Identity()
+        self.fc6 = nn.Linear(c_in if head == "pool" else c_in * side * side, code_dim)
         self.relu6 = nn.ReLU()
         self.drop6 = nn.Dropout(dropout)
-        self.fc8 = nn.Linear(code_dim, n_classes)
+        d_last = code_dim
+        if head == "flatten":
+            d_last = fc7_dim or code_dim
+            self.fc7 = nn.Linear(code_dim, d_last)
+            self.relu7 = nn.ReLU()
+            self.drop7 = nn.Dropout(dropout)
+        self.fc8 = nn.Linear(d_last, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.features(x)).flatten(1)
-        return self.fc8(self.drop6(self.relu6(self.fc6(x))))
+        x = self.drop6(self.relu6(self.fc6(self.pool(self.features(x)).flatten(1))))
+        if self.head == "flatten":
+            x = self.drop7(self.relu7(self.fc7(x)))
+        return self.fc8(x)
 
 
 class _BasicBlock(nn.Module):
