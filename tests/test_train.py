@@ -17,7 +17,7 @@ def _common(tmp, root, name):
 
 def _train_encoder(tmp, root):
     path = tmp / "enc.pt"
-    classifier.main(["fit", "--config", "configs/cifar10/encoder.yaml", *_common(tmp, root, "enc"),
+    classifier.main(["fit", "--config", "configs/cifar10/encoder_trunk.yaml", *_common(tmp, root, "enc"),
                      "--model.arch_kwargs={widths: [4, 4, 4, 4], code_dim: 16}", f"--model.export_path={path}",
                      "--trainer.callbacks=[]"])
     return path
@@ -49,7 +49,7 @@ def test_encoder_then_generator_then_resume(tmp_path, image_root, capsys):
     ckpt_dir = tmp_path / "gckpt"
     # The shipped config with one optional term on, to check what a resume does with it below.
     config = tmp_path / "generator.yaml"
-    shipped = open("configs/cifar10/generator.yaml").read()
+    shipped = open("configs/cifar10/generator_conv4.yaml").read()
     assert "  lambda_adv: 0.005\n" in shipped and "lambda_class" not in shipped
     config.write_text(shipped.replace("  lambda_adv: 0.005\n", "  lambda_adv: 0.005\n  lambda_class: 0.25\n"))
     args = ["fit", "--config", str(config), *_common(tmp_path, image_root, "gen"),
@@ -115,6 +115,71 @@ def test_encoder_then_generator_then_resume(tmp_path, image_root, capsys):
     exported = torch.load(again, weights_only=True)
     assert exported["metadata"]["iterations"] == 5
     assert torch.equal(exported["state_dict"]["convs.conv0.weight"], resumed["state_dict"]["convs.conv0.weight"])
+
+
+def test_fc6_pipeline_trunk_head_conv_prior_fc_regression_then_deepsim(tmp_path, image_root):
+    """The shipped recipe's stages on tiny nets, through the committed configs: trunk -> CaffeNet head on
+    the frozen trunk -> conv-map prior -> FC layers regressed from fc6 onto its input -> DeePSiM on fc6."""
+    from train import generator_head
+
+    trunk_path = _train_encoder(tmp_path, image_root)
+    enc_path = tmp_path / "enc_fc6.pt"
+    classifier.main(["fit", "--config", "configs/cifar10/encoder.yaml", *_common(tmp_path, image_root, "head"),
+                     "--model.arch_kwargs={widths: [4, 4, 4, 4], head: flatten, code_dim: 32, fc7_dim: 16}",
+                     f"--model.init_from={trunk_path}", f"--model.export_path={enc_path}", "--trainer.callbacks=[]"])
+    trunk, enc = load_classifier(trunk_path), load_classifier(enc_path)
+    images = torch.rand(6, 3, 32, 32)
+    acts = enc.run(images, ["features.relu4_2", "relu6"])
+    # The trunk stayed frozen (BatchNorm statistics included): the conv code and comparator are the trunk's.
+    torch.testing.assert_close(acts["features.relu4_2"], trunk.run(images, ["features.relu4_2"])["features.relu4_2"])
+    assert acts["relu6"].shape == (6, 32) and (acts["relu6"] >= 0).all()  # the fc6 code: flattened map, post-ReLU
+    assert enc.metadata["frozen"] == ["features"]
+
+    conv_path, conv_ckpt = tmp_path / "g_conv4.pt", tmp_path / "gconv"
+    generator.main(["fit", "--config", "configs/cifar10/generator_conv4.yaml", *_common(tmp_path, image_root, "gconv"),
+                    "--trainer.max_epochs=-1", "--trainer.max_steps=2", f"--model.encoder={enc_path}",
+                    f"--model.export_path={conv_path}",
+                    "--model.generator_kwargs={code_dim: 64, start_channels: 4, widths: [8, 8, 8], spatial_code: true}",
+                    "--model.discriminator_convs=[[8, 3, 1], [8, 4, 2]]", "--model.discriminator_code_dims=[8]",
+                    "--trainer.limit_val_batches=0", f"--trainer.callbacks.init_args.dirpath={conv_ckpt}"])
+
+    start_path = tmp_path / "g_fc6_start.pt"
+    head_args = ["fit", "--config", "configs/cifar10/generator_fc6_head.yaml", f"--data.root={image_root}",
+                 f"--data.cache_dir={tmp_path / 'cache'}", "--data.batch_size=8", "--trainer.enable_model_summary=false",
+                 f"--trainer.logger.init_args.save_dir={tmp_path / 'ghead'}", "--seed_everything=0",
+                 f"--model.conv_generator={conv_path}", f"--model.encoder={enc_path}", "--model.fc_dims=[48]",
+                 "--model.lr=3e-3", f"--model.export_path={start_path}"]
+    pairs = generator_head.CodePairData(root=str(image_root), encoder=str(enc_path), conv_generator=str(conv_path),
+                                        cache_dir=str(tmp_path / "cache"))
+    pairs.setup()
+    fc6, conv_code = pairs.test_set.tensors
+    untrained = generator_head.GeneratorHeadModule(conv_generator=str(conv_path), encoder=str(enc_path), fc_dims=[48])
+    def unexplained(module) -> float:
+        with torch.no_grad():
+            return float((module.predicted_map(fc6) - conv_code).pow(2).sum() / (conv_code - conv_code.mean(0)).pow(2).sum())
+    before = unexplained(untrained)
+    generator_head.main([*head_args, "--trainer.max_epochs=30"])
+    start = load_generator(start_path)
+    fitted = generator_head.GeneratorHeadModule(conv_generator=str(conv_path), encoder=str(enc_path), fc_dims=[48])
+    fitted.generator.load_state_dict(start.state_dict())
+    assert unexplained(fitted) < 0.5 * before  # the FC layers learned the fc6 -> conv-map regression
+    conv = load_generator(conv_path)
+    assert start.encoder_layer == "relu6" and start.code_dim == 32 and torch.isfinite(start.code_upper_bound).all()
+    torch.testing.assert_close(start.convs.state_dict(), conv.convs.state_dict())  # the conv prior's layers, unchanged
+    with pytest.raises(DgnamError, match="already starts with FC layers"):
+        generator_head.main([*head_args, f"--model.conv_generator={start_path}"])
+
+    fc6_path = tmp_path / "g_fc6.pt"
+    generator.main(["fit", "--config", "configs/cifar10/generator.yaml", *_common(tmp_path, image_root, "gfc6"),
+                    "--trainer.max_epochs=-1", "--trainer.max_steps=2", f"--model.encoder={enc_path}",
+                    "--model.generator_kwargs={code_dim: 32, fc_dims: [48], start_channels: 4, widths: [8, 8, 8], start_convs: true}",
+                    f"--model.init_generator={start_path}", f"--model.export_path={fc6_path}",
+                    "--model.discriminator_convs=[[8, 3, 1], [8, 4, 2]]", "--model.discriminator_code_dims=[8]",
+                    "--trainer.limit_val_batches=0", f"--trainer.callbacks.init_args.dirpath={tmp_path / 'gfc6ckpt'}"])
+    trained = load_generator(fc6_path)
+    assert trained.metadata["iterations"] == 2 and trained.encoder_layer == "relu6" and trained.arch == start.arch
+    assert not torch.equal(trained.fc["defc5"].weight, start.fc["defc5"].weight)  # trained end to end, FC included
+    assert not torch.equal(trained.convs["conv0"].weight, start.convs["conv0"].weight)
 
 
 def test_class_term_is_the_kl_from_the_original_to_the_reconstruction(tmp_path):
@@ -432,7 +497,7 @@ def test_class_ceiling_grid_puts_real_reconstruction_and_sample_rows_per_class()
     from conftest import TinyNet, tiny_generator
     from dgnam.models import Model
     from dgnam.sampler import CodeSampler
-    from train.evaluate_prior import class_ceiling_grid
+    from train.evaluate_prior import class_ceiling_grid, dgnam_images, sampler_images
 
     encoder = Model(TinyNet(), input_size=32)
     generator = tiny_generator(code_dim=32)
@@ -449,17 +514,25 @@ def test_class_ceiling_grid_puts_real_reconstruction_and_sample_rows_per_class()
             return torch.rand(n, 32, generator=torch.Generator().manual_seed(seed))
 
     sampler = NamedSampler()
-    grid = class_ceiling_grid(encoder, generator, sampler, images_u8, labels, ["red", "blue"], per_class=3)
+    made = sampler_images(generator, sampler, ["red", "blue"], per_class=3)
+    grid = class_ceiling_grid(encoder, generator, made, images_u8, labels, ["red", "blue"], per_class=3)
     assert grid.shape == (2 * 3 * 3, 3, 32, 32)
+    torch.testing.assert_close(grid[6:9], made[:3])  # row 3: the made images of class 0
     red = images_u8[labels == 0][:3].float() / 255
     torch.testing.assert_close(grid[0:3], red)  # row 1: the first real images of the data's class 0
     torch.testing.assert_close(grid[3:6], generator.generate(encoder.run(red, ["relu1"])["relu1"].flatten(1)))
     torch.testing.assert_close(grid[9:12], images_u8[labels == 1][:3].float() / 255)
     assert [a.tolist() for a in sampler.asked] == [[1, 1, 1], [0, 0, 0]]  # red is the sampler's class 1
     with pytest.raises(DgnamError, match="unknown class 'deer'"):
-        class_ceiling_grid(encoder, generator, sampler, images_u8, labels, ["red", "deer"], per_class=3)
+        sampler_images(generator, sampler, ["red", "deer"], per_class=3)
     with pytest.raises(DgnamError, match="fewer than 7"):
-        class_ceiling_grid(encoder, generator, sampler, images_u8, labels, ["red", "blue"], per_class=7)
+        class_ceiling_grid(encoder, generator, torch.zeros(14, 3, 32, 32), images_u8, labels, ["red", "blue"], per_class=7)
+    # DGN-AM rows: restarts of each class logit, class after class, and they drive their class.
+    generator.metadata = {"code_prior": 0.0}
+    dgn = dgnam_images(encoder, generator, 2, per_class=2)
+    assert dgn.shape == (4, 3, 32, 32)
+    logits = encoder(dgn)
+    assert (logits[:2, 0] > logits[2:, 0]).all() and (logits[2:, 1] > logits[:2, 1]).all()
 
 
 def test_evaluate_prior_counts_agreement_and_builds_the_grid_without_gradients():

@@ -53,6 +53,9 @@ class ClassifierModule(L.LightningModule):
             self._start_from(init_from)
         for module in self.frozen:
             module.requires_grad_(False)
+            # Lightning keeps each submodule's mode as built (it never calls train() on the module),
+            # so frozen BatchNorm must be put in inference mode here; train() below keeps it there.
+            module.eval()
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self._epoch_start = time.time()

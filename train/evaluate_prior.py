@@ -14,7 +14,8 @@
   own distribution, zeros included) and one copula per class; with ``--code-sampler``, also
   G(sampler(z)) for a trained :class:`~dgnam.sampler.CodeSampler` (``python -m train.code_sampler``),
   and for a class-conditional one a grid of real images, reconstructions and samples per class
-  (:func:`class_ceiling_grid`: is G or the sampler what a class's samples lack?);
+  (:func:`class_ceiling_grid`: is G or the sampler what a class's samples lack?); with
+  ``--dgnam-restarts N`` the same grid with N DGN-AM images of each class logit of the encoder;
 - with ``--kid-judge``: KID (x100) of reconstructions and of each kind of samples against real test
   images, in that judge's penultimate features, next to the KID of real *training* images (the
   floor) and of test images blurred with a 3x3 box (a reference for "blurry but real"); and, for each
@@ -34,6 +35,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
+import dgnam
 from dgnam import load_classifier, load_generator
 from dgnam.errors import DgnamError
 from dgnam.io import atomic_write_json
@@ -198,25 +200,50 @@ def spectrum_ratio(amplitude_recon: torch.Tensor, amplitude_orig: torch.Tensor) 
             "high_band": round(float(ratio[high].mean()), 3), "low_band": round(float(ratio[~high].mean()), 3)}
 
 
-@torch.no_grad()
-def class_ceiling_grid(encoder, generator, sampler, images_u8: torch.Tensor, labels: torch.Tensor,
-                       classes: list[str], per_class: int = 8, seed: int = 0) -> torch.Tensor:
-    """Per class, three rows: real test images, their reconstructions G(E(x)), and samples
-    G(sampler(z, class)); ``(3 * len(classes) * per_class, 3, H, W)``, for ``nrow=per_class``.
+def real_per_class(labels: torch.Tensor, classes: list[str], per_class: int) -> list[torch.Tensor]:
+    """The indices of the first ``per_class`` test images of each class; one-line error if a class has fewer."""
+    picks = [(labels == k).nonzero().flatten()[:per_class] for k in range(len(classes))]
+    for name, chosen in zip(classes, picks):
+        if len(chosen) < per_class:
+            raise DgnamError(f"class {name!r} has {len(chosen)} test images, fewer than {per_class}")
+    return picks
 
-    It tells apart what a class's samples lack: if the reconstructions already fail to show the
-    object, G is the limit; if they show it and the samples do not, the sampler is.
-    """
+
+@torch.no_grad()
+def sampler_images(generator, sampler, classes: list[str], per_class: int = 8, seed: int = 0) -> torch.Tensor:
+    """``per_class`` samples G(sampler(z, class)) of each class, class after class (classes asked by name)."""
     sampler_index = [sampler.class_index(name) for name in classes]  # unknown names fail before any work
+    return torch.cat([generator.generate(sampler.sample(per_class, seed=seed + k,
+                                                        labels=torch.full((per_class,), index)))
+                      for k, index in enumerate(sampler_index)])
+
+
+def dgnam_images(encoder, generator, n_classes: int, per_class: int = 8, code_prior: float | None = None) -> torch.Tensor:
+    """DGN-AM images of the encoder's class logits, ``per_class`` restarts (seeds 0, 1, ...) per class,
+    class after class, in one batched run; the code prior is the generator's recorded one unless given."""
+    eps = generator.metadata.get("code_prior", 0.0) if code_prior is None else code_prior
+    return dgnam.visualize(encoder, range(n_classes), generator=generator, restarts=per_class,
+                           code_prior=eps, code_encoder=encoder if eps else None).images
+
+
+@torch.no_grad()
+def class_ceiling_grid(encoder, generator, made: torch.Tensor, images_u8: torch.Tensor, labels: torch.Tensor,
+                       classes: list[str], per_class: int = 8) -> torch.Tensor:
+    """Per class, three rows: real test images, their reconstructions G(E(x)), and ``per_class`` images
+    ``made`` for that class (class after class: :func:`sampler_images` or :func:`dgnam_images`);
+    ``(3 * len(classes) * per_class, 3, H, W)``, for ``nrow=per_class``.
+
+    It tells apart what a class's made images lack: if the reconstructions already fail to show the
+    object, G is the limit; if they show it and the made images do not, the sampler (or the search) is.
+    """
+    picks = real_per_class(labels, classes, per_class)
+    if len(made) != len(classes) * per_class:
+        raise DgnamError(f"{len(made)} made images for {len(classes)} classes x {per_class}; pass them class after class")
     rows = []
-    for k, name in enumerate(classes):
-        picks = (labels == k).nonzero().flatten()[:per_class]
-        if len(picks) < per_class:
-            raise DgnamError(f"class {name!r} has {len(picks)} test images, fewer than {per_class}")
-        real = images_u8[picks].float() / 255
-        asked = torch.full((per_class,), sampler_index[k])
+    for k, chosen in enumerate(picks):
+        real = images_u8[chosen].float() / 255
         rows += [real, generator.generate(encode_all(encoder, generator.encoder_layer, real)),
-                 generator.generate(sampler.sample(per_class, seed=seed + k, labels=asked))]
+                 made[k * per_class:(k + 1) * per_class]]
     return torch.cat(rows)
 
 
@@ -275,6 +302,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="evaluate on this many test images (default: all)")
     parser.add_argument("--kid-judge", default=None, help="classifier whose features measure the samples' KID")
     parser.add_argument("--code-sampler", default=None, help="a trained code sampler: score and show its samples too")
+    parser.add_argument("--dgnam-restarts", type=int, default=0,
+                        help="also draw, per class, real images, reconstructions and this many DGN-AM images of "
+                             "the encoder's class logit (the generator's code bound and code prior)")
     parser.add_argument("--out", default=None, help="folder for report.json and grids")
     args = parser.parse_args()
     if args.code_sampler and not args.kid_judge:
@@ -282,7 +312,14 @@ def main() -> None:
     encoder, generator = load_classifier(args.encoder), load_generator(args.generator)
     judges = {Path(p).stem: load_classifier(p) for p in args.judges}
     test_u8, test_labels, test_classes = load_uint8(Path(args.data) / "test", 32, ".cache/dgnam")
+    if args.dgnam_restarts:
+        real_per_class(test_labels, test_classes, args.dgnam_restarts)  # fails before any work
     report, recon_grid = evaluate(encoder, generator, judges, test_u8, test_labels, args.limit)
+    dgnam_by_class = None
+    if args.dgnam_restarts:
+        made = dgnam_images(encoder, generator, len(test_classes), args.dgnam_restarts)
+        dgnam_by_class = class_ceiling_grid(encoder, generator, made, test_u8, test_labels, test_classes,
+                                            args.dgnam_restarts)
     sets, by_class = {}, None
     if args.kid_judge:
         train_u8, train_labels, _ = load_uint8(Path(args.data) / "train", 32, ".cache/dgnam")
@@ -291,7 +328,8 @@ def main() -> None:
             sampler = load_code_sampler(args.code_sampler)
             sampler.check_generator(generator)
             if sampler.num_classes:
-                by_class = class_ceiling_grid(encoder, generator, sampler, test_u8, test_labels, test_classes)
+                made = sampler_images(generator, sampler, test_classes)
+                by_class = class_ceiling_grid(encoder, generator, made, test_u8, test_labels, test_classes)
         report["kid_vs_real_test"], sets = sample_realism(
             encoder, generator, load_classifier(args.kid_judge), train_u8, test_u8, sampler=sampler,
             train_labels=train_labels)
@@ -309,6 +347,9 @@ def main() -> None:
                 save_image(sets[name][:64], out / f"samples_{name}.png", nrow=16, padding=1)
         if by_class is not None:  # per class: real, reconstructions, samples
             save_image(by_class, out / "real_reconstruction_sample_by_class.png", nrow=8, padding=1)
+        if dgnam_by_class is not None:  # per class: real, reconstructions, DGN-AM images
+            save_image(dgnam_by_class, out / "real_reconstruction_dgnam_by_class.png", nrow=args.dgnam_restarts,
+                       padding=1)
         print(f"wrote {out}/prior_report.json and grids")
 
 
