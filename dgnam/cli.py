@@ -16,8 +16,8 @@ import dgnam
 import dgnam.cli_analysis
 import dgnam.cli_evaluate
 import dgnam.cli_scale
-from dgnam.classifiers import SHIPPED
 from dgnam.errors import DgnamError
+from dgnam.nets.classifiers import SHIPPED
 
 DEFAULT_GENERATOR = SHIPPED / "cifar10" / "generator.pt"
 DEFAULT_MODEL = SHIPPED / "cifar10" / "encoder.pt"
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- helpers ------------------------------------------------------------------------------------
 def _load_model(args, device: torch.device) -> dgnam.Model:
-    from dgnam.zoo import load_model
+    from dgnam.nets.zoo import load_model
 
     spec = args.model or str(DEFAULT_MODEL)
     if args.model is None and not DEFAULT_MODEL.is_file():
@@ -229,7 +229,7 @@ def _real_unit_max(model, layer, units, position, images: torch.Tensor, device, 
 
 def _layer_size(model: dgnam.Model, layer: str, device: torch.device) -> int:
     """Number of units (fc) or channels (conv) of ``layer``; validates the name, the call index and the input size."""
-    from dgnam.models import parse_layer
+    from dgnam.nets.model import parse_layer
 
     zeros = torch.zeros(1, 3, model.input_size, model.input_size, device=device)
     with torch.no_grad():
@@ -239,7 +239,7 @@ def _layer_size(model: dgnam.Model, layer: str, device: torch.device) -> int:
         name, call = parse_layer(layer)
         info = {i.name: i for i in dgnam.describe_layers(model)}.get(name)
     if info is None:
-        from dgnam.models import resolve_layer
+        from dgnam.nets.model import resolve_layer
         resolve_layer(model.module, layer)  # raises with the closest names
     if info.calls == 0:
         raise DgnamError(f"layer {name!r} does not run in {model.name}'s forward pass; pick one from `dgnam layers`")
@@ -296,7 +296,7 @@ def prepare_synthesis(args, device: torch.device):
 
 def load_init_sampler(args, device: torch.device):
     """The code sampler named by ``--init-sampler``, or None."""
-    from dgnam.sampler import load_code_sampler
+    from dgnam.prior.sampler import load_code_sampler
 
     return load_code_sampler(args.init_sampler, device) if args.init_sampler else None
 
@@ -334,9 +334,9 @@ def load_code_prior_encoder(args, generator, device: torch.device, target: dgnam
 
 
 def cmd_synthesize(args) -> int:
+    from dgnam.engine.probe import make_param
     from dgnam.grid import save_png
     from dgnam.io import atomic_write_json, write_directory
-    from dgnam.probe import make_param
 
     import os
 
@@ -351,7 +351,7 @@ def cmd_synthesize(args) -> int:
 
     param = make_param(args.param, generator, model.input_size, load_init_sampler(args, device))
     code_encoder = load_code_prior_encoder(args, generator, device, model)
-    transforms = dgnam.probe.baseline_transforms() if args.param != "dgn" else []
+    transforms = dgnam.engine.probe.baseline_transforms() if args.param != "dgn" else []
     result = dgnam.visualize(model, units, layer=layer, generator=generator, param=param, restarts=args.restarts,
                              seed=args.seed, steps=args.steps, position=args.position, transforms=transforms,
                              batch_size=args.batch_size, device=device, amp=device.type == "cuda" and not args.fp32,
@@ -408,7 +408,7 @@ def _resolve_shipped(spec: str) -> str:
 
 def load_code_encoder(generator, device: torch.device, encoder_path: str | None = None) -> dgnam.Model:
     """The encoder whose ``generator.encoder_layer`` the generator inverts (its own, unless a path is given)."""
-    from dgnam.zoo import load_model
+    from dgnam.nets.zoo import load_model
 
     encoder_path = encoder_path or generator.encoder
     if not encoder_path:
@@ -439,7 +439,7 @@ def _summary(result, units, relative) -> None:
 
 
 def cmd_layers(args) -> int:
-    from dgnam.models import last_spatial_layer
+    from dgnam.nets.model import last_spatial_layer
 
     device = _device(args.device)
     model = _load_model(args, device)
@@ -463,7 +463,7 @@ def cmd_layers(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from dgnam.stats import code_statistics
+    from dgnam.prior.stats import code_statistics
 
     device = _device(args.device)
     out = Path(args.out)
@@ -511,7 +511,7 @@ def cmd_sample(args) -> int:
     from torchvision.utils import make_grid
 
     from dgnam.grid import save_png
-    from dgnam.sampler import load_code_sampler
+    from dgnam.prior.sampler import load_code_sampler
 
     out = Path(args.out)
     if out.exists():

@@ -181,9 +181,9 @@ def cmd_invert(args) -> int:
 def cmd_compare(args) -> int:
     from dgnam.analysis.compare import KINDS, compare
     from dgnam.cli import _device, _fresh_out_dir, fit_to_generator, parse_units
-    from dgnam.param import GeneratorCode, Pixels
-    from dgnam.probe import baseline_transforms
-    from dgnam.zoo import load_model
+    from dgnam.engine.param import GeneratorCode, Pixels
+    from dgnam.engine.probe import baseline_transforms
+    from dgnam.nets.zoo import load_model
 
     device = _device(args.device)
     if len(args.model) != 2:

@@ -1,4 +1,4 @@
-"""``dgnam evaluate``: the command-line face of :mod:`dgnam.evaluate`."""
+"""``dgnam evaluate``: the command-line face of :mod:`dgnam.evaluation.evaluate`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 import dgnam
-from dgnam.classifiers import SHIPPED
 from dgnam.errors import DgnamError
+from dgnam.nets.classifiers import SHIPPED
 
 DEFAULT_JUDGES = SHIPPED / "cifar10" / "judges"
 
@@ -28,7 +28,7 @@ def _sweep(text: str) -> list[tuple[float, float]]:
 def add_commands(sub) -> None:
     """Register ``evaluate`` on the ``dgnam`` parser."""
     from dgnam.cli import _add_model_args
-    from dgnam.evaluate import STANDARD_METHODS
+    from dgnam.evaluation.evaluate import STANDARD_METHODS
 
     e = sub.add_parser("evaluate", help="DGN-AM vs pixel baselines, scored by independent judges (report + grid)",
                        description="Synthesise every class of the target with DGN-AM and the baselines and score "
@@ -85,10 +85,10 @@ def load_labelled(root: Path, limit: int, size: int) -> tuple[torch.Tensor, torc
 def cmd_evaluate(args) -> int:
     from dgnam.cli import (DEFAULT_GENERATOR, DEFAULT_MODEL, _device, _fresh_out_dir, _load_model, _resolve_shipped,
                            _same_file, fit_to_generator, load_code_prior_encoder)
-    from dgnam.evaluate import STANDARD_METHODS, evaluate
+    from dgnam.evaluation.evaluate import STANDARD_METHODS, evaluate
     from dgnam.grid import labelled_grid, save_png
     from dgnam.io import atomic_write_json, atomic_write_text, write_directory
-    from dgnam.zoo import load_model
+    from dgnam.nets.zoo import load_model
 
     device = _device(args.device)
     if min(args.restarts, args.steps, args.sweep_restarts, args.batch_size, args.real_limit) < 1:

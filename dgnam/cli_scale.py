@@ -64,7 +64,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 # --- import-generator ---------------------------------------------------------------------------
 def cmd_import_generator(args) -> int:
-    from dgnam.importers import import_deepsim_fc6, load_port_state_dict, read_act_range
+    from dgnam.prior.importers import import_deepsim_fc6, load_port_state_dict, read_act_range
 
     out = Path(args.out)
     if out.exists():
@@ -99,7 +99,7 @@ class _Plan:
 
 def _prepare(args, device: torch.device) -> _Plan:
     """The checks and loading of ``dgnam synthesize``, run on every rank (rank 0 first, see the caller)."""
-    from dgnam.accel import speed_up
+    from dgnam.scale.accel import speed_up
 
     model, generator, units, classes, real_images = cli.prepare_synthesis(args, device)
     speed = speed_up(device, models=[model], generator=generator, channels_last=not args.no_channels_last,
@@ -117,8 +117,8 @@ def _staging_dir(args, plan: _Plan) -> tuple[Path, Path]:
 
 def _run_shard(args, plan: _Plan, units: list[int], staging: Path, device: torch.device, progress: bool) -> dict[str, Any]:
     """Synthesise this rank's units, write their PNGs, return their manifest entries."""
+    from dgnam.engine.probe import baseline_transforms, make_param
     from dgnam.grid import save_png
-    from dgnam.probe import baseline_transforms, make_param
 
     if not units:  # more ranks than units
         return {"entries": [], "engine": None, "seconds": 0.0}
@@ -204,7 +204,7 @@ def _print_summary(entries: list[dict[str, Any]]) -> None:
 
 
 def cmd_synthesize_sharded(args) -> int:
-    from dgnam.distributed import all_gather, broadcast, on_every_rank, process_group, rank_zero_first, shard
+    from dgnam.scale.distributed import all_gather, broadcast, on_every_rank, process_group, rank_zero_first, shard
 
     if args.steps < 1 or args.restarts < 1 or args.batch_size < 1:
         raise DgnamError("--steps, --restarts and --batch-size must be >= 1")

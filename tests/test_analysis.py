@@ -16,9 +16,9 @@ from torch import nn
 from dgnam import DgnamError, GeneratorCode, Pixels, class_logit, synthesize
 from dgnam.analysis import attribute, compare, gradcam_layer, invert
 from dgnam.analysis.attribute import functional_relu_calls
-from dgnam.models import Model
+from dgnam.engine.objectives import scale_rows
 from dgnam.nets import CifarResNet
-from dgnam.objectives import scale_rows
+from dgnam.nets.model import Model
 from tests.conftest import TinyNet, tiny_generator
 
 

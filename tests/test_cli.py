@@ -295,7 +295,7 @@ def test_stats_recomputes_bounds(tmp_path, user_files):
 
     from dgnam import UpconvGenerator, cifar_arch, load_generator
     from dgnam.cli import load_images
-    from dgnam.zoo import load_model
+    from dgnam.nets.zoo import load_model
     encoder_spec = f"{user_files / 'mynet.py'}:make"
     # Layer "4" (AdaptiveAvgPool2d(4) after a ReLU) gives a non-negative 8x4x4 = 128-unit code.
     gen = UpconvGenerator(cifar_arch(code_dim=128, start_channels=8, widths=(8, 8, 8), spatial_code=True),

@@ -9,8 +9,8 @@ import torch
 
 import dgnam
 from dgnam import load_generator
-from dgnam.param import Fourier, GeneratorCode, Pixels
-from dgnam.transforms import GaussianBlur, Jitter
+from dgnam.engine.param import Fourier, GeneratorCode, Pixels
+from dgnam.engine.transforms import GaussianBlur, Jitter
 from test_train import _common, _train_encoder
 from train import generator
 
@@ -57,7 +57,7 @@ def test_pixel_baselines_with_transforms_on_cuda(tiny_model, param):
 
 
 def test_sampler_start_is_the_same_code_on_cuda(tiny_gen):
-    from dgnam.sampler import CodeSampler
+    from dgnam.prior.sampler import CodeSampler
 
     torch.manual_seed(0)
     sampler = CodeSampler([tiny_gen.code_dim], latent_dim=4, width=8)

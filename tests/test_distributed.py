@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from dgnam import DgnamError
-from dgnam.accel import speed_up
-from dgnam.distributed import Ranks, on_every_rank, shard
+from dgnam.scale.accel import speed_up
+from dgnam.scale.distributed import Ranks, on_every_rank, shard
 from tests.conftest import tiny_generator
 
 USER_MODEL = textwrap.dedent("""

@@ -1,9 +1,9 @@
 """Attribution with captum: which pixels drove a decision.
 
 Vanilla saliency (|d logit / d pixel|), Grad-CAM, guided backprop and guided Grad-CAM, all computed by
-captum on the :class:`~dgnam.models.Model` (so gradients are taken w.r.t. the RGB [0, 1] image,
+captum on the :class:`~dgnam.nets.model.Model` (so gradients are taken w.r.t. the RGB [0, 1] image,
 through the model's own preprocessing). The Grad-CAM layer defaults to
-:func:`~dgnam.models.last_spatial_layer`: the last spatial feature map before global pooling, taken
+:func:`~dgnam.nets.model.last_spatial_layer`: the last spatial feature map before global pooling, taken
 at the block output rather than a residual branch.
 
 Guided backprop changes the backward pass of ``nn.ReLU`` *modules* only (captum hooks them; in-place
@@ -26,7 +26,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from dgnam.errors import DgnamError
-from dgnam.models import Model, as_model, describe_layers, eval_mode, last_spatial_layer, parse_layer, resolve_layer
+from dgnam.nets.model import Model, as_model, describe_layers, eval_mode, last_spatial_layer, parse_layer, resolve_layer
 
 METHODS = ("saliency", "gradcam", "guided_backprop", "guided_gradcam")
 GUIDED_METHODS = ("guided_backprop", "guided_gradcam")
@@ -173,7 +173,7 @@ def attribute(model: nn.Module | Model, images: torch.Tensor, target: int | Sequ
         model: the classifier.
         images: (N, 3, H, W) or (3, H, W), RGB in [0, 1].
         target: one class for all images, one per image, or None for each image's predicted class.
-        layer: the Grad-CAM layer (default: :func:`~dgnam.models.last_spatial_layer`).
+        layer: the Grad-CAM layer (default: :func:`~dgnam.nets.model.last_spatial_layer`).
         methods: any of ``saliency``, ``gradcam``, ``guided_backprop``, ``guided_gradcam``.
 
     Example::

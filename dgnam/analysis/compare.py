@@ -1,6 +1,6 @@
 """Model comparison: combined and difference gradients of two classifiers, and their outputs as vectors.
 
-Three views of how models A and B differ, all through :func:`~dgnam.render.synthesize`:
+Three views of how models A and B differ, all through :func:`~dgnam.engine.render.synthesize`:
 
 1. class images for A alone, B alone, A+B (what both see), A-B and B-A (what one sees and the other
    does not), all classes and kinds as rows of one batch;
@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgnam.analysis.invert import matching_optimizer
+from dgnam.engine.objectives import class_logit, match, scale_rows
+from dgnam.engine.param import GeneratorCode, Parametrization, Pixels
+from dgnam.engine.render import Result, synthesize
 from dgnam.errors import DgnamError
-from dgnam.models import OUTPUT, Model, as_model, eval_mode
-from dgnam.objectives import class_logit, match, scale_rows
-from dgnam.param import GeneratorCode, Parametrization, Pixels
-from dgnam.render import Result, synthesize
+from dgnam.nets.model import OUTPUT, Model, as_model, eval_mode
 
 # (weight of A's class logit, weight of B's class logit) of each kind of class image.
 KIND_WEIGHTS: dict[str, tuple[float, float]] = {"A": (1.0, 0.0), "B": (0.0, 1.0), "A+B": (1.0, 1.0),
@@ -166,7 +166,7 @@ def compare(model_a: nn.Module | Model, model_b: nn.Module | Model, param: Param
         classes: class indices to compare (default: all, at most 10).
         restarts: images per (kind, class), seeds ``seed, seed + 1, ...``.
         mimic_steps: steps of the mimicry phase (default: ``steps``).
-        transforms: per-step transforms (use :func:`dgnam.probe.baseline_transforms` for pixels).
+        transforms: per-step transforms (use :func:`dgnam.engine.probe.baseline_transforms` for pixels).
 
     Example::
 

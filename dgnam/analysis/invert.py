@@ -3,7 +3,7 @@
 An image x is reconstructed from one layer's representation phi(x) by maximising
 ``match(layer, phi(x))``, either through the generator prior (DGN-AM's code, as in Dosovitskiy &
 Brox's inversions with a learned prior) or over plain pixels regularised by total variation (the
-Mahendran & Vedaldi baseline). Every layer is one row of a single :func:`~dgnam.render.synthesize`
+Mahendran & Vedaldi baseline). Every layer is one row of a single :func:`~dgnam.engine.render.synthesize`
 call per parametrisation; the score of each (parametrisation, layer) cell is the normalised
 representation error ||phi(x') - phi(x)|| / ||phi(x)||.
 """
@@ -17,14 +17,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dgnam.engine.objectives import Objective, match, scale_rows, total_variation
+from dgnam.engine.optim import Adam, Optimizer
+from dgnam.engine.param import GeneratorCode, Parametrization
+from dgnam.engine.probe import make_param
+from dgnam.engine.render import Result, synthesize
 from dgnam.errors import DgnamError
-from dgnam.generator import UpconvGenerator
-from dgnam.models import Model, as_model
-from dgnam.objectives import Objective, match, scale_rows, total_variation
-from dgnam.optim import Adam, Optimizer
-from dgnam.param import GeneratorCode, Parametrization
-from dgnam.probe import make_param
-from dgnam.render import Result, synthesize
+from dgnam.nets.model import Model, as_model
+from dgnam.prior.generator import UpconvGenerator
 
 # Weight of the TV penalty for pixel inversions. TV here is the mean absolute neighbour difference of
 # a [0, 1] image (about 0.05 for CIFAR photos, 0.3 for noise) and the error is normalised (about 1 at
@@ -51,7 +51,7 @@ class InversionResult:
         images: (P, L, 3, H', W') reconstruction of cell (param, layer).
         errors: (P, L) normalised representation error of each reconstruction.
         start_errors: (P, L) the same error for the image the optimisation started from.
-        runs: the :class:`~dgnam.render.Result` of each parametrisation (settings, histories).
+        runs: the :class:`~dgnam.engine.render.Result` of each parametrisation (settings, histories).
     """
 
     original: torch.Tensor

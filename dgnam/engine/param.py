@@ -13,10 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from dgnam.engine.optim import Adam, NormalizedAscent, Optimizer
 from dgnam.errors import DgnamError
-from dgnam.generator import UpconvGenerator
-from dgnam.optim import Adam, NormalizedAscent, Optimizer
-from dgnam.sampler import CodeSampler
+from dgnam.prior.generator import UpconvGenerator
+from dgnam.prior.sampler import CodeSampler
 
 
 # Mean of a_i = mean_i + 3 std_i over CaffeNet's fc6 units (Nguyen et al. 2016: bounds 3-17, mean ~12).
@@ -57,9 +57,9 @@ class GeneratorCode(Parametrization):
     """DGN-AM: optimise a generator's code h; the image is G(h).
 
     Args:
-        generator: an :class:`~dgnam.generator.UpconvGenerator` (its ``code_upper_bound`` is the box).
+        generator: an :class:`~dgnam.prior.generator.UpconvGenerator` (its ``code_upper_bound`` is the box).
         init_codes: start codes, (D,) or (N, D) for the N rows; default h ~ N(0, 1) per row seed.
-        sampler: a trained :class:`~dgnam.sampler.CodeSampler` for this generator: row i starts from
+        sampler: a trained :class:`~dgnam.prior.sampler.CodeSampler` for this generator: row i starts from
             the sampler's code for its seed (a natural image, different for every seed; it replaces
             ``init_codes``). A class-conditional sampler draws the start's class from the seed too.
         lower_bound: lower clip of every code unit (0: the code is post-ReLU); None disables it.

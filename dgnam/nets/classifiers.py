@@ -15,13 +15,13 @@ from torch import nn
 
 from dgnam.errors import DgnamError
 from dgnam.io import load_checkpoint
-from dgnam.models import Model, first_line
 from dgnam.nets import ARCHITECTURES
+from dgnam.nets.model import Model, first_line
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 CLASSIFIER_FORMAT = "dgnam.classifier"
-SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
+SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 def build_classifier(arch: str, arch_kwargs: dict[str, Any]) -> nn.Module:

@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from dgnam.engine.objectives import Objective
+from dgnam.engine.optim import Optimizer
+from dgnam.engine.param import Parametrization
+from dgnam.engine.transforms import RowRandom
 from dgnam.errors import DgnamError
-from dgnam.models import INPUT, PARAMS, Model, eval_mode
-from dgnam.objectives import Objective
-from dgnam.optim import Optimizer
-from dgnam.param import Parametrization
-from dgnam.transforms import RowRandom
+from dgnam.nets.model import INPUT, PARAMS, Model, eval_mode
 
 
 @dataclass
@@ -97,8 +97,8 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
     """Maximise ``objective`` over images produced by ``param``, one image per seed.
 
     Args:
-        objective: per-row or shared :class:`~dgnam.objectives.Objective`; model-less leaves use ``model``.
-        param: :class:`~dgnam.param.GeneratorCode` (DGN-AM), ``Pixels`` or ``Fourier``.
+        objective: per-row or shared :class:`~dgnam.engine.objectives.Objective`; model-less leaves use ``model``.
+        param: :class:`~dgnam.engine.param.GeneratorCode` (DGN-AM), ``Pixels`` or ``Fourier``.
         seeds: one seed per image; a per-row objective must have ``len(seeds)`` rows.
         steps: optimisation steps (paper: 200).
         optimizer: update rule; default ``param.default_optimizer()`` (DGN-AM's normalised ascent for codes).

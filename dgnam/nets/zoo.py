@@ -1,4 +1,4 @@
-"""Pretrained torchvision models as dgnam :class:`~dgnam.models.Model`s, with their own preprocessing.
+"""Pretrained torchvision models as dgnam :class:`~dgnam.nets.model.Model`s, with their own preprocessing.
 
 Weights are downloaded by torchvision into ``$TORCH_HOME/hub/checkpoints``; offline, a clear error
 says which file to place there.
@@ -10,7 +10,7 @@ import torch
 
 from dgnam.errors import DgnamError
 from dgnam.io import is_torchscript
-from dgnam.models import Model, first_line
+from dgnam.nets.model import Model, first_line
 
 
 def load_torchvision(name: str, weights: str | None = "DEFAULT", input_size: int | None = None,
@@ -94,7 +94,7 @@ def load_model(spec: str, *, input_size: int | None = None, mean: list[float] | 
 
     from torch import nn
 
-    from dgnam.classifiers import load_classifier
+    from dgnam.nets.classifiers import load_classifier
 
     if spec.startswith("torchvision:"):
         parts = spec.split(":")

@@ -7,18 +7,18 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from dgnam.engine.objectives import Objective
+from dgnam.engine.objectives import channel as channel_objective
+from dgnam.engine.objectives import code_prior as code_prior_objective
+from dgnam.engine.objectives import unit as unit_objective
+from dgnam.engine.optim import Optimizer
+from dgnam.engine.param import Fourier, GeneratorCode, Parametrization, Pixels
+from dgnam.engine.render import Result, synthesize
+from dgnam.engine.transforms import GaussianBlur, Jitter
 from dgnam.errors import DgnamError
-from dgnam.generator import UpconvGenerator
-from dgnam.models import OUTPUT, Model, as_model
-from dgnam.objectives import Objective
-from dgnam.objectives import channel as channel_objective
-from dgnam.objectives import code_prior as code_prior_objective
-from dgnam.objectives import unit as unit_objective
-from dgnam.optim import Optimizer
-from dgnam.param import Fourier, GeneratorCode, Parametrization, Pixels
-from dgnam.render import Result, synthesize
-from dgnam.sampler import CodeSampler
-from dgnam.transforms import GaussianBlur, Jitter
+from dgnam.nets.model import OUTPUT, Model, as_model
+from dgnam.prior.generator import UpconvGenerator
+from dgnam.prior.sampler import CodeSampler
 
 
 def make_param(kind: str, generator: UpconvGenerator | None, image_size: int | None,

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dgnam.engine.transforms import GaussianBlur
 from dgnam.errors import DgnamError
-from dgnam.models import Model, eval_mode
-from dgnam.transforms import GaussianBlur
+from dgnam.nets.model import Model, eval_mode
 
 
 @dataclass(frozen=True)
