@@ -334,7 +334,7 @@ def load_code_prior_encoder(args, generator, device: torch.device, target: dgnam
 
 
 def cmd_synthesize(args) -> int:
-    from dgnam.engine.probe import make_param
+    from dgnam.engine.param import make_param
     from dgnam.grid import save_png
     from dgnam.io import atomic_write_json, write_directory
 

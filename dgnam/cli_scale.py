@@ -117,7 +117,8 @@ def _staging_dir(args, plan: _Plan) -> tuple[Path, Path]:
 
 def _run_shard(args, plan: _Plan, units: list[int], staging: Path, device: torch.device, progress: bool) -> dict[str, Any]:
     """Synthesise this rank's units, write their PNGs, return their manifest entries."""
-    from dgnam.engine.probe import baseline_transforms, make_param
+    from dgnam.engine.param import make_param
+    from dgnam.engine.probe import baseline_transforms
     from dgnam.grid import save_png
 
     if not units:  # more ranks than units

@@ -80,7 +80,7 @@ def test_sampler_bad_files_and_mismatched_generator_are_one_line(tmp_path):
 
 def test_generator_code_starts_from_the_sampler_per_seed(tiny_gen):
     from dgnam.engine.param import GeneratorCode
-    from dgnam.engine.probe import make_param
+    from dgnam.engine.param import make_param
 
     torch.manual_seed(0)
     sampler = CodeSampler([16], latent_dim=4, width=8)

@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dgnam.analysis.invert import matching_optimizer
 from dgnam.engine.objectives import class_logit, match, scale_rows
-from dgnam.engine.param import GeneratorCode, Parametrization, Pixels
+from dgnam.engine.param import Parametrization
 from dgnam.engine.render import Result, synthesize
 from dgnam.errors import DgnamError
 from dgnam.nets.model import OUTPUT, Model, as_model, eval_mode
@@ -144,16 +143,6 @@ def _outputs(model: Model, images: torch.Tensor, device: torch.device, batch_siz
                           for i in range(0, len(images), batch_size)])
 
 
-def _continue_from(param: Parametrization, result: Result, rows: torch.Tensor) -> Parametrization:
-    """A parametrisation whose row i starts where ``result``'s row ``rows[i]`` ended."""
-    if isinstance(param, GeneratorCode):
-        return GeneratorCode(param.generator, init_codes=result.params[rows], lower_bound=param.lower_bound,
-                             bound_scale=param.bound_scale, bound_k=param.bound_k)
-    # Pixel and Fourier images both continue as pixels: the image is what has to carry over.
-    images = result.images[rows]
-    return Pixels(images.shape[-1], init_images=images)
-
-
 def compare(model_a: nn.Module | Model, model_b: nn.Module | Model, param: Parametrization, *,
             classes: Sequence[int] | None = None, class_names: Sequence[str] | None = None, restarts: int = 1,
             steps: int = 200, mimic_steps: int | None = None, seed: int = 0, transforms: Sequence = (),
@@ -220,9 +209,9 @@ def compare(model_a: nn.Module | Model, model_b: nn.Module | Model, param: Param
     b_rows = a_rows + len(classes) * restarts
     targets = logits_b[b_rows]
     mimic_objective = match(OUTPUT, targets, p=1, model=model_a).per_row_targets()
-    mimic_param = _continue_from(param, synthesis, a_rows)
+    mimic_param = param.continue_from(synthesis.params[a_rows], synthesis.images[a_rows])
     mimicry = synthesize(mimic_objective, mimic_param, seeds=[seed + r for r in row_restarts[:len(a_rows)]],
-                         steps=mimic_steps if mimic_steps is not None else steps, optimizer=matching_optimizer(mimic_param),
+                         steps=mimic_steps if mimic_steps is not None else steps, optimizer=mimic_param.matching_optimizer(),
                          transforms=transforms, batch_size=batch_size, device=device, progress=progress,
                          labels=[f"mimic:{n}" for n in _row_names(class_names, restarts)])
     mimic_end_logits = _outputs(model_a, mimicry.images, device, batch_size)

@@ -18,9 +18,7 @@ import torch
 from torch import nn
 
 from dgnam.engine.objectives import Objective, match, scale_rows, total_variation
-from dgnam.engine.optim import Adam, Optimizer
-from dgnam.engine.param import GeneratorCode, Parametrization
-from dgnam.engine.probe import make_param
+from dgnam.engine.param import make_param
 from dgnam.engine.render import Result, synthesize
 from dgnam.errors import DgnamError
 from dgnam.nets.model import Model, as_model
@@ -30,14 +28,6 @@ from dgnam.prior.generator import UpconvGenerator
 # a [0, 1] image (about 0.05 for CIFAR photos, 0.3 for noise) and the error is normalised (about 1 at
 # the start), so 0.5 costs noise more than it gains while leaving room for real edges.
 DEFAULT_TV_WEIGHT = 0.5
-# Adam's step for pixel inversions: 0.01 (the synthesis default) moves too little in 200 steps to leave
-# the grey start image far behind.
-PIXEL_INVERSION_LR = 0.03
-# Adam's step for code inversions, in units of the code's scale (mean bound / 12, see
-# GeneratorCode.default_optimizer): 0.02 on the CIFAR-10 prior. DGN-AM's own schedule (normalised
-# steps of 8 scale units) is made to push units to their bounds; matching a target needs small steps,
-# and with it the shipped prior stayed at relu4_2 error 0.32 where Adam reaches 0.14 (200 steps).
-CODE_INVERSION_LR = 0.12
 
 
 @dataclass
@@ -81,13 +71,6 @@ class InversionResult:
                 # The last name component keeps the caption inside its tile (features.relu4_2 -> relu4_2).
                 captions.append(f"{layer.rsplit('.', 1)[-1]} err {float(self.errors[p, column]):.2f}")
         return save_png(labelled_grid(torch.stack(tiles), captions, ncol=len(self.layers) + 1, tile=max(96, size)), path)
-
-
-def matching_optimizer(param: Parametrization) -> Optimizer:
-    """The update rule for matching a target (inversion, mimicry): Adam with small steps in ``param``'s units."""
-    if isinstance(param, GeneratorCode):
-        return Adam(lr=CODE_INVERSION_LR * param.code_scale())
-    return Adam(lr=PIXEL_INVERSION_LR)
 
 
 def representation_error(model: Model, images: torch.Tensor, fidelity: Objective, layers: Sequence[str]) -> torch.Tensor:
@@ -146,8 +129,8 @@ def invert(model: nn.Module | Model, image: torch.Tensor, layers: Sequence[str],
     for kind in params:
         param = make_param(kind, generator, model.input_size)
         # The generator is the prior of code rows; pixel and Fourier rows get Mahendran & Vedaldi's TV.
-        objective = fidelity if isinstance(param, GeneratorCode) else fidelity - tv_weight * total_variation()
-        run = synthesize(objective, param, seeds=seeds, model=model, steps=steps, optimizer=matching_optimizer(param),
+        objective = fidelity if param.has_prior else fidelity - tv_weight * total_variation()
+        run = synthesize(objective, param, seeds=seeds, model=model, steps=steps, optimizer=param.matching_optimizer(),
                          device=device, progress=progress, labels=[f"{kind}:{layer}" for layer in layers],
                          extra={"param": [kind] * len(layers), "layer": layers})
         with torch.no_grad():

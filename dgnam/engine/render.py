@@ -141,7 +141,7 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
         m.to(device)
     optimizer = optimizer or param.default_optimizer()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
-    frozen = [*models] + ([param.generator] if hasattr(param, "generator") else [])
+    frozen = [*models] + ([param.generator] if param.generator is not None else [])
 
     images_out, values_out, params_out = [], [], []
     history = torch.zeros(steps, n)

@@ -19,7 +19,7 @@ import torch
 
 from dgnam.engine.objectives import class_logit, total_variation
 from dgnam.engine.optim import Optimizer
-from dgnam.engine.param import Fourier, GeneratorCode, Parametrization, Pixels
+from dgnam.engine.param import Parametrization, make_param
 from dgnam.engine.probe import add_code_prior, check_code_prior
 from dgnam.engine.render import Result, synthesize
 from dgnam.engine.transforms import GaussianBlur, Jitter
@@ -58,15 +58,8 @@ class Method:
     code_prior: float = 0.0
 
     def parametrization(self, generator: UpconvGenerator | None, image_size: int) -> Parametrization:
-        if self.param == "dgn":
-            if generator is None:
-                raise DgnamError(f"method {self.name!r} needs a generator; pass one (CLI: --generator)")
-            return GeneratorCode(generator, bound_k=self.bound_k)
-        if self.param == "pixel":
-            return Pixels(image_size)
-        if self.param == "fourier":
-            return Fourier(image_size)
-        raise DgnamError(f"unknown parametrisation {self.param!r}; use dgn, pixel or fourier")
+        options = {"bound_k": self.bound_k} if self.bound_k is not None else {}
+        return make_param(self.param, generator, image_size, **options)
 
     def optimizer(self, param: Parametrization) -> Optimizer:
         opt = param.default_optimizer()
@@ -199,10 +192,10 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
     for k, decay in sweep:
         method = Method(f"dgn_k{k:g}_d{decay:g}", f"DGN-AM k={k:g} decay={decay:g}", "dgn", bound_k=k, l2_decay=decay)
         sweep_scores.append((k, decay, score(method, sweep_restarts)[0]))
-    notes = {name: str(getattr(j, "metadata", {}).get("description", "")) for name, j in judges.items()}
+    notes = {name: str(j.metadata.get("description", "")) for name, j in judges.items()}
     pgd = {}
     for name, judge in judges.items():  # how robust a robust judge is, at the radius it was trained for
-        eps = float(getattr(judge, "metadata", {}).get("adv_eps", 0) or 0)
+        eps = float(judge.metadata.get("adv_eps", 0) or 0)
         if eps > 0:
             pgd[name] = (eps, pgd_accuracy(judge, test_images, test_labels, eps=eps, step_size=eps / 4, steps=10,
                                            batch_size=batch_size, device=device, seed=seed))

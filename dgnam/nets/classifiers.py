@@ -42,19 +42,16 @@ def classifier_checkpoint(arch: str, arch_kwargs: dict[str, Any], state_dict: di
 
 
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> Model:
-    """Load a dgnam classifier checkpoint as a :class:`Model` (RGB [0,1] in, logits out).
-
-    The returned model has ``.classes`` and ``.metadata`` attributes.
+    """Load a dgnam classifier checkpoint as a :class:`Model` (RGB [0,1] in, logits out) whose
+    ``classes`` and ``metadata`` are the checkpoint's.
     """
     ckpt = load_checkpoint(path, CLASSIFIER_FORMAT, "dgnam classifier")
+    metadata = dict(ckpt.get("metadata", {}))
     try:
         net = build_classifier(ckpt["arch"], ckpt["arch_kwargs"])
         net.load_state_dict(ckpt["state_dict"])
-        model = Model(net, input_size=ckpt["input_size"], mean=ckpt["mean"], std=ckpt["std"],
-                      name=Path(path).stem).to(device)
+        return Model(net, input_size=ckpt["input_size"], mean=ckpt["mean"], std=ckpt["std"], name=Path(path).stem,
+                     classes=metadata.get("classes", []), metadata=metadata).to(device)
     except (RuntimeError, KeyError, TypeError) as exc:
         raise DgnamError(f"'{path}' is damaged or does not match its architecture "
                          f"({type(exc).__name__}: {first_line(exc, 100)}); re-export the checkpoint") from None
-    model.metadata = dict(ckpt.get("metadata", {}))
-    model.classes = list(model.metadata.get("classes", []))
-    return model

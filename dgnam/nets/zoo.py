@@ -17,7 +17,7 @@ def load_torchvision(name: str, weights: str | None = "DEFAULT", input_size: int
                      device: str | torch.device = "cpu") -> Model:
     """``torchvision.models.<name>`` with ``weights`` (an enum member name, ``DEFAULT``, or None for random).
 
-    Mean/std and the input (crop) size come from the weights' metadata.
+    Mean/std, the input (crop) size and the class names come from the weights' metadata.
     Example: ``load_torchvision("resnet50")``.
     """
     import torchvision
@@ -29,6 +29,7 @@ def load_torchvision(name: str, weights: str | None = "DEFAULT", input_size: int
         raise DgnamError(f"torchvision has no model {name!r}; try one of {names}, ...") from None
     if weights is None:
         mean, std, size = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), input_size or 224
+        classes = []
         net = builder(weights=None)
     else:
         enum = torchvision.models.get_model_weights(name)
@@ -39,13 +40,14 @@ def load_torchvision(name: str, weights: str | None = "DEFAULT", input_size: int
         preprocess = chosen.transforms()
         mean, std = tuple(preprocess.mean), tuple(preprocess.std)
         size = input_size or int(preprocess.crop_size[0])
+        classes = list(chosen.meta.get("categories", []))
         try:
             net = builder(weights=chosen)
         except (OSError, RuntimeError) as exc:  # URLError is an OSError
             file = chosen.url.rsplit("/", 1)[-1]
             raise DgnamError(f"cannot download {name} weights ({type(exc).__name__}, offline?); place {file} in "
                              f"{torch.hub.get_dir()}/checkpoints/ or use random weights (weights=None; CLI: torchvision:NAME:none)") from None
-    return Model(net, input_size=size, mean=mean, std=std, name=name).to(device)
+    return Model(net, input_size=size, mean=mean, std=std, name=name, classes=classes).to(device)
 
 
 def _import_factory(spec: str):
@@ -100,11 +102,6 @@ def load_model(spec: str, *, input_size: int | None = None, mean: list[float] | 
         parts = spec.split(":")
         weights = parts[2] if len(parts) > 2 else "DEFAULT"
         model = load_torchvision(parts[1], None if weights.lower() == "none" else weights, input_size, device)
-        if weights.lower() != "none":
-            import torchvision
-            enum = torchvision.models.get_model_weights(parts[1])
-            chosen = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
-            model.classes = list(chosen.meta.get("categories", []))
         return _override_preprocessing(model, mean, std)
     path = Path(spec)
     if path.suffix in (".pt", ".pth", ".ts", ".jit") and not spec.endswith(".py") and ":" not in path.name:
