@@ -17,11 +17,11 @@ import dgnam.cli_analysis
 import dgnam.cli_evaluate
 import dgnam.cli_scale
 from dgnam.errors import DgnamError
-from dgnam.nets.classifiers import SHIPPED
+from dgnam.io import shipped
 
-DEFAULT_GENERATOR = SHIPPED / "cifar10" / "generator.pt"
-DEFAULT_MODEL = SHIPPED / "cifar10" / "encoder.pt"
-DEFAULT_SAMPLER = SHIPPED / "cifar10" / "code_sampler.pt"
+DEFAULT_GENERATOR = shipped("cifar10/generator.pt")
+DEFAULT_MODEL = shipped("cifar10/encoder.pt")
+DEFAULT_SAMPLER = shipped("cifar10/code_sampler.pt")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
@@ -171,7 +171,7 @@ def _load_model(args, device: torch.device) -> dgnam.Model:
 
     spec = args.model or str(DEFAULT_MODEL)
     if args.model is None and not DEFAULT_MODEL.is_file():
-        raise DgnamError(f"the shipped classifier {DEFAULT_MODEL} is missing; reinstall from a git checkout or pass --model")
+        raise DgnamError(f"the shipped classifier {DEFAULT_MODEL} is missing; reinstall dgnam or pass --model")
     return load_model(spec, input_size=args.input_size, mean=args.mean, std=args.std, device=device)
 
 
@@ -399,10 +399,12 @@ def cmd_synthesize(args) -> int:
 
 
 def _resolve_shipped(spec: str) -> str:
-    """Generators name their encoder as trained (often relative to the repository root)."""
-    if ":" in spec or Path(spec).exists():
+    """Generators name their encoder as trained, often relative to the repository root
+    (``checkpoints/cifar10/encoder.pt``): such a path that does not exist from here names the shipped file."""
+    parts = Path(spec).parts
+    if ":" in spec or Path(spec).exists() or parts[:1] != ("checkpoints",):
         return spec
-    candidate = SHIPPED.parent / spec
+    candidate = shipped("/".join(parts[1:]))
     return str(candidate) if candidate.exists() else spec
 
 

@@ -10,9 +10,9 @@ import torch
 
 import dgnam
 from dgnam.errors import DgnamError
-from dgnam.nets.classifiers import SHIPPED
+from dgnam.io import shipped
 
-DEFAULT_JUDGES = SHIPPED / "cifar10" / "judges"
+DEFAULT_JUDGES = shipped("cifar10/judges")
 
 
 def _sweep(text: str) -> list[tuple[float, float]]:

@@ -1,4 +1,5 @@
-"""Files: atomic writes (write to a temporary file beside the target, then rename) and checkpoint reading."""
+"""Files: atomic writes (write to a temporary file beside the target, then rename), checkpoint reading, and
+where the checkpoints dgnam ships are."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +109,14 @@ def load_checkpoint(path: str | os.PathLike, expected_format: str, what: str) ->
         raise DgnamError(f"'{path}' is not a {what} (format {found!r}, expected {expected_format!r}); "
                          f"pass a file written by dgnam's export")
     return ckpt
+
+
+def shipped(name: str) -> Path:
+    """The checkpoint ``name`` (e.g. ``cifar10/generator.pt``) among those dgnam ships as package data.
+
+    They are found in the installed package (``dgnam/checkpoints``), so an installed dgnam finds them
+    from any working directory. In a source checkout ``dgnam/checkpoints`` links to the top-level
+    ``checkpoints/``, the one copy, and the path returned is the linked file's.
+    Example: ``load_generator(shipped("cifar10/generator.pt"))``
+    """
+    return Path(str(resources.files("dgnam").joinpath("checkpoints", *name.split("/")))).resolve()

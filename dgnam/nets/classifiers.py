@@ -1,4 +1,4 @@
-"""Classifier checkpoints: the shipped CIFAR-10 encoder and judges, and torchvision models.
+"""Classifier checkpoints: the shipped CIFAR-10 encoder and judges, and any classifier trained with ``train``.
 
 A dgnam classifier checkpoint is a plain dict (architecture name and arguments, state dict,
 preprocessing, metadata) so that ``torch.load(weights_only=True)`` can read it.
@@ -21,7 +21,6 @@ from dgnam.nets.model import Model, first_line
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 CLASSIFIER_FORMAT = "dgnam.classifier"
-SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 def build_classifier(arch: str, arch_kwargs: dict[str, Any]) -> nn.Module:
