@@ -304,7 +304,7 @@ def test_attribute_command(tmp_path, user_files):
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, user_files, capsys, command, extra, message):
     # In-process (dgnam.cli.main, whose return value is the exit code) to spare a Python start per case.
-    from dgnam.cli import main
+    from dgnam.cli.main import main
 
     out = tmp_path / "run"
     extra = [{"X": str(user_files / "x.png"), "G": str(user_files / "gen.pt")}.get(e, e) for e in extra]

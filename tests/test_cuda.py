@@ -100,8 +100,8 @@ def test_generator_training_with_all_terms_resumes_on_cuda(tmp_path, image_root)
 def test_cli_synthesize_autocasts_on_cuda_unless_fp32(tmp_path, fp32):
     import json
 
-    from dgnam.cli import DEFAULT_GENERATOR, DEFAULT_MODEL
-    from dgnam.cli import main as cli_main
+    from dgnam.cli.common import DEFAULT_GENERATOR, DEFAULT_MODEL
+    from dgnam.cli.main import main as cli_main
 
     if not (DEFAULT_GENERATOR.is_file() and DEFAULT_MODEL.is_file()):
         pytest.skip("shipped checkpoints absent")

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from dgnam import DgnamError, load_generator
-from dgnam.cli import main as cli_main
+from dgnam.cli.main import main as cli_main
 from dgnam.prior.importers import DEEPSIM_FC6_LAYERS, canonical_port_keys, deepsim_fc6_shapes, import_deepsim_fc6
 
 # (name, stride) of the transposed convolutions, in order, as in the Caffe prototxt.

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dgnam import DgnamError
-from dgnam.cli import main as cli_main
+from dgnam.cli.main import main as cli_main
 from dgnam.io import atomic_save
 from dgnam.nets.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
 from dgnam.prior.generator import UpconvGenerator, cifar_arch
