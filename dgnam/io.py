@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -98,8 +99,6 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
 
 def is_torchscript(path: str | os.PathLike) -> bool:
     """True for a TorchScript archive (a zip holding compiled ``code/``), False for a pickled state dict."""
-    import zipfile
-
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:

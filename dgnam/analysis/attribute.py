@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from dgnam.analysis.figures import heat, overlay, signed_gradient_image
 from dgnam.errors import DgnamError
+from dgnam.grid import labelled_grid, save_png
 from dgnam.nets.model import Model, as_model, describe_layers, eval_mode, last_spatial_layer, parse_layer, resolve_layer
 
 METHODS = ("saliency", "gradcam", "guided_backprop", "guided_gradcam")
@@ -60,8 +62,6 @@ class AttributionResult:
 
     def tiles(self, index: int) -> tuple[torch.Tensor, list[str]]:
         """(1 + methods, 3, H, W) viewable tiles for one image (the image, then one per method) and their names."""
-        from dgnam.analysis.figures import heat, overlay, signed_gradient_image
-
         image = self.images[index:index + 1]
         tiles, names = [image[0]], ["image"]
         for method, values in self.maps.items():
@@ -77,8 +77,6 @@ class AttributionResult:
 
     def save_overlays(self, path: str | Path, class_names: Sequence[str] = ()) -> Path:
         """One PNG: a row per image with the image and each method's map (Grad-CAM over the image)."""
-        from dgnam.grid import labelled_grid, save_png
-
         tiles, captions = [], []
         for i in range(len(self.images)):
             row, names = self.tiles(i)

@@ -20,10 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dgnam.analysis.figures import similarity_heatmap
 from dgnam.engine.objectives import class_logit, match, scale_rows
 from dgnam.engine.param import Parametrization
 from dgnam.engine.render import Result, synthesize
 from dgnam.errors import DgnamError
+from dgnam.grid import labelled_grid, save_png
 from dgnam.nets.model import OUTPUT, Model, as_model, eval_mode
 
 # (weight of A's class logit, weight of B's class logit) of each kind of class image.
@@ -94,8 +96,6 @@ class ComparisonResult:
 
         Captions give the intended class's logit under A and under B.
         """
-        from dgnam.grid import labelled_grid, save_png
-
         target = torch.tensor(self.classes).repeat_interleave(self.restarts).repeat(len(KINDS))[:, None]
         a = self.logits_a.gather(1, target).squeeze(1).tolist()
         b = self.logits_b.gather(1, target).squeeze(1).tolist()
@@ -105,9 +105,6 @@ class ComparisonResult:
 
     def save_similarity_heatmap(self, path: str | Path) -> Path:
         """Heat map PNG of ``similarity_matrix`` (rows: A's outputs, columns: B's outputs)."""
-        from dgnam.analysis.figures import similarity_heatmap
-        from dgnam.grid import save_png
-
         a, b = self.model_names
         image = similarity_heatmap(self.similarity_matrix, self.class_names, self.class_names,
                                    row_title=f"{a} (A) output on A's class image",
@@ -116,8 +113,6 @@ class ComparisonResult:
 
     def save_mimicry(self, path: str | Path) -> Path:
         """Triplets PNG: A's class image, the mimic made from it, B's image of that class."""
-        from dgnam.grid import labelled_grid, save_png
-
         start = self.synthesis.images[self.rows("A")]
         target = self.synthesis.images[self.rows("B")]
         tiles, captions = [], []

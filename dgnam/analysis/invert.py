@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dgnam.engine.objectives import Objective, match, scale_rows, total_variation
 from dgnam.engine.param import make_param
 from dgnam.engine.render import Result, synthesize
 from dgnam.errors import DgnamError
+from dgnam.grid import labelled_grid, save_png
 from dgnam.nets.model import Model, as_model
 from dgnam.prior.generator import UpconvGenerator
 
@@ -54,10 +56,6 @@ class InversionResult:
 
     def save_grid(self, path: str | Path) -> Path:
         """Grid PNG: one row per parametrisation, the original first, then one column per layer."""
-        from torch.nn import functional as F
-
-        from dgnam.grid import labelled_grid, save_png
-
         size = self.images.shape[-1]
         original = self.original[None]
         if original.shape[-1] != size:

@@ -22,6 +22,7 @@ from dgnam.engine.optim import Optimizer
 from dgnam.engine.param import Parametrization
 from dgnam.engine.transforms import RowRandom
 from dgnam.errors import DgnamError
+from dgnam.grid import labelled_grid, save_png
 from dgnam.nets.model import INPUT, PARAMS, Model, eval_mode
 
 
@@ -56,8 +57,6 @@ class Result:
     def save_grid(self, path: str | Path, ncol: int | None = None, tile: int | None = None,
                   captions: Sequence[str] | None = None) -> Path:
         """Write a labelled grid PNG: each tile has its label and reached value underneath."""
-        from dgnam.grid import labelled_grid, save_png
-
         captions = list(captions) if captions is not None else [
             f"{label} {value:.1f}" for label, value in zip(self.labels, self.values.tolist())]
         return save_png(labelled_grid(self.images, captions, ncol=ncol, tile=tile), path)

@@ -1,15 +1,24 @@
-"""Pretrained torchvision models as dgnam :class:`~dgnam.nets.model.Model`s, with their own preprocessing.
+"""Any model as a dgnam :class:`~dgnam.nets.model.Model`, from a command-line spec (:func:`load_model`):
+torchvision's pretrained models with their own preprocessing, a factory, a dgnam classifier or a
+TorchScript file.
 
-Weights are downloaded by torchvision into ``$TORCH_HOME/hub/checkpoints``; offline, a clear error
+Torchvision weights are downloaded by torchvision into ``$TORCH_HOME/hub/checkpoints``; offline, a clear error
 says which file to place there.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
 import torch
+from torch import nn
 
 from dgnam.errors import DgnamError
 from dgnam.io import is_torchscript
+from dgnam.nets.classifiers import load_classifier
 from dgnam.nets.model import Model, first_line
 
 
@@ -52,10 +61,6 @@ def load_torchvision(name: str, weights: str | None = "DEFAULT", input_size: int
 
 def _import_factory(spec: str):
     """``path/to/file.py:factory`` or ``package.module:factory`` -> the callable."""
-    import importlib
-    import importlib.util
-    from pathlib import Path
-
     target, _, attr = spec.rpartition(":")
     if not target or not attr:
         raise DgnamError(f"model spec {spec!r} needs the form FILE.py:factory or module:factory")
@@ -63,8 +68,6 @@ def _import_factory(spec: str):
         path = Path(target)
         if not path.is_file():
             raise DgnamError(f"model file '{path}' does not exist; check the path in --model")
-        import sys
-
         name = f"dgnam_user_{path.stem}"
         module_spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(module_spec)
@@ -92,12 +95,6 @@ def load_model(spec: str, *, input_size: int | None = None, mean: list[float] | 
     ``package.module:factory`` (the factory returns an ``nn.Module`` taking RGB [0,1] unless
     ``mean``/``std`` are given), a dgnam classifier ``.pt``, or a TorchScript file.
     """
-    from pathlib import Path
-
-    from torch import nn
-
-    from dgnam.nets.classifiers import load_classifier
-
     if spec.startswith("torchvision:"):
         parts = spec.split(":")
         weights = parts[2] if len(parts) > 2 else "DEFAULT"
