@@ -232,8 +232,8 @@ def recommended_code_prior(requested: float | None, generator: UpconvGenerator |
     return value
 
 
-def load_code_prior_encoder(weight: float, generator: UpconvGenerator, device: torch.device, model_spec: str | None,
-                            target: Model) -> Model | None:
+def load_code_prior_encoder(weight: float, generator: UpconvGenerator | None, device: torch.device,
+                            model_spec: str | None, target: Model) -> Model | None:
     """The encoder for a code prior of ``weight`` (the generator's own), or None when it is 0. When the
     target (``model_spec``, default: the shipped classifier) is that encoder, the target itself: one
     forward per step then serves both objectives."""

@@ -134,8 +134,9 @@ def run(args: argparse.Namespace, sharded: bool) -> int:
             done = on_every_rank(lambda: synthesize_units(args, plan, mine, out_dir, staging, ranks.device,
                                                           progress=not args.quiet and ranks.is_main), ranks)
             runs = all_gather(done, ranks)  # every rank's images are on disk once this returns
-            entries = on_every_rank(lambda: publish(args, plan, runs, out_dir, staging, ranks.device,
-                                                    time.time() - start if sharded else runs[0]["seconds"], sharded)
+            # seconds: of the whole sharded run (loading and merging too), of synthesis alone in a plain one
+            seconds = time.time() - start if sharded else runs[0]["seconds"]
+            entries = on_every_rank(lambda: publish(args, plan, runs, out_dir, staging, ranks.device, seconds, sharded)
                                     if ranks.is_main else None, ranks)
         except BaseException:
             if ranks.is_main:
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace, sharded: bool) -> int:
             print(f"wrote {len(entries)} images from {ranks.world_size} process(es), grid.png and manifest.json to "
                   f"{out_dir} ({time.time() - start:.1f}s)")
         else:
-            print(f"wrote {len(entries)} images, grid.png and manifest.json to {out_dir} ({runs[0]['seconds']:.1f}s)")
+            print(f"wrote {len(entries)} images, grid.png and manifest.json to {out_dir} ({seconds:.1f}s)")
     return 0
 
 
