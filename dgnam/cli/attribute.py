@@ -15,6 +15,7 @@ from dgnam.io import write_directory
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``dgnam attribute`` to the parser's subcommands."""
     att = sub.add_parser("attribute", help="which pixels drove a decision: saliency, Grad-CAM, guided backprop (captum)",
                          description=__doc__)
     add_model_args(att)

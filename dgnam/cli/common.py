@@ -99,6 +99,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_generator_arg(p: argparse.ArgumentParser) -> None:
+    """``--generator`` (default: the shipped one, see :func:`generator_path`)."""
     p.add_argument("--generator", default=None, help="generator checkpoint (default: the shipped CIFAR-10 one)")
 
 
@@ -269,6 +270,7 @@ def print_table(rows: list[list[str]], header: list[str]) -> None:
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table for ``report.md``."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
     return "\n".join(lines)

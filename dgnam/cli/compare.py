@@ -21,6 +21,7 @@ from dgnam.prior.generator import load_generator
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``dgnam compare`` to the parser's subcommands."""
     cmp = sub.add_parser("compare", help="how two classifiers differ: A+B, A-B, B-A images, output similarity, mimicry",
                          description=__doc__)
     cmp.add_argument("--model", action="append", default=None, required=True,

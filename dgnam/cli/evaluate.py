@@ -33,6 +33,7 @@ def _sweep(text: str) -> list[tuple[float, float]]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``dgnam evaluate`` to the parser's subcommands."""
     e = sub.add_parser("evaluate", help="DGN-AM vs pixel baselines, scored by independent judges (report + grid)",
                        description=__doc__)
     add_model_args(e)

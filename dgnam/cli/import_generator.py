@@ -12,6 +12,7 @@ from dgnam.prior.importers import import_deepsim_fc6, load_port_state_dict, read
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``dgnam import-generator`` to the parser's subcommands."""
     imp = sub.add_parser("import-generator", help="convert the published DeePSiM fc6 generator to a dgnam generator",
                          description=__doc__)
     imp.add_argument("src", help="the port's state dict, e.g. upconvGAN_fc6.pt")

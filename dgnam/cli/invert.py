@@ -17,6 +17,7 @@ from dgnam.prior.generator import load_generator
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``dgnam invert`` to the parser's subcommands."""
     inv = sub.add_parser("invert", help="reconstruct an image from layer representations (inversion)",
                          description=__doc__)
     add_model_args(inv)

@@ -10,6 +10,7 @@ from dgnam.nets.model import describe_layers, last_spatial_layer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``dgnam layers`` to the parser's subcommands."""
     lay = sub.add_parser("layers", help="list a model's layers with output shapes and parameter counts")
     add_model_args(lay)
     lay.set_defaults(handler=cmd_layers)

@@ -16,6 +16,7 @@ from dgnam.prior.sampler import load_code_sampler
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``dgnam sample`` to the parser's subcommands."""
     sm = sub.add_parser("sample", help="samples of a generator prior: G(h) for codes from a trained code sampler",
                         description=__doc__)
     add_generator_arg(sm)

@@ -13,6 +13,7 @@ from dgnam.prior.stats import code_statistics
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``dgnam stats`` to the parser's subcommands."""
     st = sub.add_parser("stats", help="recompute a generator's code bounds from a folder of real images, "
                                       "or set a new k on the statistics it stores")
     st.add_argument("--generator", required=True)
