@@ -1,17 +1,17 @@
 """dgnam: synthesise the preferred inputs of neurons in any PyTorch model through a learned generator
 prior (DGN-AM, Nguyen et al. 2016), with pixel and Fourier baselines through the same loop."""
 
-from dgnam.classifiers import load_classifier
+from dgnam.engine.objectives import channel, class_logit, code_prior, match, total_variation, unit
+from dgnam.engine.optim import Adam, NormalizedAscent
+from dgnam.engine.param import Fourier, GeneratorCode, Pixels
+from dgnam.engine.probe import visualize
+from dgnam.engine.render import Result, synthesize
+from dgnam.engine.transforms import GaussianBlur, Jitter
 from dgnam.errors import DgnamError
-from dgnam.generator import UpconvGenerator, cifar_arch, fc6_arch, load_generator
-from dgnam.models import OUTPUT, LayerCapture, Model, describe_layers
-from dgnam.objectives import channel, class_logit, code_prior, match, total_variation, unit
-from dgnam.optim import Adam, NormalizedAscent
-from dgnam.param import Fourier, GeneratorCode, Pixels
-from dgnam.probe import visualize
-from dgnam.render import Result, synthesize
-from dgnam.sampler import CodeSampler, load_code_sampler
-from dgnam.transforms import GaussianBlur, Jitter
+from dgnam.nets.classifiers import load_classifier
+from dgnam.nets.model import OUTPUT, LayerCapture, Model, describe_layers
+from dgnam.prior.generator import UpconvGenerator, cifar_arch, fc6_arch, load_generator
+from dgnam.prior.sampler import CodeSampler, load_code_sampler
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,6 @@
 import sys
 
-from dgnam.cli import main
+from dgnam.cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

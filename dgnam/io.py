@@ -1,11 +1,16 @@
-"""Files: atomic writes (write to a temporary file beside the target, then rename) and checkpoint reading."""
+"""Files: atomic writes (write to a temporary file beside the target, then rename), checkpoint reading, and
+where the checkpoints dgnam ships are."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -36,25 +41,41 @@ def write_directory(out_dir: str | os.PathLike, write: Callable[[Path], None]) -
     All or nothing: if ``write`` fails, the staging folder is removed and ``out_dir`` is untouched.
     ``out_dir`` may exist only as an empty directory (it is replaced).
     """
-    import shutil
-
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging = staging_directory(out_dir)
     try:
-        write(staging)
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would make shared outputs private
-        if out_dir.exists():
-            out_dir.rmdir()  # only an empty directory can be replaced; anything else raises
-        staging.rename(out_dir)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise DgnamError(f"could not write '{out_dir}' ({exc.strerror or exc}); check space and permissions, "
-                         f"and that the output directory stayed empty") from None
+        with writing(out_dir):
+            write(staging)
+            publish_directory(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def staging_directory(out_dir: Path) -> Path:
+    """A new hidden folder beside ``out_dir`` to write a run into, before :func:`publish_directory`."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+
+
+def publish_directory(staging: Path, out_dir: Path) -> Path:
+    """Rename a complete staging folder to ``out_dir``, which may exist only as an empty directory."""
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would make shared outputs private
+    if out_dir.exists():
+        out_dir.rmdir()  # only an empty directory can be replaced; anything else raises
+    staging.rename(out_dir)
+    return out_dir
+
+
+@contextmanager
+def writing(out_dir: Path) -> Iterator[None]:
+    """Turn a failure to write the run for ``out_dir`` (an ``OSError``) into one line that names the fix."""
+    try:
+        yield
+    except OSError as exc:
+        raise DgnamError(f"could not write '{out_dir}' ({exc.strerror or exc}); check space and permissions, "
+                         f"and that the output directory stayed empty") from None
 
 
 def _umask() -> int:
@@ -78,8 +99,6 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
 
 def is_torchscript(path: str | os.PathLike) -> bool:
     """True for a TorchScript archive (a zip holding compiled ``code/``), False for a pickled state dict."""
-    import zipfile
-
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:
@@ -107,3 +126,14 @@ def load_checkpoint(path: str | os.PathLike, expected_format: str, what: str) ->
         raise DgnamError(f"'{path}' is not a {what} (format {found!r}, expected {expected_format!r}); "
                          f"pass a file written by dgnam's export")
     return ckpt
+
+
+def shipped(name: str) -> Path:
+    """The checkpoint ``name`` (e.g. ``cifar10/generator.pt``) among those dgnam ships as package data.
+
+    They are found in the installed package (``dgnam/checkpoints``), so an installed dgnam finds them
+    from any working directory. In a source checkout ``dgnam/checkpoints`` links to the top-level
+    ``checkpoints/``, the one copy, and the path returned is the linked file's.
+    Example: ``load_generator(shipped("cifar10/generator.pt"))``
+    """
+    return Path(str(resources.files("dgnam").joinpath("checkpoints", *name.split("/")))).resolve()

@@ -4,8 +4,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from dgnam.generator import UpconvGenerator, cifar_arch
-from dgnam.models import Model
+from dgnam.nets.model import Model
+from dgnam.prior.generator import UpconvGenerator, cifar_arch
 
 
 @pytest.fixture(autouse=True)

@@ -16,9 +16,9 @@ from torch import nn
 from dgnam import DgnamError, GeneratorCode, Pixels, class_logit, synthesize
 from dgnam.analysis import attribute, compare, gradcam_layer, invert
 from dgnam.analysis.attribute import functional_relu_calls
-from dgnam.models import Model
+from dgnam.engine.objectives import scale_rows
 from dgnam.nets import CifarResNet
-from dgnam.objectives import scale_rows
+from dgnam.nets.model import Model
 from tests.conftest import TinyNet, tiny_generator
 
 
@@ -304,7 +304,7 @@ def test_attribute_command(tmp_path, user_files):
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, user_files, capsys, command, extra, message):
     # In-process (dgnam.cli.main, whose return value is the exit code) to spare a Python start per case.
-    from dgnam.cli import main
+    from dgnam.cli.main import main
 
     out = tmp_path / "run"
     extra = [{"X": str(user_files / "x.png"), "G": str(user_files / "gen.pt")}.get(e, e) for e in extra]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dgnam.cli import DEFAULT_GENERATOR, DEFAULT_MODEL, parse_units
+from dgnam.cli.common import DEFAULT_GENERATOR, DEFAULT_MODEL, parse_units
 from tests.conftest import tiny_generator
 
 USER_MODEL = textwrap.dedent("""
@@ -218,7 +218,7 @@ def test_default_run_on_shipped_checkpoints(tmp_path):
     assert manifest["settings"]["fixed_batch"] is False
     # Even 30 steps through the prior make the shipped classifier pick the intended class for most units.
     from dgnam import load_classifier
-    from dgnam.cli import load_images
+    from dgnam.cli.common import load_images
     model = load_classifier(DEFAULT_MODEL)
     images = load_images([out / e["file"] for e in manifest["images"]], 32)
     predicted = model(images).argmax(1).tolist()
@@ -228,7 +228,7 @@ def test_default_run_on_shipped_checkpoints(tmp_path):
 def test_code_prior_on_shipped_checkpoints(tmp_path):
     # PPGN's code prior keeps the code near what the encoder reads back, which is what stops DGN-AM
     # from blowing pixels out to 0/1 (measured at 200 steps: 14% -> 0.4% of pixel values at eps 0.1).
-    from dgnam.cli import load_images
+    from dgnam.cli.common import load_images
     runs = {}
     for eps in (0, 0.1):
         out = tmp_path / f"eps{eps}"
@@ -251,7 +251,7 @@ def test_shipped_sampler_draws_the_classes_asked_for(tmp_path):
     """``dgnam sample --classes`` on the shipped class-conditional sampler: the shipped encoder names the
     class asked for in most samples (84% on 2,000 in the model card; 10% if the class were ignored)."""
     from dgnam import load_classifier, load_code_sampler
-    from dgnam.cli import DEFAULT_SAMPLER
+    from dgnam.cli.common import DEFAULT_SAMPLER
     out = tmp_path / "horses_ships.png"
     proc = run_cli("sample", "--classes", "horse,ship,automobile", "--n", 10, "--out", out, "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
@@ -294,8 +294,8 @@ def test_stats_recomputes_bounds(tmp_path, user_files):
     import torch
 
     from dgnam import UpconvGenerator, cifar_arch, load_generator
-    from dgnam.cli import load_images
-    from dgnam.zoo import load_model
+    from dgnam.cli.common import load_images
+    from dgnam.nets.zoo import load_model
     encoder_spec = f"{user_files / 'mynet.py'}:make"
     # Layer "4" (AdaptiveAvgPool2d(4) after a ReLU) gives a non-negative 8x4x4 = 128-unit code.
     gen = UpconvGenerator(cifar_arch(code_dim=128, start_channels=8, widths=(8, 8, 8), spatial_code=True),

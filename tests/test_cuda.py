@@ -9,8 +9,8 @@ import torch
 
 import dgnam
 from dgnam import load_generator
-from dgnam.param import Fourier, GeneratorCode, Pixels
-from dgnam.transforms import GaussianBlur, Jitter
+from dgnam.engine.param import Fourier, GeneratorCode, Pixels
+from dgnam.engine.transforms import GaussianBlur, Jitter
 from test_train import _common, _train_encoder
 from train import generator
 
@@ -57,7 +57,7 @@ def test_pixel_baselines_with_transforms_on_cuda(tiny_model, param):
 
 
 def test_sampler_start_is_the_same_code_on_cuda(tiny_gen):
-    from dgnam.sampler import CodeSampler
+    from dgnam.prior.sampler import CodeSampler
 
     torch.manual_seed(0)
     sampler = CodeSampler([tiny_gen.code_dim], latent_dim=4, width=8)
@@ -100,8 +100,8 @@ def test_generator_training_with_all_terms_resumes_on_cuda(tmp_path, image_root)
 def test_cli_synthesize_autocasts_on_cuda_unless_fp32(tmp_path, fp32):
     import json
 
-    from dgnam.cli import DEFAULT_GENERATOR, DEFAULT_MODEL
-    from dgnam.cli import main as cli_main
+    from dgnam.cli.common import DEFAULT_GENERATOR, DEFAULT_MODEL
+    from dgnam.cli.main import main as cli_main
 
     if not (DEFAULT_GENERATOR.is_file() and DEFAULT_MODEL.is_file()):
         pytest.skip("shipped checkpoints absent")

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from dgnam import DgnamError
-from dgnam.accel import speed_up
-from dgnam.distributed import Ranks, on_every_rank, shard
+from dgnam.scale.accel import speed_up
+from dgnam.scale.distributed import Ranks, on_every_rank, shard
 from tests.conftest import tiny_generator
 
 USER_MODEL = textwrap.dedent("""
@@ -84,13 +84,13 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
 
 
 def test_plain_launch_runs_as_one_rank_and_caps_the_grid(tmp_path, monkeypatch):
-    import dgnam.cli_scale
-    from dgnam.cli import main
+    import dgnam.cli.synthesize
+    from dgnam.cli.main import main
 
     (tmp_path / "mynet.py").write_text(USER_MODEL)
     tiny_generator().save(tmp_path / "gen.pt")
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.setattr(dgnam.cli_scale, "GRID_LIMIT", 3)
+    monkeypatch.setattr(dgnam.cli.synthesize, "GRID_LIMIT", 3)
     out = tmp_path / "run"
     assert main(["synthesize-sharded", "--model", f"{tmp_path / 'mynet.py'}:make", "--generator", str(tmp_path / "gen.pt"),
                  "--units", "0-2", "--restarts", "2", "--steps", "3", "--quiet", "--device", "cpu", "--out", str(out)]) == 0

@@ -24,7 +24,7 @@ def test_cifar_generator_shapes_and_linear_output():
 
 
 def test_nearest_upsampling_has_no_checkerboard(tmp_path):
-    from dgnam.generator import ResizeConv2d
+    from dgnam.prior.generator import ResizeConv2d
 
     arch = cifar_arch(code_dim=64, start_channels=4, widths=(8, 8, 8), spatial_code=True, upsample="nearest")
     gen = UpconvGenerator(arch)

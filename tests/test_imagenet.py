@@ -12,7 +12,7 @@ from lightning.pytorch.cli import LightningCLI
 from PIL import Image
 
 from dgnam import load_generator
-from dgnam.models import Model
+from dgnam.nets.model import Model
 from train.data import ImageFolderData
 from train.generator import GeneratorModule
 

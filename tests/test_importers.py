@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from dgnam import DgnamError, load_generator
-from dgnam.cli import main as cli_main
-from dgnam.importers import DEEPSIM_FC6_LAYERS, canonical_port_keys, deepsim_fc6_shapes, import_deepsim_fc6
+from dgnam.cli.main import main as cli_main
+from dgnam.prior.importers import DEEPSIM_FC6_LAYERS, canonical_port_keys, deepsim_fc6_shapes, import_deepsim_fc6
 
 # (name, stride) of the transposed convolutions, in order, as in the Caffe prototxt.
 CONVS = [("deconv5", 2), ("conv5_1", 1), ("deconv4", 2), ("conv4_1", 1), ("deconv3", 2), ("conv3_1", 1),

@@ -1,4 +1,4 @@
-"""dgnam.metrics on cases with known answers, and dgnam.evaluate / `dgnam evaluate` end to end on tiny nets."""
+"""dgnam.evaluation.metrics on cases with known answers, and dgnam.evaluation.evaluate / `dgnam evaluate` end to end on tiny nets."""
 
 import dataclasses
 import json
@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from dgnam import metrics
 from dgnam.errors import DgnamError
-from dgnam.evaluate import STANDARD_METHODS, Method, evaluate
-from dgnam.models import Model
+from dgnam.evaluation import metrics
+from dgnam.evaluation.evaluate import STANDARD_METHODS, Method, evaluate
+from dgnam.nets.model import Model
 
 from conftest import TinyNet, tiny_generator
 
@@ -228,8 +228,8 @@ def test_pgd_attacks_saturated_pixels():
 
 
 def test_bound_k_needs_code_statistics():
-    from dgnam.generator import UpconvGenerator, cifar_arch
-    from dgnam.param import GeneratorCode
+    from dgnam.engine.param import GeneratorCode
+    from dgnam.prior.generator import UpconvGenerator, cifar_arch
 
     bare = UpconvGenerator(cifar_arch(code_dim=16, fc_dims=(32,), start_channels=8, widths=(8, 8, 8)))
     with pytest.raises(DgnamError, match="needs code statistics"):

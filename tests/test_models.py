@@ -3,7 +3,7 @@ import torch
 import torchvision
 
 from dgnam import DgnamError, LayerCapture, Model, describe_layers
-from dgnam.models import parse_layer
+from dgnam.nets.model import parse_layer
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_wrong_input_size_is_one_line():
 def test_eval_mode_restores_each_submodule_flag():
     # A Model wrapper is in training mode while its network is in eval mode; restoring the wrapper
     # must not switch the network's BatchNorm to batch statistics.
-    from dgnam.models import eval_mode
+    from dgnam.nets.model import eval_mode
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     model = Model(net)

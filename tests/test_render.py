@@ -3,8 +3,8 @@ import torch
 
 import dgnam
 from dgnam import DgnamError, Fourier, GeneratorCode, Pixels, class_logit, synthesize, unit
-from dgnam.models import Model
-from dgnam.optim import NormalizedAscent
+from dgnam.engine.optim import NormalizedAscent
+from dgnam.nets.model import Model
 from tests.conftest import TinyNet, tiny_generator
 
 
@@ -71,13 +71,13 @@ def test_normalized_ascent_matches_reference_rule():
 def test_pixel_and_fourier_through_same_call(tiny_model):
     for param in (Pixels(32), Fourier(32)):
         res = synthesize(class_logit([1, 2]), param, model=tiny_model, seeds=[0, 1], steps=25,
-                         transforms=dgnam.probe.baseline_transforms())
+                         transforms=dgnam.engine.probe.baseline_transforms())
         assert res.images.shape == (2, 3, 32, 32)
         assert (res.values > res.history[0]).all(), type(param).__name__
 
 
 def test_seeded_transforms_are_row_independent(tiny_model):
-    tf = dgnam.probe.baseline_transforms()
+    tf = dgnam.engine.probe.baseline_transforms()
     a = synthesize(class_logit([1, 2]), Pixels(32), model=tiny_model, seeds=[3, 4], steps=5, transforms=tf)
     b = synthesize(class_logit(2), Pixels(32), model=tiny_model, seeds=[4], steps=5, transforms=tf)
     torch.testing.assert_close(a.images[1], b.images[0], atol=1e-5, rtol=1e-5)

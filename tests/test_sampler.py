@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dgnam import DgnamError
-from dgnam.cli import main as cli_main
-from dgnam.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
-from dgnam.generator import UpconvGenerator, cifar_arch
+from dgnam.cli.main import main as cli_main
 from dgnam.io import atomic_save
-from dgnam.sampler import CodeSampler, load_code_sampler
+from dgnam.nets.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
+from dgnam.prior.generator import UpconvGenerator, cifar_arch
+from dgnam.prior.sampler import CodeSampler, load_code_sampler
 from train import code_sampler
 from train.networks import CodeCritic, ImageCritic
 
@@ -79,8 +79,8 @@ def test_sampler_bad_files_and_mismatched_generator_are_one_line(tmp_path):
 
 
 def test_generator_code_starts_from_the_sampler_per_seed(tiny_gen):
-    from dgnam.param import GeneratorCode
-    from dgnam.probe import make_param
+    from dgnam.engine.param import GeneratorCode
+    from dgnam.engine.param import make_param
 
     torch.manual_seed(0)
     sampler = CodeSampler([16], latent_dim=4, width=8)

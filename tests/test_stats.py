@@ -1,7 +1,7 @@
 import torch
 
-from dgnam.models import Model
-from dgnam.stats import code_statistics
+from dgnam.nets.model import Model
+from dgnam.prior.stats import code_statistics
 from tests.conftest import TinyNet
 
 

@@ -25,8 +25,8 @@ def _train_encoder(tmp, root):
 
 def _tiny_module(tmp_path, upsample: str | None = "nearest", **module_kwargs) -> generator.GeneratorModule:
     """A GeneratorModule on a tiny random VGG encoder written to ``tmp_path / "enc.pt"``."""
-    from dgnam.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
     from dgnam.io import atomic_save
+    from dgnam.nets.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
 
     kwargs = {"widths": [4, 4, 4, 4], "code_dim": 16}
     atomic_save(classifier_checkpoint("cifar_vgg", kwargs, build_classifier("cifar_vgg", kwargs).state_dict(),
@@ -448,7 +448,7 @@ class _ColourJudge(torch.nn.Module):
 
 def test_sample_realism_scores_every_set_against_real_images_by_kid_and_judge_score():
     from conftest import TinyNet, tiny_generator
-    from dgnam.models import Model
+    from dgnam.nets.model import Model
     from train.evaluate_prior import sample_realism
 
     gen = torch.Generator().manual_seed(0)
@@ -495,8 +495,8 @@ def test_sample_realism_scores_every_set_against_real_images_by_kid_and_judge_sc
 
 def test_class_ceiling_grid_puts_real_reconstruction_and_sample_rows_per_class():
     from conftest import TinyNet, tiny_generator
-    from dgnam.models import Model
-    from dgnam.sampler import CodeSampler
+    from dgnam.nets.model import Model
+    from dgnam.prior.sampler import CodeSampler
     from train.evaluate_prior import class_ceiling_grid, dgnam_images, sampler_images
 
     encoder = Model(TinyNet(), input_size=32)
@@ -537,7 +537,7 @@ def test_class_ceiling_grid_puts_real_reconstruction_and_sample_rows_per_class()
 
 def test_evaluate_prior_counts_agreement_and_builds_the_grid_without_gradients():
     from conftest import TinyNet, tiny_generator
-    from dgnam.models import Model
+    from dgnam.nets.model import Model
     from train.evaluate_prior import evaluate
 
     encoder = Model(TinyNet(), input_size=32)

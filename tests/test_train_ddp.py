@@ -11,8 +11,8 @@ import torch.distributed as dist
 from PIL import Image
 
 from dgnam import DgnamError, load_generator
-from dgnam.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
 from dgnam.io import atomic_save
+from dgnam.nets.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
 from train.generator import check_ddp
 
 

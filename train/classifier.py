@@ -13,7 +13,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from dgnam.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint, load_classifier
+from dgnam.nets.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint, load_classifier
 from dgnam.errors import DgnamError
 from dgnam.io import atomic_save
 from train.cli import TrainCLI

@@ -25,9 +25,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.utils import save_image
 
 from dgnam.errors import DgnamError
-from dgnam.generator import load_generator
-from dgnam.sampler import CodeSampler, load_code_sampler
-from dgnam.stats import encode_all
+from dgnam.prior.generator import load_generator
+from dgnam.prior.sampler import CodeSampler, load_code_sampler
+from dgnam.prior.stats import encode_all
 from train.cli import TrainCLI, module_from_checkpoint, run
 from train.data import load_uint8
 from train.generator import check_ddp, code_shape, load_encoder, refuse_own_start

@@ -25,7 +25,7 @@ from torchvision.datasets import ImageFolder
 
 from dgnam.errors import DgnamError
 from dgnam.io import atomic_save
-from dgnam.transforms import crop_rows
+from dgnam.engine.transforms import crop_rows
 
 Augment = Literal["classifier", "crop", "none"]
 

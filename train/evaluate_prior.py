@@ -39,9 +39,9 @@ import dgnam
 from dgnam import load_classifier, load_generator
 from dgnam.errors import DgnamError
 from dgnam.io import atomic_write_json
-from dgnam.metrics import judge_outputs, judge_score, kid, predict_logits
-from dgnam.sampler import load_code_sampler
-from dgnam.stats import encode_all
+from dgnam.evaluation.metrics import judge_outputs, judge_score, kid, predict_logits
+from dgnam.prior.sampler import load_code_sampler
+from dgnam.prior.stats import encode_all
 from train.data import load_uint8
 
 

@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import save_image
 
-from dgnam.classifiers import load_classifier
+from dgnam.nets.classifiers import load_classifier
 from dgnam.errors import DgnamError
-from dgnam.generator import UpconvGenerator, cifar_arch, fc6_arch, load_generator
-from dgnam.models import Model
-from dgnam.stats import code_statistics
-from dgnam.transforms import GaussianBlur
+from dgnam.prior.generator import UpconvGenerator, cifar_arch, fc6_arch, load_generator
+from dgnam.nets.model import Model
+from dgnam.prior.stats import code_statistics
+from dgnam.engine.transforms import GaussianBlur
 from train.cli import module_from_checkpoint, run
 from train.data import ImageFolderData
 from train.networks import Discriminator
@@ -110,7 +110,7 @@ def spectral_excess(fake: torch.Tensor, real: torch.Tensor, floor: float = 1e-2)
 def load_encoder(spec: str, input_size: int | None = None) -> Model:
     """A dgnam classifier file, or ``torchvision:NAME[:WEIGHTS]`` (``:none`` = random weights, for tests)."""
     if spec.startswith("torchvision:"):
-        from dgnam.zoo import load_torchvision
+        from dgnam.nets.zoo import load_torchvision
         _, name, *weights = spec.split(":")
         chosen = weights[0] if weights else "DEFAULT"
         return load_torchvision(name, None if chosen.lower() == "none" else chosen, input_size=input_size)

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from dgnam.classifiers import load_classifier
+from dgnam.nets.classifiers import load_classifier
 from dgnam.errors import DgnamError
-from dgnam.generator import UpconvGenerator, load_generator
-from dgnam.stats import code_statistics
+from dgnam.prior.generator import UpconvGenerator, load_generator
+from dgnam.prior.stats import code_statistics
 from train.cli import TrainCLI
 from train.data import load_uint8
 

@@ -1,9 +1,9 @@
 """Attribution with captum: which pixels drove a decision.
 
 Vanilla saliency (|d logit / d pixel|), Grad-CAM, guided backprop and guided Grad-CAM, all computed by
-captum on the :class:`~dgnam.models.Model` (so gradients are taken w.r.t. the RGB [0, 1] image,
+captum on the :class:`~dgnam.nets.model.Model` (so gradients are taken w.r.t. the RGB [0, 1] image,
 through the model's own preprocessing). The Grad-CAM layer defaults to
-:func:`~dgnam.models.last_spatial_layer`: the last spatial feature map before global pooling, taken
+:func:`~dgnam.nets.model.last_spatial_layer`: the last spatial feature map before global pooling, taken
 at the block output rather than a residual branch.
 
 Guided backprop changes the backward pass of ``nn.ReLU`` *modules* only (captum hooks them; in-place
@@ -25,8 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from dgnam.analysis.figures import heat, overlay, signed_gradient_image
 from dgnam.errors import DgnamError
-from dgnam.models import Model, as_model, describe_layers, eval_mode, last_spatial_layer, parse_layer, resolve_layer
+from dgnam.grid import labelled_grid, save_png
+from dgnam.nets.model import Model, as_model, describe_layers, eval_mode, last_spatial_layer, parse_layer, resolve_layer
 
 METHODS = ("saliency", "gradcam", "guided_backprop", "guided_gradcam")
 GUIDED_METHODS = ("guided_backprop", "guided_gradcam")
@@ -60,8 +62,6 @@ class AttributionResult:
 
     def tiles(self, index: int) -> tuple[torch.Tensor, list[str]]:
         """(1 + methods, 3, H, W) viewable tiles for one image (the image, then one per method) and their names."""
-        from dgnam.analysis.figures import heat, overlay, signed_gradient_image
-
         image = self.images[index:index + 1]
         tiles, names = [image[0]], ["image"]
         for method, values in self.maps.items():
@@ -77,8 +77,6 @@ class AttributionResult:
 
     def save_overlays(self, path: str | Path, class_names: Sequence[str] = ()) -> Path:
         """One PNG: a row per image with the image and each method's map (Grad-CAM over the image)."""
-        from dgnam.grid import labelled_grid, save_png
-
         tiles, captions = [], []
         for i in range(len(self.images)):
             row, names = self.tiles(i)
@@ -173,7 +171,7 @@ def attribute(model: nn.Module | Model, images: torch.Tensor, target: int | Sequ
         model: the classifier.
         images: (N, 3, H, W) or (3, H, W), RGB in [0, 1].
         target: one class for all images, one per image, or None for each image's predicted class.
-        layer: the Grad-CAM layer (default: :func:`~dgnam.models.last_spatial_layer`).
+        layer: the Grad-CAM layer (default: :func:`~dgnam.nets.model.last_spatial_layer`).
         methods: any of ``saliency``, ``gradcam``, ``guided_backprop``, ``guided_gradcam``.
 
     Example::

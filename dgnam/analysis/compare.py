@@ -1,6 +1,6 @@
 """Model comparison: combined and difference gradients of two classifiers, and their outputs as vectors.
 
-Three views of how models A and B differ, all through :func:`~dgnam.render.synthesize`:
+Three views of how models A and B differ, all through :func:`~dgnam.engine.render.synthesize`:
 
 1. class images for A alone, B alone, A+B (what both see), A-B and B-A (what one sees and the other
    does not), all classes and kinds as rows of one batch;
@@ -20,12 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dgnam.analysis.invert import matching_optimizer
+from dgnam.analysis.figures import similarity_heatmap
+from dgnam.engine.objectives import class_logit, match, scale_rows
+from dgnam.engine.param import Parametrization
+from dgnam.engine.render import Result, synthesize
 from dgnam.errors import DgnamError
-from dgnam.models import OUTPUT, Model, as_model, eval_mode
-from dgnam.objectives import class_logit, match, scale_rows
-from dgnam.param import GeneratorCode, Parametrization, Pixels
-from dgnam.render import Result, synthesize
+from dgnam.grid import labelled_grid, save_png
+from dgnam.nets.model import OUTPUT, Model, as_model, eval_mode
 
 # (weight of A's class logit, weight of B's class logit) of each kind of class image.
 KIND_WEIGHTS: dict[str, tuple[float, float]] = {"A": (1.0, 0.0), "B": (0.0, 1.0), "A+B": (1.0, 1.0),
@@ -95,8 +96,6 @@ class ComparisonResult:
 
         Captions give the intended class's logit under A and under B.
         """
-        from dgnam.grid import labelled_grid, save_png
-
         target = torch.tensor(self.classes).repeat_interleave(self.restarts).repeat(len(KINDS))[:, None]
         a = self.logits_a.gather(1, target).squeeze(1).tolist()
         b = self.logits_b.gather(1, target).squeeze(1).tolist()
@@ -106,9 +105,6 @@ class ComparisonResult:
 
     def save_similarity_heatmap(self, path: str | Path) -> Path:
         """Heat map PNG of ``similarity_matrix`` (rows: A's outputs, columns: B's outputs)."""
-        from dgnam.analysis.figures import similarity_heatmap
-        from dgnam.grid import save_png
-
         a, b = self.model_names
         image = similarity_heatmap(self.similarity_matrix, self.class_names, self.class_names,
                                    row_title=f"{a} (A) output on A's class image",
@@ -117,8 +113,6 @@ class ComparisonResult:
 
     def save_mimicry(self, path: str | Path) -> Path:
         """Triplets PNG: A's class image, the mimic made from it, B's image of that class."""
-        from dgnam.grid import labelled_grid, save_png
-
         start = self.synthesis.images[self.rows("A")]
         target = self.synthesis.images[self.rows("B")]
         tiles, captions = [], []
@@ -144,16 +138,6 @@ def _outputs(model: Model, images: torch.Tensor, device: torch.device, batch_siz
                           for i in range(0, len(images), batch_size)])
 
 
-def _continue_from(param: Parametrization, result: Result, rows: torch.Tensor) -> Parametrization:
-    """A parametrisation whose row i starts where ``result``'s row ``rows[i]`` ended."""
-    if isinstance(param, GeneratorCode):
-        return GeneratorCode(param.generator, init_codes=result.params[rows], lower_bound=param.lower_bound,
-                             bound_scale=param.bound_scale, bound_k=param.bound_k)
-    # Pixel and Fourier images both continue as pixels: the image is what has to carry over.
-    images = result.images[rows]
-    return Pixels(images.shape[-1], init_images=images)
-
-
 def compare(model_a: nn.Module | Model, model_b: nn.Module | Model, param: Parametrization, *,
             classes: Sequence[int] | None = None, class_names: Sequence[str] | None = None, restarts: int = 1,
             steps: int = 200, mimic_steps: int | None = None, seed: int = 0, transforms: Sequence = (),
@@ -166,7 +150,7 @@ def compare(model_a: nn.Module | Model, model_b: nn.Module | Model, param: Param
         classes: class indices to compare (default: all, at most 10).
         restarts: images per (kind, class), seeds ``seed, seed + 1, ...``.
         mimic_steps: steps of the mimicry phase (default: ``steps``).
-        transforms: per-step transforms (use :func:`dgnam.probe.baseline_transforms` for pixels).
+        transforms: per-step transforms (use :func:`dgnam.engine.probe.baseline_transforms` for pixels).
 
     Example::
 
@@ -220,9 +204,9 @@ def compare(model_a: nn.Module | Model, model_b: nn.Module | Model, param: Param
     b_rows = a_rows + len(classes) * restarts
     targets = logits_b[b_rows]
     mimic_objective = match(OUTPUT, targets, p=1, model=model_a).per_row_targets()
-    mimic_param = _continue_from(param, synthesis, a_rows)
+    mimic_param = param.continue_from(synthesis.params[a_rows], synthesis.images[a_rows])
     mimicry = synthesize(mimic_objective, mimic_param, seeds=[seed + r for r in row_restarts[:len(a_rows)]],
-                         steps=mimic_steps if mimic_steps is not None else steps, optimizer=matching_optimizer(mimic_param),
+                         steps=mimic_steps if mimic_steps is not None else steps, optimizer=mimic_param.matching_optimizer(),
                          transforms=transforms, batch_size=batch_size, device=device, progress=progress,
                          labels=[f"mimic:{n}" for n in _row_names(class_names, restarts)])
     mimic_end_logits = _outputs(model_a, mimicry.images, device, batch_size)

@@ -3,7 +3,7 @@
 An image x is reconstructed from one layer's representation phi(x) by maximising
 ``match(layer, phi(x))``, either through the generator prior (DGN-AM's code, as in Dosovitskiy &
 Brox's inversions with a learned prior) or over plain pixels regularised by total variation (the
-Mahendran & Vedaldi baseline). Every layer is one row of a single :func:`~dgnam.render.synthesize`
+Mahendran & Vedaldi baseline). Every layer is one row of a single :func:`~dgnam.engine.render.synthesize`
 call per parametrisation; the score of each (parametrisation, layer) cell is the normalised
 representation error ||phi(x') - phi(x)|| / ||phi(x)||.
 """
@@ -15,29 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from dgnam.engine.objectives import Objective, match, scale_rows, total_variation
+from dgnam.engine.param import make_param
+from dgnam.engine.render import Result, synthesize
 from dgnam.errors import DgnamError
-from dgnam.generator import UpconvGenerator
-from dgnam.models import Model, as_model
-from dgnam.objectives import Objective, match, scale_rows, total_variation
-from dgnam.optim import Adam, Optimizer
-from dgnam.param import GeneratorCode, Parametrization
-from dgnam.probe import make_param
-from dgnam.render import Result, synthesize
+from dgnam.grid import labelled_grid, save_png
+from dgnam.nets.model import Model, as_model
+from dgnam.prior.generator import UpconvGenerator
 
 # Weight of the TV penalty for pixel inversions. TV here is the mean absolute neighbour difference of
 # a [0, 1] image (about 0.05 for CIFAR photos, 0.3 for noise) and the error is normalised (about 1 at
 # the start), so 0.5 costs noise more than it gains while leaving room for real edges.
 DEFAULT_TV_WEIGHT = 0.5
-# Adam's step for pixel inversions: 0.01 (the synthesis default) moves too little in 200 steps to leave
-# the grey start image far behind.
-PIXEL_INVERSION_LR = 0.03
-# Adam's step for code inversions, in units of the code's scale (mean bound / 12, see
-# GeneratorCode.default_optimizer): 0.02 on the CIFAR-10 prior. DGN-AM's own schedule (normalised
-# steps of 8 scale units) is made to push units to their bounds; matching a target needs small steps,
-# and with it the shipped prior stayed at relu4_2 error 0.32 where Adam reaches 0.14 (200 steps).
-CODE_INVERSION_LR = 0.12
 
 
 @dataclass
@@ -51,7 +43,7 @@ class InversionResult:
         images: (P, L, 3, H', W') reconstruction of cell (param, layer).
         errors: (P, L) normalised representation error of each reconstruction.
         start_errors: (P, L) the same error for the image the optimisation started from.
-        runs: the :class:`~dgnam.render.Result` of each parametrisation (settings, histories).
+        runs: the :class:`~dgnam.engine.render.Result` of each parametrisation (settings, histories).
     """
 
     original: torch.Tensor
@@ -64,10 +56,6 @@ class InversionResult:
 
     def save_grid(self, path: str | Path) -> Path:
         """Grid PNG: one row per parametrisation, the original first, then one column per layer."""
-        from torch.nn import functional as F
-
-        from dgnam.grid import labelled_grid, save_png
-
         size = self.images.shape[-1]
         original = self.original[None]
         if original.shape[-1] != size:
@@ -81,13 +69,6 @@ class InversionResult:
                 # The last name component keeps the caption inside its tile (features.relu4_2 -> relu4_2).
                 captions.append(f"{layer.rsplit('.', 1)[-1]} err {float(self.errors[p, column]):.2f}")
         return save_png(labelled_grid(torch.stack(tiles), captions, ncol=len(self.layers) + 1, tile=max(96, size)), path)
-
-
-def matching_optimizer(param: Parametrization) -> Optimizer:
-    """The update rule for matching a target (inversion, mimicry): Adam with small steps in ``param``'s units."""
-    if isinstance(param, GeneratorCode):
-        return Adam(lr=CODE_INVERSION_LR * param.code_scale())
-    return Adam(lr=PIXEL_INVERSION_LR)
 
 
 def representation_error(model: Model, images: torch.Tensor, fidelity: Objective, layers: Sequence[str]) -> torch.Tensor:
@@ -146,8 +127,8 @@ def invert(model: nn.Module | Model, image: torch.Tensor, layers: Sequence[str],
     for kind in params:
         param = make_param(kind, generator, model.input_size)
         # The generator is the prior of code rows; pixel and Fourier rows get Mahendran & Vedaldi's TV.
-        objective = fidelity if isinstance(param, GeneratorCode) else fidelity - tv_weight * total_variation()
-        run = synthesize(objective, param, seeds=seeds, model=model, steps=steps, optimizer=matching_optimizer(param),
+        objective = fidelity if param.has_prior else fidelity - tv_weight * total_variation()
+        run = synthesize(objective, param, seeds=seeds, model=model, steps=steps, optimizer=param.matching_optimizer(),
                          device=device, progress=progress, labels=[f"{kind}:{layer}" for layer in layers],
                          extra={"param": [kind] * len(layers), "layer": layers})
         with torch.no_grad():

@@ -1,4 +1,12 @@
-"""Network architectures that dgnam ships weights for (plain ``nn.Module``s, no training logic)."""
+"""The networks dgnam looks into, and how it sees them.
+
+- :mod:`~dgnam.nets.model`: :class:`~dgnam.nets.model.Model`, any ``nn.Module`` as dgnam sees it
+  (preprocessing, layer names, activation capture).
+- :mod:`~dgnam.nets.cifar`: the architectures dgnam ships weights for (plain ``nn.Module`` classes, no
+  training logic), registered by name in ``ARCHITECTURES``.
+- :mod:`~dgnam.nets.classifiers`: dgnam's classifier checkpoints.
+- :mod:`~dgnam.nets.zoo`: any model from a command-line spec (torchvision, a factory, a file).
+"""
 
 from dgnam.nets.cifar import CifarResNet, CifarVGG
 

@@ -1,11 +1,67 @@
-"""Markdown rendering of an :class:`~dgnam.evaluate.Evaluation` (tables plus a plain verdict)."""
+"""What an evaluation found and how it reads: :class:`Evaluation` (per-judge scores of every method and of
+real images) and its markdown report (tables plus a plain verdict)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
-if TYPE_CHECKING:
-    from dgnam.evaluate import Evaluation, MethodScores
+import torch
+
+from dgnam.evaluation.metrics import KID, Rate
+
+
+@dataclass
+class JudgeScores:
+    """What one judge says about one image set."""
+
+    agreement: Rate
+    kid: KID
+    diversity: float
+    shifted_agreement: Rate
+
+
+@dataclass
+class MethodScores:
+    """All numbers for one method (or for real images, where there is no target activation)."""
+
+    title: str
+    judges: dict[str, JudgeScores]
+    target_activation: float | None = None
+    target_relative: float | None = None
+    target_top1: float | None = None
+    seconds: float = 0.0
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    """The outcome of :func:`~dgnam.evaluation.evaluate.evaluate`; ``to_markdown()`` renders the report."""
+
+    target_name: str
+    classes: list[str]
+    restarts: int
+    steps: int
+    real: MethodScores
+    methods: dict[str, MethodScores]
+    sweep: list[tuple[float, float, MethodScores]]
+    judge_accuracy: dict[str, float]
+    judge_notes: dict[str, str]
+    judge_pgd: dict[str, tuple[float, float]]  # adversarially trained judges: (eps, PGD-10 accuracy)
+    images: dict[str, torch.Tensor]  # method -> (classes * restarts, 3, H, W), class-major
+    n_real: tuple[int, int]
+    code_prior: float = 0.0  # every DGN-AM run's code-prior weight (0: the paper's DGN-AM)
+
+    def grid(self, restart: int = 0) -> tuple[torch.Tensor, list[str]]:
+        """Rows = methods, columns = classes (one restart): images and captions for a labelled grid."""
+        rows, captions = [], []
+        for name, imgs in self.images.items():
+            pick = imgs[restart::self.restarts]
+            rows.append(pick)
+            captions += [f"{name}: {c}" for c in self.classes]
+        return torch.cat(rows), captions
+
+    def to_markdown(self) -> str:
+        return evaluation_markdown(self)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -20,7 +76,7 @@ def _method_row(scores: MethodScores, judge: str) -> list[str]:
     s = scores.judges[judge]
     return [scores.title, _fmt(scores.target_activation), _fmt(scores.target_relative),
             _fmt(None if scores.target_top1 is None else 100 * scores.target_top1, ".0f"),
-            str(s.agreement), f"{s.kid.mean:.4f} ± {s.kid.std:.4f}", f"{s.diversity:.2f}", str(s.shifted_agreement),
+            str(s.agreement), str(s.kid), f"{s.diversity:.2f}", str(s.shifted_agreement),
             f"{scores.seconds:.0f}" if scores.seconds else "-"]
 
 

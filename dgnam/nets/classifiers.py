@@ -1,4 +1,4 @@
-"""Classifier checkpoints: the shipped CIFAR-10 encoder and judges, and torchvision models.
+"""Classifier checkpoints: the shipped CIFAR-10 encoder and judges, and any classifier trained with ``train``.
 
 A dgnam classifier checkpoint is a plain dict (architecture name and arguments, state dict,
 preprocessing, metadata) so that ``torch.load(weights_only=True)`` can read it.
@@ -15,13 +15,12 @@ from torch import nn
 
 from dgnam.errors import DgnamError
 from dgnam.io import load_checkpoint
-from dgnam.models import Model, first_line
 from dgnam.nets import ARCHITECTURES
+from dgnam.nets.model import Model, first_line
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 CLASSIFIER_FORMAT = "dgnam.classifier"
-SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
 
 
 def build_classifier(arch: str, arch_kwargs: dict[str, Any]) -> nn.Module:
@@ -42,19 +41,16 @@ def classifier_checkpoint(arch: str, arch_kwargs: dict[str, Any], state_dict: di
 
 
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> Model:
-    """Load a dgnam classifier checkpoint as a :class:`Model` (RGB [0,1] in, logits out).
-
-    The returned model has ``.classes`` and ``.metadata`` attributes.
+    """Load a dgnam classifier checkpoint as a :class:`Model` (RGB [0,1] in, logits out) whose
+    ``classes`` and ``metadata`` are the checkpoint's.
     """
     ckpt = load_checkpoint(path, CLASSIFIER_FORMAT, "dgnam classifier")
+    metadata = dict(ckpt.get("metadata", {}))
     try:
         net = build_classifier(ckpt["arch"], ckpt["arch_kwargs"])
         net.load_state_dict(ckpt["state_dict"])
-        model = Model(net, input_size=ckpt["input_size"], mean=ckpt["mean"], std=ckpt["std"],
-                      name=Path(path).stem).to(device)
+        return Model(net, input_size=ckpt["input_size"], mean=ckpt["mean"], std=ckpt["std"], name=Path(path).stem,
+                     classes=metadata.get("classes", []), metadata=metadata).to(device)
     except (RuntimeError, KeyError, TypeError) as exc:
         raise DgnamError(f"'{path}' is damaged or does not match its architecture "
                          f"({type(exc).__name__}: {first_line(exc, 100)}); re-export the checkpoint") from None
-    model.metadata = dict(ckpt.get("metadata", {}))
-    model.classes = list(model.metadata.get("classes", []))
-    return model

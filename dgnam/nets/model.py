@@ -37,13 +37,16 @@ class Model(nn.Module):
     Preprocessing: images whose size differs from ``input_size`` are centre-cropped
     (``fit="crop"``, the paper's 256 -> 227 for CaffeNet) or resized (``fit="resize"``), then
     normalised with ``mean``/``std`` if given. Layer names are those of the wrapped ``module``.
+    ``classes`` names the output units (a classifier's classes; empty when unknown) and ``metadata``
+    holds what a checkpoint says about the model (training data, accuracy, ...).
 
     Example: ``Model(torchvision.models.resnet18(), input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)``
     """
 
     def __init__(self, module: nn.Module, input_size: int | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 fit: str = "resize", name: str | None = None) -> None:
+                 fit: str = "resize", name: str | None = None, classes: Sequence[str] = (),
+                 metadata: dict | None = None) -> None:
         super().__init__()
         if fit not in ("resize", "crop"):
             raise DgnamError(f"fit must be 'resize' or 'crop', got {fit!r}")
@@ -53,6 +56,8 @@ class Model(nn.Module):
         self.input_size = input_size
         self.fit = fit
         self.name = name or type(module).__name__
+        self.classes = list(classes)
+        self.metadata = dict(metadata or {})
         self.normalize = mean is not None
         self.register_buffer("mean", torch.tensor(list(mean or (0.0, 0.0, 0.0)), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(list(std or (1.0, 1.0, 1.0)), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)

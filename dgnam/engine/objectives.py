@@ -1,8 +1,8 @@
 """Objectives: what to maximise. Lucid-style algebra (``+``, ``-``, scalar ``*``) over any number of models.
 
 An objective maps the activations of one batch to one value per row, shape (B,). Leaves name a
-layer and, optionally, the :class:`~dgnam.models.Model` they read; leaves without a model are bound
-to the default model given to :func:`dgnam.render.synthesize`. Per-row leaves (``unit(layer,
+layer and, optionally, the :class:`~dgnam.nets.model.Model` they read; leaves without a model are bound
+to the default model given to :func:`dgnam.engine.render.synthesize`. Per-row leaves (``unit(layer,
 [3, 7, 9])``) give row *i* its own unit, which is how many units are optimised in one batch.
 
 Examples::
@@ -22,7 +22,7 @@ import torch
 from einops import rearrange, reduce
 
 from dgnam.errors import DgnamError
-from dgnam.models import INPUT, OUTPUT, PARAMS, Model, as_model
+from dgnam.nets.model import INPUT, OUTPUT, PARAMS, Model, as_model
 
 ActivationKey = tuple[Model | None, str]
 Activations = Mapping[ActivationKey, torch.Tensor]
@@ -342,7 +342,7 @@ class CodePrior(Objective):
     reads back from the image, as a denoising autoencoder's reconstruction points towards real data.
 
     ``model`` must be the encoder whose ``layer`` the generator inverts (the generator's
-    ``encoder`` / ``encoder_layer``); only a code parametrisation (:class:`~dgnam.param.GeneratorCode`)
+    ``encoder`` / ``encoder_layer``); only a code parametrisation (:class:`~dgnam.engine.param.GeneratorCode`)
     has a code to compare.
     """
 

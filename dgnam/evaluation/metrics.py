@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dgnam.engine.transforms import GaussianBlur
 from dgnam.errors import DgnamError
-from dgnam.models import Model, eval_mode
-from dgnam.transforms import GaussianBlur
+from dgnam.nets.model import Model, eval_mode
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class Rate:
     n: int
 
     def __str__(self) -> str:
-        return f"{100 * self.value:.1f}% [{100 * self.low:.1f}, {100 * self.high:.1f}]"
+        low, high = 100 * self.low, 100 * self.high
+        return f"{100 * self.value:.1f}% [{low:.1f}, {high:.1f}]"
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> Rate:

@@ -8,7 +8,7 @@ biases, which Caffe kept at 0 (``lr_mult: 0``).
 
 The original's output is Caffe BGR on the 0-255 scale with the ImageNet mean (B 104, G 117, R 123)
 subtracted. The imported generator keeps that raw output and declares ``output_space="caffe_bgr"``,
-so :meth:`~dgnam.generator.UpconvGenerator.to_rgb` adds the mean, swaps BGR to RGB and divides by
+so :meth:`~dgnam.prior.generator.UpconvGenerator.to_rgb` adds the mean, swaps BGR to RGB and divides by
 255 — exactly the original's own de-processing — and everything downstream sees RGB in [0, 1].
 Keeping the raw space (rather than folding the conversion into ``deconv0``) leaves every imported
 weight bit-identical and lets the generator be fine-tuned with the same losses it was trained with.
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from dgnam.errors import DgnamError
-from dgnam.generator import UpconvGenerator, fc6_arch
+from dgnam.prior.generator import UpconvGenerator, fc6_arch
 
 DEEPSIM_FC6_LAYERS = ("defc7", "defc6", "defc5", "deconv5", "conv5_1", "deconv4", "conv4_1", "deconv3",
                       "conv3_1", "deconv2", "deconv1", "deconv0")

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from dgnam.errors import DgnamError
-from dgnam.models import first_line
+from dgnam.nets.model import first_line
 
 T = TypeVar("T")
 # Ranks wait in a collective while rank 0 alone downloads weights or merges thousands of images;

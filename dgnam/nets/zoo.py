@@ -1,23 +1,32 @@
-"""Pretrained torchvision models as dgnam :class:`~dgnam.models.Model`s, with their own preprocessing.
+"""Any model as a dgnam :class:`~dgnam.nets.model.Model`, from a command-line spec (:func:`load_model`):
+torchvision's pretrained models with their own preprocessing, a factory, a dgnam classifier or a
+TorchScript file.
 
-Weights are downloaded by torchvision into ``$TORCH_HOME/hub/checkpoints``; offline, a clear error
+Torchvision weights are downloaded by torchvision into ``$TORCH_HOME/hub/checkpoints``; offline, a clear error
 says which file to place there.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
 import torch
+from torch import nn
 
 from dgnam.errors import DgnamError
 from dgnam.io import is_torchscript
-from dgnam.models import Model, first_line
+from dgnam.nets.classifiers import load_classifier
+from dgnam.nets.model import Model, first_line
 
 
 def load_torchvision(name: str, weights: str | None = "DEFAULT", input_size: int | None = None,
                      device: str | torch.device = "cpu") -> Model:
     """``torchvision.models.<name>`` with ``weights`` (an enum member name, ``DEFAULT``, or None for random).
 
-    Mean/std and the input (crop) size come from the weights' metadata.
+    Mean/std, the input (crop) size and the class names come from the weights' metadata.
     Example: ``load_torchvision("resnet50")``.
     """
     import torchvision
@@ -29,6 +38,7 @@ def load_torchvision(name: str, weights: str | None = "DEFAULT", input_size: int
         raise DgnamError(f"torchvision has no model {name!r}; try one of {names}, ...") from None
     if weights is None:
         mean, std, size = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), input_size or 224
+        classes = []
         net = builder(weights=None)
     else:
         enum = torchvision.models.get_model_weights(name)
@@ -39,21 +49,18 @@ def load_torchvision(name: str, weights: str | None = "DEFAULT", input_size: int
         preprocess = chosen.transforms()
         mean, std = tuple(preprocess.mean), tuple(preprocess.std)
         size = input_size or int(preprocess.crop_size[0])
+        classes = list(chosen.meta.get("categories", []))
         try:
             net = builder(weights=chosen)
         except (OSError, RuntimeError) as exc:  # URLError is an OSError
             file = chosen.url.rsplit("/", 1)[-1]
             raise DgnamError(f"cannot download {name} weights ({type(exc).__name__}, offline?); place {file} in "
                              f"{torch.hub.get_dir()}/checkpoints/ or use random weights (weights=None; CLI: torchvision:NAME:none)") from None
-    return Model(net, input_size=size, mean=mean, std=std, name=name).to(device)
+    return Model(net, input_size=size, mean=mean, std=std, name=name, classes=classes).to(device)
 
 
 def _import_factory(spec: str):
     """``path/to/file.py:factory`` or ``package.module:factory`` -> the callable."""
-    import importlib
-    import importlib.util
-    from pathlib import Path
-
     target, _, attr = spec.rpartition(":")
     if not target or not attr:
         raise DgnamError(f"model spec {spec!r} needs the form FILE.py:factory or module:factory")
@@ -61,8 +68,6 @@ def _import_factory(spec: str):
         path = Path(target)
         if not path.is_file():
             raise DgnamError(f"model file '{path}' does not exist; check the path in --model")
-        import sys
-
         name = f"dgnam_user_{path.stem}"
         module_spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(module_spec)
@@ -90,21 +95,10 @@ def load_model(spec: str, *, input_size: int | None = None, mean: list[float] | 
     ``package.module:factory`` (the factory returns an ``nn.Module`` taking RGB [0,1] unless
     ``mean``/``std`` are given), a dgnam classifier ``.pt``, or a TorchScript file.
     """
-    from pathlib import Path
-
-    from torch import nn
-
-    from dgnam.classifiers import load_classifier
-
     if spec.startswith("torchvision:"):
         parts = spec.split(":")
         weights = parts[2] if len(parts) > 2 else "DEFAULT"
         model = load_torchvision(parts[1], None if weights.lower() == "none" else weights, input_size, device)
-        if weights.lower() != "none":
-            import torchvision
-            enum = torchvision.models.get_model_weights(parts[1])
-            chosen = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
-            model.classes = list(chosen.meta.get("categories", []))
         return _override_preprocessing(model, mean, std)
     path = Path(spec)
     if path.suffix in (".pt", ".pth", ".ts", ".jit") and not spec.endswith(".py") and ":" not in path.name:

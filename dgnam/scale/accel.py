@@ -1,6 +1,6 @@
 """GPU speed settings for synthesis: channels_last memory layout and opt-in ``torch.compile``.
 
-bf16 autocast itself lives in :func:`dgnam.render.synthesize` (``amp=True``, CUDA only). Everything
+bf16 autocast itself lives in :func:`dgnam.engine.render.synthesize` (``amp=True``, CUDA only). Everything
 here applies on CUDA only: on the CPU the models stay as they are, so CPU runs remain bit-exact and
 independent of how units are batched or sharded.
 """

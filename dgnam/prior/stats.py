@@ -8,7 +8,7 @@ import torch
 from einops import rearrange
 
 from dgnam.errors import DgnamError
-from dgnam.models import Model
+from dgnam.nets.model import Model
 
 
 @torch.no_grad()

@@ -40,13 +40,14 @@ class CodeSampler(nn.Module):
         num_classes: 0 for an unconditional sampler; otherwise it also takes a class label per z (a
             learned class embedding of ``latent_dim`` joins z at the first layer).
         classes: the class names (``num_classes`` of them; default ``"0", "1", ...``).
+        metadata: what its checkpoint records about its training (iterations, losses, ...).
 
     The last layer is a ReLU, so a sampled code has exact zeros where a real one does.
     """
 
     def __init__(self, code_shape: list[int] | tuple[int, ...], latent_dim: int = 128, width: int = 256,
                  depth: int = 2, encoder_layer: str = "", encoder: str = "", num_classes: int = 0,
-                 classes: list[str] | None = None) -> None:
+                 classes: list[str] | None = None, metadata: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.code_shape = tuple(int(s) for s in code_shape)
         if len(self.code_shape) not in (1, 3) or min(self.code_shape) < 1:
@@ -62,6 +63,7 @@ class CodeSampler(nn.Module):
         self.classes = [str(c) for c in classes] if classes is not None else [str(i) for i in range(self.num_classes)]
         if len(self.classes) != self.num_classes:
             raise DgnamError(f"{len(self.classes)} class names for num_classes {self.num_classes}; pass one name per class")
+        self.metadata = dict(metadata or {})
         self.class_embedding = nn.Embedding(self.num_classes, self.latent_dim) if self.num_classes else None
         stem_in = self.latent_dim * (2 if self.num_classes else 1)
         act = nn.LeakyReLU(0.2)
@@ -162,10 +164,9 @@ def load_code_sampler(path: str | os.PathLike, device: str | torch.device = "cpu
     try:
         sampler = CodeSampler(ckpt["code_shape"], ckpt["latent_dim"], ckpt["width"], ckpt["depth"],
                               ckpt.get("encoder_layer", ""), ckpt.get("encoder", ""),
-                              ckpt.get("num_classes", 0), ckpt.get("classes"))
+                              ckpt.get("num_classes", 0), ckpt.get("classes"), ckpt.get("metadata", {}))
         sampler.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise DgnamError(f"'{path}' is a damaged code sampler ({str(exc).splitlines()[0][:100]}); "
                          f"re-export it with python -m train.code_sampler export") from None
-    sampler.metadata = dict(ckpt.get("metadata", {}))
     return sampler.to(device).eval()

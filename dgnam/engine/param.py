@@ -3,24 +3,34 @@
 ``GeneratorCode`` (DGN-AM: optimise the code of a generator), ``Pixels`` (plain pixel ascent) and
 ``Fourier`` (decorrelated colour and a 1/f-scaled spectrum, Olah et al. 2017). Each one creates
 per-row parameters from per-row seeds, maps them to RGB images in [0, 1], projects them back to
-their feasible set after a step, and names the update rule that suits it.
+their feasible set after a step, and names the update rules that suit it. :data:`PARAMETRIZATIONS`
+maps the names users type (``dgn``, ``pixel``, ``fourier``) to them; :func:`make_param` builds one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from dgnam.engine.optim import Adam, NormalizedAscent, Optimizer
 from dgnam.errors import DgnamError
-from dgnam.generator import UpconvGenerator
-from dgnam.optim import Adam, NormalizedAscent, Optimizer
-from dgnam.sampler import CodeSampler
+from dgnam.prior.generator import UpconvGenerator
+from dgnam.prior.sampler import CodeSampler
 
 
 # Mean of a_i = mean_i + 3 std_i over CaffeNet's fc6 units (Nguyen et al. 2016: bounds 3-17, mean ~12).
 PAPER_FC6_MEAN_BOUND = 12.0
+# Adam's step for matching a target (inversion, mimicry) in pixels: 0.01 (the synthesis default) moves
+# too little in 200 steps to leave the grey start image far behind.
+PIXEL_MATCHING_LR = 0.03
+# Adam's step for matching a target with a code, in units of the code's scale (mean bound / 12, see
+# GeneratorCode.default_optimizer): 0.02 on the CIFAR-10 prior. DGN-AM's own schedule (normalised
+# steps of 8 scale units) is made to push units to their bounds; matching a target needs small steps,
+# and with it the shipped prior stayed at relu4_2 error 0.32 where Adam reaches 0.14 (200 steps).
+CODE_MATCHING_LR = 0.12
 
 
 def _row_randn(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
@@ -29,9 +39,41 @@ def _row_randn(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
 
 
 class Parametrization:
-    """Base class. ``init(seeds)`` -> parameters (B, ...); ``images(params)`` -> (B, 3, H, W) in [0, 1]."""
+    """Base class. ``init(seeds)`` -> parameters (B, ...); ``images(params)`` -> (B, 3, H, W) in [0, 1].
 
-    image_size: int
+    Attributes:
+        name: the name it is registered under in :data:`PARAMETRIZATIONS` (``--param``).
+        image_size: side of the images it makes, in pixels.
+        generator: the generator whose code is optimised; None when the image itself is.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, image_size: int, generator: UpconvGenerator | None = None) -> None:
+        self.image_size = image_size
+        self.generator = generator
+
+    @classmethod
+    def build(cls, generator: UpconvGenerator | None, image_size: int | None,
+              sampler: CodeSampler | None = None, **options) -> Parametrization:
+        """The registry's constructor (:func:`make_param`): from a generator and/or an image size.
+
+        This one (pixel-like parametrisations) makes images of ``image_size``, or of the generator's
+        size when it is None; ``options`` go to the class.
+        """
+        if sampler is not None:
+            raise DgnamError(f"a code sampler gives start codes for param 'dgn', not {cls.name!r}; drop it "
+                             f"(CLI: --init-sampler)")
+        size = image_size or (generator.image_size if generator is not None else None)
+        if size is None:
+            raise DgnamError(f"param {cls.name!r} needs an image size; pass image_size= (CLI: --input-size)")
+        return cls(size, **options)
+
+    @property
+    def has_prior(self) -> bool:
+        """Whether a learned prior (a generator) shapes the images; without one, hand-made regularisers
+        (jitter, blur, total variation) have to stand in for it."""
+        return self.generator is not None
 
     def init(self, seeds: Sequence[int], rows: torch.Tensor, device: torch.device) -> torch.Tensor:
         raise NotImplementedError
@@ -44,7 +86,18 @@ class Parametrization:
         """Put parameters back in their feasible set, in place (no-op by default)."""
 
     def default_optimizer(self) -> Optimizer:
+        """The update rule for maximising an objective."""
         return Adam(lr=0.05)
+
+    def matching_optimizer(self) -> Optimizer:
+        """The update rule for matching a target (inversion, mimicry): Adam with small steps in this
+        parametrisation's units."""
+        return Adam(lr=PIXEL_MATCHING_LR)
+
+    def continue_from(self, params: torch.Tensor, images: torch.Tensor) -> Parametrization:
+        """A parametrisation whose row i starts where a finished run's row i ended (its final ``params``
+        and ``images``). Pixel and Fourier images both continue as pixels: the image is what carries over."""
+        return Pixels(images.shape[-1], init_images=images)
 
     def to(self, device: torch.device) -> Parametrization:
         return self
@@ -57,9 +110,9 @@ class GeneratorCode(Parametrization):
     """DGN-AM: optimise a generator's code h; the image is G(h).
 
     Args:
-        generator: an :class:`~dgnam.generator.UpconvGenerator` (its ``code_upper_bound`` is the box).
+        generator: an :class:`~dgnam.prior.generator.UpconvGenerator` (its ``code_upper_bound`` is the box).
         init_codes: start codes, (D,) or (N, D) for the N rows; default h ~ N(0, 1) per row seed.
-        sampler: a trained :class:`~dgnam.sampler.CodeSampler` for this generator: row i starts from
+        sampler: a trained :class:`~dgnam.prior.sampler.CodeSampler` for this generator: row i starts from
             the sampler's code for its seed (a natural image, different for every seed; it replaces
             ``init_codes``). A class-conditional sampler draws the start's class from the seed too.
         lower_bound: lower clip of every code unit (0: the code is post-ReLU); None disables it.
@@ -69,22 +122,31 @@ class GeneratorCode(Parametrization):
             codes nearer real ones: less activation, more natural images.
     """
 
+    name = "dgn"
+
     def __init__(self, generator: UpconvGenerator, init_codes: torch.Tensor | None = None,
                  lower_bound: float | None = 0.0, bound_scale: float = 1.0, bound_k: float | None = None,
                  sampler: CodeSampler | None = None) -> None:
-        self.generator = generator
+        super().__init__(generator.image_size, generator)
         if sampler is not None:
             if init_codes is not None:
                 raise DgnamError("pass init_codes or a sampler, not both")
             sampler.check_generator(generator)
         self.sampler = sampler
-        self.image_size = generator.image_size
         self.init_codes = init_codes
         self.lower_bound = lower_bound
         self.bound_scale = bound_scale
         if bound_k is not None and not generator.has_code_statistics:
             raise DgnamError("bound_k needs code statistics in the generator; run `dgnam stats` on it first")
         self.bound_k = bound_k
+
+    @classmethod
+    def build(cls, generator: UpconvGenerator | None, image_size: int | None,
+              sampler: CodeSampler | None = None, **options) -> GeneratorCode:
+        """The generator's code (``image_size`` is the generator's own); ``options`` go to the class."""
+        if generator is None:
+            raise DgnamError("param 'dgn' needs a generator; pass generator= (CLI: --generator PATH)")
+        return cls(generator, sampler=sampler, **options)
 
     def to(self, device: torch.device) -> GeneratorCode:
         self.generator.to(device)
@@ -132,7 +194,16 @@ class GeneratorCode(Parametrization):
         scale = self.code_scale()
         return NormalizedAscent(lr_start=8.0 * scale, lr_end=1e-10 * scale, l2_decay=0.99)
 
+    def matching_optimizer(self) -> Optimizer:
+        return Adam(lr=CODE_MATCHING_LR * self.code_scale())
+
+    def continue_from(self, params: torch.Tensor, images: torch.Tensor) -> GeneratorCode:
+        """The same generator and box, each row starting from its final code."""
+        return GeneratorCode(self.generator, init_codes=params, lower_bound=self.lower_bound,
+                             bound_scale=self.bound_scale, bound_k=self.bound_k)
+
     def code_scale(self) -> float:
+        """The code's scale relative to the paper's fc6 (mean finite bound / 12)."""
         bound = self.upper_bound
         finite = bound[torch.isfinite(bound)]
         return float(finite.mean()) / PAPER_FC6_MEAN_BOUND if finite.numel() else 1.0
@@ -140,7 +211,7 @@ class GeneratorCode(Parametrization):
     def describe(self) -> dict:
         return {"param": "GeneratorCode", "code_dim": self.generator.code_dim, "bound_scale": self.bound_scale,
                 "bound_k": self.bound_k,
-                "lower_bound": self.lower_bound, "generator_encoder": getattr(self.generator, "encoder", ""),
+                "lower_bound": self.lower_bound, "generator_encoder": self.generator.encoder,
                 "init": "sampler" if self.sampler is not None else "codes" if self.init_codes is not None else "normal"}
 
 
@@ -148,8 +219,10 @@ class Pixels(Parametrization):
     """Plain pixels, clipped to [0, 1] after each step; starts from grey plus small per-row noise,
     or from ``init_images`` ((3, H, W) for every row or (N, 3, H, W), one per row), e.g. to refine them."""
 
+    name = "pixel"
+
     def __init__(self, image_size: int, init_std: float = 0.05, init_images: torch.Tensor | None = None) -> None:
-        self.image_size = image_size
+        super().__init__(image_size)
         self.init_std = init_std
         if init_images is not None and tuple(init_images.shape[-3:]) != (3, image_size, image_size):
             raise DgnamError(f"init images have shape {tuple(init_images.shape)}; expected (N, 3, {image_size}, {image_size})")
@@ -187,8 +260,10 @@ class Fourier(Parametrization):
     """Fourier-space image with a 1/f^decay spectrum scale and decorrelated colour, squashed by a sigmoid
     (Olah et al. 2017, Lucid's ``fft_image`` + ``to_valid_rgb``)."""
 
+    name = "fourier"
+
     def __init__(self, image_size: int, decay_power: float = 1.0, init_std: float = 0.01) -> None:
-        self.image_size = image_size
+        super().__init__(image_size)
         self.init_std = init_std
         s = image_size
         fy = np.fft.fftfreq(s)[:, None]
@@ -210,3 +285,19 @@ class Fourier(Parametrization):
 
     def describe(self) -> dict:
         return {"param": "Fourier", "image_size": self.image_size}
+
+
+#: The parametrisations by the name users give them (``--param``).
+PARAMETRIZATIONS: dict[str, type[Parametrization]] = {cls.name: cls for cls in (GeneratorCode, Pixels, Fourier)}
+
+
+def make_param(name: str, generator: UpconvGenerator | None = None, image_size: int | None = None,
+               sampler: CodeSampler | None = None, **options) -> Parametrization:
+    """The parametrisation registered as ``name``: ``dgn`` (needs a generator; ``sampler`` draws its start
+    codes), ``pixel`` or ``fourier`` (at ``image_size``, or the generator's size). ``options`` go to the class.
+
+    Example: ``make_param("dgn", G, bound_k=1.0)``, ``make_param("pixel", image_size=32)``
+    """
+    if name not in PARAMETRIZATIONS:
+        raise DgnamError(f"unknown param {name!r}; choose {', '.join(PARAMETRIZATIONS)}")
+    return PARAMETRIZATIONS[name].build(generator, image_size, sampler=sampler, **options)

@@ -1,7 +1,7 @@
 """``dgnam evaluate``: DGN-AM against pixel-space baselines, judged by networks that made none of the images.
 
 For the target's class units, every method synthesises ``restarts`` images per class with the same
-steps, and the images are scored by :mod:`dgnam.metrics` (judge agreement, KID to real test images
+steps, and the images are scored by :mod:`dgnam.evaluation.metrics` (judge agreement, KID to real test images
 in each judge's penultimate features, within-class diversity, class evidence after a shift and a
 blur) next to the same numbers for real images, which are the floor/ceiling to compare with.
 A sweep over the code bound k (a_i = mean_i + k std_i) and the L2 decay shows the trade-off
@@ -13,21 +13,22 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
+from dgnam.engine.objectives import class_logit, total_variation
+from dgnam.engine.optim import Optimizer
+from dgnam.engine.param import Parametrization, make_param
+from dgnam.engine.probe import add_code_prior, check_code_prior
+from dgnam.engine.render import Result, synthesize
+from dgnam.engine.transforms import GaussianBlur, Jitter
 from dgnam.errors import DgnamError
-from dgnam.generator import UpconvGenerator
-from dgnam.metrics import (KID, Rate, agreement, judge_outputs, kid, pgd_accuracy, predict_logits, relative_to_real,
-                           shift_and_blur, within_class_diversity)
-from dgnam.models import Model
-from dgnam.objectives import class_logit, total_variation
-from dgnam.optim import Optimizer
-from dgnam.param import Fourier, GeneratorCode, Parametrization, Pixels
-from dgnam.probe import add_code_prior, check_code_prior
-from dgnam.render import Result, synthesize
-from dgnam.transforms import GaussianBlur, Jitter
+from dgnam.evaluation.metrics import (agreement, judge_outputs, kid, pgd_accuracy, predict_logits,
+                                      relative_to_real, shift_and_blur, within_class_diversity)
+from dgnam.evaluation.report import Evaluation, JudgeScores, MethodScores
+from dgnam.nets.model import Model
+from dgnam.prior.generator import UpconvGenerator
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Method:
         bound_k, l2_decay: DGN-AM only: the code box a_i = mean_i + k std_i and the decay per step
             (None: the generator's stored bound, the paper's 0.99).
         code_prior: DGN-AM only: objective = logit + code_prior * PPGN's code prior
-            (:func:`~dgnam.objectives.code_prior`; needs the generator's encoder).
+            (:func:`~dgnam.engine.objectives.code_prior`; needs the generator's encoder).
     """
 
     name: str
@@ -57,15 +58,8 @@ class Method:
     code_prior: float = 0.0
 
     def parametrization(self, generator: UpconvGenerator | None, image_size: int) -> Parametrization:
-        if self.param == "dgn":
-            if generator is None:
-                raise DgnamError(f"method {self.name!r} needs a generator; pass one (CLI: --generator)")
-            return GeneratorCode(generator, bound_k=self.bound_k)
-        if self.param == "pixel":
-            return Pixels(image_size)
-        if self.param == "fourier":
-            return Fourier(image_size)
-        raise DgnamError(f"unknown parametrisation {self.param!r}; use dgn, pixel or fourier")
+        options = {"bound_k": self.bound_k} if self.bound_k is not None else {}
+        return make_param(self.param, generator, image_size, **options)
 
     def optimizer(self, param: Parametrization) -> Optimizer:
         opt = param.default_optimizer()
@@ -85,61 +79,6 @@ STANDARD_METHODS: dict[str, Method] = {
     "pixel_reg": Method("pixel_reg", "pixel + jitter + blur + TV", "pixel", jitter=2, blur_sigma=0.5, tv_weight=5.0),
     "fourier": Method("fourier", "Fourier (decorrelated) + jitter + blur", "fourier", jitter=2, blur_sigma=0.5),
 }
-
-
-@dataclass
-class JudgeScores:
-    """What one judge says about one image set."""
-
-    agreement: Rate
-    kid: KID
-    diversity: float
-    shifted_agreement: Rate
-
-
-@dataclass
-class MethodScores:
-    """All numbers for one method (or for real images, where there is no target activation)."""
-
-    title: str
-    judges: dict[str, JudgeScores]
-    target_activation: float | None = None
-    target_relative: float | None = None
-    target_top1: float | None = None
-    seconds: float = 0.0
-    settings: dict = field(default_factory=dict)
-
-
-@dataclass
-class Evaluation:
-    """The outcome of :func:`evaluate`; ``to_markdown()`` renders the report."""
-
-    target_name: str
-    classes: list[str]
-    restarts: int
-    steps: int
-    real: MethodScores
-    methods: dict[str, MethodScores]
-    sweep: list[tuple[float, float, MethodScores]]
-    judge_accuracy: dict[str, float]
-    judge_notes: dict[str, str]
-    judge_pgd: dict[str, tuple[float, float]]  # adversarially trained judges: (eps, PGD-10 accuracy)
-    images: dict[str, torch.Tensor]  # method -> (classes * restarts, 3, H, W), class-major
-    n_real: tuple[int, int]
-    code_prior: float = 0.0  # every DGN-AM run's code-prior weight (0: the paper's DGN-AM)
-
-    def grid(self, restart: int = 0) -> tuple[torch.Tensor, list[str]]:
-        """Rows = methods, columns = classes (one restart): images and captions for a labelled grid."""
-        rows, captions = [], []
-        for name, imgs in self.images.items():
-            pick = imgs[restart::self.restarts]
-            rows.append(pick)
-            captions += [f"{name}: {c}" for c in self.classes]
-        return torch.cat(rows), captions
-
-    def to_markdown(self) -> str:
-        from dgnam.report import evaluation_markdown
-        return evaluation_markdown(self)
 
 
 def _judge_scores(judge: Model, images: torch.Tensor, classes: torch.Tensor, real_test_features: torch.Tensor,
@@ -253,10 +192,10 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
     for k, decay in sweep:
         method = Method(f"dgn_k{k:g}_d{decay:g}", f"DGN-AM k={k:g} decay={decay:g}", "dgn", bound_k=k, l2_decay=decay)
         sweep_scores.append((k, decay, score(method, sweep_restarts)[0]))
-    notes = {name: str(getattr(j, "metadata", {}).get("description", "")) for name, j in judges.items()}
+    notes = {name: str(j.metadata.get("description", "")) for name, j in judges.items()}
     pgd = {}
     for name, judge in judges.items():  # how robust a robust judge is, at the radius it was trained for
-        eps = float(getattr(judge, "metadata", {}).get("adv_eps", 0) or 0)
+        eps = float(judge.metadata.get("adv_eps", 0) or 0)
         if eps > 0:
             pgd[name] = (eps, pgd_accuracy(judge, test_images, test_labels, eps=eps, step_size=eps / 4, steps=10,
                                            batch_size=batch_size, device=device, seed=seed))

@@ -1,4 +1,6 @@
-"""``dgnam evaluate``: the command-line face of :mod:`dgnam.evaluate`."""
+"""Synthesise every class of the target with DGN-AM and the baselines and score them with judge networks:
+agreement, KID to real images, diversity, robustness to shift/blur. Writes report.md, grid.png and
+results.json."""
 
 from __future__ import annotations
 
@@ -8,11 +10,16 @@ from pathlib import Path
 
 import torch
 
-import dgnam
-from dgnam.classifiers import SHIPPED
+from dgnam.cli.common import (DEFAULT_JUDGES, DEFAULT_MODEL, add_generator_arg, add_model_args, add_run_args,
+                              fit_to_generator, fresh_out_dir, generator_path, image_files, load_code_prior_encoder,
+                              load_images, load_model_from_args, recommended_code_prior, resolve_device,
+                              resolve_shipped, same_file)
 from dgnam.errors import DgnamError
-
-DEFAULT_JUDGES = SHIPPED / "cifar10" / "judges"
+from dgnam.evaluation.evaluate import STANDARD_METHODS, evaluate
+from dgnam.grid import labelled_grid, save_png
+from dgnam.io import atomic_write_json, atomic_write_text, write_directory
+from dgnam.nets.zoo import load_model
+from dgnam.prior.generator import load_generator
 
 
 def _sweep(text: str) -> list[tuple[float, float]]:
@@ -25,25 +32,19 @@ def _sweep(text: str) -> list[tuple[float, float]]:
     return pairs
 
 
-def add_commands(sub) -> None:
-    """Register ``evaluate`` on the ``dgnam`` parser."""
-    from dgnam.cli import _add_model_args
-    from dgnam.evaluate import STANDARD_METHODS
-
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``dgnam evaluate`` to the parser's subcommands."""
     e = sub.add_parser("evaluate", help="DGN-AM vs pixel baselines, scored by independent judges (report + grid)",
-                       description="Synthesise every class of the target with DGN-AM and the baselines and score "
-                                   "them with judge networks: agreement, KID to real images, diversity, "
-                                   "robustness to shift/blur. Writes report.md, grid.png and results.json.")
-    _add_model_args(e)
+                       description=__doc__)
+    add_model_args(e)
     e.add_argument("--data", required=True, help="dataset root holding test/ and train/ ImageFolder trees "
                                                  "(e.g. ../shared/data/cifar10)")
     e.add_argument("--judge", action="append", default=None,
                    help="judge classifier (repeatable; default: every .pt in the shipped checkpoints/cifar10/judges)")
-    e.add_argument("--generator", default=None, help="generator checkpoint (default: the shipped CIFAR-10 one)")
+    add_generator_arg(e)
     e.add_argument("--methods", default=",".join(STANDARD_METHODS),
                    help="comma list of " + ", ".join(STANDARD_METHODS))
     e.add_argument("--restarts", type=int, default=10, help="images per class and method")
-    e.add_argument("--steps", type=int, default=200)
     e.add_argument("--sweep", type=_sweep, default=_sweep("1:0.99,3:0.99,0.5:1,3:1"),
                    help="extra DGN-AM runs as k:decay pairs (bound a_i = mean_i + k std_i); '' for none")
     e.add_argument("--sweep-restarts", type=int, default=5)
@@ -53,9 +54,8 @@ def add_commands(sub) -> None:
                         "DGN-AM")
     e.add_argument("--fp32", action="store_true", help="on CUDA, synthesise without bf16 autocast (slower)")
     e.add_argument("--real-limit", type=int, default=1000, help="real images per split (spread over classes)")
-    e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=100)
-    e.add_argument("--out", default=None, help="output directory (must not exist or be empty)")
+    add_run_args(e, quiet=False)
     e.set_defaults(handler=cmd_evaluate)
 
 
@@ -70,44 +70,35 @@ def _judge_name(spec: str) -> str:
 
 def load_labelled(root: Path, limit: int, size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Images, labels and class names of an ImageFolder tree, ``limit`` images spread over all classes."""
-    from dgnam.cli import _image_files, load_images
-
     if not root.is_dir():
         raise DgnamError(f"'{root}' is not a folder; --data must hold test/ and train/ class folders")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not classes:
         raise DgnamError(f"'{root}' has no class folders; --data must hold test/ and train/ ImageFolder trees")
-    files = _image_files(root, limit)
+    files = image_files(root, limit)
     labels = torch.tensor([classes.index(f.relative_to(root).parts[0]) for f in files])
     return load_images(files, size), labels, classes
 
 
-def cmd_evaluate(args) -> int:
-    from dgnam.cli import (DEFAULT_GENERATOR, DEFAULT_MODEL, _device, _fresh_out_dir, _load_model, _resolve_shipped,
-                           _same_file, fit_to_generator, load_code_prior_encoder)
-    from dgnam.evaluate import STANDARD_METHODS, evaluate
-    from dgnam.grid import labelled_grid, save_png
-    from dgnam.io import atomic_write_json, atomic_write_text, write_directory
-    from dgnam.zoo import load_model
-
-    device = _device(args.device)
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
     if min(args.restarts, args.steps, args.sweep_restarts, args.batch_size, args.real_limit) < 1:
         raise DgnamError("--restarts, --steps, --sweep-restarts, --batch-size and --real-limit must be >= 1")
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in STANDARD_METHODS]
     if unknown or not names:
         raise DgnamError(f"unknown method {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(STANDARD_METHODS)}")
-    target = _load_model(args, device)
-    generator = dgnam.load_generator(Path(args.generator) if args.generator else DEFAULT_GENERATOR, device)
+    target = load_model_from_args(args, device)
+    generator = load_generator(generator_path(args.generator), device)
     fit_to_generator(target, generator)
     judge_paths = args.judge or sorted(str(p) for p in DEFAULT_JUDGES.glob("*.pt"))
     if not judge_paths:
         raise DgnamError("no judges found; pass --judge PATH (a classifier never used to make the images)")
     # A judge that made the images (the target) or shaped the prior (the generator's encoder) is no judge.
-    makers = {_same_file(args.model or str(DEFAULT_MODEL)): "the target",
-              _same_file(_resolve_shipped(generator.encoder or "")): "the generator's encoder"}
+    makers = {same_file(args.model or str(DEFAULT_MODEL)): "the target",
+              same_file(resolve_shipped(generator.encoder or "")): "the generator's encoder"}
     for path in judge_paths:
-        role = makers.get(_same_file(path))
+        role = makers.get(same_file(path))
         if role:
             raise DgnamError(f"judge '{path}' is {role}; pass judges that played no part in making the images")
     judges = {}
@@ -117,17 +108,17 @@ def cmd_evaluate(args) -> int:
             judge.input_size = target.input_size
         name = _judge_name(path)
         judges[name if name not in judges else f"{name}_{len(judges)}"] = judge
-    code_encoder = load_code_prior_encoder(args, generator, device, target)
+    args.code_prior = recommended_code_prior(args.code_prior, generator)
+    code_encoder = load_code_prior_encoder(args.code_prior, generator, device, args.model, target)
     data = Path(args.data)
     test_x, test_y, classes = load_labelled(data / "test", args.real_limit, target.input_size)
     train_x, _, train_classes = load_labelled(data / "train", args.real_limit, target.input_size)
     if train_classes != classes:
         raise DgnamError(f"{data}/train and {data}/test hold different class folders; use one dataset layout")
-    model_classes = list(getattr(target, "classes", []) or [])
-    if model_classes and model_classes[: len(classes)] != classes:
-        raise DgnamError(f"the data's classes {classes[:3]}... differ from the target's {model_classes[:3]}...; "
+    if target.classes and target.classes[: len(classes)] != classes:
+        raise DgnamError(f"the data's classes {classes[:3]}... differ from the target's {target.classes[:3]}...; "
                          f"point --data at the dataset the target was trained on")
-    out_dir = _fresh_out_dir(args.out, f"evaluate-{target.name}")
+    out_dir = fresh_out_dir(args.out, f"evaluate-{target.name}")
 
     ev = evaluate(target, judges, generator, real_test=(test_x, test_y), real_train=train_x, classes=classes,
                   methods=[STANDARD_METHODS[m] for m in names], restarts=args.restarts, steps=args.steps,

@@ -7,38 +7,17 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from dgnam.engine.objectives import Objective
+from dgnam.engine.objectives import channel as channel_objective
+from dgnam.engine.objectives import code_prior as code_prior_objective
+from dgnam.engine.objectives import unit as unit_objective
+from dgnam.engine.optim import Optimizer
+from dgnam.engine.param import Parametrization, make_param
+from dgnam.engine.render import Result, synthesize
+from dgnam.engine.transforms import GaussianBlur, Jitter
 from dgnam.errors import DgnamError
-from dgnam.generator import UpconvGenerator
-from dgnam.models import OUTPUT, Model, as_model
-from dgnam.objectives import Objective
-from dgnam.objectives import channel as channel_objective
-from dgnam.objectives import code_prior as code_prior_objective
-from dgnam.objectives import unit as unit_objective
-from dgnam.optim import Optimizer
-from dgnam.param import Fourier, GeneratorCode, Parametrization, Pixels
-from dgnam.render import Result, synthesize
-from dgnam.sampler import CodeSampler
-from dgnam.transforms import GaussianBlur, Jitter
-
-
-def make_param(kind: str, generator: UpconvGenerator | None, image_size: int | None,
-               sampler: CodeSampler | None = None) -> Parametrization:
-    """``dgn`` (needs a generator; ``sampler`` draws its start codes), ``pixel`` or ``fourier`` (at the
-    generator's or the given size)."""
-    if sampler is not None and kind != "dgn":
-        raise DgnamError(f"a code sampler gives start codes for param 'dgn', not {kind!r}; drop it (CLI: --init-sampler)")
-    if kind == "dgn":
-        if generator is None:
-            raise DgnamError("param 'dgn' needs a generator; pass generator= (CLI: --generator PATH)")
-        return GeneratorCode(generator, sampler=sampler)
-    size = image_size or (generator.image_size if generator is not None else None)
-    if size is None:
-        raise DgnamError(f"param {kind!r} needs an image size; pass image_size= (CLI: --input-size)")
-    if kind == "pixel":
-        return Pixels(size)
-    if kind == "fourier":
-        return Fourier(size)
-    raise DgnamError(f"unknown param {kind!r}; choose dgn, pixel or fourier")
+from dgnam.nets.model import OUTPUT, Model, as_model
+from dgnam.prior.generator import UpconvGenerator
 
 
 def check_code_prior(weight: float, generator: UpconvGenerator | None, code_encoder: nn.Module | Model | None) -> None:
@@ -101,9 +80,9 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
     if isinstance(param, str):
         param = make_param(param, generator, model.input_size)
     unit_objective_only = objective
-    if code_prior and not isinstance(param, GeneratorCode):
+    if code_prior and param.generator is None:
         raise DgnamError("code_prior needs param 'dgn' (a generator's code); pixels and Fourier have no code")
-    objective = add_code_prior(objective, code_prior, getattr(param, "generator", None), code_encoder)
+    objective = add_code_prior(objective, code_prior, param.generator, code_encoder)
     names = list(unit_names) if unit_names is not None else None
     labels = [names[u] if names and u < len(names) else f"{layer}:{u}" for u in row_units]
     return synthesize(objective, param, seeds=seeds, model=model, steps=steps, optimizer=optimizer,

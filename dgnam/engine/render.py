@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from dgnam.engine.objectives import Objective
+from dgnam.engine.optim import Optimizer
+from dgnam.engine.param import Parametrization
+from dgnam.engine.transforms import RowRandom
 from dgnam.errors import DgnamError
-from dgnam.models import INPUT, PARAMS, Model, eval_mode
-from dgnam.objectives import Objective
-from dgnam.optim import Optimizer
-from dgnam.param import Parametrization
-from dgnam.transforms import RowRandom
+from dgnam.grid import labelled_grid, save_png
+from dgnam.nets.model import INPUT, PARAMS, Model, eval_mode
 
 
 @dataclass
@@ -56,8 +57,6 @@ class Result:
     def save_grid(self, path: str | Path, ncol: int | None = None, tile: int | None = None,
                   captions: Sequence[str] | None = None) -> Path:
         """Write a labelled grid PNG: each tile has its label and reached value underneath."""
-        from dgnam.grid import labelled_grid, save_png
-
         captions = list(captions) if captions is not None else [
             f"{label} {value:.1f}" for label, value in zip(self.labels, self.values.tolist())]
         return save_png(labelled_grid(self.images, captions, ncol=ncol, tile=tile), path)
@@ -97,8 +96,8 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
     """Maximise ``objective`` over images produced by ``param``, one image per seed.
 
     Args:
-        objective: per-row or shared :class:`~dgnam.objectives.Objective`; model-less leaves use ``model``.
-        param: :class:`~dgnam.param.GeneratorCode` (DGN-AM), ``Pixels`` or ``Fourier``.
+        objective: per-row or shared :class:`~dgnam.engine.objectives.Objective`; model-less leaves use ``model``.
+        param: :class:`~dgnam.engine.param.GeneratorCode` (DGN-AM), ``Pixels`` or ``Fourier``.
         seeds: one seed per image; a per-row objective must have ``len(seeds)`` rows.
         steps: optimisation steps (paper: 200).
         optimizer: update rule; default ``param.default_optimizer()`` (DGN-AM's normalised ascent for codes).
@@ -141,7 +140,7 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
         m.to(device)
     optimizer = optimizer or param.default_optimizer()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
-    frozen = [*models] + ([param.generator] if hasattr(param, "generator") else [])
+    frozen = [*models] + ([param.generator] if param.generator is not None else [])
 
     images_out, values_out, params_out = [], [], []
     history = torch.zeros(steps, n)

@@ -1,0 +1,9 @@
+"""The ``dgnam`` command line.
+
+- :mod:`~dgnam.cli.main`: the parser and ``main`` (the ``dgnam`` console script).
+- :mod:`~dgnam.cli.common`: what the commands share (defaults, arguments, loading, outputs).
+- one module per command: :mod:`~dgnam.cli.synthesize` (``synthesize`` and ``synthesize-sharded``),
+  :mod:`~dgnam.cli.layers`, :mod:`~dgnam.cli.stats`, :mod:`~dgnam.cli.sample`,
+  :mod:`~dgnam.cli.evaluate`, :mod:`~dgnam.cli.import_generator`, :mod:`~dgnam.cli.invert`,
+  :mod:`~dgnam.cli.compare`, :mod:`~dgnam.cli.attribute`.
+"""

@@ -1,0 +1,295 @@
+"""What the ``dgnam`` commands share: the shipped defaults, argument types and groups, loading models,
+generators and images, the code prior, output folders and tables.
+
+Every command module imports its helpers from here; this module imports no command module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import dgnam
+from dgnam.errors import DgnamError
+from dgnam.io import atomic_write_json, atomic_write_text, shipped
+from dgnam.nets.model import Model, describe_layers, parse_layer, resolve_layer
+from dgnam.nets.zoo import load_model
+from dgnam.prior.generator import UpconvGenerator
+
+DEFAULT_GENERATOR = shipped("cifar10/generator.pt")
+DEFAULT_MODEL = shipped("cifar10/encoder.pt")
+DEFAULT_SAMPLER = shipped("cifar10/code_sampler.pt")
+DEFAULT_JUDGES = shipped("cifar10/judges")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+# --- argument types and groups ------------------------------------------------------------------
+def parse_units(text: str) -> list[int]:
+    """``"0-9,15"`` -> [0, 1, ..., 9, 15]."""
+    units: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = (int(p) for p in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                units += range(lo, hi + 1)
+            elif part:
+                units.append(int(part))
+    except ValueError:
+        raise DgnamError(f"--units {text!r} is not a list like 0-9,15") from None
+    if not units:
+        raise DgnamError("--units is empty; give e.g. 0-9,15")
+    return list(dict.fromkeys(units))
+
+
+def comma_list(text: str, what: str) -> list[str]:
+    """``"a, b,a"`` -> ``["a", "b"]``; ``what`` (the option) names the error."""
+    items = list(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+    if not items:
+        raise DgnamError(f"{what} is empty; give a comma-separated list")
+    return items
+
+
+def rgb_floats(text: str) -> list[float]:
+    """argparse type: ``"0.5,0.5,0.5"`` -> three floats (R, G, B)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r} needs 3 values (R,G,B)")
+    return values
+
+
+def position(text: str) -> tuple[int, int]:
+    """argparse type: ``"3,4"`` -> (row, column)."""
+    try:
+        y, x = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a position like 3,3 (row,column)") from None
+    return y, x
+
+
+def resolve_device(name: str) -> torch.device:
+    """``--device``: ``auto`` (CUDA when there is a GPU), ``cpu``, ``cuda``, ``cuda:1`` ..."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DgnamError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """``--model`` with its preprocessing (``--mean``, ``--std``, ``--input-size``) and ``--device``."""
+    p.add_argument("--model", default=None,
+                   help="torchvision:NAME[:WEIGHTS], FILE.py:factory, module:factory, a dgnam .pt or TorchScript "
+                        "file (default: the shipped CIFAR-10 classifier)")
+    p.add_argument("--mean", type=rgb_floats, default=None, help="normalisation mean R,G,B (the model then gets normalised input)")
+    p.add_argument("--std", type=rgb_floats, default=None, help="normalisation std R,G,B")
+    p.add_argument("--input-size", type=int, default=None, help="the model's input side in pixels (images are resized)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+
+
+def add_generator_arg(p: argparse.ArgumentParser) -> None:
+    """``--generator`` (default: the shipped one, see :func:`generator_path`)."""
+    p.add_argument("--generator", default=None, help="generator checkpoint (default: the shipped CIFAR-10 one)")
+
+
+def add_run_args(p: argparse.ArgumentParser, quiet: bool = True) -> None:
+    """``--steps``, ``--seed``, ``--out`` (a fresh directory) and, with ``quiet``, ``--quiet``."""
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output directory (must not exist or be empty)")
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+# --- models, generators, images -----------------------------------------------------------------
+def load_model_from_args(args: argparse.Namespace, device: torch.device) -> Model:
+    """The model of ``--model`` with ``--input-size``, ``--mean`` and ``--std`` (default: the shipped classifier)."""
+    if args.model is None and not DEFAULT_MODEL.is_file():
+        raise DgnamError(f"the shipped classifier {DEFAULT_MODEL} is missing; reinstall dgnam or pass --model")
+    return load_model(args.model or str(DEFAULT_MODEL), input_size=args.input_size, mean=args.mean, std=args.std,
+                      device=device)
+
+
+def generator_path(arg: str | None) -> str:
+    """``--generator``, or the shipped generator when it is not given."""
+    return str(Path(arg) if arg else DEFAULT_GENERATOR)
+
+
+def fit_to_generator(model: Model, generator: UpconvGenerator | None) -> None:
+    """Give the model the generator's image size if it has none; crop (not resize) larger generator images."""
+    if model.input_size is None:
+        model.input_size = generator.image_size if generator is not None else None
+    if model.input_size is None:
+        raise DgnamError("the model's input size is unknown; pass --input-size")
+    if generator is not None and generator.image_size > model.input_size:
+        model.fit = "crop"  # the paper: centre crop of G's output (256 -> 227/224), not a resize
+
+
+def layer_size(model: Model, layer: str, device: torch.device) -> int:
+    """Number of units (fc) or channels (conv) of ``layer``; validates the name, the call index and the input size."""
+    zeros = torch.zeros(1, 3, model.input_size, model.input_size, device=device)
+    with torch.no_grad():
+        if layer == "output":
+            return model.run(zeros, ["output"])["output"].shape[1]
+        model.run(zeros, ["output"])  # a wrong input size fails here with its own one-line error
+        name, call = parse_layer(layer)
+        info = {i.name: i for i in describe_layers(model)}.get(name)
+    if info is None:
+        resolve_layer(model.module, layer)  # raises with the closest names
+    if info.calls == 0:
+        raise DgnamError(f"layer {name!r} does not run in {model.name}'s forward pass; pick one from `dgnam layers`")
+    if call >= info.calls:
+        raise DgnamError(f"layer {name!r} runs {info.calls} time(s) per forward; use {name}@0 to {name}@{max(info.calls - 1, 0)}")
+    shape = info.call_shapes[call]
+    if not shape:
+        raise DgnamError(f"layer {layer!r} does not return a tensor; pick another from `dgnam layers`")
+    return shape[0]
+
+
+def image_files(folder: Path, limit: int) -> list[Path]:
+    """The images under ``folder`` (``--data``), at most ``limit`` of them spread over the whole tree."""
+    if not folder.is_dir():
+        raise DgnamError(f"--data folder '{folder}' does not exist; point it at a folder of images")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DgnamError(f"--data folder '{folder}' holds no images (.png/.jpg)")
+    if len(files) > limit:  # spread the sample over all classes of an ImageFolder tree
+        step = len(files) / limit
+        files = [files[int(i * step)] for i in range(limit)]
+    return files
+
+
+def load_images(files: list[Path], size: int) -> torch.Tensor:
+    """RGB [0, 1] tensor (N, 3, size, size) from image files (resized if needed)."""
+    arrays = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im = im.convert("RGB")
+                if im.size != (size, size):
+                    im = im.resize((size, size), Image.BICUBIC)
+                arrays.append(np.asarray(im))
+        except OSError as exc:
+            raise DgnamError(f"cannot read image '{f}' ({exc}); remove or fix it") from None
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+
+
+def read_image(path: str, size: int) -> torch.Tensor:
+    """(3, size, size) RGB [0, 1] from an image file, with one-line errors for a missing or unreadable file."""
+    file = Path(path)
+    if not file.is_file():
+        raise DgnamError(f"image file '{file}' does not exist; check --image")
+    return load_images([file], size)[0]
+
+
+# --- the generator's encoder and the code prior -------------------------------------------------
+def resolve_shipped(spec: str) -> str:
+    """Generators name their encoder as trained, often relative to the repository root
+    (``checkpoints/cifar10/encoder.pt``): such a path that does not exist from here names the shipped file."""
+    parts = Path(spec).parts
+    if ":" in spec or Path(spec).exists() or parts[:1] != ("checkpoints",):
+        return spec
+    candidate = shipped("/".join(parts[1:]))
+    return str(candidate) if candidate.exists() else spec
+
+
+def same_file(spec: str) -> str:
+    """A comparable key for a model spec: the resolved path of a file, the spec itself otherwise."""
+    path = Path(spec)
+    return str(path.resolve()) if spec and path.is_file() else spec
+
+
+def load_code_encoder(generator: UpconvGenerator, device: torch.device, encoder_path: str | None = None) -> Model:
+    """The encoder whose ``generator.encoder_layer`` the generator inverts (its own, unless a path is given)."""
+    encoder_path = encoder_path or generator.encoder
+    if not encoder_path:
+        raise DgnamError("the generator does not name its encoder; pass --encoder")
+    encoder = load_model(resolve_shipped(encoder_path), device=device)
+    if encoder.input_size is None:  # a factory model: it sees what the generator makes
+        encoder.input_size = generator.image_size
+    return encoder
+
+
+def recommended_code_prior(requested: float | None, generator: UpconvGenerator | None) -> float:
+    """``--code-prior``, or when it is not given the generator's recommended one (metadata ``code_prior``,
+    set with ``dgnam stats --code-prior``; 0 when absent, the paper's DGN-AM)."""
+    if requested is not None:
+        value = requested
+    else:
+        value = float(generator.metadata.get("code_prior", 0.0)) if generator is not None else 0.0
+    if not value >= 0:
+        raise DgnamError(f"--code-prior must be >= 0 (0: off), got {value}")
+    return value
+
+
+def load_code_prior_encoder(weight: float, generator: UpconvGenerator | None, device: torch.device,
+                            model_spec: str | None, target: Model) -> Model | None:
+    """The encoder for a code prior of ``weight`` (the generator's own), or None when it is 0. When the
+    target (``model_spec``, default: the shipped classifier) is that encoder, the target itself: one
+    forward per step then serves both objectives."""
+    if not weight:
+        return None
+    if generator.encoder and same_file(model_spec or str(DEFAULT_MODEL)) == same_file(resolve_shipped(generator.encoder)):
+        return target
+    return load_code_encoder(generator, device)
+
+
+# --- outputs ------------------------------------------------------------------------------------
+def fresh_out_dir(out: str | None, model_name: str) -> Path:
+    """``--out`` (it must not exist or be empty), or ``dgnam-runs/<time>-<model name>``."""
+    if out is None:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path("dgnam-runs") / f"{stamp}-{model_name}"
+        n = 1
+        while path.exists():
+            n += 1
+            path = Path("dgnam-runs") / f"{stamp}-{model_name}-{n}"
+        return path
+    path = Path(out)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise DgnamError(f"--out '{path}' exists and is not empty; choose a new directory (runs never overwrite)")
+    return path
+
+
+def print_table(rows: list[list[str]], header: list[str]) -> None:
+    """A plain-text table on stdout, columns padded to their widest cell."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in [header, *rows]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table for ``report.md``."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def short_path(path: str) -> str:
+    """``../data/test/cat/0000.jpg`` -> ``cat/0000.jpg``: the folder often names the class."""
+    return "/".join(Path(path).parts[-2:])
+
+
+def versions() -> dict[str, str]:
+    """The versions a manifest records."""
+    return {"dgnam_version": dgnam.__version__, "torch_version": torch.__version__}
+
+
+def write_report(staging: Path, report: str, manifest: dict, figures: dict[str, Callable[[Path], Path]]) -> None:
+    """An analysis command's output, into the staging directory that :func:`dgnam.io.write_directory` renames:
+    each figure (file name -> a function that saves it there), ``report.md`` and ``manifest.json``."""
+    for name, save in figures.items():
+        save(staging / name)
+    atomic_write_text(report, staging / "report.md")
+    atomic_write_json(manifest, staging / "manifest.json")

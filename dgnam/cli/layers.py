@@ -1,0 +1,38 @@
+"""``dgnam layers``: a model's layers with output shapes and parameter counts."""
+
+from __future__ import annotations
+
+import argparse
+
+from dgnam.cli.common import add_model_args, load_model_from_args, print_table, resolve_device
+from dgnam.errors import DgnamError
+from dgnam.nets.model import describe_layers, last_spatial_layer
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``dgnam layers`` to the parser's subcommands."""
+    lay = sub.add_parser("layers", help="list a model's layers with output shapes and parameter counts")
+    add_model_args(lay)
+    lay.set_defaults(handler=cmd_layers)
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    model = load_model_from_args(args, device)
+    if model.input_size is None:
+        raise DgnamError("the model's input size is unknown; pass --input-size")
+    infos = describe_layers(model)
+    try:
+        gradcam = last_spatial_layer(model)
+    except DgnamError:
+        gradcam = None
+    rows = []
+    for info in infos:
+        shape = "x".join(map(str, info.shape)) if info.shape else "-"
+        calls = f"{info.calls}" if info.calls != 1 else ""
+        mark = "<- last spatial layer (Grad-CAM)" if info.name == gradcam else ""
+        rows.append([info.name, info.type, shape, f"{info.n_params:,}", calls, mark])
+    print_table(rows, ["layer", "type", "output", "params", "calls", ""])
+    print(f"{sum(p.numel() for p in model.module.parameters()):,} parameters; input {model.input_size}x{model.input_size}; "
+          f"address the k-th call of a reused module as NAME@k (0-based)")
+    return 0

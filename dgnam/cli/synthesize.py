@@ -1,0 +1,296 @@
+"""``dgnam synthesize`` and ``dgnam synthesize-sharded``: images that maximise units of a model.
+
+Both run one path. ``dgnam synthesize-sharded`` takes every argument of ``dgnam synthesize``.
+Launched with ``torchrun --nproc_per_node N -m dgnam synthesize-sharded ...`` it splits the units into
+N contiguous blocks, each process synthesises its block (always with ``--fixed-batch``, so an image
+does not depend on which process made it), and rank 0 merges everything into one folder with one
+``manifest.json`` of the same schema, in the same order, as the single-process command. Launched
+plainly it is ``dgnam synthesize --fixed-batch`` with the CUDA speed settings below; ``dgnam
+synthesize`` itself is that one-process case without them.
+On CUDA: bf16 autocast (``--fp32`` turns it off), channels_last (``--no-channels-last``) and, opt-in,
+``--compile``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+import dgnam
+from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_model_args, fit_to_generator, fresh_out_dir,
+                              generator_path, image_files, layer_size, load_code_prior_encoder, load_images,
+                              load_model_from_args, parse_units, position, print_table, recommended_code_prior,
+                              resolve_device)
+from dgnam.engine.objectives import unit
+from dgnam.engine.param import PARAMETRIZATIONS, Parametrization, make_param
+from dgnam.engine.probe import baseline_transforms, visualize
+from dgnam.engine.render import Result
+from dgnam.errors import DgnamError
+from dgnam.grid import labelled_grid, save_png
+from dgnam.io import atomic_write_json, publish_directory, staging_directory, writing
+from dgnam.nets.model import Model
+from dgnam.prior.generator import UpconvGenerator, load_generator
+from dgnam.prior.sampler import load_code_sampler
+from dgnam.scale.accel import speed_up
+from dgnam.scale.distributed import (all_gather, broadcast, launched_world_size, on_every_rank, process_group,
+                                     rank_zero_first, shard)
+
+# grid.png of a sharded run shows at most this many images (the first ones, in manifest order): a grid
+# of every unit of an ImageNet layer would be gigabytes. Smaller runs get the same grid as `dgnam synthesize`.
+GRID_LIMIT = 400
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``synthesize`` and ``synthesize-sharded`` (which takes every argument of ``synthesize``)."""
+    s = sub.add_parser("synthesize", help="images that maximise units of a model",
+                       description="Synthesise images that maximise chosen units. With no arguments: the shipped "
+                                   "CIFAR-10 classifier's 10 class logits through the shipped generator.")
+    add_model_args(s)
+    s.add_argument("--layer", default="output", help="layer name (see `dgnam layers`); default: the model output")
+    s.add_argument("--units", default=None, help="e.g. 0-9,15 (default: all units of the layer, at most 10)")
+    s.add_argument("--position", type=position, default=None, help="row,column of a conv unit (default: centre)")
+    s.add_argument("--param", choices=list(PARAMETRIZATIONS), default="dgn", help="image parametrisation")
+    add_generator_arg(s)
+    s.add_argument("--init-sampler", default=None, metavar="SAMPLER",
+                   help="start each image from a code sampler's code for its seed (dgn only; default: h ~ N(0, 1))")
+    s.add_argument("--code-prior", type=float, default=None, metavar="EPS",
+                   help="dgn only: add EPS x PPGN's code prior, pulling h towards what the generator's encoder reads "
+                        "from G(h) (fewer blown-out pixels, lower activation); default: the generator's recommended "
+                        "EPS (metadata code_prior); 0: the paper's DGN-AM")
+    s.add_argument("--steps", type=int, default=200)
+    s.add_argument("--restarts", type=int, default=2, help="images per unit (seeds seed, seed+1, ...)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--data", default=None, help="folder of real images: report activations relative to each unit's max on them")
+    s.add_argument("--data-limit", type=int, default=2000, help="at most this many real images from --data")
+    s.add_argument("--out", default=None, help="output directory (must not exist or be empty; default: dgnam-runs/<time>)")
+    s.add_argument("--fixed-batch", action="store_true",
+                   help="pad every batch to --batch-size so any single image re-runs bit for bit on its own")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--fp32", action="store_true", help="on CUDA, no bf16 autocast: full float32 (slower)")
+    s.set_defaults(handler=cmd_synthesize)
+
+    sharded = sub.add_parser("synthesize-sharded", parents=[s], add_help=False,
+                             help="synthesize across processes/GPUs (launch with torchrun); one merged manifest",
+                             description="Same arguments and output as `dgnam synthesize`, with the units split across "
+                                         "the processes torchrun starts (gloo on CPU, NCCL on CUDA); --fixed-batch is "
+                                         "always on, so the merged result equals a single-process run.")
+    sharded.add_argument("--no-channels-last", action="store_true", help="keep NCHW weights on CUDA")
+    sharded.add_argument("--compile", action="store_true", help="torch.compile the generator (CUDA only)")
+    # Not set_defaults(fixed_batch=True): `parents=` shares the action objects, and set_defaults would
+    # change the default of `dgnam synthesize --fixed-batch` too (it padded every default run to 64 rows).
+    sharded.set_defaults(handler=cmd_synthesize_sharded)
+
+
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    if launched_world_size() > 1:  # every rank would do the whole job and race on --out
+        raise DgnamError("`dgnam synthesize` runs on one process; under torchrun use `dgnam synthesize-sharded`")
+    return run(args, sharded=False)
+
+
+def cmd_synthesize_sharded(args: argparse.Namespace) -> int:
+    args.fixed_batch = True  # a row's image must not depend on which rank made it or what shared its batch
+    return run(args, sharded=True)
+
+
+@dataclass
+class Plan:
+    """What every process agrees on before synthesising: the validated model, generator, units and
+    parametrisation, the class names (output layer only), the real images of ``--data`` (or None) and
+    the code prior."""
+
+    model: Model
+    generator: UpconvGenerator | None
+    param: Parametrization
+    units: list[int]
+    classes: list[str]
+    real_images: torch.Tensor | None
+    code_prior: float
+    code_encoder: Model | None  # the code prior's reader of the code
+    amp: bool
+    speed: dict[str, bool]  # synthesize-sharded's CUDA speed settings
+
+
+def run(args: argparse.Namespace, sharded: bool) -> int:
+    """Synthesise ``args``' units on every process torchrun started (one, launched plainly), each writing its
+    images into one staging folder, which rank 0 completes with grid.png and manifest.json and renames."""
+    if args.steps < 1 or args.restarts < 1 or args.batch_size < 1:
+        raise DgnamError("--steps, --restarts and --batch-size must be >= 1")
+    start = time.time()
+    with process_group(resolve_device(args.device)) as ranks:
+        plan = rank_zero_first(lambda: prepare(args, ranks.device, sharded), ranks)
+        place = on_every_rank(lambda: _place(args, plan) if ranks.is_main else None, ranks)
+        out_dir, staging = broadcast(place, ranks)
+        try:
+            mine = shard(plan.units, ranks)
+            done = on_every_rank(lambda: synthesize_units(args, plan, mine, out_dir, staging, ranks.device,
+                                                          progress=not args.quiet and ranks.is_main), ranks)
+            runs = all_gather(done, ranks)  # every rank's images are on disk once this returns
+            # seconds: of the whole sharded run (loading and merging too), of synthesis alone in a plain one
+            seconds = time.time() - start if sharded else runs[0]["seconds"]
+            entries = on_every_rank(lambda: publish(args, plan, runs, out_dir, staging, ranks.device, seconds, sharded)
+                                    if ranks.is_main else None, ranks)
+        except BaseException:
+            if ranks.is_main:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
+    if ranks.is_main:
+        print_summary(entries)
+        if sharded:
+            print(f"wrote {len(entries)} images from {ranks.world_size} process(es), grid.png and manifest.json to "
+                  f"{out_dir} ({time.time() - start:.1f}s)")
+        else:
+            print(f"wrote {len(entries)} images, grid.png and manifest.json to {out_dir} ({seconds:.1f}s)")
+    return 0
+
+
+def prepare(args: argparse.Namespace, device: torch.device, sharded: bool) -> Plan:
+    """The loading and checks before synthesis, run on every rank (rank 0 first, see the caller)."""
+    model = load_model_from_args(args, device)
+    generator = load_generator(generator_path(args.generator), device) if args.param == "dgn" or args.generator else None
+    fit_to_generator(model, generator)
+    n_units = layer_size(model, args.layer, device)
+    if args.position is not None and args.layer == "output":
+        raise DgnamError("--position applies to conv layers; the model output has no spatial positions")
+    units = parse_units(args.units) if args.units else list(range(min(n_units, 10)))
+    bad = [u for u in units if not 0 <= u < n_units]
+    if bad:
+        raise DgnamError(f"unit {bad[0]} is out of range for layer {args.layer!r}, which has {n_units} units "
+                         f"(valid: 0-{n_units - 1})")
+    real_images = load_images(image_files(Path(args.data), args.data_limit), model.input_size) if args.data else None
+    sampler = load_code_sampler(args.init_sampler, device) if args.init_sampler else None
+    param = make_param(args.param, generator, model.input_size, sampler)
+    code_prior = recommended_code_prior(args.code_prior, generator)
+    if param.generator is None:  # pixels and Fourier have no code
+        if args.code_prior:
+            raise DgnamError(f"--code-prior applies to --param dgn (a code), not {args.param!r}; drop it")
+        code_prior = 0.0
+    speed = speed_up(device, models=[model], generator=generator, channels_last=not args.no_channels_last,
+                     compile_generator=args.compile) if sharded else {}
+    return Plan(model, generator, param, units, model.classes if args.layer == "output" else [], real_images,
+                code_prior, load_code_prior_encoder(code_prior, generator, device, args.model, model),
+                amp=device.type == "cuda" and not args.fp32, speed=speed)
+
+
+def _place(args: argparse.Namespace, plan: Plan) -> tuple[Path, Path]:
+    """Rank 0: the final folder and a hidden sibling every rank writes into (renamed when complete)."""
+    out_dir = fresh_out_dir(args.out, plan.model.name).resolve()
+    return out_dir, staging_directory(out_dir)
+
+
+def synthesize_units(args: argparse.Namespace, plan: Plan, units: list[int], out_dir: Path, staging: Path,
+                     device: torch.device, progress: bool) -> dict[str, Any]:
+    """Synthesise ``units`` (this rank's), write their PNGs into ``staging``, return their manifest entries."""
+    if not units:  # more ranks than units
+        return {"entries": [], "engine": None, "seconds": 0.0}
+    result = visualize(plan.model, units, layer=args.layer, generator=plan.generator, param=plan.param,
+                       restarts=args.restarts, seed=args.seed, steps=args.steps, position=args.position,
+                       transforms=[] if plan.param.has_prior else baseline_transforms(), batch_size=args.batch_size,
+                       device=device, amp=plan.amp, progress=progress, unit_names=plan.classes or None,
+                       fixed_batch=args.fixed_batch, code_prior=plan.code_prior, code_encoder=plan.code_encoder)
+    relative = _relative_to_real(args, plan, units, result, device) if plan.real_images is not None else None
+    entries = [manifest_entry(args.layer, result, i, relative) for i in range(len(result))]
+    with writing(out_dir):
+        for image, entry in zip(result.images, entries):
+            save_png(image, staging / entry["file"])
+    return {"entries": entries, "engine": result.settings, "seconds": result.seconds}
+
+
+def _relative_to_real(args: argparse.Namespace, plan: Plan, units: list[int], result: Result,
+                      device: torch.device) -> list[float | None]:
+    """Each image's activation over its unit's max on the real images of ``--data``; None where the unit
+    never fires on them (a ratio to <= 0 means nothing)."""
+    objectives = [unit(args.layer, u, model=plan.model, position=args.position) for u in units]
+    best = torch.full((len(units),), -float("inf"))
+    with torch.no_grad():  # the max over real images of the same quantity the objective maximises
+        for start in range(0, len(plan.real_images), args.batch_size):
+            batch = plan.real_images[start:start + args.batch_size].to(device)
+            acts = {(plan.model, args.layer): plan.model.run(batch, [args.layer])[args.layer]}
+            values = torch.stack([obj(acts).cpu() for obj in objectives], dim=1)
+            best = torch.maximum(best, values.max(0).values)
+    unit_max = dict(zip(units, best.tolist()))
+    return [v / unit_max[u] if unit_max[u] > 0 else None for u, v in zip(result.extra["unit"], result.values.tolist())]
+
+
+def manifest_entry(layer: str, result: Result, i: int, relative: list[float | None] | None) -> dict[str, Any]:
+    """The manifest's record of image ``i`` of ``result`` (its PNG is ``file`` in the run folder), with its
+    activation relative to the real images' max when ``--data`` gave them (``relative``)."""
+    u, r, s = result.extra["unit"][i], result.extra["restart"][i], result.seeds[i]
+    entry = {"file": f"images/{_safe(layer)}_unit{u:04d}_restart{r}_seed{s}.png", "layer": layer, "unit": u,
+             "restart": r, "seed": s, "activation": float(result.values[i]), "label": result.labels[i],
+             "start_activation": float(result.history[0, i])}
+    if relative is not None:
+        entry["activation_relative_to_real_max"] = relative[i]
+    return entry
+
+
+def run_settings(args: argparse.Namespace, plan: Plan, device: torch.device, seconds: float,
+                 engine: dict | None) -> dict[str, Any]:
+    """The manifest's ``settings``: everything that reproduces the run."""
+    generator = plan.generator
+    return {"command": args.command, "model": args.model or str(DEFAULT_MODEL), "model_name": plan.model.name,
+            "generator": generator_path(args.generator) if generator else None,
+            "generator_metadata": generator.metadata if generator else None,
+            "layer": args.layer, "units": plan.units, "position": list(args.position) if args.position else None,
+            "param": args.param, "init_sampler": args.init_sampler, "code_prior": plan.code_prior,
+            "steps": args.steps, "restarts": args.restarts, "seed": args.seed, "batch_size": args.batch_size,
+            "fixed_batch": args.fixed_batch, "fit": plan.model.fit, "device": str(device), "mean": args.mean,
+            "std": args.std, "input_size": plan.model.input_size, "data": args.data,
+            "dgnam_version": dgnam.__version__, "torch_version": torch.__version__, "seconds": round(seconds, 2),
+            "engine": engine}
+
+
+def publish(args: argparse.Namespace, plan: Plan, runs: list[dict[str, Any]], out_dir: Path, staging: Path,
+            device: torch.device, seconds: float, sharded: bool) -> list[dict[str, Any]]:
+    """Rank 0: grid and manifest over every rank's images, then the rename that publishes the run."""
+    entries = [entry for run in runs for entry in run["entries"]]  # rank order = the single-process order
+    shown = entries[:GRID_LIMIT] if sharded else entries
+    with writing(out_dir):
+        pixels = []
+        for entry in shown:
+            with Image.open(staging / entry["file"]) as im:
+                pixels.append(np.asarray(im.convert("RGB")))
+        # PNGs hold the images rounded to 8 bits, which is also all the grid keeps of them.
+        images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 255
+        captions = [f"{e['label']} {e['activation']:.1f}" for e in shown]
+        ncol = args.restarts * min(len(plan.units), max(1, 10 // args.restarts))
+        save_png(labelled_grid(images, captions, ncol=ncol), staging / "grid.png")
+        settings = run_settings(args, plan, device, seconds,
+                                engine=next((run["engine"] for run in runs if run["engine"] is not None), None))
+        if sharded:
+            settings.update({"world_size": len(runs),
+                             "units_per_rank": [len({e["unit"] for e in run["entries"]}) for run in runs],
+                             "rank_seconds": [round(run["seconds"], 2) for run in runs], "amp": plan.amp,
+                             **plan.speed, "grid_images": len(shown)})
+        atomic_write_json({"settings": settings, "images": entries}, staging / "manifest.json")
+        publish_directory(staging, out_dir)
+    return entries
+
+
+def print_summary(entries: list[dict[str, Any]]) -> None:
+    """Per unit: mean and max activation (and the max relative to real images, with ``--data``)."""
+    by_unit: dict[int, list[dict[str, Any]]] = {}
+    for entry in entries:
+        by_unit.setdefault(entry["unit"], []).append(entry)
+    with_real = any("activation_relative_to_real_max" in e for e in entries)
+    rows = []
+    for group in by_unit.values():
+        acts = [e["activation"] for e in group]
+        row = [group[0]["label"], f"{sum(acts) / len(acts):.2f}", f"{max(acts):.2f}"]
+        if with_real:
+            ratios = [e["activation_relative_to_real_max"] for e in group if e["activation_relative_to_real_max"] is not None]
+            row.append(f"{max(ratios):.2f}" if ratios else "n/a")
+        rows.append(row)
+    print_table(rows, ["unit", "mean act", "max act"] + (["max / real max"] if with_real else []))
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)

@@ -1,0 +1,49 @@
+"""An installed dgnam is a whole dgnam: a regular (non-editable) install runs the default job from any folder."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _source_copy(dest: Path) -> Path:
+    """What `pip install .` reads, copied, so the build leaves nothing in the checkout (dgnam/checkpoints
+    stays a link to checkpoints/, as in the repository)."""
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    dest.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, dest / name)
+    for name in ("dgnam", "train"):
+        shutil.copytree(ROOT / name, dest / name, symlinks=True, ignore=skip)
+    shutil.copytree(ROOT / "checkpoints" / "cifar10", dest / "checkpoints" / "cifar10", ignore=skip)
+    return dest
+
+
+def test_regular_install_synthesizes_from_another_folder(tmp_path):
+    site = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+                              "--quiet", "--target", str(site), str(_source_copy(tmp_path / "src"))],
+                             capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-3000:]
+    shipped = site / "dgnam" / "checkpoints" / "cifar10"
+    files = sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.is_file())
+    assert {"encoder.pt", "generator.pt", "code_sampler.pt"} <= set(files) and "judges/resnet.pt" in files
+    assert all(f.endswith(".pt") for f in files), files  # models only: no model card, no training leftovers
+    assert not (site / "dgnam" / "checkpoints").is_symlink()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = elsewhere / "run"
+    # The installed console script, with only the install on the path: no checkout in sight.
+    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, str(site / "bin" / "dgnam"), "synthesize", "--steps", "2", "--device", "cpu",
+                          "--quiet", "--out", str(out)], capture_output=True, text=True, cwd=elsewhere, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (out / "grid.png").is_file()
+    settings = json.loads((out / "manifest.json").read_text())["settings"]
+    assert Path(settings["model"]).is_relative_to(site) and Path(settings["generator"]).is_relative_to(site)
