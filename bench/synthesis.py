@@ -16,7 +16,7 @@ import time
 import torch
 
 import dgnam
-from dgnam.generator import UpconvGenerator, cifar_arch
+from dgnam.prior.generator import UpconvGenerator, cifar_arch
 from dgnam.nets import CifarResNet
 
 
