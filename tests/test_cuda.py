@@ -11,8 +11,9 @@ import dgnam
 from dgnam import load_generator
 from dgnam.engine.param import Fourier, GeneratorCode, Pixels
 from dgnam.engine.transforms import GaussianBlur, Jitter
-from test_train import _common, _train_encoder
 from train import generator
+
+from helpers import _common, _train_encoder
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -17,7 +17,7 @@ from dgnam.evaluation import metrics
 from dgnam.evaluation.evaluate import STANDARD_METHODS, Method, evaluate
 from dgnam.nets.model import Model
 
-from conftest import TinyNet, tiny_generator
+from helpers import TinyNet, tiny_generator
 
 
 def test_kid_is_zero_for_one_distribution_and_large_for_two():
@@ -161,7 +161,7 @@ def test_evaluate_refuses_the_target_as_judge():
 NETS = """
 import sys
 sys.path.insert(0, %r)
-from conftest import TinyNet
+from helpers import TinyNet
 
 def target():
     return TinyNet(n_classes=3, seed=0)
@@ -182,7 +182,7 @@ def _write_folder(root, n_per_class, seed):
 
 
 def test_cli_evaluate_writes_report_grid_and_results(tmp_path):
-    (tmp_path / "nets.py").write_text(NETS % str(Path(__file__).parent))
+    (tmp_path / "nets.py").write_text(NETS % str(Path(__file__).parents[2]))
     tiny_generator().save(tmp_path / "gen.pt")
     _write_folder(tmp_path / "data" / "test", 4, 0)
     _write_folder(tmp_path / "data" / "train", 4, 1)

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from dgnam.cli.common import DEFAULT_GENERATOR, DEFAULT_MODEL, parse_units
-from tests.conftest import tiny_generator
+
+from helpers import tiny_generator
 
 USER_MODEL = textwrap.dedent("""
     import torch

@@ -7,36 +7,7 @@ from dgnam import DgnamError, load_classifier, load_generator
 from train import classifier, generator
 from train.generator import AdversarialBalance
 
-
-def _common(tmp, root, name):
-    return [f"--data.root={root}", f"--data.cache_dir={tmp / 'cache'}", "--data.batch_size=8",
-            "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
-            "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.save_dir={tmp / name}",
-            "--trainer.enable_model_summary=false", "--seed_everything=0"]
-
-
-def _train_encoder(tmp, root):
-    path = tmp / "enc.pt"
-    classifier.main(["fit", "--config", "configs/cifar10/encoder_trunk.yaml", *_common(tmp, root, "enc"),
-                     "--model.arch_kwargs={widths: [4, 4, 4, 4], code_dim: 16}", f"--model.export_path={path}",
-                     "--trainer.callbacks=[]"])
-    return path
-
-
-def _tiny_module(tmp_path, upsample: str | None = "nearest", **module_kwargs) -> generator.GeneratorModule:
-    """A GeneratorModule on a tiny random VGG encoder written to ``tmp_path / "enc.pt"``."""
-    from dgnam.io import atomic_save
-    from dgnam.nets.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
-
-    kwargs = {"widths": [4, 4, 4, 4], "code_dim": 16}
-    atomic_save(classifier_checkpoint("cifar_vgg", kwargs, build_classifier("cifar_vgg", kwargs).state_dict(),
-                                      mean=CIFAR10_MEAN, std=CIFAR10_STD, input_size=32, metadata={"classes": ["a", "b"]}),
-                tmp_path / "enc.pt")
-    generator_kwargs = {"code_dim": 64, "start_channels": 4, "widths": [8, 8, 8], "spatial_code": True}
-    if upsample:
-        generator_kwargs["upsample"] = upsample
-    return generator.GeneratorModule(encoder=str(tmp_path / "enc.pt"), discriminator_convs=[[8, 3, 1], [8, 4, 2]],
-                                     discriminator_code_dims=[8], generator_kwargs=generator_kwargs, **module_kwargs)
+from helpers import _common, _tiny_module, _train_encoder
 
 
 def test_encoder_then_generator_then_resume(tmp_path, image_root, capsys):
@@ -447,7 +418,7 @@ class _ColourJudge(torch.nn.Module):
 
 
 def test_sample_realism_scores_every_set_against_real_images_by_kid_and_judge_score():
-    from conftest import TinyNet, tiny_generator
+    from helpers import TinyNet, tiny_generator
     from dgnam.nets.model import Model
     from train.evaluate_prior import sample_realism
 
@@ -494,7 +465,7 @@ def test_sample_realism_scores_every_set_against_real_images_by_kid_and_judge_sc
 
 
 def test_class_ceiling_grid_puts_real_reconstruction_and_sample_rows_per_class():
-    from conftest import TinyNet, tiny_generator
+    from helpers import TinyNet, tiny_generator
     from dgnam.nets.model import Model
     from dgnam.prior.sampler import CodeSampler
     from train.evaluate_prior import class_ceiling_grid, dgnam_images, sampler_images
@@ -536,7 +507,7 @@ def test_class_ceiling_grid_puts_real_reconstruction_and_sample_rows_per_class()
 
 
 def test_evaluate_prior_counts_agreement_and_builds_the_grid_without_gradients():
-    from conftest import TinyNet, tiny_generator
+    from helpers import TinyNet, tiny_generator
     from dgnam.nets.model import Model
     from train.evaluate_prior import evaluate
 

@@ -7,7 +7,8 @@ import dgnam
 from dgnam import DgnamError, GeneratorCode, Pixels, class_logit, code_prior, synthesize
 from dgnam.evaluation.evaluate import Method, evaluate
 from dgnam.nets.model import PARAMS, Model
-from tests.conftest import TinyNet, tiny_generator
+
+from helpers import TinyNet, tiny_generator
 
 CODE_LAYER = "relu1"  # TinyNet's fc1 after ReLU: 32 units, the code of a 32-d generator
 

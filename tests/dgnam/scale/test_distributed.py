@@ -13,7 +13,8 @@ from PIL import Image
 from dgnam import DgnamError
 from dgnam.scale.accel import speed_up
 from dgnam.scale.distributed import Ranks, on_every_rank, shard
-from tests.conftest import tiny_generator
+
+from helpers import tiny_generator
 
 USER_MODEL = textwrap.dedent("""
     import torch

@@ -19,7 +19,8 @@ from dgnam.analysis.attribute import functional_relu_calls
 from dgnam.engine.objectives import scale_rows
 from dgnam.nets import CifarResNet
 from dgnam.nets.model import Model
-from tests.conftest import TinyNet, tiny_generator
+
+from helpers import TinyNet, tiny_generator
 
 
 def _image(seed: int = 0, size: int = 32) -> torch.Tensor:

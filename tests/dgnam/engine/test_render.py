@@ -5,7 +5,8 @@ import dgnam
 from dgnam import DgnamError, Fourier, GeneratorCode, Pixels, class_logit, synthesize, unit
 from dgnam.engine.optim import NormalizedAscent
 from dgnam.nets.model import Model
-from tests.conftest import TinyNet, tiny_generator
+
+from helpers import TinyNet, tiny_generator
 
 
 def test_batched_equals_alone(tiny_model, tiny_gen):
