@@ -3,9 +3,14 @@ them one way, ``from helpers import ...``: pyproject's ``pythonpath`` puts tests
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dgnam.prior.generator import UpconvGenerator, cifar_arch
@@ -47,6 +52,70 @@ def tiny_generator(code_dim: int = 16, seed: int = 0) -> UpconvGenerator:
         # Realistic bounds: some units tight, some loose.
         gen.set_code_statistics(torch.linspace(0.2, 1.0, code_dim), torch.full((code_dim,), 0.3), k=3.0)
     return gen.eval()
+
+
+# The code a 32-unit generator inverts: TinyNet's fc1 after its ReLU.
+CODE_LAYER = "relu1"
+
+
+def _image(seed: int = 0, size: int = 32) -> torch.Tensor:
+    """A smooth random RGB image in [0, 1] (a few blobs), so inversions have structure to find."""
+    g = torch.Generator().manual_seed(seed)
+    small = torch.rand(1, 3, 4, 4, generator=g)
+    return F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)[0]
+
+
+# --- user models and the command line, as a user runs them ----------------------------------------
+# A factory file `mynet.py:make` (5 classes) ...
+USER_MODEL = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, stride=2, padding=1),
+                             nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 5))
+""")
+# ... and `nets.py:make_a` / `nets.py:make_b`, two of that architecture, for the analysis commands.
+USER_MODELS = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    def _net(seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, stride=2, padding=1),
+                             nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 5))
+
+    def make_a():
+        return _net(0)
+
+    def make_b():
+        return _net(1)
+""")
+
+
+def run_cli(*args, cwd=None):
+    """``python -m dgnam ARGS`` in a fresh interpreter: exit code, stdout and stderr as a user sees them."""
+    return subprocess.run([sys.executable, "-m", "dgnam", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+def _assert_run(out, n_images):
+    """The files a synthesis run writes: one image per manifest entry, the grid, the version; the manifest."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["images"]) == n_images
+    for entry in manifest["images"]:
+        assert (out / entry["file"]).is_file()
+        assert {"layer", "unit", "restart", "seed", "activation"} <= set(entry)
+    assert (out / "grid.png").is_file()
+    assert manifest["settings"]["dgnam_version"]
+    return manifest
+
+
+# --- the published DeePSiM fc6 generator --------------------------------------------------------------
+# (name, stride) of the transposed convolutions, in order, as in the Caffe prototxt.
+CONVS = [("deconv5", 2), ("conv5_1", 1), ("deconv4", 2), ("conv4_1", 1), ("deconv3", 2), ("conv3_1", 1),
+         ("deconv2", 2), ("deconv1", 2), ("deconv0", 2)]
 
 
 # --- training through the real entry points (train/) ----------------------------------------------

@@ -1,6 +1,7 @@
-"""CUDA paths of synthesis and training. CI has no GPU, so these are skipped there; on a GPU machine
-run them with ``pytest tests/test_cuda.py`` (the rest of the suite then also trains on the GPU, as
-the configs' ``accelerator: auto`` picks it)."""
+"""Cross-cutting, so at the top level: the CUDA paths of synthesis, the CLI and training together.
+
+CI has no GPU, so these are skipped there; on a GPU machine run them with ``pytest tests/test_cuda.py``
+(the rest of the suite then also trains on the GPU, as the configs' ``accelerator: auto`` picks it)."""
 
 import copy
 

@@ -1,28 +1,17 @@
-"""PPGN's code prior (``dgnam.code_prior``) on a tiny encoder whose 32-unit ``relu1`` a tiny generator inverts."""
+"""dgnam.engine.objectives: the objective algebra over several models, unit positions, per-row scales,
+and PPGN's code prior (``dgnam.code_prior``) on a tiny encoder whose 32-unit ``relu1`` a tiny generator
+inverts."""
 
 import pytest
 import torch
 
 import dgnam
-from dgnam import DgnamError, GeneratorCode, Pixels, class_logit, code_prior, synthesize
+from dgnam import DgnamError, GeneratorCode, Pixels, class_logit, code_prior, synthesize, unit
+from dgnam.engine.objectives import scale_rows
 from dgnam.evaluation.evaluate import Method, evaluate
 from dgnam.nets.model import PARAMS, Model
 
-from helpers import TinyNet, tiny_generator
-
-CODE_LAYER = "relu1"  # TinyNet's fc1 after ReLU: 32 units, the code of a 32-d generator
-
-
-@pytest.fixture
-def encoder():
-    return Model(TinyNet(seed=0), input_size=32)
-
-
-@pytest.fixture
-def gen32():
-    gen = tiny_generator(code_dim=32)
-    gen.encoder_layer = CODE_LAYER
-    return gen
+from helpers import CODE_LAYER, TinyNet
 
 
 def _readback_gap(encoder, gen, codes):
@@ -55,20 +44,6 @@ def test_prior_pulls_codes_towards_what_the_encoder_reads(encoder, gen32):
     assert (prior.values > prior.history[0]).all()
 
 
-def test_visualize_records_the_unit_not_the_penalty(encoder, gen32):
-    res = dgnam.visualize(encoder, [1, 4], generator=gen32, restarts=2, steps=8, code_prior=5.0, code_encoder=encoder)
-    assert "code_prior" in res.settings["objective"] and res.settings["recorded"].startswith("output")
-    with torch.no_grad():
-        logits = encoder(res.images)
-    rows = torch.arange(4)
-    torch.testing.assert_close(res.values, logits[rows, torch.tensor([1, 1, 4, 4])], atol=1e-5, rtol=1e-5)
-    # The penalty at weight 5 is large next to a tiny net's logits: had it been recorded, values would be far off.
-    penalised = synthesize(class_logit([1, 1, 4, 4], model=encoder) + 5.0 * code_prior(CODE_LAYER, model=encoder),
-                           GeneratorCode(gen32), seeds=[0, 1, 0, 1], steps=8)
-    assert (penalised.values < res.values - 0.01).all()
-    torch.testing.assert_close(penalised.images, res.images)
-
-
 def test_errors_name_the_fix(encoder, gen32):
     objective = class_logit(0, model=encoder) + code_prior(CODE_LAYER, model=encoder)
     with pytest.raises(DgnamError, match="needs a code parametrisation"):
@@ -88,25 +63,37 @@ def test_errors_name_the_fix(encoder, gen32):
                  steps=1, code_prior=0.1, code_encoder=encoder, progress=False)
 
 
-def test_evaluate_applies_the_prior_to_every_dgn_run(encoder, gen32):
-    target = Model(TinyNet(seed=3), input_size=32)
-    judges = {"j": Model(TinyNet(seed=1), input_size=32)}
-    x = torch.rand(20, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    y = torch.arange(20) % 10
-    common = dict(real_test=(x, y), real_train=x, classes=list("abcdefghij"), restarts=2, steps=5,
-                  sweep=[(1.0, 0.99)], sweep_restarts=2, progress=False,
-                  methods=[Method("dgn", "dgn", "dgn"), Method("pixel", "pixel", "pixel")])
-    ev = evaluate(target, judges, gen32, code_prior=0.5, code_encoder=encoder, **common)
-    assert "code_prior(relu1)" in ev.methods["dgn"].settings["objective"]
-    assert "code_prior" in ev.sweep[0][2].settings["objective"]
-    assert "code_prior" not in ev.methods["pixel"].settings["objective"]
-    assert "adds 0.5 x PPGN's code prior" in ev.to_markdown()
-    plain = evaluate(target, judges, gen32, **common)
-    assert "code_prior" not in plain.methods["dgn"].settings["objective"]
-    assert "the paper's (no code prior)" in plain.to_markdown()
-    assert not torch.equal(plain.images["dgn"], ev.images["dgn"])
-    torch.testing.assert_close(plain.images["pixel"], ev.images["pixel"])
-
-
 def test_code_prior_is_public():
     assert dgnam.code_prior is code_prior and "code_prior" in dgnam.__all__
+
+
+def test_objectives_compose_across_two_models(tiny_gen):
+    m1, m2 = Model(TinyNet(seed=1), input_size=32), Model(TinyNet(seed=2), input_size=32)
+    diff = class_logit(4, model=m1) - class_logit(4, model=m2)
+    res = synthesize(diff, GeneratorCode(tiny_gen), seeds=[0, 1, 2], steps=30)
+    with torch.no_grad():
+        a, b = m1(res.images)[:, 4], m2(res.images)[:, 4]
+    torch.testing.assert_close(res.values, a - b, atol=1e-4, rtol=1e-4)
+    assert (res.values > res.history[0] + 1e-3).all()  # the ascent widened A's lead over B on every row
+    both = synthesize(class_logit(4, model=m1) + 0.5 * class_logit(4, model=m2), GeneratorCode(tiny_gen),
+                      seeds=[0], steps=5)
+    with torch.no_grad():
+        torch.testing.assert_close(both.values, m1(both.images)[:, 4] + 0.5 * m2(both.images)[:, 4], atol=1e-4, rtol=1e-4)
+
+
+def test_conv_unit_default_centre_position(tiny_model, tiny_gen):
+    res = synthesize(unit("conv", 3), GeneratorCode(tiny_gen), model=tiny_model, seeds=[0], steps=10)
+    with torch.no_grad():
+        act = tiny_model.run(res.images, ["conv"])["conv"]
+    torch.testing.assert_close(res.values[0], act[0, 3, 8, 8], atol=1e-4, rtol=1e-4)
+
+
+def test_scale_rows_mixes_objectives_per_row(tiny_gen):
+    a, b = Model(TinyNet(seed=1), input_size=32), Model(TinyNet(seed=2), input_size=32)
+    mixed = scale_rows(class_logit([4, 4, 4], model=a), [1, 1, -1]) + scale_rows(class_logit([4, 4, 4], model=b), [1, -1, 1])
+    res = synthesize(mixed, GeneratorCode(tiny_gen), seeds=[0, 1, 2], steps=3)
+    with torch.no_grad():
+        la, lb = a(res.images)[:, 4], b(res.images)[:, 4]
+    torch.testing.assert_close(res.values, torch.stack([la[0] + lb[0], la[1] - lb[1], lb[2] - la[2]]), atol=1e-4, rtol=1e-4)
+    with pytest.raises(DgnamError, match="row scales"):
+        scale_rows(class_logit([1, 2], model=a), [1.0, 2.0, 3.0])
