@@ -1,8 +1,19 @@
 """dgnam.cli.main: the ``dgnam`` entry point and its error contract (one line on stderr, exit 2, nothing written)."""
 
-import shutil
+import importlib
+import sys
+from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[3]
+SUBCOMMANDS = ("synthesize", "synthesize-sharded", "layers", "stats", "sample", "evaluate", "import-generator",
+               "invert", "compare", "attribute")
 
 
 @pytest.mark.parametrize("command, extra, message", [
@@ -27,5 +38,18 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, user_files, c
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]
 
 
-def test_console_script_installed():
-    assert shutil.which("dgnam") is not None
+def test_console_script_entry_point_runs_the_cli(monkeypatch, capsys):
+    """pyproject's ``[project.scripts]`` names the function the installed ``dgnam`` script calls: imported
+    and called as that script calls it (no arguments, the command line in ``sys.argv``), ``--help``
+    lists every subcommand and exits 0."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert list(scripts) == ["dgnam"]
+    module_name, _, function_name = scripts["dgnam"].partition(":")
+    entry_point = getattr(importlib.import_module(module_name), function_name)
+    monkeypatch.setattr(sys, "argv", ["dgnam", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        entry_point()
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: dgnam ")
+    assert "{" + ",".join(SUBCOMMANDS) + "}" in out
