@@ -7,9 +7,9 @@ import torch
 
 from dgnam import DgnamError, GeneratorCode, Pixels, class_logit, code_prior, synthesize, unit
 from dgnam.engine import objectives
-from dgnam.engine.objectives import scale_rows
+from dgnam.engine.objectives import channel, match, scale_rows, total_variation
 from dgnam.evaluation.evaluate import Method, evaluate
-from dgnam.nets.model import PARAMS, Model
+from dgnam.nets.model import INPUT, PARAMS, Model
 
 from helpers import CODE_LAYER, TinyNet
 
@@ -101,3 +101,26 @@ def test_scale_rows_mixes_objectives_per_row(tiny_gen):
     torch.testing.assert_close(res.values, torch.stack([la[0] + lb[0], la[1] - lb[1], lb[2] - la[2]]), atol=1e-4, rtol=1e-4)
     with pytest.raises(DgnamError, match="row scales"):
         scale_rows(class_logit([1, 2], model=a), [1.0, 2.0, 3.0])
+
+
+def test_objective_algebra_on_known_activations():
+    model = Model(TinyNet(), input_size=32)
+    fc = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    conv = torch.arange(2 * 2 * 3 * 3, dtype=torch.float32).view(2, 2, 3, 3)
+    image = torch.zeros(2, 3, 4, 4)
+    image[1, :, :, 2:] = 1.0  # row 1: one vertical edge
+    acts = {(model, "fc"): fc, (model, "conv"): conv, (None, INPUT): image}
+    objective = (2 * unit("fc", [0, 2]) - channel("conv", 1) + 0.5 * unit("conv", 0, position=(0, 2))
+                 - total_variation())
+    objective = objective.bind(model)
+    # Row 0: 2 * 1 - mean(9..17) + 0.5 * 2 - 0;  row 1: 2 * 6 - mean(27..35) + 0.5 * 20 - 3 * 4 / (3 * 4 * 3).
+    expected = torch.tensor([2.0 - 13.0 + 1.0 - 0.0, 12.0 - 31.0 + 10.0 - 1.0 / 3.0])
+    torch.testing.assert_close(objective(acts), expected)
+    assert objective.n_rows == 2 and objective.name == "2*fc:[per-row] - conv:1(mean) + 0.5*conv:0@(0, 2) - tv"
+    torch.testing.assert_close(objective.take(torch.tensor([1]))({k: v[1:] for k, v in acts.items()}), expected[1:])
+    target = torch.tensor([1.0, 2.0, 5.0])
+    torch.testing.assert_close(match("fc", target).bind(model)(acts), -torch.tensor([2.0, (9 + 9 + 1) ** 0.5]))
+    with pytest.raises(DgnamError, match="disagree on the number of rows"):
+        unit("fc", [0, 1]) + unit("fc", [0, 1, 2])
+    with pytest.raises(DgnamError, match="multiplied by numbers"):
+        unit("fc", 0) * unit("fc", 1)

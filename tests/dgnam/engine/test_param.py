@@ -6,6 +6,7 @@ import torch
 
 import dgnam
 from dgnam import DgnamError, Fourier, GeneratorCode, Pixels, class_logit, synthesize
+from dgnam.engine.param import make_param
 from dgnam.prior.sampler import CodeSampler
 
 from helpers import tiny_generator
@@ -67,3 +68,35 @@ def test_generator_code_starts_from_the_sampler_per_seed(tiny_gen):
         GeneratorCode(tiny_gen, sampler=CodeSampler([8], latent_dim=4, width=8))
     with pytest.raises(DgnamError, match="--init-sampler"):
         make_param("pixel", tiny_gen, 32, sampler)
+
+
+def test_generator_code_box_clips_to_zero_and_the_scaled_bound():
+    gen = tiny_generator()
+    bound = gen.code_upper_bound
+    params = torch.stack([torch.full((16,), -1.0), 0.5 * bound, 2 * bound])
+    GeneratorCode(gen).project(params)
+    torch.testing.assert_close(params, torch.stack([torch.zeros(16), 0.5 * bound, bound]))
+    halved = torch.stack([2 * bound])
+    GeneratorCode(gen, bound_scale=0.5).project(halved)
+    torch.testing.assert_close(halved[0], 0.5 * bound)
+    unbounded_below = torch.full((1, 16), -1.0)
+    GeneratorCode(gen, lower_bound=None).project(unbounded_below)
+    assert (unbounded_below == -1.0).all()
+
+
+def test_fourier_and_pixel_starts_and_the_registry():
+    fourier = make_param("fourier", image_size=16)
+    assert isinstance(fourier, Fourier) and fourier.image_size == 16
+    # Zero parameters are a flat grey image (sigmoid(0)); the seeded start is near it.
+    grey = fourier.images(torch.zeros(2, *fourier.init([0], torch.arange(1), torch.device("cpu")).shape[1:]))
+    torch.testing.assert_close(grey, torch.full((2, 3, 16, 16), 0.5))
+    start = fourier.images(fourier.init([0, 1], torch.arange(2), torch.device("cpu")))
+    assert (start - 0.5).abs().max() < 0.05 and not torch.equal(start[0], start[1])
+    pixels = make_param("pixel", tiny_generator())  # the generator's size when none is given
+    assert isinstance(pixels, Pixels) and pixels.image_size == 32
+    first = pixels.init([7], torch.arange(1), torch.device("cpu"))
+    torch.testing.assert_close(first, pixels.init([7, 8], torch.arange(2), torch.device("cpu"))[:1])  # per seed
+    with pytest.raises(DgnamError, match="unknown param 'pixels'; choose dgn, pixel, fourier"):
+        make_param("pixels", image_size=16)
+    with pytest.raises(DgnamError, match="needs an image size"):
+        make_param("fourier")
