@@ -1,50 +1,22 @@
+"""Fixtures shared by the test modules; plain helpers (tiny nets, CLI runners, training arguments) are in
+helpers.py."""
+
+import math
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from dgnam.nets.model import Model
-from dgnam.prior.generator import UpconvGenerator, cifar_arch
+from dgnam.prior.importers import deepsim_fc6_shapes
+
+from helpers import CODE_LAYER, CONVS, USER_MODEL, USER_MODELS, TinyNet, _image, tiny_generator
 
 
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(1)  # small nets: threading overhead dominates and makes timings noisy
-
-
-class TinyNet(nn.Module):
-    """A small conv classifier with named layers: conv (16x16 maps), fc1 (code), fc2 (logits)."""
-
-    def __init__(self, n_classes: int = 10, seed: int = 0) -> None:
-        super().__init__()
-        torch.manual_seed(seed)
-        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
-        self.relu = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(4)
-        self.fc1 = nn.Linear(8 * 16, 32)
-        self.relu1 = nn.ReLU()
-        self.fc2 = nn.Linear(32, n_classes)
-
-    def forward(self, x):
-        x = self.pool(self.relu(self.conv(x))).flatten(1)
-        return self.fc2(self.relu1(self.fc1(x)))
-
-
-def tiny_generator(code_dim: int = 16, seed: int = 0) -> UpconvGenerator:
-    torch.manual_seed(seed)
-    gen = UpconvGenerator(cifar_arch(code_dim=code_dim, fc_dims=(32,), start_channels=8, widths=(8, 8, 8)))
-    with torch.no_grad():
-        # PyTorch's default init shrinks the signal layer by layer until the biases drown the code;
-        # He init keeps images code-dependent, as in a trained generator.
-        for layer in [*gen.fc.values(), *gen.convs.values()]:
-            nn.init.kaiming_normal_(layer.weight, a=0.3, mode="fan_in" if isinstance(layer, nn.Linear) else "fan_out")
-            nn.init.zeros_(layer.bias)
-        gen.convs["conv0"].weight.mul_(2.0)
-        gen.convs["conv0"].bias.fill_(0.5)  # outputs centred in [0, 1]
-        # Realistic bounds: some units tight, some loose.
-        gen.set_code_statistics(torch.linspace(0.2, 1.0, code_dim), torch.full((code_dim,), 0.3), k=3.0)
-    return gen.eval()
 
 
 @pytest.fixture
@@ -70,3 +42,49 @@ def image_root(tmp_path_factory):
                 img = np.clip(np.array(colour) + rng.normal(0, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(img).save(folder / f"{i:04d}.jpg", quality=90)
     return root
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory):
+    """What a user hands the CLI: model factory files (``mynet.py:make``; ``nets.py:make_a``, ``:make_b``),
+    a tiny generator ``gen.pt`` and an image ``x.png``."""
+    root = tmp_path_factory.mktemp("user")
+    (root / "mynet.py").write_text(USER_MODEL)
+    (root / "nets.py").write_text(USER_MODELS)
+    tiny_generator().save(root / "gen.pt")
+    Image.fromarray((_image(3).permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(root / "x.png")
+    return root
+
+
+# --- PPGN's code prior: a tiny encoder and a 32-d generator that inverts its relu1 ------------------
+@pytest.fixture
+def encoder():
+    return Model(TinyNet(seed=0), input_size=32)
+
+
+@pytest.fixture
+def gen32():
+    gen = tiny_generator(code_dim=32)
+    gen.encoder_layer = CODE_LAYER
+    return gen
+
+
+# --- the published DeePSiM fc6 generator --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def port_state_dict():
+    """Random tensors under the port's keys, scaled so the raw output lands mostly inside 0-255 BGR."""
+    gen = torch.Generator().manual_seed(0)
+    sd = {}
+    for key, shape in deepsim_fc6_shapes().items():
+        if key.endswith(".bias"):
+            # FC biases are learned; the transposed convolutions' stayed at Caffe's 0.
+            sd[key] = 0.1 * torch.randn(shape, generator=gen) if key.startswith("defc") else torch.zeros(shape)
+            continue
+        if len(shape) == 2:
+            fan_in = shape[1]
+        else:  # ConvTranspose2d (in, out, k, k): each output pixel sums in * (k / stride)^2 terms
+            stride = dict(CONVS)[key.split(".")[0]]
+            fan_in = shape[0] * (shape[2] // stride) ** 2
+        sd[key] = torch.randn(shape, generator=gen) * math.sqrt(2 / fan_in)
+    sd["deconv0.weight"] *= 40  # raw output of tens, like the original's mean-subtracted pixels
+    return sd

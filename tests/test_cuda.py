@@ -1,6 +1,7 @@
-"""CUDA paths of synthesis and training. CI has no GPU, so these are skipped there; on a GPU machine
-run them with ``pytest tests/test_cuda.py`` (the rest of the suite then also trains on the GPU, as
-the configs' ``accelerator: auto`` picks it)."""
+"""Cross-cutting, so at the top level: the CUDA paths of synthesis, the CLI and training together.
+
+CI has no GPU, so these are skipped there; on a GPU machine run them with ``pytest tests/test_cuda.py``
+(the rest of the suite then also trains on the GPU, as the configs' ``accelerator: auto`` picks it)."""
 
 import copy
 
@@ -11,8 +12,9 @@ import dgnam
 from dgnam import load_generator
 from dgnam.engine.param import Fourier, GeneratorCode, Pixels
 from dgnam.engine.transforms import GaussianBlur, Jitter
-from test_train import _common, _train_encoder
 from train import generator
+
+from helpers import _common, _train_encoder
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

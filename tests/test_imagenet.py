@@ -1,4 +1,6 @@
-"""The paper's ImageNet configuration at full size on CPU: AlexNet encoder, the 56M-parameter fc6
+"""Cross-cutting, so at the top level: ImageNet-size nets, prior and training together.
+
+The paper's ImageNet configuration at full size on CPU: AlexNet encoder, the 56M-parameter fc6
 generator, 256 output centre-cropped to the encoder's input (random AlexNet weights: nothing downloads)."""
 
 from pathlib import Path

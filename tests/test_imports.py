@@ -1,4 +1,6 @@
-"""dgnam's imports flow one way: every module imports on its own, and neither its modules nor its
+"""Cross-cutting, so at the top level: it reads every module of dgnam at once.
+
+dgnam's imports flow one way: every module imports on its own, and neither its modules nor its
 subpackages import each other in a circle (function-local imports included, so none can hide one)."""
 
 import ast

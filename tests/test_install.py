@@ -1,4 +1,6 @@
-"""An installed dgnam is a whole dgnam: a regular (non-editable) install runs the default job from any folder."""
+"""Cross-cutting, so at the top level: it builds and installs the whole package.
+
+An installed dgnam is a whole dgnam: a regular (non-editable) install runs the default job from any folder."""
 
 import json
 import os

@@ -1,4 +1,6 @@
-"""Generator training under DDP: two CPU processes (gloo) launched by torchrun, as on a multi-GPU node."""
+"""Cross-cutting, so at the top level: training under DDP, launched through torchrun.
+
+Generator training under DDP: two CPU processes (gloo) launched by torchrun, as on a multi-GPU node."""
 
 import os
 import subprocess

@@ -2,7 +2,8 @@ import torch
 
 from dgnam.nets.model import Model
 from dgnam.prior.stats import code_statistics
-from tests.conftest import TinyNet
+
+from helpers import TinyNet
 
 
 def test_code_statistics_match_direct_computation():

@@ -1,39 +1,17 @@
-"""Import of the published DeePSiM fc6 generator, on synthetic tensors of the port's names and shapes."""
-
-import math
+"""dgnam.prior.importers: import of the published DeePSiM fc6 generator, on synthetic tensors of the port's
+names and shapes."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dgnam import DgnamError, load_generator
-from dgnam.cli.main import main as cli_main
+from dgnam import DgnamError
 from dgnam.prior.importers import DEEPSIM_FC6_LAYERS, canonical_port_keys, deepsim_fc6_shapes, import_deepsim_fc6
 
-# (name, stride) of the transposed convolutions, in order, as in the Caffe prototxt.
-CONVS = [("deconv5", 2), ("conv5_1", 1), ("deconv4", 2), ("conv4_1", 1), ("deconv3", 2), ("conv3_1", 1),
-         ("deconv2", 2), ("deconv1", 2), ("deconv0", 2)]
+from helpers import CONVS
+
+
 RGB_MEAN = torch.tensor([123.0, 117.0, 104.0]).view(1, 3, 1, 1)
-
-
-@pytest.fixture(scope="module")
-def port_state_dict():
-    """Random tensors under the port's keys, scaled so the raw output lands mostly inside 0-255 BGR."""
-    gen = torch.Generator().manual_seed(0)
-    sd = {}
-    for key, shape in deepsim_fc6_shapes().items():
-        if key.endswith(".bias"):
-            # FC biases are learned; the transposed convolutions' stayed at Caffe's 0.
-            sd[key] = 0.1 * torch.randn(shape, generator=gen) if key.startswith("defc") else torch.zeros(shape)
-            continue
-        if len(shape) == 2:
-            fan_in = shape[1]
-        else:  # ConvTranspose2d (in, out, k, k): each output pixel sums in * (k / stride)^2 terms
-            stride = dict(CONVS)[key.split(".")[0]]
-            fan_in = shape[0] * (shape[2] // stride) ** 2
-        sd[key] = torch.randn(shape, generator=gen) * math.sqrt(2 / fan_in)
-    sd["deconv0.weight"] *= 40  # raw output of tens, like the original's mean-subtracted pixels
-    return sd
 
 
 def reference_port_rgb(sd: dict, code: torch.Tensor) -> torch.Tensor:
@@ -86,27 +64,6 @@ def test_colour_and_range_conversion_is_exact(port_state_dict):
         rgb = G.to_rgb(G(code))[0, :, 100, 100]
     assert torch.equal(rgb, (bgr.flip(0) + RGB_MEAN.flatten()) / 255)
     assert torch.equal(rgb, torch.tensor([126.0, 99.75, 114.5]) / 255)
-
-
-def test_cli_round_trip_and_never_overwrites(tmp_path, port_state_dict, capsys):
-    src = tmp_path / "upconvGAN_fc6.pt"
-    torch.save({f"G.{k}": v for k, v in port_state_dict.items()}, src)  # upconvGAN keeps its net under .G
-    bounds = tmp_path / "fc6.txt"
-    bounds.write_text(" ".join(str(8 + i % 9) for i in range(4096)) + "\n")
-    out = tmp_path / "fc6_generator.pt"
-    assert cli_main(["import-generator", str(src), str(out), "--bounds", str(bounds)]) == 0
-    G = load_generator(out)
-    assert G.output_space == "caffe_bgr" and G.image_size == 256
-    for name, layer in [*G.fc.items(), *G.convs.items()]:
-        assert torch.equal(layer.weight, port_state_dict[f"{name}.weight"])
-    assert torch.equal(G.code_upper_bound, torch.tensor([8.0 + i % 9 for i in range(4096)]))
-    assert G.metadata["imported_from"] == str(src)
-    written = out.read_bytes()
-    capsys.readouterr()
-    assert cli_main(["import-generator", str(src), str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "exists" in err
-    assert out.read_bytes() == written
 
 
 @pytest.mark.parametrize("change, message", [

@@ -1,4 +1,5 @@
-"""Sharded synthesis: two CPU processes (gloo, launched by torchrun) give the single-process run, byte for byte."""
+"""dgnam.scale.distributed: shards and one-line failures, and sharded synthesis: two CPU processes (gloo,
+launched by torchrun) give the single-process run, byte for byte."""
 
 import json
 import os
@@ -11,9 +12,9 @@ import torch
 from PIL import Image
 
 from dgnam import DgnamError
-from dgnam.scale.accel import speed_up
 from dgnam.scale.distributed import Ranks, on_every_rank, shard
-from tests.conftest import tiny_generator
+
+from helpers import tiny_generator
 
 USER_MODEL = textwrap.dedent("""
     import torch
@@ -42,15 +43,6 @@ def test_single_process_failures_keep_their_message():
     with pytest.raises(DgnamError, match="^unit 99 is out of range$"):
         on_every_rank(fail, Ranks(0, 1, 0, CPU))
     assert on_every_rank(lambda: 3, Ranks(0, 1, 0, CPU)) == 3
-
-
-def test_cpu_speed_settings_change_nothing():
-    net = torch.nn.Conv2d(3, 4, 3)
-    before = net.weight.clone()
-    assert speed_up(CPU, models=[net], generator=None) == {"channels_last": False, "compile": False}
-    assert net.weight.is_contiguous() and torch.equal(net.weight, before)
-    with pytest.raises(DgnamError, match="--compile applies on CUDA only"):
-        speed_up(CPU, models=[net], generator=None, compile_generator=True)
 
 
 def test_two_gloo_processes_equal_one_process(tmp_path):

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from dgnam import DgnamError, UpconvGenerator, cifar_arch, fc6_arch, load_generator
-from tests.conftest import tiny_generator
+
+from helpers import tiny_generator
 
 
 def test_fc6_generator_matches_paper():

@@ -1,4 +1,5 @@
-"""The code sampler: a GAN in a generator's code space, its training entry point and ``dgnam sample``."""
+"""train.code_sampler: a GAN in a generator's code space, its training entry point, and ``dgnam sample`` on
+what it trains."""
 
 import json
 
@@ -15,7 +16,7 @@ from dgnam.nets.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, 
 from dgnam.prior.generator import UpconvGenerator, cifar_arch
 from dgnam.prior.sampler import CodeSampler, load_code_sampler
 from train import code_sampler
-from train.networks import CodeCritic, ImageCritic
+from train.networks import CodeCritic
 
 
 @pytest.fixture(scope="module")
@@ -40,76 +41,6 @@ def prior_files(tmp_path_factory):
             for i in range(n):
                 Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / split / cls / f"{i}.png")
     return enc, gen_path, root
-
-
-@pytest.mark.parametrize("shape", [[8, 2, 2], [12]])
-def test_sampler_codes_are_post_relu_seeded_and_survive_save_load(tmp_path, shape):
-    torch.manual_seed(0)
-    sampler = CodeSampler(shape, latent_dim=6, width=16, encoder_layer="layer", encoder="enc.pt")
-    codes = sampler.sample(50, seed=3)
-    assert codes.shape == (50, sampler.code_dim) and sampler.code_dim == int(np.prod(shape))
-    assert (codes >= 0).all() and (codes == 0).any() and (codes > 0).any()  # a ReLU output: exact zeros
-    torch.testing.assert_close(sampler.sample(50, seed=3), codes)
-    assert not torch.equal(sampler.sample(50, seed=4), codes)
-    torch.testing.assert_close(sampler.sample(50, seed=3, batch=7), codes)  # batching keeps a seed's codes
-    sampler.save(tmp_path / "s.pt", {"iterations": 5})
-    loaded = load_code_sampler(tmp_path / "s.pt")
-    assert torch.equal(loaded.sample(50, seed=3), codes)
-    assert loaded.metadata["iterations"] == 5 and loaded.encoder_layer == "layer"
-
-
-def test_sampler_bad_files_and_mismatched_generator_are_one_line(tmp_path):
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(DgnamError, match="corrupt"):
-        load_code_sampler(tmp_path / "junk.pt")
-    sampler = CodeSampler([4, 2, 2], latent_dim=4, width=8, encoder_layer="features.relu4_2")
-    ckpt = sampler.checkpoint()
-    ckpt["state_dict"].pop("stem.weight")
-    torch.save(ckpt, tmp_path / "damaged.pt")
-    with pytest.raises(DgnamError, match="damaged code sampler"):
-        load_code_sampler(tmp_path / "damaged.pt")
-    with pytest.raises(DgnamError, match="code_shape"):
-        CodeSampler([4, 2], latent_dim=4)
-    gen = UpconvGenerator(cifar_arch(code_dim=32, fc_dims=(8,), start_channels=4, widths=(4, 4, 4)),
-                          encoder_layer="features.relu4_2")
-    with pytest.raises(DgnamError, match="train a sampler for this generator"):
-        sampler.check_generator(gen)
-    with pytest.raises(DgnamError, match=r"z of shape \(B, 4\)"):
-        sampler(torch.zeros(2, 5))
-
-
-def test_generator_code_starts_from_the_sampler_per_seed(tiny_gen):
-    from dgnam.engine.param import GeneratorCode
-    from dgnam.engine.param import make_param
-
-    torch.manual_seed(0)
-    sampler = CodeSampler([16], latent_dim=4, width=8)
-    param = GeneratorCode(tiny_gen, sampler=sampler)
-    start = param.init([5, 6, 5], torch.arange(3), torch.device("cpu"))
-    torch.testing.assert_close(start[0], sampler.sample(1, seed=5)[0])  # row's code = the sampler's for its seed
-    assert torch.equal(start[0], start[2]) and not torch.equal(start[0], start[1])
-    assert param.describe()["init"] == "sampler"
-    # The manifest names the encoder whose code G inverts under a key that says so.
-    tiny_gen.encoder = "enc.pt"
-    assert param.describe()["generator_encoder"] == "enc.pt" and "generator" not in param.describe()
-    with pytest.raises(DgnamError, match="not both"):
-        GeneratorCode(tiny_gen, init_codes=torch.zeros(16), sampler=sampler)
-    with pytest.raises(DgnamError, match="train a sampler"):
-        GeneratorCode(tiny_gen, sampler=CodeSampler([8], latent_dim=4, width=8))
-    with pytest.raises(DgnamError, match="--init-sampler"):
-        make_param("pixel", tiny_gen, 32, sampler)
-
-
-@pytest.mark.parametrize("critic_class, shape", [(CodeCritic, [4, 2, 2]), (ImageCritic, [3, 32, 32])])
-def test_critics_see_the_batch_diversity(critic_class, shape):
-    """Minibatch std: a row's logit depends on the rest of its batch, so a collapsed batch can be caught."""
-    torch.manual_seed(0)
-    critic = critic_class(shape) if critic_class is CodeCritic else critic_class(32)
-    diverse = torch.rand(16, *shape)
-    collapsed = diverse[:1].expand(16, *shape)
-    with torch.no_grad():
-        flat = (lambda x: x.flatten(1)) if critic_class is CodeCritic else (lambda x: x)
-        assert critic(flat(diverse))[0] != critic(flat(collapsed))[0]  # the same row 0, another batch
 
 
 def test_r1_is_the_squared_gradient_norm_per_sample():
@@ -233,31 +164,6 @@ def test_train_resume_export_and_sample_cli(tmp_path, prior_files, capsys):
     assert not (tmp_path / "x.png").exists()
 
 
-def test_class_conditional_sampler_takes_labels_and_keeps_its_class_names(tmp_path):
-    sampler = CodeSampler([4, 2, 2], latent_dim=4, width=8, num_classes=3, classes=["cat", "dog", "ship"])
-    labels = torch.tensor([0, 2, 1, 2])
-    codes = sampler.sample(4, seed=1, labels=labels)
-    torch.testing.assert_close(sampler.sample(4, seed=1, labels=labels), codes)
-    assert not torch.equal(sampler.sample(4, seed=1, labels=torch.tensor([1, 1, 1, 1])), codes)  # the class matters
-    assert sampler.sample(5, seed=1).shape == (5, 16)  # without labels: classes drawn from the seed
-    sampler.save(tmp_path / "c.pt")
-    loaded = load_code_sampler(tmp_path / "c.pt")
-    assert loaded.classes == ["cat", "dog", "ship"] and loaded.class_index("ship") == 2 == loaded.class_index("2")
-    torch.testing.assert_close(loaded.sample(4, seed=1, labels=labels), codes)
-    with pytest.raises(DgnamError, match="pass labels"):
-        sampler(torch.zeros(2, 4))
-    with pytest.raises(DgnamError, match=r"must be in \[0, 2\]"):
-        sampler.sample(2, labels=torch.tensor([0, 3]))
-    with pytest.raises(DgnamError, match="expected 2 labels"):
-        sampler.sample(2, labels=torch.tensor([0]))
-    with pytest.raises(DgnamError, match="unknown class 'horse'; this sampler knows cat, dog, ship"):
-        sampler.class_index("horse")
-    with pytest.raises(DgnamError, match="trained without classes"):
-        CodeSampler([4], latent_dim=4, width=8).sample(2, labels=torch.tensor([0, 1]))
-    with pytest.raises(DgnamError, match="one name per class"):
-        CodeSampler([4], latent_dim=4, num_classes=2, classes=["a"])
-
-
 def test_projection_critic_teaches_the_sampler_each_class_its_own_units():
     """Two classes that use opposite units: after a conditional GAN's few hundred steps, each class's
     samples put their mass on that class's unit, which an unconditional fit cannot do per class."""
@@ -289,20 +195,6 @@ def test_projection_critic_teaches_the_sampler_each_class_its_own_units():
     assert class0 > 0.8 and class1 < -0.8, (class0, class1)
     with pytest.raises(ValueError, match="needs labels"):
         critic(torch.zeros(3, 2))
-
-
-def test_projection_image_critic_scores_an_image_per_class():
-    torch.manual_seed(0)
-    critic = ImageCritic(32, num_classes=3)
-    with torch.no_grad():
-        critic.class_embedding.weight.normal_()
-        images = torch.rand(4, 3, 32, 32)
-        by_class = [critic(images, torch.full((4,), c)) for c in range(3)]
-    assert not torch.allclose(by_class[0], by_class[1])  # the same images, judged as another class
-    with pytest.raises(ValueError, match="needs labels"):
-        critic(images)
-    with pytest.raises(ValueError, match="takes none"):
-        ImageCritic(32)(images, torch.zeros(4, dtype=torch.long))
 
 
 def test_conditional_training_and_sample_cli_by_class(tmp_path, prior_files, capsys):

@@ -1,54 +1,15 @@
-"""The real CLI, run as a subprocess, on tiny user models and (when present) the shipped checkpoints."""
+"""``dgnam synthesize``, run as a subprocess, on tiny user models and (when present) the shipped checkpoints."""
 
 import json
-import shutil
-import subprocess
 import sys
-import textwrap
 
-import einops
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from dgnam.cli.common import DEFAULT_GENERATOR, DEFAULT_MODEL, parse_units
-from tests.conftest import tiny_generator
+from dgnam.cli.common import DEFAULT_GENERATOR, DEFAULT_MODEL
 
-USER_MODEL = textwrap.dedent("""
-    import torch
-    from torch import nn
-
-    def make():
-        torch.manual_seed(0)
-        return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, stride=2, padding=1),
-                             nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 5))
-""")
-
-
-def run_cli(*args, cwd=None):
-    proc = subprocess.run([sys.executable, "-m", "dgnam", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
-    return proc
-
-
-@pytest.fixture(scope="module")
-def user_files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("user")
-    (root / "mynet.py").write_text(USER_MODEL)
-    tiny_generator().save(root / "gen.pt")
-    return root
-
-
-def _assert_run(out, n_images):
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert len(manifest["images"]) == n_images
-    for entry in manifest["images"]:
-        assert (out / entry["file"]).is_file()
-        assert {"layer", "unit", "restart", "seed", "activation"} <= set(entry)
-    assert (out / "grid.png").is_file()
-    assert manifest["settings"]["dgnam_version"]
-    return manifest
+from helpers import _assert_run, run_cli
 
 
 def test_user_model_factory_file(tmp_path, user_files):
@@ -191,21 +152,6 @@ def test_missing_model_file_and_usage_error(tmp_path):
     assert run_cli("synthesize", "--steps", "many").returncode == 2
 
 
-def test_layers_marks_last_spatial_layer(user_files):
-    proc = run_cli("layers", "--model", "torchvision:resnet18:none", "--input-size", 64)
-    assert proc.returncode == 0, proc.stderr
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("layer4 "))
-    assert "last spatial layer" in line
-    relu = next(l for l in proc.stdout.splitlines() if l.startswith("layer4.1.relu "))
-    assert relu.split()[-1] == "2"  # called twice per forward
-
-
-def test_parse_units():
-    assert parse_units("0-3,7") == [0, 1, 2, 3, 7]
-    with pytest.raises(Exception, match="not a list"):
-        parse_units("3-1")
-
-
 @pytest.mark.skipif(not (DEFAULT_GENERATOR.is_file() and DEFAULT_MODEL.is_file()), reason="shipped checkpoints absent")
 def test_default_run_on_shipped_checkpoints(tmp_path):
     out = tmp_path / "run"
@@ -245,86 +191,3 @@ def test_code_prior_on_shipped_checkpoints(tmp_path):
     assert clipped < 0.5 * runs[0][1], (clipped, runs[0][1])
     # The manifest's activation is the logit (about 20-30 here), not logit + the prior's penalty (about -300).
     assert all(e["activation"] > 5 for e in manifest["images"]), [e["activation"] for e in manifest["images"]]
-
-
-def test_shipped_sampler_draws_the_classes_asked_for(tmp_path):
-    """``dgnam sample --classes`` on the shipped class-conditional sampler: the shipped encoder names the
-    class asked for in most samples (84% on 2,000 in the model card; 10% if the class were ignored)."""
-    from dgnam import load_classifier, load_code_sampler
-    from dgnam.cli.common import DEFAULT_SAMPLER
-    out = tmp_path / "horses_ships.png"
-    proc = run_cli("sample", "--classes", "horse,ship,automobile", "--n", 10, "--out", out, "--device", "cpu")
-    assert proc.returncode == 0, proc.stderr
-    assert "10 per class, one row each: horse, ship, automobile" in proc.stdout
-    with Image.open(out) as im:
-        grid = torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1).float() / 255
-    assert grid.shape == (3, 3 * 33 + 1, 10 * 33 + 1)
-    # cut the 30 tiles back out of the grid (1 px padding) and let the encoder name them
-    tiles = einops.rearrange(grid[:, 1:, 1:], "c (r h) (k w) -> (r k) c h w", r=3, k=10)[:, :, :32, :32]
-    named = load_classifier(DEFAULT_MODEL)(tiles).argmax(1)
-    asked = torch.tensor([7, 8, 1]).repeat_interleave(10)  # CIFAR-10's order
-    assert (named == asked).float().mean() >= 0.6, named.tolist()
-    assert load_code_sampler(DEFAULT_SAMPLER).classes[7] == "horse"
-    bad = run_cli("sample", "--classes", "unicorn", "--out", tmp_path / "u.png")
-    assert bad.returncode == 2 and "unknown class 'unicorn'; this sampler knows airplane" in bad.stderr
-    assert not (tmp_path / "u.png").exists()
-
-
-def test_generator_records_its_recommended_code_prior(tmp_path):
-    gen = tmp_path / "g.pt"
-    proc = run_cli("stats", "--generator", DEFAULT_GENERATOR, "--k", 0.5, "--code-prior", 0.2, "--out", gen)
-    assert proc.returncode == 0, proc.stderr
-    common = ["--generator", gen, "--steps", 3, "--restarts", 1, "--units", 0, "--quiet", "--device", "cpu"]
-    for extra, expected in [([], 0.2), (["--code-prior", 0], 0.0), (["--param", "pixel"], 0.0)]:
-        out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
-        proc = run_cli("synthesize", *common, *extra, "--out", out)
-        assert proc.returncode == 0, proc.stderr
-        settings = json.loads((out / "manifest.json").read_text())["settings"]
-        assert settings["code_prior"] == expected, extra
-        assert ("code_prior(" in settings["engine"]["objective"]) == (expected > 0)
-    bad = run_cli("stats", "--generator", gen, "--code-prior", -1, "--out", tmp_path / "bad.pt")
-    assert bad.returncode == 2 and "--code-prior must be >= 0" in bad.stderr and not (tmp_path / "bad.pt").exists()
-
-
-def test_console_script_installed():
-    assert shutil.which("dgnam") is not None
-
-
-def test_stats_recomputes_bounds(tmp_path, user_files):
-    import torch
-
-    from dgnam import UpconvGenerator, cifar_arch, load_generator
-    from dgnam.cli.common import load_images
-    from dgnam.nets.zoo import load_model
-    encoder_spec = f"{user_files / 'mynet.py'}:make"
-    # Layer "4" (AdaptiveAvgPool2d(4) after a ReLU) gives a non-negative 8x4x4 = 128-unit code.
-    gen = UpconvGenerator(cifar_arch(code_dim=128, start_channels=8, widths=(8, 8, 8), spatial_code=True),
-                          encoder_layer="4", encoder=encoder_spec)
-    gen.save(tmp_path / "g.pt")
-    data = tmp_path / "real"
-    data.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(10):
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(data / f"{i}.png")
-    proc = run_cli("stats", "--generator", tmp_path / "g.pt", "--data", data, "--out", tmp_path / "g2.pt", "--k", 2)
-    assert proc.returncode == 0, proc.stderr
-    updated = load_generator(tmp_path / "g2.pt")
-    model = load_model(encoder_spec)
-    images = load_images(sorted(data.glob("*.png")), 32)
-    with torch.no_grad():
-        codes = model.run(images, ["4"])["4"].flatten(1)
-    torch.testing.assert_close(updated.code_upper_bound, codes.mean(0) + 2 * codes.std(0), atol=1e-4, rtol=1e-4)
-    again = run_cli("stats", "--generator", tmp_path / "g.pt", "--data", data, "--out", tmp_path / "g2.pt")
-    assert again.returncode == 2 and "exists" in again.stderr
-
-    # Without --data: the stored statistics, a new k.
-    proc = run_cli("stats", "--generator", tmp_path / "g2.pt", "--k", 0.5, "--out", tmp_path / "g3.pt")
-    assert proc.returncode == 0, proc.stderr
-    rebound = load_generator(tmp_path / "g3.pt")
-    torch.testing.assert_close(rebound.code_mean, updated.code_mean)
-    torch.testing.assert_close(rebound.code_upper_bound, codes.mean(0) + 0.5 * codes.std(0), atol=1e-4, rtol=1e-4)
-    assert torch.load(tmp_path / "g3.pt", weights_only=True)["metadata"]["bound_k"] == 0.5
-    no_stats = run_cli("stats", "--generator", tmp_path / "g.pt", "--k", 0.5, "--out", tmp_path / "g4.pt")
-    assert no_stats.returncode == 2 and "pass --data" in no_stats.stderr and not (tmp_path / "g4.pt").exists()
-    negative = run_cli("stats", "--generator", tmp_path / "g2.pt", "--k", -1, "--out", tmp_path / "g5.pt")
-    assert negative.returncode == 2 and "--k must be >= 0" in negative.stderr

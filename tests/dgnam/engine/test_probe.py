@@ -1,0 +1,31 @@
+"""dgnam.engine.probe: ``dgnam.visualize``, the one-call API (rows, seeds, labels, the code prior)."""
+
+import torch
+
+import dgnam
+from dgnam import GeneratorCode, class_logit, code_prior, synthesize
+
+from helpers import CODE_LAYER
+
+
+def test_visualize_rows_seeds_and_labels(tiny_model, tiny_gen):
+    res = dgnam.visualize(tiny_model, [2, 5], generator=tiny_gen, restarts=3, seed=10, steps=3)
+    assert res.extra["unit"] == [2, 2, 2, 5, 5, 5]
+    assert res.extra["restart"] == [0, 1, 2, 0, 1, 2]
+    assert res.seeds == [10, 11, 12, 10, 11, 12]
+    single = dgnam.visualize(tiny_model, [5], generator=tiny_gen, restarts=1, seed=11, steps=3)
+    torch.testing.assert_close(single.images[0], res.images[4], atol=1e-5, rtol=1e-5)
+
+
+def test_visualize_records_the_unit_not_the_penalty(encoder, gen32):
+    res = dgnam.visualize(encoder, [1, 4], generator=gen32, restarts=2, steps=8, code_prior=5.0, code_encoder=encoder)
+    assert "code_prior" in res.settings["objective"] and res.settings["recorded"].startswith("output")
+    with torch.no_grad():
+        logits = encoder(res.images)
+    rows = torch.arange(4)
+    torch.testing.assert_close(res.values, logits[rows, torch.tensor([1, 1, 4, 4])], atol=1e-5, rtol=1e-5)
+    # The penalty at weight 5 is large next to a tiny net's logits: had it been recorded, values would be far off.
+    penalised = synthesize(class_logit([1, 1, 4, 4], model=encoder) + 5.0 * code_prior(CODE_LAYER, model=encoder),
+                           GeneratorCode(gen32), seeds=[0, 1, 0, 1], steps=8)
+    assert (penalised.values < res.values - 0.01).all()
+    torch.testing.assert_close(penalised.images, res.images)

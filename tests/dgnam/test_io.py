@@ -1,0 +1,87 @@
+"""dgnam.io: atomic files and run folders (all or nothing), checkpoint reading with one-line errors."""
+
+import os
+import zipfile
+
+import pytest
+import torch
+
+from dgnam.errors import DgnamError
+from dgnam.io import atomic_save, atomic_write, load_checkpoint, write_directory
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def test_atomic_save_replaces_the_file_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "sub" / "model.pt"
+    atomic_save({"w": torch.arange(3)}, path)  # the folder is made
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(3))
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~_umask()  # not mkstemp's private 0600
+    before = path.read_bytes()
+
+    def half_then_fail(tmp):
+        tmp.write_bytes(before[: len(before) // 2])  # a partial file...
+        raise OSError("disk full")  # ...then the write fails
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, half_then_fail)
+    assert path.read_bytes() == before  # the old file, untouched
+    with pytest.raises(Exception):
+        atomic_save({"f": lambda: 0}, path)  # torch.save cannot pickle a lambda
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt"]  # no temporary file left
+    fresh = tmp_path / "fresh.pt"
+    with pytest.raises(OSError):
+        atomic_write(fresh, half_then_fail)
+    assert not fresh.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["sub"]
+
+
+def test_write_directory_publishes_a_whole_run_or_nothing(tmp_path):
+    def two_files(staging):
+        (staging / "a.txt").write_text("a")
+        (staging / "b.txt").write_text("b")
+
+    out = write_directory(tmp_path / "run", two_files)
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "b.txt"]
+
+    def fails_halfway(staging):
+        (staging / "a.txt").write_text("a")
+        raise RuntimeError("model crashed")
+
+    with pytest.raises(RuntimeError, match="model crashed"):
+        write_directory(tmp_path / "failed", fails_halfway)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # neither the run nor its staging folder
+    (tmp_path / "empty").mkdir()
+    write_directory(tmp_path / "empty", two_files)  # an empty folder may be replaced...
+    assert (tmp_path / "empty" / "b.txt").read_text() == "b"
+    with pytest.raises(DgnamError, match=r"could not write .*stayed empty") as info:
+        write_directory(tmp_path / "run", two_files)  # ...one with files may not
+    assert "\n" not in str(info.value)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["a.txt", "b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "run"]
+
+
+def test_load_checkpoint_checks_the_format_tag_in_one_line(tmp_path):
+    path = atomic_save({"format": "dgnam.thing", "x": 1}, tmp_path / "thing.pt")
+    assert load_checkpoint(path, "dgnam.thing", "thing")["x"] == 1
+    cases = [
+        (tmp_path / "missing.pt", "thing file '.*missing.pt' does not exist"),
+        (atomic_save({"format": "dgnam.other"}, tmp_path / "other.pt"),
+         r"is not a thing \(format 'dgnam.other', expected 'dgnam.thing'\)"),
+        (atomic_save([1, 2], tmp_path / "list.pt"), r"is not a thing \(format 'list'"),
+    ]
+    script = tmp_path / "net.ts"
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(script))
+    assert zipfile.is_zipfile(script)
+    cases.append((script, "is a TorchScript archive, not a thing"))
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"\x00garbage")
+    cases.append((broken, "the file is corrupt or not a PyTorch checkpoint"))
+    for file, message in cases:
+        with pytest.raises(DgnamError, match=message) as info:
+            load_checkpoint(file, "dgnam.thing", "thing")
+        assert "\n" not in str(info.value)

@@ -1,0 +1,153 @@
+"""Plain helpers shared by the test modules (fixtures live in conftest.py). Every test module imports
+them one way, ``from helpers import ...``: pyproject's ``pythonpath`` puts tests/ on the path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dgnam.prior.generator import UpconvGenerator, cifar_arch
+
+if TYPE_CHECKING:  # train imports Lightning: loaded only by the tests that train
+    from train.generator import GeneratorModule
+
+
+# --- tiny networks --------------------------------------------------------------------------------
+class TinyNet(nn.Module):
+    """A small conv classifier with named layers: conv (16x16 maps), fc1 (code), fc2 (logits)."""
+
+    def __init__(self, n_classes: int = 10, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.fc1 = nn.Linear(8 * 16, 32)
+        self.relu1 = nn.ReLU()
+        self.fc2 = nn.Linear(32, n_classes)
+
+    def forward(self, x):
+        x = self.pool(self.relu(self.conv(x))).flatten(1)
+        return self.fc2(self.relu1(self.fc1(x)))
+
+
+def tiny_generator(code_dim: int = 16, seed: int = 0) -> UpconvGenerator:
+    torch.manual_seed(seed)
+    gen = UpconvGenerator(cifar_arch(code_dim=code_dim, fc_dims=(32,), start_channels=8, widths=(8, 8, 8)))
+    with torch.no_grad():
+        # PyTorch's default init shrinks the signal layer by layer until the biases drown the code;
+        # He init keeps images code-dependent, as in a trained generator.
+        for layer in [*gen.fc.values(), *gen.convs.values()]:
+            nn.init.kaiming_normal_(layer.weight, a=0.3, mode="fan_in" if isinstance(layer, nn.Linear) else "fan_out")
+            nn.init.zeros_(layer.bias)
+        gen.convs["conv0"].weight.mul_(2.0)
+        gen.convs["conv0"].bias.fill_(0.5)  # outputs centred in [0, 1]
+        # Realistic bounds: some units tight, some loose.
+        gen.set_code_statistics(torch.linspace(0.2, 1.0, code_dim), torch.full((code_dim,), 0.3), k=3.0)
+    return gen.eval()
+
+
+# The code a 32-unit generator inverts: TinyNet's fc1 after its ReLU.
+CODE_LAYER = "relu1"
+
+
+def _image(seed: int = 0, size: int = 32) -> torch.Tensor:
+    """A smooth random RGB image in [0, 1] (a few blobs), so inversions have structure to find."""
+    g = torch.Generator().manual_seed(seed)
+    small = torch.rand(1, 3, 4, 4, generator=g)
+    return F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)[0]
+
+
+# --- user models and the command line, as a user runs them ----------------------------------------
+# A factory file `mynet.py:make` (5 classes) ...
+USER_MODEL = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, stride=2, padding=1),
+                             nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 5))
+""")
+# ... and `nets.py:make_a` / `nets.py:make_b`, two of that architecture, for the analysis commands.
+USER_MODELS = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    def _net(seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, stride=2, padding=1),
+                             nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 5))
+
+    def make_a():
+        return _net(0)
+
+    def make_b():
+        return _net(1)
+""")
+
+
+def run_cli(*args, cwd=None):
+    """``python -m dgnam ARGS`` in a fresh interpreter: exit code, stdout and stderr as a user sees them."""
+    return subprocess.run([sys.executable, "-m", "dgnam", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+def _assert_run(out, n_images):
+    """The files a synthesis run writes: one image per manifest entry, the grid, the version; the manifest."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["images"]) == n_images
+    for entry in manifest["images"]:
+        assert (out / entry["file"]).is_file()
+        assert {"layer", "unit", "restart", "seed", "activation"} <= set(entry)
+    assert (out / "grid.png").is_file()
+    assert manifest["settings"]["dgnam_version"]
+    return manifest
+
+
+# --- the published DeePSiM fc6 generator --------------------------------------------------------------
+# (name, stride) of the transposed convolutions, in order, as in the Caffe prototxt.
+CONVS = [("deconv5", 2), ("conv5_1", 1), ("deconv4", 2), ("conv4_1", 1), ("deconv3", 2), ("conv3_1", 1),
+         ("deconv2", 2), ("deconv1", 2), ("deconv0", 2)]
+
+
+# --- training through the real entry points (train/) ----------------------------------------------
+def _common(tmp, root, name):
+    return [f"--data.root={root}", f"--data.cache_dir={tmp / 'cache'}", "--data.batch_size=8",
+            "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
+            "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.save_dir={tmp / name}",
+            "--trainer.enable_model_summary=false", "--seed_everything=0"]
+
+
+def _train_encoder(tmp, root):
+    from train import classifier
+
+    path = tmp / "enc.pt"
+    classifier.main(["fit", "--config", "configs/cifar10/encoder_trunk.yaml", *_common(tmp, root, "enc"),
+                     "--model.arch_kwargs={widths: [4, 4, 4, 4], code_dim: 16}", f"--model.export_path={path}",
+                     "--trainer.callbacks=[]"])
+    return path
+
+
+def _tiny_module(tmp_path, upsample: str | None = "nearest", **module_kwargs) -> GeneratorModule:
+    """A GeneratorModule on a tiny random VGG encoder written to ``tmp_path / "enc.pt"``."""
+    from dgnam.io import atomic_save
+    from dgnam.nets.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint
+    from train import generator
+
+    kwargs = {"widths": [4, 4, 4, 4], "code_dim": 16}
+    atomic_save(classifier_checkpoint("cifar_vgg", kwargs, build_classifier("cifar_vgg", kwargs).state_dict(),
+                                      mean=CIFAR10_MEAN, std=CIFAR10_STD, input_size=32, metadata={"classes": ["a", "b"]}),
+                tmp_path / "enc.pt")
+    generator_kwargs = {"code_dim": 64, "start_channels": 4, "widths": [8, 8, 8], "spatial_code": True}
+    if upsample:
+        generator_kwargs["upsample"] = upsample
+    return generator.GeneratorModule(encoder=str(tmp_path / "enc.pt"), discriminator_convs=[[8, 3, 1], [8, 4, 2]],
+                                     discriminator_code_dims=[8], generator_kwargs=generator_kwargs, **module_kwargs)
