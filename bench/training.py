@@ -23,12 +23,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from train.generator import GeneratorModule
 
-# The shipped fc6 generator's setting (configs/cifar10/generator.yaml), from a random start.
-CONFIG = dict(encoder="checkpoints/cifar10/encoder.pt", code_layer="relu6",
+CONFIG = dict(encoder="checkpoints/cifar10/encoder.pt", code_layer="features.relu4_2",
               comparator_layer="features.relu3_2", generator_arch="cifar",
-              generator_kwargs={"code_dim": 1024, "fc_dims": [2048], "start_channels": 256, "widths": [128, 64, 32],
-                                "start_convs": True},
-              lambda_code=0.5, lambda_spectrum=2.0, grid_every=10**9)
+              generator_kwargs={"code_dim": 4096, "start_channels": 256, "widths": [128, 64, 32], "spatial_code": True},
+              lambda_code=0.5, grid_every=10**9)
 
 
 def batches(n: int, batch: int) -> torch.Tensor:

@@ -130,7 +130,7 @@ def _train_encoder(tmp, root):
     from train import classifier
 
     path = tmp / "enc.pt"
-    classifier.main(["fit", "--config", "configs/cifar10/encoder_trunk.yaml", *_common(tmp, root, "enc"),
+    classifier.main(["fit", "--config", "configs/cifar10/encoder.yaml", *_common(tmp, root, "enc"),
                      "--model.arch_kwargs={widths: [4, 4, 4, 4], code_dim: 16}", f"--model.export_path={path}",
                      "--trainer.callbacks=[]"])
     return path

@@ -75,7 +75,7 @@ def test_generator_training_with_all_terms_resumes_on_cuda(tmp_path, image_root)
     run moves the restored average (loaded onto the CPU) to the GPU and keeps averaging."""
     enc_path = _train_encoder(tmp_path, image_root)
     gen_path, ckpt_dir = tmp_path / "gen.pt", tmp_path / "gckpt"
-    args = ["fit", "--config", "configs/cifar10/generator_conv4.yaml", *_common(tmp_path, image_root, "gen"),
+    args = ["fit", "--config", "configs/cifar10/generator.yaml", *_common(tmp_path, image_root, "gen"),
             "--trainer.max_epochs=-1", "--trainer.accelerator=gpu", f"--model.encoder={enc_path}",
             f"--model.export_path={gen_path}",
             "--model.generator_kwargs={code_dim: 64, start_channels: 4, widths: [8, 8, 8], spatial_code: true, upsample: nearest}",

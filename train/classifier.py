@@ -28,6 +28,8 @@ class ClassifierModule(L.LightningModule):
         adv_eps: if > 0, fast adversarial training (FGSM with random start, Wong et al. 2020) in
             the L-inf ball of this radius on [0,1] images; gives a robust judge.
         optimizer: ``sgd`` (Nesterov momentum) or ``adamw``; either with a one-cycle schedule peaking at ``lr``.
+        export_dtype: ``float32`` or ``float16``: the type the exported weights are stored in (half the
+            file for a large fc head; loading casts them back).
         init_from: a dgnam classifier file whose parameters of the same name and shape start this
             network (e.g. a trained conv trunk under a new head).
         freeze: module names (e.g. ``[features]``) whose parameters stay fixed and whose BatchNorm
@@ -39,10 +41,13 @@ class ClassifierModule(L.LightningModule):
                  momentum: float = 0.9, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
                  adv_eps: float = 0.0, mean: tuple[float, ...] = CIFAR10_MEAN, std: tuple[float, ...] = CIFAR10_STD,
                  optimizer: str = "sgd", init_from: str | None = None, freeze: list[str] | None = None,
+                 export_dtype: str = "float32",
                  export_path: str | None = None, description: str = "") -> None:
         super().__init__()
         if optimizer not in ("sgd", "adamw"):
             raise DgnamError(f"--model.optimizer {optimizer!r} is unknown; use sgd or adamw")
+        if export_dtype not in ("float32", "float16"):
+            raise DgnamError(f"--model.export_dtype {export_dtype!r} is unknown; use float32 or float16")
         if freeze and not init_from:
             raise DgnamError("--model.freeze keeps random weights fixed without --model.init_from; "
                              "pass the classifier file that trained them")
@@ -150,7 +155,8 @@ class ClassifierModule(L.LightningModule):
                     "init_from": hp.init_from, "frozen": list(hp.freeze or []),
                     "train_seconds": round(time.time() - self._fit_start), "description": hp.description}
         ckpt = classifier_checkpoint(hp.arch, hp.arch_kwargs or {}, self.net.state_dict(),
-                                     mean=hp.mean, std=hp.std, input_size=dm.hparams.image_size, metadata=metadata)
+                                     mean=hp.mean, std=hp.std, input_size=dm.hparams.image_size, metadata=metadata,
+                                     weights_dtype=getattr(torch, hp.export_dtype))
         atomic_save(ckpt, hp.export_path)
         print(f"exported {hp.export_path} (test acc {self.test_accuracy:.4f})", flush=True)
 

@@ -44,8 +44,8 @@ class CodePairData(L.LightningDataModule):
     true), so the FC layers see twice the codes for the cost of one more encoder pass.
     """
 
-    def __init__(self, root: str = "../shared/data/cifar10", encoder: str = "checkpoints/cifar10/encoder.pt",
-                 code_layer: str = "relu6", conv_generator: str = "checkpoints/cifar10/generator_conv4.pt", image_size: int = 32,
+    def __init__(self, root: str = "../shared/data/cifar10", encoder: str = "checkpoints/cifar10/encoder_fc6.pt",
+                 code_layer: str = "relu6", conv_generator: str = "checkpoints/cifar10/generator.pt", image_size: int = 32,
                  batch_size: int = 256, cache_dir: str | None = ".cache/dgnam", mirror: bool = True,
                  subset: int | None = None) -> None:
         super().__init__()
@@ -92,8 +92,8 @@ class GeneratorHeadModule(L.LightningModule):
         export_path: where to write the dgnam generator when ``fit`` ends.
     """
 
-    def __init__(self, conv_generator: str = "checkpoints/cifar10/generator_conv4.pt",
-                 encoder: str = "checkpoints/cifar10/encoder.pt", code_layer: str = "relu6",
+    def __init__(self, conv_generator: str = "checkpoints/cifar10/generator.pt",
+                 encoder: str = "checkpoints/cifar10/encoder_fc6.pt", code_layer: str = "relu6",
                  fc_dims: list[int] | None = None, lr: float = 1e-3, weight_decay: float = 1e-4,
                  bound_k: float = 3.0, export_path: str | None = None) -> None:
         super().__init__()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the shipped CIFAR-10 models from scratch, every stage from the committed configs.
-#   bash configs/cifar10/reproduce.sh [encoder|conv4|generator|sampler|judges|all]   (default: all)
+#   bash configs/cifar10/reproduce.sh [encoder|prior|sampler|judges|fc6|all]   (default: all)
 # Run from the repository root after `pip install -e '.[train]'`. Each stage writes its model where
 # the next one reads it; checkpoints/cifar10/ receives the shipped files. Wall times on 2 CPU cores
 # are in checkpoints/cifar10/README.md; a GPU is picked up automatically (trainer.accelerator auto).
@@ -10,14 +10,13 @@ stage=${1:-all}
 C=configs/cifar10
 run() { echo "+ $*" >&2; "$@"; }
 
-encoder() {  # VGG trunk, then CaffeNet's fc6/fc7/fc8 head on the frozen trunk
-  run python -m train.classifier fit --config $C/encoder_trunk.yaml
+encoder() {  # the shipped encoder: VGG trunk, global-pool head
   run python -m train.classifier fit --config $C/encoder.yaml
 }
 
-conv4() {  # the conv-map prior (features.relu4_2): DeePSiM in chunks, each resumed with other loss weights
-  local G=(python -m train.generator fit --config $C/generator_conv4.yaml)
-  local R=("${G[@]}" --ckpt_path runs/generator_conv4/ckpt/last.ckpt)
+prior() {  # the shipped prior (features.relu4_2): DeePSiM in chunks, each resumed with other loss weights
+  local G=(python -m train.generator fit --config $C/generator.yaml)
+  local R=("${G[@]}" --ckpt_path runs/generator/ckpt/last.ckpt)
   local late=(--model.lambda_spectrum 2.0 --model.lambda_code 0.5 --model.lr_g 2e-4 --model.bound_k 1.0)
   run "${G[@]}" --trainer.max_steps 4550
   run "${R[@]}" --trainer.max_steps 5500
@@ -28,19 +27,14 @@ conv4() {  # the conv-map prior (features.relu4_2): DeePSiM in chunks, each resu
   done
   run "${R[@]}" --trainer.max_steps 20000 "${late[@]}" --model.lambda_class 1.0
   run "${R[@]}" --trainer.max_steps 20500 "${late[@]}" --model.lambda_class 0.0
-  run python -m dgnam stats --generator checkpoints/cifar10/generator_conv4.pt --k 0.5 --code-prior 0.1 --out runs/cifar10/g_conv4.pt
-  mv runs/cifar10/g_conv4.pt checkpoints/cifar10/generator_conv4.pt
-}
-
-generator() {  # the shipped fc6 prior: FC layers regressed onto the conv-map prior's input, then DeePSiM end to end
-  run python -m train.generator_head fit --config $C/generator_fc6_head.yaml
-  run python -m train.generator fit --config $C/generator.yaml
-  run python -m dgnam stats --generator checkpoints/cifar10/generator.pt --k BOUND_K --code-prior CODE_PRIOR --out runs/cifar10/g.pt
+  run python -m dgnam stats --generator checkpoints/cifar10/generator.pt --k 0.5 --code-prior 0.1 --out runs/cifar10/g.pt
   mv runs/cifar10/g.pt checkpoints/cifar10/generator.pt
 }
 
-sampler() {  # class-conditional code sampler of the fc6 prior
-  run python -m train.code_sampler fit --config $C/code_sampler.yaml
+sampler() {  # class-conditional code sampler of the shipped prior: code critic, then an image critic too
+  run python -m train.code_sampler fit --config $C/code_sampler.yaml --model.export_path runs/cifar10/ccs10000.pt
+  run python -m train.code_sampler fit --config $C/code_sampler.yaml --model.init_sampler runs/cifar10/ccs10000.pt \
+      --model.lambda_image 0.2 --trainer.max_steps 1000
 }
 
 judges() {  # independent judges and the second target (never used to train a prior)
@@ -49,9 +43,15 @@ judges() {  # independent judges and the second target (never used to train a pr
   done
 }
 
+fc6() {  # the fc6 pair: CaffeNet's head on the frozen trunk; FC layers regressed onto the prior's input; DeePSiM
+  run python -m train.classifier fit --config $C/encoder_fc6.yaml
+  run python -m train.generator_head fit --config $C/generator_fc6_head.yaml
+  run python -m train.generator fit --config $C/generator_fc6.yaml
+}
+
 mkdir -p runs/cifar10
 case $stage in
-  encoder|conv4|generator|sampler|judges) $stage ;;
-  all) encoder; conv4; generator; sampler; judges ;;
-  *) echo "unknown stage '$stage'; use encoder, conv4, generator, sampler, judges or all" >&2; exit 2 ;;
+  encoder|prior|sampler|judges|fc6) $stage ;;
+  all) encoder; prior; sampler; judges; fc6 ;;
+  *) echo "unknown stage '$stage'; use encoder, prior, sampler, judges, fc6 or all" >&2; exit 2 ;;
 esac

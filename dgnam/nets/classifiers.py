@@ -33,10 +33,16 @@ def build_classifier(arch: str, arch_kwargs: dict[str, Any]) -> nn.Module:
 
 def classifier_checkpoint(arch: str, arch_kwargs: dict[str, Any], state_dict: dict[str, torch.Tensor], *,
                           mean: tuple[float, ...], std: tuple[float, ...], input_size: int,
-                          metadata: dict[str, Any]) -> dict[str, Any]:
-    """The dict written to ``*.pt`` for a dgnam classifier."""
+                          metadata: dict[str, Any], weights_dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """The dict written to ``*.pt`` for a dgnam classifier. ``weights_dtype`` (e.g. ``torch.float16``)
+    stores floating-point tensors in that type, to halve the file; loading casts them back to the
+    network's own type."""
+    def stored(value: torch.Tensor) -> torch.Tensor:
+        value = value.detach().cpu()
+        return value.to(weights_dtype) if weights_dtype is not None and value.is_floating_point() else value
+
     return {"format": CLASSIFIER_FORMAT, "version": 1, "arch": arch, "arch_kwargs": dict(arch_kwargs),
-            "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+            "state_dict": {k: stored(v) for k, v in state_dict.items()},
             "mean": list(mean), "std": list(std), "input_size": int(input_size), "metadata": dict(metadata)}
 
 

@@ -21,7 +21,7 @@ def test_encoder_then_generator_then_resume(tmp_path, image_root, capsys):
     ckpt_dir = tmp_path / "gckpt"
     # The shipped config with one optional term on, to check what a resume does with it below.
     config = tmp_path / "generator.yaml"
-    shipped = open("configs/cifar10/generator_conv4.yaml").read()
+    shipped = open("configs/cifar10/generator.yaml").read()
     assert "  lambda_adv: 0.005\n" in shipped and "lambda_class" not in shipped
     config.write_text(shipped.replace("  lambda_adv: 0.005\n", "  lambda_adv: 0.005\n  lambda_class: 0.25\n"))
     args = ["fit", "--config", str(config), *_common(tmp_path, image_root, "gen"),
