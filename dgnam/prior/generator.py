@@ -103,10 +103,11 @@ class UpconvGenerator(nn.Module):
             3x3 conv), stride 1 layers 3x3/1/1.
         output_space: ``rgb01``, ``rgb11`` (tanh-like [-1, 1]) or ``caffe_bgr`` (BGR 0-255, mean subtracted).
         encoder_layer: which encoder layer's code this generator inverts (metadata).
+        metadata: what training recorded (iterations, bound k, recommended code prior, ...); ``{}`` if none.
     """
 
     def __init__(self, arch: dict[str, Any], output_space: str = "rgb01", encoder_layer: str = "",
-                 encoder: str = "") -> None:
+                 encoder: str = "", metadata: dict[str, Any] | None = None) -> None:
         super().__init__()
         if output_space not in OUTPUT_SPACES:
             raise DgnamError(f"output_space must be one of {OUTPUT_SPACES}, got {output_space!r}")
@@ -114,6 +115,7 @@ class UpconvGenerator(nn.Module):
         self.output_space = output_space
         self.encoder_layer = encoder_layer
         self.encoder = encoder
+        self.metadata: dict[str, Any] = dict(metadata or {})
         self.code_dim = int(arch["code_dim"])
         self.start_shape = tuple(int(s) for s in arch["start_shape"])
         fc = []
@@ -241,7 +243,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     ckpt = load_checkpoint(path, GENERATOR_FORMAT, "dgnam generator")
     try:
         gen = UpconvGenerator(ckpt["arch"], ckpt.get("output_space", "rgb01"), ckpt.get("encoder_layer", ""),
-                              ckpt.get("encoder", ""))
+                              ckpt.get("encoder", ""), ckpt.get("metadata", {}))
     except (KeyError, TypeError, ValueError) as exc:
         raise DgnamError(f"'{path}' has an invalid generator architecture ({exc}); re-export it") from None
     try:
@@ -249,5 +251,4 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     except (RuntimeError, KeyError, TypeError) as exc:
         raise DgnamError(f"'{path}' weights do not match its architecture ({str(exc).splitlines()[0][:100]}); "
                          f"the file is damaged, re-export it") from None
-    gen.metadata = dict(ckpt.get("metadata", {}))
     return gen.to(device).eval()
