@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dgnam.nets.classifiers import load_classifier
 from dgnam.errors import DgnamError
-from dgnam.prior.generator import UpconvGenerator, load_generator
+from dgnam.prior.generator import UpconvGenerator, fc_layers, load_generator
 from dgnam.prior.stats import code_statistics
 from train.cli import TrainCLI
 from train.data import load_uint8
@@ -34,8 +34,7 @@ def fc_generator_arch(conv_arch: dict, code_dim: int, fc_dims: list[int]) -> dic
         raise DgnamError("--model.conv_generator already starts with FC layers; pass a generator of a conv map")
     c, h, w = conv_arch["start_shape"]
     dims = [*fc_dims, c * h * w]
-    fc = [[f"defc{len(dims) + 4 - i}", int(d)] for i, d in enumerate(dims)]
-    return {**conv_arch, "code_dim": int(code_dim), "fc": fc}
+    return {**conv_arch, "code_dim": int(code_dim), "fc": fc_layers(dims)}
 
 
 class CodePairData(L.LightningDataModule):

@@ -44,6 +44,12 @@ class ResizeConv2d(nn.Conv2d):
         return super().forward(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
+def fc_layers(dims: list[int]) -> list[list]:
+    """FC layers ``[[name, out_dim], ...]`` of the given widths, named as the paper's (..., defc6, defc5:
+    the last one feeds the start map)."""
+    return [[f"defc{len(dims) + 4 - i}", int(d)] for i, d in enumerate(dims)]
+
+
 def cifar_arch(code_dim: int = 512, fc_dims: tuple[int, ...] = (1024,), start_channels: int = 128,
                widths: tuple[int, ...] = (128, 64, 32), spatial_code: bool = False,
                start_convs: bool = False, upsample: str = "transposed") -> dict[str, Any]:
@@ -65,7 +71,7 @@ def cifar_arch(code_dim: int = 512, fc_dims: tuple[int, ...] = (1024,), start_ch
         fc = []
     else:
         dims = [*fc_dims, start_channels * 4 * 4]
-        fc = [[f"defc{len(dims) + 4 - i}", d] for i, d in enumerate(dims)]
+        fc = fc_layers(dims)
     if spatial_code or start_convs:
         convs += [["conv5", c, c, 1, True], ["conv5_1", c, c, 1, True]]
     for i, width in enumerate(widths):
