@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from dgnam.nets.classifiers import load_classifier
 from dgnam.errors import DgnamError
 from dgnam.prior.generator import UpconvGenerator, fc_layers, load_generator
-from dgnam.prior.stats import code_statistics
+from dgnam.prior.stats import summarize_codes
 from train.cli import TrainCLI
 from train.data import load_uint8
 
@@ -41,6 +41,8 @@ class CodePairData(L.LightningDataModule):
     """(fc code, conv code) pairs of an encoder on an ImageFolder tree, computed once per split; the conv
     code is the layer ``conv_generator`` inverts. The training pairs include each image's mirror image (the encoder's codes differ; the pair stays
     true), so the FC layers see twice the codes for the cost of one more encoder pass.
+    ``train_codes`` keeps the fc codes of the training images as they are (no mirror images): the
+    exported generator's code statistics.
     """
 
     def __init__(self, root: str = "../shared/data/cifar10", encoder: str = "checkpoints/cifar10/encoder_fc6.pt",
@@ -51,25 +53,27 @@ class CodePairData(L.LightningDataModule):
         self.save_hyperparameters()
 
     @torch.no_grad()
-    def _pairs(self, split: str, mirror: bool) -> TensorDataset:
+    def _pairs(self, split: str, mirror: bool) -> tuple[TensorDataset, torch.Tensor]:
+        """The split's (code, target) pairs, and the codes of its images alone (mirror images excluded)."""
         hp = self.hparams
         images, _, self.classes = load_uint8(f"{hp.root}/{split}", hp.image_size, hp.cache_dir)
         if hp.subset:
             images = images[: hp.subset]
         encoder = load_classifier(hp.encoder)
         target_layer = load_generator(hp.conv_generator).encoder_layer
-        codes, targets = [], []
+        codes, targets, originals = [], [], []
         for start in range(0, len(images), 500):
             batch = images[start:start + 500].float() / 255
             for view in (batch, batch.flip(3)) if mirror else (batch,):
                 acts = encoder.run(view, [hp.code_layer, target_layer])
                 codes.append(acts[hp.code_layer].flatten(1))
                 targets.append(acts[target_layer].flatten(1))
-        return TensorDataset(torch.cat(codes), torch.cat(targets))
+            originals.append(codes[-2 if mirror else -1])
+        return TensorDataset(torch.cat(codes), torch.cat(targets)), torch.cat(originals)
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_set = self._pairs("train", self.hparams.mirror)
-        self.test_set = self._pairs("test", False)
+        self.train_set, self.train_codes = self._pairs("train", self.hparams.mirror)
+        self.test_set, _ = self._pairs("test", False)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True)
@@ -146,14 +150,12 @@ class GeneratorHeadModule(L.LightningModule):
         if not hp.export_path or not self.trainer.is_global_zero:
             return
         dm = self.trainer.datamodule
-        images, _, classes = load_uint8(f"{dm.hparams.root}/train", dm.hparams.image_size, dm.hparams.cache_dir)
-        loader = DataLoader(TensorDataset(images, torch.zeros(len(images))), batch_size=500)
-        mean, std, summary = code_statistics(load_classifier(hp.encoder), hp.code_layer, loader, "cpu")
+        mean, std, summary = summarize_codes([dm.train_codes])  # computed once with the pairs
         self.generator.set_code_statistics(mean, std, hp.bound_k)
         metadata = {"iterations": 0, "weights": f"FC layers regressed onto {self.target_layer} codes",
                     "init_from": hp.conv_generator, "bound_k": hp.bound_k, "code_layer": hp.code_layer,
                     "code_summary": summary, "train_seconds": round(time.time() - self._fit_start),
-                    "classes": list(classes)}
+                    "classes": list(dm.classes)}
         self.generator.save(hp.export_path, metadata)
         print(f"exported {hp.export_path}: code zeros {summary['zero_fraction']:.2f}", flush=True)
 

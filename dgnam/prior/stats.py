@@ -33,16 +33,25 @@ def code_statistics(encoder: Model, layer: str, batches: Iterable[torch.Tensor],
     where ``summary`` holds the fraction of exact zeros, the overall mean and the image count,
     worth checking: a code that is mostly zeros is hard to invert.
     """
+    def codes() -> Iterable[torch.Tensor]:
+        for images in batches:
+            if isinstance(images, (tuple, list)):
+                images = images[0]
+            images = images.to(device)
+            if images.dtype == torch.uint8:
+                images = images.float() / 255
+            yield encoder.run(images, [layer])[layer]
+
+    return summarize_codes(codes())
+
+
+def summarize_codes(codes: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """:func:`code_statistics` of codes already computed: batches (B, ...) of one layer's activation."""
     total = None
     n = 0
     zeros = 0
-    for images in batches:
-        if isinstance(images, (tuple, list)):
-            images = images[0]
-        images = images.to(device)
-        if images.dtype == torch.uint8:
-            images = images.float() / 255
-        code = rearrange(encoder.run(images, [layer])[layer].double(), "b ... -> b (...)")
+    for batch in codes:
+        code = rearrange(batch.double(), "b ... -> b (...)")
         zeros += int((code == 0).sum())
         stacked = torch.stack([code.sum(0), (code * code).sum(0)])
         total = stacked if total is None else total + stacked

@@ -66,6 +66,10 @@ def test_fc6_pipeline_trunk_head_conv_prior_fc_regression_then_deepsim(tmp_path,
     assert unexplained(fitted) < 0.5 * before  # the FC layers learned the fc6 -> conv-map regression
     conv = load_generator(conv_path)
     assert start.encoder_layer == "relu6" and start.code_dim == 32 and torch.isfinite(start.code_upper_bound).all()
+    # The bounds come from the training images' own codes (24), not their mirror images too (48).
+    assert start.metadata["code_summary"]["n_images"] == len(pairs.train_codes) == 24
+    torch.testing.assert_close(start.code_upper_bound, pairs.train_codes.mean(0) + start.metadata["bound_k"] *
+                               pairs.train_codes.std(0), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(start.convs.state_dict(), conv.convs.state_dict())  # the conv prior's layers, unchanged
     with pytest.raises(DgnamError, match="already starts with FC layers"):
         generator_head.main([*head_args, f"--model.conv_generator={start_path}"])
