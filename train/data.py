@@ -26,6 +26,7 @@ from torchvision.datasets import ImageFolder
 from dgnam.errors import DgnamError
 from dgnam.io import atomic_save
 from dgnam.engine.transforms import crop_rows
+from dgnam.sanity.variants import with_variants
 
 Augment = Literal["classifier", "crop", "none"]
 
@@ -102,13 +103,19 @@ class ImageFolderData(L.LightningDataModule):
         cache: decode everything once into a uint8 tensor (small datasets); else stream with workers.
         resize: for streaming, the shorter side before the random crop (256 for a 227 crop).
         subset: use only the first N training images (tests, quick runs).
+        variants: image variants (``dgnam.sanity.variants``, e.g. ``[bgr]``) added to both splits as
+            extra classes: the paper's test of whether DGN-AM follows the network or the prior.
+        label: ``class`` (the variants' copies are new classes) or ``variant`` (the label says which
+            variant an image is: a detector of the modification). Needs ``cache``.
     """
 
     def __init__(self, root: str = "../shared/data/cifar10", image_size: int = 32, batch_size: int = 128,
                  augment: Augment = "classifier", cache: bool = True, cache_dir: str | None = ".cache/dgnam",
                  resize: int | None = None, num_workers: int = 0, subset: int | None = None, pad: int = 4,
-                 seed: int = 0) -> None:
+                 seed: int = 0, variants: list[str] | None = None, label: str = "class") -> None:
         super().__init__()
+        if (variants or label != "class") and not cache:
+            raise DgnamError("--data.variants and --data.label need the decoded cache; set --data.cache true")
         self.save_hyperparameters()
         self.classes: list[str] = []
         self._aug_rng = torch.Generator().manual_seed(seed)
@@ -127,6 +134,8 @@ class ImageFolderData(L.LightningDataModule):
             images, labels, self.classes = load_uint8(self._split_dir(split), hp.image_size, hp.cache_dir)
             if split == "train" and hp.subset:
                 images, labels = images[: hp.subset], labels[: hp.subset]
+            if hp.variants or hp.label != "class":
+                images, labels, self.classes = with_variants(images, labels, self.classes, hp.variants or [], hp.label)
             return TensorDataset(images, labels)
         ds = _PILToUint8(self._split_dir(split), hp.image_size, hp.resize or hp.image_size)
         self.classes = ds.folder.classes

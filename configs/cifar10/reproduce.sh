@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the shipped CIFAR-10 models from scratch, every stage from the committed configs.
-#   bash configs/cifar10/reproduce.sh [encoder|prior|sampler|judges|fc6|all]   (default: all)
+#   bash configs/cifar10/reproduce.sh [encoder|prior|sampler|judges|fc6|sanity|all]   (default: all)
 # Run from the repository root after `pip install -e '.[train]'`. Each stage writes its model where
 # the next one reads it; checkpoints/cifar10/ receives the shipped files. Wall times on 2 CPU cores
 # are in checkpoints/cifar10/README.md; a GPU is picked up automatically (trainer.accelerator auto).
@@ -49,9 +49,14 @@ fc6() {  # the fc6 pair: CaffeNet's head on the frozen trunk; FC layers regresse
   run python -m train.generator fit --config $C/generator_fc6.yaml
 }
 
+sanity() {  # the unnatural-classes test (docs/sanity.md): 20-class classifier (after judges) and swap detector
+  run python -m train.classifier fit --config $C/sanity_bgr20.yaml
+  run python -m train.classifier fit --config $C/sanity_swap_detector.yaml
+}
+
 mkdir -p runs/cifar10
 case $stage in
-  encoder|prior|sampler|judges|fc6) $stage ;;
-  all) encoder; prior; sampler; judges; fc6 ;;
-  *) echo "unknown stage '$stage'; use encoder, prior, sampler, judges, fc6 or all" >&2; exit 2 ;;
+  encoder|prior|sampler|judges|fc6|sanity) $stage ;;
+  all) encoder; prior; sampler; judges; fc6; sanity ;;
+  *) echo "unknown stage '$stage'; use encoder, prior, sampler, judges, fc6, sanity or all" >&2; exit 2 ;;
 esac

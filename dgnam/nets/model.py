@@ -306,6 +306,15 @@ def describe_layers(model: Model | nn.Module, image_size: int | None = None) -> 
     return infos
 
 
+def execution_order(model: Model | nn.Module, image_size: int | None = None) -> list[str]:
+    """Every named module that runs in the forward pass, in the order its first call returns
+    (one forward on a zero image): leaves in data-flow order, each container after its children."""
+    model = as_model(model)
+    order: dict[str, None] = {}
+    _trace(model, image_size, lambda name, _output: order.setdefault(name, None))
+    return list(order)
+
+
 @contextmanager
 def eval_mode(*modules: nn.Module):
     """Put modules in eval mode and freeze their parameters for the duration; restore afterwards."""

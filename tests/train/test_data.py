@@ -41,3 +41,18 @@ def test_load_uint8_decodes_the_folder_exactly_and_reads_it_back_from_the_cache(
     assert torch.equal(cached, images)  # from the cache, not decoded again
     with pytest.raises(DgnamError, match="image folder '.*missing' does not exist"):
         load_uint8(tmp_path / "missing", 8, None)
+
+
+def test_variants_add_twin_classes_to_both_splits(image_root, tmp_path):
+    from train.data import ImageFolderData
+    data = ImageFolderData(root=str(image_root), cache_dir=str(tmp_path), variants=["bgr"])
+    data.setup()
+    assert data.classes == ["blue", "red", "blue_bgr", "red_bgr"]
+    images, labels = data.test_set.tensors
+    assert len(images) == 16 and labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4
+    assert torch.equal(images[8:], images[:8].flip(1))  # red and blue swapped
+    detector = ImageFolderData(root=str(image_root), cache_dir=str(tmp_path), variants=["bgr"], label="variant")
+    detector.setup()
+    assert detector.classes == ["natural", "bgr"] and detector.train_set.tensors[1].tolist() == [0] * 24 + [1] * 24
+    with pytest.raises(DgnamError, match="--data.cache true"):
+        ImageFolderData(root=str(image_root), cache=False, variants=["bgr"])

@@ -1,0 +1,118 @@
+"""``dgnam sanity``: does the image show the network or the prior? Cascading randomisation of the model
+(Adebayo et al. 2018): the model's layers are re-initialised from the top down, one more block per
+stage, and the same units are synthesised from the same seeds with DGN-AM and a baseline at every
+stage. Writes one figure per method (rows = stages, columns = units), report.md and manifest.json."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from dgnam.cli.common import (DEFAULT_JUDGES, add_generator_arg, add_model_args, fit_to_generator, fresh_out_dir,
+                              generator_path, layer_size, load_code_encoder, load_model_from_args, parse_units,
+                              recommended_code_prior, resolve_device, versions, write_report)
+from dgnam.engine.param import make_param
+from dgnam.engine.probe import baseline_transforms, visualize
+from dgnam.errors import DgnamError
+from dgnam.io import write_directory
+from dgnam.nets.zoo import load_model
+from dgnam.prior.generator import load_generator
+from dgnam.sanity.cascade import cascade_markdown, cascading_randomization
+from dgnam.sanity.randomize import cascade_stages
+
+DEFAULT_JUDGE = DEFAULT_JUDGES / "robust_resnet.pt"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``dgnam sanity`` to the parser's subcommands."""
+    s = sub.add_parser("sanity", help="does the image show the network or the prior? cascading randomisation",
+                       description=__doc__)
+    add_model_args(s)
+    s.add_argument("--layer", default="output", help="layer name (see `dgnam layers`); default: the model output")
+    s.add_argument("--units", default=None, help="e.g. 0-4 (default: the first 10 units of the layer)")
+    add_generator_arg(s)
+    s.add_argument("--baseline", choices=["fourier", "pixel", "none"], default="fourier",
+                   help="the pixel-space method checked beside DGN-AM (default: fourier)")
+    s.add_argument("--code-prior", type=float, default=None, metavar="EPS",
+                   help="DGN-AM's code prior weight (default: the generator's recommended one, as in synthesize)")
+    s.add_argument("--stages", type=int, default=4,
+                   help="randomisation stages from the top block down to the input (0: one per block; default 4)")
+    s.add_argument("--judge", default=None,
+                   help="classifier whose penultimate features measure image similarity (default: the shipped "
+                        "robust CIFAR-10 judge)")
+    s.add_argument("--steps", type=int, default=200)
+    s.add_argument("--restarts", type=int, default=3, help="images per unit and stage (at least 2)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--out", default=None, help="output directory (must not exist or be empty)")
+    s.add_argument("--quiet", action="store_true", help="no progress messages")
+    s.set_defaults(handler=cmd_sanity)
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    if args.steps < 1 or args.batch_size < 1:
+        raise DgnamError("--steps and --batch-size must be >= 1")
+    if args.restarts < 2:
+        raise DgnamError("the check compares restarts of the trained model with each other; use --restarts 2 or more")
+    if args.stages < 0:
+        raise DgnamError("--stages must be >= 0 (0: one stage per block)")
+
+
+def cmd_sanity(args: argparse.Namespace) -> int:
+    _check_counts(args)
+    device = resolve_device(args.device)
+    model = load_model_from_args(args, device)
+    if not any(True for _ in model.parameters()):
+        raise DgnamError(f"{model.name} has no parameters to randomise; pass a trained model")
+    generator = load_generator(generator_path(args.generator), device)
+    fit_to_generator(model, generator)
+    n_units = layer_size(model, args.layer, device)
+    units = parse_units(args.units) if args.units else list(range(min(n_units, 10)))
+    bad = [u for u in units if not 0 <= u < n_units]
+    if bad:
+        raise DgnamError(f"unit {bad[0]} is out of range for layer {args.layer!r}, which has {n_units} units "
+                         f"(valid: 0-{n_units - 1})")
+    stages = cascade_stages(model, args.layer, args.stages)  # names a layer without parameters below it, early
+    code_prior = recommended_code_prior(args.code_prior, generator)
+    # The code prior reads the code with the generator's own encoder, loaded apart from the target:
+    # randomising the target must not randomise the prior's reader too.
+    code_encoder = load_code_encoder(generator, device) if code_prior else None
+    judge = load_model(args.judge or str(DEFAULT_JUDGE), device=device)
+    if judge.input_size is None:
+        judge.input_size = model.input_size
+    out_dir = fresh_out_dir(args.out, f"sanity-{model.name}")
+    names = model.classes if args.layer == "output" else None
+    common = dict(layer=args.layer, restarts=args.restarts, seed=args.seed, steps=args.steps,
+                  batch_size=args.batch_size, device=device, unit_names=names or None)
+    methods = {"dgn": lambda m: visualize(m, units, param=make_param("dgn", generator, model.input_size),
+                                          generator=generator, code_prior=code_prior, code_encoder=code_encoder,
+                                          **common)}
+    if args.baseline != "none":
+        methods[args.baseline] = lambda m: visualize(m, units, param=make_param(args.baseline, None, model.input_size),
+                                                     transforms=baseline_transforms(), **common)
+
+    start = time.time()
+    report_stage = None if args.quiet else (lambda name: print(f"stage {name} ({time.time() - start:.0f}s)", flush=True))
+    result = cascading_randomization(model, methods, judge, layer=args.layer, units=units, restarts=args.restarts,
+                                     stages=args.stages, seed=args.seed, device=device, on_stage=report_stage)
+    seconds = time.time() - start
+    figures = {f"stages_{m}.png": (lambda path, m=m: result.figure(m).save(path)) for m in result.methods}
+    report = cascade_markdown(result, {m: f"stages_{m}.png" for m in result.methods},
+                              f"Cascading randomisation of {model.name}") + \
+        f"\n{len(stages)} stages x {len(methods)} methods in {seconds:.0f} s on {device}.\n"
+    manifest = {"settings": {"command": "sanity", "model": args.model or "shipped encoder", "model_name": model.name,
+                             "layer": args.layer, "units": units, "generator": generator_path(args.generator),
+                             "code_prior": code_prior, "baseline": args.baseline, "judge": args.judge or str(DEFAULT_JUDGE),
+                             "stages": [{"name": s.name, "layers": list(s.layers)} for s in stages],
+                             "steps": args.steps, "restarts": args.restarts, "seed": args.seed,
+                             "device": str(device), "seconds": round(seconds, 1), **versions()},
+                "within_restarts": {m: {k: vars(v) for k, v in w.items()} for m, w in result.within.items()},
+                "stages": [{"stage": s.stage, "method": s.method, "verdict": s.verdict, "verdicts": s.verdicts,
+                            "similarity": {k: vars(v) for k, v in s.similarity.items()},
+                            "mean_activation": s.activation} for s in result.scores]}
+    write_directory(out_dir, lambda staging: write_report(staging, report, manifest, figures))
+    for method in result.methods:
+        verdicts = ", ".join(f"{s.stage}: {s.verdict}" for s in result.verdicts(method))
+        print(f"{method}: {verdicts}")
+    print(f"wrote {', '.join(figures)}, report.md and manifest.json to {out_dir} ({seconds:.0f}s)")
+    return 0

@@ -1,0 +1,117 @@
+"""``dgnam unnatural``: the DGN-AM paper's test of whether the images follow the network or the prior.
+A classifier trained on natural classes plus the same classes modified (e.g. red and blue swapped)
+is visualised through a prior trained on natural images only; a detector of the modification and an
+independent judge score the images. Writes classes.png, report.md and manifest.json."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from dgnam.cli.common import (add_generator_arg, add_model_args, fit_to_generator, fresh_out_dir, generator_path,
+                              load_code_encoder, load_model_from_args, markdown_table, recommended_code_prior,
+                              resolve_device, versions, write_report)
+from dgnam.cli.sanity import DEFAULT_JUDGE
+from dgnam.engine.param import make_param
+from dgnam.engine.probe import visualize
+from dgnam.errors import DgnamError
+from dgnam.io import shipped, write_directory
+from dgnam.nets.zoo import load_model
+from dgnam.prior.generator import load_generator
+from dgnam.sanity.unnatural import check_scorers, class_pairs, score_unnatural
+from dgnam.sanity.variants import VARIANTS
+
+DEFAULT_UNNATURAL_MODEL = shipped("cifar10/sanity/bgr20_resnet14.pt")
+DEFAULT_DETECTOR = shipped("cifar10/sanity/swap_detector.pt")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``dgnam unnatural`` to the parser's subcommands."""
+    s = sub.add_parser("unnatural", help="the paper's natural + modified classes test of the prior",
+                       description=__doc__)
+    add_model_args(s)
+    s.set_defaults(model=str(DEFAULT_UNNATURAL_MODEL))
+    s.add_argument("--variant", choices=list(VARIANTS), default="bgr", help="the modification (default: bgr)")
+    s.add_argument("--detector", default=str(DEFAULT_DETECTOR),
+                   help="classifier of natural vs modified images (default: the shipped CIFAR-10 swap detector)")
+    s.add_argument("--judge", default=str(DEFAULT_JUDGE),
+                   help="classifier of the natural classes, never used to make the images (default: the shipped "
+                        "robust CIFAR-10 judge)")
+    add_generator_arg(s)
+    s.add_argument("--code-prior", type=float, default=None, metavar="EPS",
+                   help="DGN-AM's code prior weight (default: the generator's recommended one, as in synthesize)")
+    s.add_argument("--steps", type=int, default=200)
+    s.add_argument("--restarts", type=int, default=10, help="images per class")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--out", default=None, help="output directory (must not exist or be empty)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(handler=cmd_unnatural)
+
+
+def cmd_unnatural(args: argparse.Namespace) -> int:
+    if min(args.steps, args.restarts, args.batch_size) < 1:
+        raise DgnamError("--steps, --restarts and --batch-size must be >= 1")
+    device = resolve_device(args.device)
+    model = load_model_from_args(args, device)
+    pairs = class_pairs(model.classes, args.variant)
+    detector = load_model(args.detector, device=device)
+    judge = load_model(args.judge, device=device)
+    check_scorers(pairs, args.variant, detector, judge.classes)
+    generator = load_generator(generator_path(args.generator), device)
+    fit_to_generator(model, generator)
+    for other in (detector, judge):
+        other.input_size = other.input_size or model.input_size
+    code_prior = recommended_code_prior(args.code_prior, generator)
+    code_encoder = load_code_encoder(generator, device) if code_prior else None
+    out_dir = fresh_out_dir(args.out, f"unnatural-{model.name}")
+
+    start = time.time()
+    result = visualize(model, pairs.natural + pairs.modified, param=make_param("dgn", generator, model.input_size),
+                       generator=generator, code_prior=code_prior, code_encoder=code_encoder, restarts=args.restarts,
+                       seed=args.seed, steps=args.steps, batch_size=args.batch_size, device=device,
+                       progress=not args.quiet, unit_names=model.classes)
+    scores = score_unnatural(result.images, pairs, args.variant, detector, judge, judge.classes, device=device)
+    seconds = time.time() - start
+    rates = scores.rates()
+    detector_acc = detector.metadata.get("test_accuracy")
+    model_acc = model.metadata.get("test_accuracy")
+    rows = [[name, f"{100 * r.value:.1f}%", f"{100 * r.low:.1f}-{100 * r.high:.1f}%", str(r.n)] for name, r in rates.items()]
+    per_class = [[name, f"{100 * float(scores.detected_natural[i].float().mean()):.0f}%",
+                  f"{100 * float(scores.detected_modified[i].float().mean()):.0f}%",
+                  f"{100 * float(scores.judge_modified[i].float().mean()):.0f}%",
+                  f"{100 * float(scores.judge_undone[i].float().mean()):.0f}%"] for i, name in enumerate(pairs.names)]
+    report = "\n\n".join([
+        f"# Natural and `{args.variant}` classes of {model.name}",
+        f"DGN-AM through `{generator_path(args.generator)}` (code prior {code_prior:g}), {args.steps} steps, "
+        f"{args.restarts} images per class, seed {args.seed}; {seconds:.0f} s on {device}. The classifier's test "
+        f"accuracy on its {len(model.classes)} classes: {_percent(model_acc)}; the detector's on real natural and "
+        f"modified test images: {_percent(detector_acc)}.",
+        markdown_table(["measure", "rate", "95% interval", "images"], rows),
+        "Per class: detected as modified (natural-class images, modified-class images); judge agreement on the "
+        "modified-class images as made and undone.",
+        markdown_table(["class", "natural: detected", f"{args.variant}: detected", "judge as made", "judge undone"],
+                       per_class),
+        "![rows: classes; columns: natural-class image, modified-class image, modified-class image undone](classes.png)",
+    ]) + "\n"
+    manifest = {"settings": {"command": "unnatural", "model": args.model, "variant": args.variant,
+                             "detector": args.detector, "judge": args.judge, "generator": generator_path(args.generator),
+                             "code_prior": code_prior, "steps": args.steps, "restarts": args.restarts,
+                             "seed": args.seed, "device": str(device), "seconds": round(seconds, 1), **versions(),
+                             "engine": result.settings},
+                "classes": pairs.names, "model_test_accuracy": model_acc, "detector_test_accuracy": detector_acc,
+                "rates": {name: vars(r) for name, r in rates.items()},
+                "per_image": {"detected_natural": scores.detected_natural.tolist(),
+                              "detected_modified": scores.detected_modified.tolist(),
+                              "judge_natural": scores.judge_natural.tolist(),
+                              "judge_modified": scores.judge_modified.tolist(),
+                              "judge_undone": scores.judge_undone.tolist()}}
+    write_directory(out_dir, lambda staging: write_report(staging, report, manifest,
+                                                          {"classes.png": lambda p: scores.figure().save(p)}))
+    print(", ".join(f"{name} {100 * r.value:.0f}%" for name, r in rates.items()))
+    print(f"wrote classes.png, report.md and manifest.json to {out_dir} ({seconds:.0f}s)")
+    return 0
+
+
+def _percent(value: float | None) -> str:
+    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "unknown"
