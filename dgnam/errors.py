@@ -3,3 +3,9 @@
 
 class DgnamError(ValueError):
     """A user-facing error. The message is one line and names the fix."""
+
+
+def first_line(exc: BaseException, limit: int = 150) -> str:
+    """The first line of an exception's message (error messages here are one line)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

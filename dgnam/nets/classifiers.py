@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, first_line
 from dgnam.io import load_checkpoint
 from dgnam.nets import ARCHITECTURES
-from dgnam.nets.model import Model, first_line
+from dgnam.nets.model import Model
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)

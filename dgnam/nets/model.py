@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, first_line
 
 OUTPUT = "output"
 INPUT = "input"
@@ -119,12 +119,6 @@ class Model(nn.Module):
         if want_output:
             acts[OUTPUT] = _first_tensor(out, OUTPUT)
         return acts
-
-
-def first_line(exc: BaseException, limit: int = 150) -> str:
-    """The first line of an exception's message (error messages here are one line)."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
 def _shape_error(exc: RuntimeError) -> bool:

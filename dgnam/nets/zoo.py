@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, first_line
 from dgnam.io import is_torchscript
 from dgnam.nets.classifiers import load_classifier
-from dgnam.nets.model import Model, first_line
+from dgnam.nets.model import Model
 
 
 def load_torchvision(name: str, weights: str | None = "DEFAULT", input_size: int | None = None,
