@@ -55,8 +55,9 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         net = build_classifier(ckpt["arch"], ckpt["arch_kwargs"])
         net.load_state_dict(ckpt["state_dict"])
-        return Model(net, input_size=ckpt["input_size"], mean=ckpt["mean"], std=ckpt["std"], name=Path(path).stem,
-                     classes=metadata.get("classes", []), metadata=metadata).to(device)
+        model = Model(net.eval(), input_size=ckpt["input_size"], mean=ckpt["mean"], std=ckpt["std"],
+                      name=Path(path).stem, classes=metadata.get("classes", []), metadata=metadata)
     except (RuntimeError, KeyError, TypeError) as exc:
         raise DgnamError(f"'{path}' is damaged or does not match its architecture "
                          f"({type(exc).__name__}: {first_line(exc, 100)}); re-export the checkpoint") from None
+    return model.to(device)  # outside the try: a device that fails is no damage to the file

@@ -52,7 +52,9 @@ class Model(nn.Module):
             raise DgnamError(f"fit must be 'resize' or 'crop', got {fit!r}")
         if (mean is None) != (std is None):
             raise DgnamError("give both mean and std for normalisation, or neither")
-        self.module = module.eval()
+        # The module keeps its mode: the user's module, handed to the API, is returned as it came. Every
+        # forward dgnam runs switches to eval mode for its duration (eval_mode); the loaders make theirs eval.
+        self.module = module
         self.input_size = input_size
         self.fit = fit
         self.name = name or type(module).__name__
@@ -266,7 +268,7 @@ def _trace(model: Model, image_size: int | None, record, skip: tuple[type, ...] 
         for name, sub in model.module.named_modules():
             if name and not isinstance(sub, skip):
                 handles.append(sub.register_forward_hook(lambda mod, inputs, output, name=name: record(name, output)))
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model.module):  # a module in training mode keeps its BatchNorm statistics
             p = next(model.module.parameters(), None)
             model(torch.zeros(1, 3, size, size, device=p.device if p is not None else "cpu"))
     finally:
