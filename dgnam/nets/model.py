@@ -29,6 +29,8 @@ INPUT = "input"
 # Not a layer: the parametrisation's current parameters (a DGN-AM code), for objectives on the code itself.
 PARAMS = "params"
 _CALL_SUFFIX = re.compile(r"^(?P<name>.*)@(?P<call>\d+)$")
+# A first convolution built for other than RGB input (torch's message).
+_CHANNELS = re.compile(r"to have (?P<want>\d+) channels, but got 3 channels")
 
 
 class Model(nn.Module):
@@ -89,6 +91,11 @@ class Model(nn.Module):
             if not _shape_error(exc):
                 raise
             first = first_line(exc)
+            channels = _CHANNELS.search(str(exc))
+            if channels and channels["want"] != "3":  # no input size helps: dgnam's images are RGB
+                raise DgnamError(f"{self.name} takes {channels['want']}-channel input but dgnam feeds it 3-channel RGB "
+                                 f"images; wrap the model so it takes 3-channel RGB input (e.g. convert to grey "
+                                 f"first in its forward)") from None
             raise DgnamError(f"{self.name} failed on input of shape {tuple(x.shape)} ({first}); "
                              f"set the model's input size (CLI: --input-size) to what it was built for") from None
 

@@ -114,6 +114,13 @@ def test_wrong_input_size_is_one_line():
     assert Model(net, input_size=32).run(torch.rand(1, 3, 64, 64), ["output"])["output"].shape == (1, 2)
 
 
+def test_a_model_for_other_than_rgb_input_is_told_to_take_rgb_not_to_change_the_input_size():
+    grey = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten())
+    with pytest.raises(DgnamError, match="takes 1-channel input .* 3-channel RGB") as err:
+        Model(grey, input_size=8).run(torch.rand(1, 3, 8, 8), ["output"])
+    assert "--input-size" not in str(err.value)
+
+
 def test_wrapping_leaves_the_module_in_its_mode_and_describing_it_leaves_batchnorm_statistics():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train()
     before = net[1].running_mean.clone(), int(net[1].num_batches_tracked)
