@@ -33,12 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``dgnam`` with ``argv`` (default: the process's arguments); returns the exit code."""
+    """Run ``dgnam`` with ``argv`` (default: the process's arguments); returns the exit code.
+
+    The command's ``validate(args)`` checks the arguments before its handler loads or computes anything.
+    """
     args = build_parser().parse_args(argv)
     try:
+        args.validate(args)
         return args.handler(args)
     except DgnamError as exc:
         print(f"dgnam: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # one not met where it arises (those are DgnamErrors naming their fix)
+        where = f" '{exc.filename}'" if exc.filename else ""
+        print(f"dgnam: error: {exc.strerror or exc}{where}; check the path, free space and permissions",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dgnam: interrupted", file=sys.stderr)
