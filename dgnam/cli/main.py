@@ -6,11 +6,14 @@ Every user error is one line on stderr and exit code 2; nothing is written when 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dgnam
 from dgnam.cli import attribute, compare, evaluate, import_generator, invert, layers, sample, stats, synthesize
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, Terminated
 
 # In `dgnam --help` order; each module's register(sub) adds its subcommands with their handler.
 COMMANDS = (synthesize, layers, stats, sample, evaluate, import_generator, invert, compare, attribute)
@@ -39,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        args.validate(args)
-        return args.handler(args)
+        with terminate_like_interrupt():
+            args.validate(args)
+            return args.handler(args)
     except DgnamError as exc:
         print(f"dgnam: error: {exc}", file=sys.stderr)
         return 2
@@ -52,6 +56,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dgnam: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("dgnam: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+
+
+@contextmanager
+def terminate_like_interrupt() -> Iterator[None]:
+    """SIGTERM (``timeout``, a batch scheduler's preemption) raises :class:`Terminated` in the main thread,
+    so the cleanup that runs on Ctrl-C (staging folders, temporary files) runs too; the previous handler is
+    restored afterwards."""
+    def terminate(signum, frame):
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (an embedding application's worker): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

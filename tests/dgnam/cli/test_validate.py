@@ -3,12 +3,14 @@ stderr naming the fix, nothing left on disk (no --out, no hidden staging folder)
 the arguments alone reported before any model or checkpoint is loaded."""
 
 import os
+import signal
 import textwrap
 
 import pytest
 import torch
 from PIL import Image
 
+import dgnam.cli.synthesize
 from dgnam.cli.main import main
 from dgnam.cli.validate import parse_units, unit_ranges
 from dgnam.errors import DgnamError
@@ -167,6 +169,25 @@ def test_an_image_over_pils_decompression_bomb_limit_is_one_line(command, limit,
             else SYN + ["--data", "IMGS"])
     err = _assert_one_line_and_nothing_written(_exit_code(_expand(args, inputs, tmp_path / "run")), capsys, tmp_path)
     assert "pixels" in err and "downscale" in err
+
+
+def test_sigterm_while_writing_removes_the_staging_folder(inputs, tmp_path, monkeypatch, capsys):
+    """A SIGTERM (timeout, a scheduler's preemption) in the write phase cleans up as SIGINT does."""
+    monkeypatch.chdir(tmp_path)
+    save_png = dgnam.cli.synthesize.save_png
+
+    def save_then_terminate(image, path):
+        save_png(image, path)
+        os.kill(os.getpid(), signal.SIGTERM)  # after the first image is on disk
+
+    monkeypatch.setattr(dgnam.cli.synthesize, "save_png", save_then_terminate)
+    before = signal.getsignal(signal.SIGTERM)
+    code = main(_expand(SYN + ["--units", "0-2"], inputs, tmp_path / "run"))
+    err = capsys.readouterr().err
+    assert code == 128 + signal.SIGTERM
+    assert err.strip().splitlines() == ["dgnam: terminated"]
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before  # main restores the caller's handler
 
 
 def test_an_unwritable_parent_is_refused_before_loading(inputs, tmp_path, monkeypatch, capsys, no_loading):
