@@ -166,7 +166,7 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
     history = torch.zeros(steps, n)
     start = time.time()
     bar = tqdm(total=steps * math.ceil(n / batch_size), disable=not progress, unit="step", leave=False)
-    with eval_mode(*frozen):
+    with eval_mode(*frozen), bar:  # the bar is cleared before an error is printed, not after it
         for rows in _chunks(n, batch_size):
             n_real = len(rows)
             if fixed_batch and n_real < batch_size:
@@ -207,7 +207,6 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
             images_out.append(final.detach()[:n_real].float().clamp(0, 1).cpu())
             values_out.append(final_value.detach()[:n_real].cpu())
             params_out.append(params.detach()[:n_real].cpu())
-    bar.close()
     settings = {"objective": objective.name, "steps": steps, "batch_size": batch_size, "fixed_batch": fixed_batch,
                 "device": str(device),
                 "amp": amp, "transforms": [repr(t) for t in transforms], **param.describe(), **optimizer.describe(),
