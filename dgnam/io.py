@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, first_line
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -69,13 +71,31 @@ def publish_directory(staging: Path, out_dir: Path) -> Path:
 
 
 @contextmanager
-def writing(out_dir: Path) -> Iterator[None]:
-    """Turn a failure to write the run for ``out_dir`` (an ``OSError``) into one line that names the fix."""
+def writing(out: Path) -> Iterator[None]:
+    """Turn a failure to write the output ``out`` (an ``OSError``) into one line that names the fix."""
     try:
         yield
     except OSError as exc:
-        raise DgnamError(f"could not write '{out_dir}' ({exc.strerror or exc}); check space and permissions, "
-                         f"and that the output directory stayed empty") from None
+        raise DgnamError(f"could not write '{out}' ({exc.strerror or exc}); check space and permissions, "
+                         f"and that the output stayed empty while dgnam wrote it") from None
+
+
+@contextmanager
+def reading(path: str | os.PathLike, what: str, fix: str) -> Iterator[None]:
+    """The one place a failure to read an input becomes one line naming ``path`` and ``fix``: an ``OSError``
+    (permissions, a truncated image), PIL's decompression-bomb guard (its warning too: its two lines would
+    break the one-line contract), or whatever ``torch.load`` raises on a corrupt or foreign file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except DgnamError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DgnamError(f"{what} '{path}' has more than PIL's limit of {Image.MAX_IMAGE_PIXELS} pixels; "
+                         f"downscale it (or remove it)") from None
+    except Exception as exc:  # noqa: BLE001 - any reader's failure, reported in one line
+        raise DgnamError(f"cannot read {what} '{path}' ({first_line(exc, 120)}); {fix}") from None
 
 
 def _umask() -> int:
@@ -111,16 +131,15 @@ def load_checkpoint(path: str | os.PathLike, expected_format: str, what: str) ->
     Every failure is a one-line :class:`DgnamError` naming the file and the fix.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DgnamError(f"{what} '{path}' is a directory; pass the checkpoint file itself")
     if not path.is_file():
         raise DgnamError(f"{what} file '{path}' does not exist; check the path")
-    if is_torchscript(path):
-        raise DgnamError(f"'{path}' is a TorchScript archive, not a {what}; pass it as --model, or export a dgnam checkpoint")
-    try:
+    with reading(path, what, "the file is corrupt or not a PyTorch checkpoint, re-download or re-export it"):
+        if is_torchscript(path):
+            raise DgnamError(f"'{path}' is a TorchScript archive, not a {what}; pass it as --model, or export a "
+                             f"dgnam checkpoint")
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated, or not a torch file at all
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise DgnamError(f"cannot read {what} '{path}' ({reason}); the file is corrupt or not a "
-                         f"PyTorch checkpoint, re-download or re-export it") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != expected_format:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise DgnamError(f"'{path}' is not a {what} (format {found!r}, expected {expected_format!r}); "

@@ -23,7 +23,7 @@ from dgnam.engine.param import make_param
 from dgnam.engine.render import Result, synthesize
 from dgnam.errors import DgnamError
 from dgnam.grid import labelled_grid, save_png
-from dgnam.nets.model import Model, as_model
+from dgnam.nets.model import Model, as_model, eval_mode
 from dgnam.prior.generator import UpconvGenerator
 
 # Weight of the TV penalty for pixel inversions. TV here is the mean absolute neighbour difference of
@@ -77,7 +77,7 @@ def representation_error(model: Model, images: torch.Tensor, fidelity: Objective
     ``fidelity`` is minus the error (it is what the inversion maximises), so the error is its negation.
     """
     device = next((b.device for b in model.buffers()), torch.device("cpu"))
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(model):  # the user's module keeps its mode and BatchNorm statistics
         acts = model.run(images.to(device), layers)
         return -fidelity({(model, layer): value for layer, value in acts.items()}).cpu()
 
@@ -115,7 +115,7 @@ def invert(model: nn.Module | Model, image: torch.Tensor, layers: Sequence[str],
         raise DgnamError(f"invert takes one RGB image (3, H, W); got shape {tuple(image.shape)}")
     device = torch.device(device)
     model.to(device)
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(model):
         targets = model.run(image.to(device), layers)  # phi(x) for every layer, (1, ...) each
     # Row i inverts layers[i]: every layer's match term is switched on for its own row only.
     fidelity = sum(scale_rows(match(layer, targets[layer][0], model=model, normalize=True),

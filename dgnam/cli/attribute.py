@@ -8,7 +8,8 @@ import argparse
 import torch
 
 from dgnam.analysis.attribute import METHODS, attribute
-from dgnam.cli.common import (add_model_args, comma_list, fresh_out_dir, load_model_from_args, markdown_table,
+from dgnam.cli import validate as check
+from dgnam.cli.common import (add_model_args, comma_choices, fresh_out_dir, load_model_from_args, markdown_table,
                               read_image, resolve_device, short_path, versions, write_report)
 from dgnam.errors import DgnamError
 from dgnam.io import write_directory
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     att.add_argument("--layer", default=None, help="Grad-CAM layer (default: the last spatial layer, see `dgnam layers`)")
     att.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ", ".join(METHODS))
     att.add_argument("--out", default=None, help="output directory (must not exist or be empty)")
-    att.set_defaults(handler=cmd_attribute)
+    att.set_defaults(handler=cmd_attribute, validate=validate)
 
 
 def _target(text: str | None, classes: list[str]) -> int | None:
@@ -39,12 +40,18 @@ def _target(text: str | None, classes: list[str]) -> int | None:
     raise DgnamError(f"--target {text!r} is not a class of the model; give {hint}")
 
 
+def validate(args: argparse.Namespace) -> None:
+    """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
+    check.model_args(args)
+    comma_choices(args.methods, "--methods", METHODS)
+    for path in args.image:
+        check.existing_file(path, "--image")
+    check.output(args.out)
+
+
 def cmd_attribute(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    methods = comma_list(args.methods, "--methods")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise DgnamError(f"unknown method {unknown[0]!r} in --methods; choose from {', '.join(METHODS)}")
+    methods = comma_choices(args.methods, "--methods", METHODS)
     model = load_model_from_args(args, device)
     if model.input_size is None:
         raise DgnamError("the model's input size is unknown; pass --input-size")

@@ -16,8 +16,10 @@ import torch
 from PIL import Image
 
 import dgnam
+# parse_units and resolve_device are re-exported: the commands take their argument helpers from here.
+from dgnam.cli.validate import existing_file, existing_folder, output, parse_units, resolve_device  # noqa: F401
 from dgnam.errors import DgnamError
-from dgnam.io import atomic_write_json, atomic_write_text, shipped
+from dgnam.io import atomic_write_json, atomic_write_text, reading, shipped
 from dgnam.nets.model import Model, describe_layers, parse_layer, resolve_layer
 from dgnam.nets.zoo import load_model
 from dgnam.prior.generator import UpconvGenerator
@@ -30,31 +32,21 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 # --- argument types and groups ------------------------------------------------------------------
-def parse_units(text: str) -> list[int]:
-    """``"0-9,15"`` -> [0, 1, ..., 9, 15]."""
-    units: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part:
-                lo, hi = (int(p) for p in part.split("-", 1))
-                if hi < lo:
-                    raise ValueError
-                units += range(lo, hi + 1)
-            elif part:
-                units.append(int(part))
-    except ValueError:
-        raise DgnamError(f"--units {text!r} is not a list like 0-9,15") from None
-    if not units:
-        raise DgnamError("--units is empty; give e.g. 0-9,15")
-    return list(dict.fromkeys(units))
-
-
 def comma_list(text: str, what: str) -> list[str]:
     """``"a, b,a"`` -> ``["a", "b"]``; ``what`` (the option) names the error."""
     items = list(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
     if not items:
         raise DgnamError(f"{what} is empty; give a comma-separated list")
+    return items
+
+
+def comma_choices(text: str, what: str, allowed) -> list[str]:
+    """:func:`comma_list` whose every item must be one of ``allowed`` (e.g. ``--methods``)."""
+    items = comma_list(text, what)
+    unknown = [item for item in items if item not in allowed]
+    if unknown:
+        raise DgnamError(f"unknown {what.lstrip('-').rstrip('s')} {unknown[0]!r} in {what}; "
+                         f"choose from {', '.join(allowed)}")
     return items
 
 
@@ -76,15 +68,6 @@ def position(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a position like 3,3 (row,column)") from None
     return y, x
-
-
-def resolve_device(name: str) -> torch.device:
-    """``--device``: ``auto`` (CUDA when there is a GPU), ``cpu``, ``cuda``, ``cuda:1`` ..."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DgnamError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    return torch.device(name)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -159,8 +142,7 @@ def layer_size(model: Model, layer: str, device: torch.device) -> int:
 
 def image_files(folder: Path, limit: int) -> list[Path]:
     """The images under ``folder`` (``--data``), at most ``limit`` of them spread over the whole tree."""
-    if not folder.is_dir():
-        raise DgnamError(f"--data folder '{folder}' does not exist; point it at a folder of images")
+    existing_folder(str(folder), "--data")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DgnamError(f"--data folder '{folder}' holds no images (.png/.jpg)")
@@ -174,23 +156,18 @@ def load_images(files: list[Path], size: int) -> torch.Tensor:
     """RGB [0, 1] tensor (N, 3, size, size) from image files (resized if needed)."""
     arrays = []
     for f in files:
-        try:
-            with Image.open(f) as im:
-                im = im.convert("RGB")
-                if im.size != (size, size):
-                    im = im.resize((size, size), Image.BICUBIC)
-                arrays.append(np.asarray(im))
-        except OSError as exc:
-            raise DgnamError(f"cannot read image '{f}' ({exc}); remove or fix it") from None
+        with reading(f, "image", "remove or fix it"), Image.open(f) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.BICUBIC)
+            arrays.append(np.asarray(im))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
 
 
 def read_image(path: str, size: int) -> torch.Tensor:
     """(3, size, size) RGB [0, 1] from an image file, with one-line errors for a missing or unreadable file."""
-    file = Path(path)
-    if not file.is_file():
-        raise DgnamError(f"image file '{file}' does not exist; check --image")
-    return load_images([file], size)[0]
+    existing_file(path, "--image")
+    return load_images([Path(path)], size)[0]
 
 
 # --- the generator's encoder and the code prior -------------------------------------------------
@@ -228,8 +205,8 @@ def recommended_code_prior(requested: float | None, generator: UpconvGenerator |
         value = requested
     else:
         value = float(generator.metadata.get("code_prior", 0.0)) if generator is not None else 0.0
-    if not value >= 0:
-        raise DgnamError(f"--code-prior must be >= 0 (0: off), got {value}")
+    if not 0 <= value < float("inf"):  # also a non-finite code_prior a generator's metadata may hold
+        raise DgnamError(f"--code-prior must be >= 0 and finite (0: off), got {value}")
     return value
 
 
@@ -256,10 +233,8 @@ def fresh_out_dir(out: str | None, model_name: str) -> Path:
             n += 1
             path = Path("dgnam-runs") / f"{stamp}-{model_name}-{n}"
         return path
-    path = Path(out)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise DgnamError(f"--out '{path}' exists and is not empty; choose a new directory (runs never overwrite)")
-    return path
+    output(out)
+    return Path(out)
 
 
 def print_table(rows: list[list[str]], header: list[str]) -> None:

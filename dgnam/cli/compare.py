@@ -10,7 +10,9 @@ import time
 import torch
 
 from dgnam.analysis.compare import KINDS, compare
+from dgnam.cli import validate as check
 from dgnam.cli.common import (add_generator_arg, add_run_args, fit_to_generator, fresh_out_dir, generator_path,
+                              layer_size,
                               markdown_table, parse_units, resolve_device, versions, write_report)
 from dgnam.engine.param import make_param
 from dgnam.engine.probe import baseline_transforms
@@ -35,20 +37,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmp.add_argument("--mimic-steps", type=int, default=None, help="steps of the mimicry phase (default: --steps)")
     cmp.add_argument("--batch-size", type=int, default=64)
     add_run_args(cmp)
-    cmp.set_defaults(handler=cmd_compare)
+    cmp.set_defaults(handler=cmd_compare, validate=validate)
+
+
+def validate(args: argparse.Namespace) -> None:
+    """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
+    if len(args.model) != 2:
+        raise DgnamError(f"compare needs exactly two models (--model A --model B); got {len(args.model)}")
+    for spec in args.model:
+        check.model_spec(spec)
+    check.at_least(args, 1, "--steps", "--mimic-steps", "--restarts", "--batch-size", "--input-size")
+    check.seed(args.seed, args.restarts)
+    if args.classes is not None:
+        check.unit_ranges(args.classes, "--classes")
+    check.existing_file(args.generator, "--generator")
+    resolve_device(args.device)
+    check.output(args.out)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    if len(args.model) != 2:
-        raise DgnamError(f"compare needs exactly two models (--model A --model B); got {len(args.model)}")
-    if min(args.steps, args.restarts, args.batch_size, args.mimic_steps if args.mimic_steps is not None else 1) < 1:
-        raise DgnamError("--steps, --mimic-steps, --restarts and --batch-size must be >= 1")
     model_a, model_b = (load_model(spec, input_size=args.input_size, device=device) for spec in args.model)
     generator = load_generator(generator_path(args.generator), device) if args.param == "dgn" else None
     for model in (model_a, model_b):
         fit_to_generator(model, generator)
-    classes = parse_units(args.classes) if args.classes else None
+    classes = (parse_units(args.classes, layer_size(model_a, "output", device), "--classes", f"{model_a.name}'s output")
+               if args.classes is not None else None)
     param = make_param(args.param, generator, model_a.input_size)
     transforms = [] if param.has_prior else baseline_transforms()
     out_dir = fresh_out_dir(args.out, f"{model_a.name}-vs-{model_b.name}")

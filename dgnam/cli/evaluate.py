@@ -10,10 +10,11 @@ from pathlib import Path
 
 import torch
 
+from dgnam.cli import validate as check
 from dgnam.cli.common import (DEFAULT_JUDGES, DEFAULT_MODEL, add_generator_arg, add_model_args, add_run_args,
-                              fit_to_generator, fresh_out_dir, generator_path, image_files, load_code_prior_encoder,
-                              load_images, load_model_from_args, recommended_code_prior, resolve_device,
-                              resolve_shipped, same_file)
+                              comma_choices, fit_to_generator, fresh_out_dir, generator_path, image_files,
+                              load_code_prior_encoder, load_images, load_model_from_args, recommended_code_prior,
+                              resolve_device, resolve_shipped, same_file)
 from dgnam.errors import DgnamError
 from dgnam.evaluation.evaluate import STANDARD_METHODS, evaluate
 from dgnam.grid import labelled_grid, save_png
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--real-limit", type=int, default=1000, help="real images per split (spread over classes)")
     e.add_argument("--batch-size", type=int, default=100)
     add_run_args(e, quiet=False)
-    e.set_defaults(handler=cmd_evaluate)
+    e.set_defaults(handler=cmd_evaluate, validate=validate)
 
 
 def _judge_name(spec: str) -> str:
@@ -80,14 +81,41 @@ def load_labelled(root: Path, limit: int, size: int) -> tuple[torch.Tensor, torc
     return load_images(files, size), labels, classes
 
 
+def validate(args: argparse.Namespace) -> None:
+    """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
+    check.model_args(args)
+    check.at_least(args, 1, "--steps", "--batch-size", "--real-limit")
+    check.at_least(args, 2, "--restarts", *(["--sweep-restarts"] if args.sweep else []),
+                   why=" (diversity compares the images of each class with each other)")
+    check.seed(args.seed, max(args.restarts, args.sweep_restarts))
+    for k, decay in args.sweep:
+        check.finite(k, "--sweep k", minimum=0)
+        check.finite(decay, "--sweep decay", minimum=0)
+    check.finite(args.code_prior, "--code-prior", minimum=0)
+    comma_choices(args.methods, "--methods", STANDARD_METHODS)
+    check.existing_file(args.generator, "--generator")
+    for judge in args.judge or []:
+        check.model_spec(judge, "--judge")
+    for split in ("test", "train"):
+        check.existing_folder(str(Path(args.data) / split), "--data " + split)
+    check.output(args.out)
+
+
+def _class_mismatch(data: Path, classes: list[str], target_classes: list[str]) -> str:
+    """Why the data's class folders do not fit the target's classes, told by what differs."""
+    fix = "point --data at the dataset the target was trained on"
+    if len(classes) > len(target_classes):
+        extra = [c for c in classes if c not in target_classes] or classes[len(target_classes):]
+        return (f"{data} has {len(classes)} class folders but the target has {len(target_classes)} classes "
+                f"(not: {', '.join(extra[:5])}); {fix}")
+    first = next(i for i, (a, b) in enumerate(zip(classes, target_classes)) if a != b)
+    return (f"{data}'s class folder {first} is {classes[first]!r} but the target's class {first} is "
+            f"{target_classes[first]!r}; {fix}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    if min(args.restarts, args.steps, args.sweep_restarts, args.batch_size, args.real_limit) < 1:
-        raise DgnamError("--restarts, --steps, --sweep-restarts, --batch-size and --real-limit must be >= 1")
-    names = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in names if m not in STANDARD_METHODS]
-    if unknown or not names:
-        raise DgnamError(f"unknown method {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(STANDARD_METHODS)}")
+    names = comma_choices(args.methods, "--methods", STANDARD_METHODS)
     target = load_model_from_args(args, device)
     generator = load_generator(generator_path(args.generator), device)
     fit_to_generator(target, generator)
@@ -116,8 +144,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if train_classes != classes:
         raise DgnamError(f"{data}/train and {data}/test hold different class folders; use one dataset layout")
     if target.classes and target.classes[: len(classes)] != classes:
-        raise DgnamError(f"the data's classes {classes[:3]}... differ from the target's {target.classes[:3]}...; "
-                         f"point --data at the dataset the target was trained on")
+        raise DgnamError(_class_mismatch(data, classes, target.classes))
     out_dir = fresh_out_dir(args.out, f"evaluate-{target.name}")
 
     ev = evaluate(target, judges, generator, real_test=(test_x, test_y), real_train=train_x, classes=classes,

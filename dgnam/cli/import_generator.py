@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dgnam.errors import DgnamError
+from dgnam.cli import validate as check
+from dgnam.io import writing
 from dgnam.prior.importers import import_deepsim_fc6, load_port_state_dict, read_act_range
 
 
@@ -20,19 +21,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--bounds", default=None,
                      help="per-unit code upper bounds, whitespace-separated (the paper's act_range/3x/fc6.txt); "
                           "default: none until `dgnam stats` sets them")
-    imp.set_defaults(handler=cmd_import_generator)
+    imp.set_defaults(handler=cmd_import_generator, validate=validate)
+
+
+def validate(args: argparse.Namespace) -> None:
+    """The checks of ``args`` alone, before anything is read (see :mod:`dgnam.cli.validate`)."""
+    check.existing_file(args.src, "SRC")
+    check.existing_file(args.bounds, "--bounds")
+    check.output(args.out, "OUT", folder=False)
 
 
 def cmd_import_generator(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if out.exists():
-        raise DgnamError(f"OUT '{out}' exists; choose a new file (import never overwrites)")
     bounds = read_act_range(args.bounds) if args.bounds else None
     generator = import_deepsim_fc6(load_port_state_dict(args.src), bounds)
     kept = [name for name, layer in generator.convs.items() if layer.bias is not None]
     metadata = {"imported_from": str(args.src), "original": "DeePSiM fc6 generator (Dosovitskiy & Brox 2016), "
                 "inverting CaffeNet fc6 after ReLU", "bounds_file": args.bounds, "conv_biases_kept": kept}
-    generator.save(out, metadata)
+    with writing(out):
+        generator.save(out, metadata)
     bound = generator.code_upper_bound
     bounds_text = (f"bounds {float(bound.min()):.1f}-{float(bound.max()):.1f} (mean {float(bound.mean()):.1f})"
                    if bounds is not None else "no code bounds (pass --bounds or run `dgnam stats`)")

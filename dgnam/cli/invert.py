@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 
 from dgnam.analysis.invert import DEFAULT_TV_WEIGHT, invert
-from dgnam.cli.common import (add_generator_arg, add_model_args, add_run_args, comma_list, fit_to_generator,
-                              fresh_out_dir, generator_path, layer_size, load_model_from_args, markdown_table,
-                              print_table, read_image, resolve_device, short_path, versions, write_report)
+from dgnam.cli import validate as check
+from dgnam.cli.common import (add_generator_arg, add_model_args, add_run_args, comma_choices, comma_list,
+                              fit_to_generator, fresh_out_dir, generator_path, layer_size, load_model_from_args,
+                              markdown_table, print_table, read_image, resolve_device, short_path, versions,
+                              write_report)
 from dgnam.engine.param import PARAMETRIZATIONS
-from dgnam.errors import DgnamError
 from dgnam.io import write_directory
 from dgnam.prior.generator import load_generator
 
@@ -27,17 +28,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_generator_arg(inv)
     inv.add_argument("--tv-weight", type=float, default=DEFAULT_TV_WEIGHT, help="total-variation weight of pixel/Fourier rows")
     add_run_args(inv)
-    inv.set_defaults(handler=cmd_invert)
+    inv.set_defaults(handler=cmd_invert, validate=validate)
+
+
+def validate(args: argparse.Namespace) -> None:
+    """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
+    check.model_args(args)
+    check.at_least(args, 1, "--steps")
+    check.seed(args.seed)
+    comma_choices(args.params, "--params", PARAMETRIZATIONS)
+    comma_list(args.layers, "--layers")
+    check.finite(args.tv_weight, "--tv-weight", minimum=0)
+    check.existing_file(args.image, "--image")
+    check.existing_file(args.generator, "--generator")
+    check.output(args.out)
 
 
 def cmd_invert(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    if args.steps < 1:
-        raise DgnamError("--steps must be >= 1")
-    params = comma_list(args.params, "--params")
-    unknown = [p for p in params if p not in PARAMETRIZATIONS]
-    if unknown:
-        raise DgnamError(f"unknown param {unknown[0]!r} in --params; choose from {', '.join(PARAMETRIZATIONS)}")
+    params = comma_choices(args.params, "--params", PARAMETRIZATIONS)
     layers = comma_list(args.layers, "--layers")
     model = load_model_from_args(args, device)
     generator = load_generator(generator_path(args.generator), device) if "dgn" in params or args.generator else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from dgnam.cli.common import add_model_args, load_model_from_args, print_table, resolve_device
+from dgnam.cli.validate import model_args
 from dgnam.errors import DgnamError
 from dgnam.nets.model import describe_layers, last_spatial_layer
 
@@ -13,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``dgnam layers`` to the parser's subcommands."""
     lay = sub.add_parser("layers", help="list a model's layers with output shapes and parameter counts")
     add_model_args(lay)
-    lay.set_defaults(handler=cmd_layers)
+    lay.set_defaults(handler=cmd_layers, validate=model_args)
 
 
 def cmd_layers(args: argparse.Namespace) -> int:

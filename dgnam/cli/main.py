@@ -6,12 +6,15 @@ Every user error is one line on stderr and exit code 2; nothing is written when 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dgnam
 from dgnam.cli import (attribute, compare, evaluate, import_generator, invert, layers, sample, sanity, stats,
                        synthesize, unnatural)
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, Terminated
 
 # In `dgnam --help` order; each module's register(sub) adds its subcommands with their handler.
 COMMANDS = (synthesize, layers, stats, sample, evaluate, import_generator, invert, compare, attribute, sanity,
@@ -35,16 +38,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``dgnam`` with ``argv`` (default: the process's arguments); returns the exit code."""
+    """Run ``dgnam`` with ``argv`` (default: the process's arguments); returns the exit code.
+
+    The command's ``validate(args)`` checks the arguments before its handler loads or computes anything.
+    """
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        with terminate_like_interrupt():
+            args.validate(args)
+            return args.handler(args)
     except DgnamError as exc:
         print(f"dgnam: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # one not met where it arises (those are DgnamErrors naming their fix)
+        where = f" '{exc.filename}'" if exc.filename else ""
+        print(f"dgnam: error: {exc.strerror or exc}{where}; check the path, free space and permissions",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dgnam: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("dgnam: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+
+
+@contextmanager
+def terminate_like_interrupt() -> Iterator[None]:
+    """SIGTERM (``timeout``, a batch scheduler's preemption) raises :class:`Terminated` in the main thread,
+    so the cleanup that runs on Ctrl-C (staging folders, temporary files) runs too; the previous handler is
+    restored afterwards."""
+    def terminate(signum, frame):
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (an embedding application's worker): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid
 
+from dgnam.cli import validate as check
 from dgnam.cli.common import DEFAULT_SAMPLER, add_generator_arg, generator_path, resolve_device
 from dgnam.errors import DgnamError
 from dgnam.grid import save_png
+from dgnam.io import writing
 from dgnam.prior.generator import load_generator
 from dgnam.prior.sampler import load_code_sampler
 
@@ -30,17 +32,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     sm.add_argument("--seed", type=int, default=0, help="the same seed gives the same samples")
     sm.add_argument("--out", required=True, help="PNG file to write (must not exist)")
     sm.add_argument("--device", default="auto")
-    sm.set_defaults(handler=cmd_sample)
+    sm.set_defaults(handler=cmd_sample, validate=validate)
+
+
+def validate(args: argparse.Namespace) -> None:
+    """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
+    if Path(args.out).suffix.lower() != ".png":
+        raise DgnamError(f"--out '{args.out}' must be a .png file")
+    check.output(args.out, folder=False)
+    check.at_least(args, 1, "--n")
+    check.seed(args.seed)
+    check.existing_file(args.generator, "--generator")
+    check.existing_file(args.sampler, "--sampler")
+    resolve_device(args.device)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if out.exists():
-        raise DgnamError(f"--out '{out}' exists; choose a new file")
-    if out.suffix.lower() != ".png":
-        raise DgnamError(f"--out '{out}' must be a .png file")
-    if args.n is not None and args.n < 1:
-        raise DgnamError(f"--n must be at least 1, got {args.n}")
     device = resolve_device(args.device)
     generator = load_generator(generator_path(args.generator), device)
     sampler = load_code_sampler(args.sampler or DEFAULT_SAMPLER, device)
@@ -62,6 +70,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     with torch.no_grad():
         codes = sampler.sample(n, seed=args.seed, labels=labels)
         images = torch.cat([generator.generate(chunk) for chunk in codes.split(256)])
-    save_png(make_grid(images.cpu(), nrow=nrow, padding=1), out)
+    with writing(out):
+        save_png(make_grid(images.cpu(), nrow=nrow, padding=1), out)
     print(f"wrote {len(images)} samples to {out}{what}")
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from dgnam.cli import validate as check
 from dgnam.cli.common import (DEFAULT_JUDGES, add_generator_arg, add_model_args, fit_to_generator, fresh_out_dir,
                               generator_path, layer_size, load_code_encoder, load_model_from_args, parse_units,
                               recommended_code_prior, resolve_device, versions, write_report)
@@ -46,20 +47,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--out", default=None, help="output directory (must not exist or be empty)")
     s.add_argument("--quiet", action="store_true", help="no progress messages")
-    s.set_defaults(handler=cmd_sanity)
+    s.set_defaults(handler=cmd_sanity, validate=validate)
 
 
-def _check_counts(args: argparse.Namespace) -> None:
-    if args.steps < 1 or args.batch_size < 1:
-        raise DgnamError("--steps and --batch-size must be >= 1")
-    if args.restarts < 2:
-        raise DgnamError("the check compares restarts of the trained model with each other; use --restarts 2 or more")
-    if args.stages < 0:
-        raise DgnamError("--stages must be >= 0 (0: one stage per block)")
+def validate(args: argparse.Namespace) -> None:
+    """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
+    check.model_args(args)
+    check.at_least(args, 1, "--steps", "--batch-size")
+    check.at_least(args, 2, "--restarts", why=" (the check compares the trained model's restarts with each other)")
+    check.at_least(args, 0, "--stages", why=" (0: one stage per block)")
+    check.seed(args.seed, args.restarts)
+    if args.units is not None:
+        check.unit_ranges(args.units)
+    check.finite(args.code_prior, "--code-prior", minimum=0)
+    check.existing_file(args.generator, "--generator")
+    check.model_spec(args.judge, "--judge")
+    check.output(args.out)
 
 
 def cmd_sanity(args: argparse.Namespace) -> int:
-    _check_counts(args)
     device = resolve_device(args.device)
     model = load_model_from_args(args, device)
     if not any(True for _ in model.parameters()):
@@ -67,11 +73,8 @@ def cmd_sanity(args: argparse.Namespace) -> int:
     generator = load_generator(generator_path(args.generator), device)
     fit_to_generator(model, generator)
     n_units = layer_size(model, args.layer, device)
-    units = parse_units(args.units) if args.units else list(range(min(n_units, 10)))
-    bad = [u for u in units if not 0 <= u < n_units]
-    if bad:
-        raise DgnamError(f"unit {bad[0]} is out of range for layer {args.layer!r}, which has {n_units} units "
-                         f"(valid: 0-{n_units - 1})")
+    units = (parse_units(args.units, n_units, of=f"layer {args.layer!r}") if args.units is not None
+             else list(range(min(n_units, 10))))
     stages = cascade_stages(model, args.layer, args.stages)  # names a layer without parameters below it, early
     code_prior = recommended_code_prior(args.code_prior, generator)
     # The code prior reads the code with the generator's own encoder, loaded apart from the target:

@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from dgnam.cli import validate as check
 from dgnam.cli.common import image_files, load_code_encoder, load_images, resolve_device
 from dgnam.errors import DgnamError
+from dgnam.io import writing
 from dgnam.prior.generator import UpconvGenerator, load_generator
 from dgnam.prior.stats import code_statistics
 
@@ -27,19 +29,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--out", required=True, help="where to write the generator with new bounds (must not exist)")
     st.add_argument("--data-limit", type=int, default=50000)
     st.add_argument("--device", default="auto")
-    st.set_defaults(handler=cmd_stats)
+    st.set_defaults(handler=cmd_stats, validate=validate)
+
+
+def validate(args: argparse.Namespace) -> None:
+    """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
+    resolve_device(args.device)
+    check.existing_file(args.generator, "--generator")
+    check.existing_file(args.encoder, "--encoder")
+    check.existing_folder(args.data, "--data")
+    check.at_least(args, 1, "--data-limit")
+    check.finite(args.k, "--k", minimum=0)  # an infinite bound would reach every later run's manifest
+    check.finite(args.code_prior, "--code-prior", minimum=0)
+    check.output(args.out, folder=False)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     out = Path(args.out)
-    if out.exists():
-        raise DgnamError(f"--out '{out}' exists; choose a new file (stats never overwrite a generator)")
-    if not args.k >= 0:
-        raise DgnamError(f"--k must be >= 0 (bound = mean + k * std), got {args.k}")
-    if args.code_prior is not None and not args.code_prior >= 0:
-        raise DgnamError(f"--code-prior must be >= 0 (0: off), got {args.code_prior}")
-    generator = load_generator(args.generator, device)
+    generator = load_generator(args.generator, device, rebounding=True)
     metadata = {**generator.metadata, **({"code_prior": args.code_prior} if args.code_prior is not None else {})}
     if args.data is None:
         return _rebound(generator, metadata, args.k, out)
@@ -51,7 +59,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         raise DgnamError(f"encoder layer {generator.encoder_layer!r} has {mean.numel()} units but the generator takes "
                          f"{generator.code_dim}; pass the matching --encoder")
     generator.set_code_statistics(mean.to(device), std.to(device), args.k)
-    generator.save(out, {**metadata, "bound_k": args.k, "code_summary": summary, "stats_data": args.data})
+    with writing(out):
+        generator.save(out, {**metadata, "bound_k": args.k, "code_summary": summary, "stats_data": args.data})
     bound = generator.code_upper_bound
     print(f"{summary['n_images']} images: code zeros {summary['zero_fraction']:.2f}, mean {summary['mean']:.3f}; "
           f"bounds {float(bound.min()):.2f}-{float(bound.max()):.2f} (mean {float(bound.mean()):.2f}); wrote {out}")
@@ -64,7 +73,8 @@ def _rebound(generator: UpconvGenerator, metadata: dict[str, Any], k: float, out
         raise DgnamError("the generator stores no code statistics; pass --data to compute them from real images")
     old_k = generator.metadata.get("bound_k")
     generator.set_code_statistics(generator.code_mean, generator.code_std, k)
-    generator.save(out, {**metadata, "bound_k": k})
+    with writing(out):
+        generator.save(out, {**metadata, "bound_k": k})
     bound = generator.code_upper_bound
     print(f"bound k {old_k} -> {k} on the stored statistics: bounds {float(bound.min()):.2f}-{float(bound.max()):.2f} "
           f"(mean {float(bound.mean()):.2f}); wrote {out}")

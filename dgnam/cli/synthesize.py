@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 import dgnam
+from dgnam.cli import validate as check
 from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_model_args, fit_to_generator, fresh_out_dir,
                               generator_path, image_files, layer_size, load_code_prior_encoder, load_images,
                               load_model_from_args, parse_units, position, print_table, recommended_code_prior,
@@ -76,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="pad every batch to --batch-size so any single image re-runs bit for bit on its own")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--fp32", action="store_true", help="on CUDA, no bf16 autocast: full float32 (slower)")
-    s.set_defaults(handler=cmd_synthesize)
+    s.set_defaults(handler=cmd_synthesize, validate=validate)
 
     sharded = sub.add_parser("synthesize-sharded", parents=[s], add_help=False,
                              help="synthesize across processes/GPUs (launch with torchrun); one merged manifest",
@@ -87,7 +88,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     sharded.add_argument("--compile", action="store_true", help="torch.compile the generator (CUDA only)")
     # Not set_defaults(fixed_batch=True): `parents=` shares the action objects, and set_defaults would
     # change the default of `dgnam synthesize --fixed-batch` too (it padded every default run to 64 rows).
-    sharded.set_defaults(handler=cmd_synthesize_sharded)
+    sharded.set_defaults(handler=cmd_synthesize_sharded)  # validate: inherited from synthesize
+
+
+def validate(args: argparse.Namespace) -> None:
+    """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
+    check.model_args(args)
+    check.at_least(args, 1, "--steps", "--restarts", "--batch-size", "--data-limit")
+    check.seed(args.seed, args.restarts)
+    if args.units is not None:
+        check.unit_ranges(args.units)
+    check.finite(args.code_prior, "--code-prior", minimum=0)
+    check.existing_file(args.generator, "--generator")
+    check.existing_file(args.init_sampler, "--init-sampler")
+    check.existing_folder(args.data, "--data")
+    check.output(args.out)
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
@@ -122,8 +137,6 @@ class Plan:
 def run(args: argparse.Namespace, sharded: bool) -> int:
     """Synthesise ``args``' units on every process torchrun started (one, launched plainly), each writing its
     images into one staging folder, which rank 0 completes with grid.png and manifest.json and renames."""
-    if args.steps < 1 or args.restarts < 1 or args.batch_size < 1:
-        raise DgnamError("--steps, --restarts and --batch-size must be >= 1")
     start = time.time()
     with process_group(resolve_device(args.device)) as ranks:
         plan = rank_zero_first(lambda: prepare(args, ranks.device, sharded), ranks)
@@ -160,11 +173,8 @@ def prepare(args: argparse.Namespace, device: torch.device, sharded: bool) -> Pl
     n_units = layer_size(model, args.layer, device)
     if args.position is not None and args.layer == "output":
         raise DgnamError("--position applies to conv layers; the model output has no spatial positions")
-    units = parse_units(args.units) if args.units else list(range(min(n_units, 10)))
-    bad = [u for u in units if not 0 <= u < n_units]
-    if bad:
-        raise DgnamError(f"unit {bad[0]} is out of range for layer {args.layer!r}, which has {n_units} units "
-                         f"(valid: 0-{n_units - 1})")
+    units = (parse_units(args.units, n_units, of=f"layer {args.layer!r}") if args.units is not None
+             else list(range(min(n_units, 10))))
     real_images = load_images(image_files(Path(args.data), args.data_limit), model.input_size) if args.data else None
     sampler = load_code_sampler(args.init_sampler, device) if args.init_sampler else None
     param = make_param(args.param, generator, model.input_size, sampler)

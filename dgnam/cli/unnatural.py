@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 import time
 
+from dgnam.cli import validate as check
 from dgnam.cli.common import (add_generator_arg, add_model_args, fit_to_generator, fresh_out_dir, generator_path,
                               load_code_encoder, load_model_from_args, markdown_table, recommended_code_prior,
                               resolve_device, versions, write_report)
 from dgnam.cli.sanity import DEFAULT_JUDGE
 from dgnam.engine.param import make_param
 from dgnam.engine.probe import visualize
-from dgnam.errors import DgnamError
 from dgnam.io import shipped, write_directory
 from dgnam.nets.zoo import load_model
 from dgnam.prior.generator import load_generator
@@ -46,12 +46,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--out", default=None, help="output directory (must not exist or be empty)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(handler=cmd_unnatural)
+    s.set_defaults(handler=cmd_unnatural, validate=validate)
+
+
+def validate(args: argparse.Namespace) -> None:
+    """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
+    check.model_args(args)
+    check.at_least(args, 1, "--steps", "--restarts", "--batch-size")
+    check.seed(args.seed, args.restarts)
+    check.finite(args.code_prior, "--code-prior", minimum=0)
+    check.model_spec(args.detector, "--detector")
+    check.model_spec(args.judge, "--judge")
+    check.existing_file(args.generator, "--generator")
+    check.output(args.out)
 
 
 def cmd_unnatural(args: argparse.Namespace) -> int:
-    if min(args.steps, args.restarts, args.batch_size) < 1:
-        raise DgnamError("--steps, --restarts and --batch-size must be >= 1")
     device = resolve_device(args.device)
     model = load_model_from_args(args, device)
     pairs = class_pairs(model.classes, args.variant)

@@ -24,8 +24,8 @@ def check_code_prior(weight: float, generator: UpconvGenerator | None, code_enco
     """One-line errors unless a code prior of ``weight`` (0: off) has what it needs."""
     if not weight:
         return
-    if not weight > 0:
-        raise DgnamError(f"code_prior must be >= 0 (0: off), got {weight}")
+    if not 0 < weight < float("inf"):
+        raise DgnamError(f"code_prior must be a finite number >= 0 (0: off), got {weight}")
     if code_encoder is None:
         raise DgnamError("code_prior needs code_encoder: the encoder whose layer the generator inverts")
     if generator is None or not generator.encoder_layer:

@@ -86,6 +86,26 @@ def _gather_activations(requirements, images_for_models: torch.Tensor, raw_image
     return acts
 
 
+def _non_finite_cause(step: int, images: torch.Tensor, acts: dict, recorded: torch.Tensor) -> str:
+    """One line naming why the objective is NaN/inf at ``step``: the images, a model's activation on finite
+    images (its output, or its normalisation), or the terms added to the unit (the code prior's weight)."""
+    where = f"the objective became NaN/inf at step {step}"
+    if not torch.isfinite(images).all():
+        return (f"{where}: the images themselves are not finite; check the generator's weights and the code's "
+                f"start (--init-sampler)")
+    for (model, layer), value in acts.items():
+        if model is None or torch.isfinite(value).all():
+            continue
+        if model.normalize and not (torch.isfinite(model.std).all() and (model.std > 0).all()
+                                    and torch.isfinite(model.mean).all()):
+            return f"{where}: {model.name}'s normalisation is not finite; fix --mean/--std (std > 0)"
+        return (f"{where}: the model's output ({model.name}, layer {layer!r}) is NaN/inf on finite images; "
+                f"check the model's weights and forward")
+    if torch.isfinite(recorded).all():
+        return f"{where}: the unit is finite but an added term is not; lower its weight (--code-prior)"
+    return f"{where}: the objective's own arithmetic overflows; check its weights"
+
+
 def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[int],
                model: Model | None = None, steps: int = 200, optimizer: Optimizer | None = None,
                transforms: Sequence = (), batch_size: int = 64, device: str | torch.device = "cpu",
@@ -146,7 +166,7 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
     history = torch.zeros(steps, n)
     start = time.time()
     bar = tqdm(total=steps * math.ceil(n / batch_size), disable=not progress, unit="step", leave=False)
-    with eval_mode(*frozen):
+    with eval_mode(*frozen), bar:  # the bar is cleared before an error is printed, not after it
         for rows in _chunks(n, batch_size):
             n_real = len(rows)
             if fixed_batch and n_real < batch_size:
@@ -168,6 +188,8 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
                     acts = _gather_activations(requirements, seen, images, params)
                     value = chunk_objective(acts).float()
                     recorded = value if chunk_record is None else chunk_record(acts).float()
+                if not torch.isfinite(value).all():  # stop at once: every later step would be NaN too
+                    raise DgnamError(_non_finite_cause(step, images, acts, recorded))
                 (grad,) = torch.autograd.grad(value.sum(), params)
                 optimizer.update(params, grad.float(), step, param.project)
                 history[step, rows[:n_real]] = recorded.detach()[:n_real].cpu()
@@ -181,12 +203,10 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
                 if chunk_record is not None and torch.isfinite(final_value).all():  # else the check below fails
                     final_value = chunk_record(acts).float()
             if not torch.isfinite(final_value).all():
-                raise DgnamError("the objective became NaN/inf; lower the step size or check the model for "
-                                 "numerical problems")
+                raise DgnamError(_non_finite_cause(steps, final, acts, final_value))
             images_out.append(final.detach()[:n_real].float().clamp(0, 1).cpu())
             values_out.append(final_value.detach()[:n_real].cpu())
             params_out.append(params.detach()[:n_real].cpu())
-    bar.close()
     settings = {"objective": objective.name, "steps": steps, "batch_size": batch_size, "fixed_batch": fixed_batch,
                 "device": str(device),
                 "amp": amp, "transforms": [repr(t) for t in transforms], **param.describe(), **optimizer.describe(),

@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, first_line
 from dgnam.io import load_checkpoint
 from dgnam.nets import ARCHITECTURES
-from dgnam.nets.model import Model, first_line
+from dgnam.nets.model import Model
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -55,8 +55,9 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         net = build_classifier(ckpt["arch"], ckpt["arch_kwargs"])
         net.load_state_dict(ckpt["state_dict"])
-        return Model(net, input_size=ckpt["input_size"], mean=ckpt["mean"], std=ckpt["std"], name=Path(path).stem,
-                     classes=metadata.get("classes", []), metadata=metadata).to(device)
+        model = Model(net.eval(), input_size=ckpt["input_size"], mean=ckpt["mean"], std=ckpt["std"],
+                      name=Path(path).stem, classes=metadata.get("classes", []), metadata=metadata)
     except (RuntimeError, KeyError, TypeError) as exc:
         raise DgnamError(f"'{path}' is damaged or does not match its architecture "
                          f"({type(exc).__name__}: {first_line(exc, 100)}); re-export the checkpoint") from None
+    return model.to(device)  # outside the try: a device that fails is no damage to the file

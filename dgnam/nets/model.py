@@ -22,13 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, first_line
 
 OUTPUT = "output"
 INPUT = "input"
 # Not a layer: the parametrisation's current parameters (a DGN-AM code), for objectives on the code itself.
 PARAMS = "params"
 _CALL_SUFFIX = re.compile(r"^(?P<name>.*)@(?P<call>\d+)$")
+# A first convolution built for other than RGB input (torch's message).
+_CHANNELS = re.compile(r"to have (?P<want>\d+) channels, but got 3 channels")
 
 
 class Model(nn.Module):
@@ -52,7 +54,9 @@ class Model(nn.Module):
             raise DgnamError(f"fit must be 'resize' or 'crop', got {fit!r}")
         if (mean is None) != (std is None):
             raise DgnamError("give both mean and std for normalisation, or neither")
-        self.module = module.eval()
+        # The module keeps its mode: the user's module, handed to the API, is returned as it came. Every
+        # forward dgnam runs switches to eval mode for its duration (eval_mode); the loaders make theirs eval.
+        self.module = module
         self.input_size = input_size
         self.fit = fit
         self.name = name or type(module).__name__
@@ -87,6 +91,11 @@ class Model(nn.Module):
             if not _shape_error(exc):
                 raise
             first = first_line(exc)
+            channels = _CHANNELS.search(str(exc))
+            if channels and channels["want"] != "3":  # no input size helps: dgnam's images are RGB
+                raise DgnamError(f"{self.name} takes {channels['want']}-channel input but dgnam feeds it 3-channel RGB "
+                                 f"images; wrap the model so it takes 3-channel RGB input (e.g. convert to grey "
+                                 f"first in its forward)") from None
             raise DgnamError(f"{self.name} failed on input of shape {tuple(x.shape)} ({first}); "
                              f"set the model's input size (CLI: --input-size) to what it was built for") from None
 
@@ -119,12 +128,6 @@ class Model(nn.Module):
         if want_output:
             acts[OUTPUT] = _first_tensor(out, OUTPUT)
         return acts
-
-
-def first_line(exc: BaseException, limit: int = 150) -> str:
-    """The first line of an exception's message (error messages here are one line)."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
 def _shape_error(exc: RuntimeError) -> bool:
@@ -272,7 +275,7 @@ def _trace(model: Model, image_size: int | None, record, skip: tuple[type, ...] 
         for name, sub in model.module.named_modules():
             if name and not isinstance(sub, skip):
                 handles.append(sub.register_forward_hook(lambda mod, inputs, output, name=name: record(name, output)))
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model.module):  # a module in training mode keeps its BatchNorm statistics
             p = next(model.module.parameters(), None)
             model(torch.zeros(1, 3, size, size, device=p.device if p is not None else "cpu"))
     finally:

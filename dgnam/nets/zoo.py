@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, first_line
 from dgnam.io import is_torchscript
 from dgnam.nets.classifiers import load_classifier
-from dgnam.nets.model import Model, first_line
+from dgnam.nets.model import Model
 
 
 def load_torchvision(name: str, weights: str | None = "DEFAULT", input_size: int | None = None,
@@ -56,7 +56,7 @@ def load_torchvision(name: str, weights: str | None = "DEFAULT", input_size: int
             file = chosen.url.rsplit("/", 1)[-1]
             raise DgnamError(f"cannot download {name} weights ({type(exc).__name__}, offline?); place {file} in "
                              f"{torch.hub.get_dir()}/checkpoints/ or use random weights (weights=None; CLI: torchvision:NAME:none)") from None
-    return Model(net, input_size=size, mean=mean, std=std, name=name, classes=classes).to(device)
+    return Model(net.eval(), input_size=size, mean=mean, std=std, name=name, classes=classes).to(device)
 
 
 def _import_factory(spec: str):
@@ -111,17 +111,18 @@ def load_model(spec: str, *, input_size: int | None = None, mean: list[float] | 
         except Exception:
             raise DgnamError(f"'{path}' is neither a dgnam classifier nor a TorchScript file; export it with "
                              f"torch.jit.script/trace, or pass FILE.py:factory") from None
-        return Model(net, input_size=input_size, mean=mean, std=std, name=path.stem).to(device)
+        return Model(net.eval(), input_size=input_size, mean=mean, std=std, name=path.stem).to(device)
     factory = _import_factory(spec)
     try:
         net = factory()
     except Exception as exc:
         raise DgnamError(f"calling {spec} failed ({type(exc).__name__}: {first_line(exc)}); the factory must take no arguments") from None
     if isinstance(net, Model):
+        net.module.eval()
         return _override_preprocessing(net, mean, std, input_size).to(device)
     if not isinstance(net, nn.Module):
         raise DgnamError(f"{spec} returned {type(net).__name__}, not an nn.Module")
-    return Model(net, input_size=input_size, mean=mean, std=std, name=spec.rpartition(":")[2]).to(device)
+    return Model(net.eval(), input_size=input_size, mean=mean, std=std, name=spec.rpartition(":")[2]).to(device)
 
 
 def _override_preprocessing(model: Model, mean, std, input_size: int | None = None) -> Model:

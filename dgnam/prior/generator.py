@@ -15,6 +15,7 @@ maps to RGB in [0, 1].
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,8 @@ class UpconvGenerator(nn.Module):
         """Store per-unit code statistics and set ``code_upper_bound = mean + k * std`` (paper: k = 3)."""
         if mean.shape != (self.code_dim,) or std.shape != (self.code_dim,):
             raise DgnamError(f"code statistics must have shape ({self.code_dim},), got {tuple(mean.shape)}")
+        if not math.isfinite(k) or k < 0:  # an infinite bound reaches every run's manifest (JSON has no inf)
+            raise DgnamError(f"k must be a finite number >= 0 (bound = mean + k * std), got {k}")
         self.code_mean.copy_(mean)
         self.code_std.copy_(std)
         self.code_upper_bound.copy_(mean + k * std)
@@ -241,8 +244,12 @@ class UpconvGenerator(nn.Module):
         return atomic_save(self.checkpoint(metadata), path)
 
 
-def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> UpconvGenerator:
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
+                   rebounding: bool = False) -> UpconvGenerator:
     """Load a generator saved by :meth:`UpconvGenerator.save` (``torch.load(weights_only=True)``).
+
+    One whose recorded bound k is not finite is refused unless ``rebounding`` (``dgnam stats``, which
+    sets new bounds).
 
     Example: ``G = dgnam.load_generator("checkpoints/cifar10/generator.pt")``
     """
@@ -252,6 +259,10 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
                               ckpt.get("encoder", ""), ckpt.get("metadata", {}))
     except (KeyError, TypeError, ValueError) as exc:
         raise DgnamError(f"'{path}' has an invalid generator architecture ({exc}); re-export it") from None
+    bound_k = gen.metadata.get("bound_k")
+    if not rebounding and isinstance(bound_k, float) and not math.isfinite(bound_k):  # written before `dgnam stats` refused it
+        raise DgnamError(f"'{path}' records code bounds with k = {bound_k}; rewrite it with "
+                         f"`dgnam stats --generator {path} --k 3 --out NEW.pt`")
     try:
         gen.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, KeyError, TypeError) as exc:

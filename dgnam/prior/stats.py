@@ -8,7 +8,7 @@ import torch
 from einops import rearrange
 
 from dgnam.errors import DgnamError
-from dgnam.nets.model import Model
+from dgnam.nets.model import Model, eval_mode
 
 
 @torch.no_grad()
@@ -20,7 +20,8 @@ def encode_all(encoder: Model, layer: str, images: torch.Tensor, batch: int = 50
         chunk = images[start:start + batch]
         if chunk.dtype == torch.uint8:
             chunk = chunk.float() / 255
-        codes.append(encoder.run(chunk, [layer])[layer].flatten(1))
+        with eval_mode(encoder):  # a caller's encoder keeps its mode and BatchNorm statistics
+            codes.append(encoder.run(chunk, [layer])[layer].flatten(1))
     return torch.cat(codes)
 
 
@@ -40,7 +41,9 @@ def code_statistics(encoder: Model, layer: str, batches: Iterable[torch.Tensor],
             images = images.to(device)
             if images.dtype == torch.uint8:
                 images = images.float() / 255
-            yield encoder.run(images, [layer])[layer]
+            with eval_mode(encoder):  # a caller's encoder keeps its mode and BatchNorm statistics
+                code = encoder.run(images, [layer])[layer]
+            yield code
 
     return summarize_codes(codes())
 

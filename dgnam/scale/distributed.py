@@ -21,8 +21,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from dgnam.errors import DgnamError
-from dgnam.nets.model import first_line
+from dgnam.errors import DgnamError, first_line
 
 T = TypeVar("T")
 # Ranks wait in a collective while rank 0 alone downloads weights or merges thousands of images;

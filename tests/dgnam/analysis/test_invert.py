@@ -5,6 +5,7 @@ import torch
 
 from dgnam import DgnamError
 from dgnam.analysis import invert
+from dgnam.nets.model import Model
 
 from helpers import _image
 
@@ -30,3 +31,11 @@ def test_inversion_without_generator_refuses_dgn(tiny_model):
         invert(tiny_model, _image(), ["output"], None, params=("dgn",), steps=2)
     res = invert(tiny_model, _image(), ["output"], None, params=("pixel",), steps=2)
     assert res.params == ["pixel"]
+
+
+def test_inversion_leaves_a_training_module_in_training_mode_with_its_batchnorm_statistics():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten()).train()
+    stats = {k: v.clone() for k, v in net[1].state_dict().items()}
+    invert(Model(net, input_size=32), _image(), ["1"], None, params=("pixel",), steps=2)
+    assert net.training and net[1].training
+    assert all(torch.equal(v, stats[k]) for k, v in net[1].state_dict().items())

@@ -2,16 +2,10 @@
 
 import pytest
 
-from dgnam.cli.common import DEFAULT_MODEL, fresh_out_dir, parse_units, recommended_code_prior, resolve_shipped
+from dgnam.cli.common import DEFAULT_MODEL, fresh_out_dir, recommended_code_prior, resolve_shipped
 from dgnam.errors import DgnamError
 
 from helpers import tiny_generator
-
-
-def test_parse_units():
-    assert parse_units("0-3,7") == [0, 1, 2, 3, 7]
-    with pytest.raises(Exception, match="not a list"):
-        parse_units("3-1")
 
 
 def test_code_prior_defaults_to_the_generators_recommendation():
@@ -23,6 +17,9 @@ def test_code_prior_defaults_to_the_generators_recommendation():
     assert recommended_code_prior(None, gen) == 0.0 and recommended_code_prior(None, None) == 0.0  # the paper's
     with pytest.raises(DgnamError, match="--code-prior must be >= 0"):
         recommended_code_prior(-0.1, gen)
+    gen.metadata = {"code_prior": float("inf")}  # a generator written elsewhere: refused before any synthesis
+    with pytest.raises(DgnamError, match="--code-prior must be >= 0 and finite"):
+        recommended_code_prior(None, gen)
 
 
 def test_out_dir_must_be_new_or_empty_and_shipped_paths_resolve(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ SUBCOMMANDS = ("synthesize", "synthesize-sharded", "layers", "stats", "sample", 
 
 
 @pytest.mark.parametrize("command, extra, message", [
-    ("invert", ["--generator", "G", "--image", "missing.png", "--layers", "1"], "image file 'missing.png' does not exist"),
+    ("invert", ["--generator", "G", "--image", "missing.png", "--layers", "1"], "--image 'missing.png' does not exist"),
     ("invert", ["--generator", "G", "--image", "X", "--layers", "1,conv9"], "unknown layer 'conv9'"),
     ("invert", ["--generator", "G", "--image", "X", "--layers", "1", "--params", "dgn,pixels"], "unknown param 'pixels'"),
     ("attribute", ["--image", "X", "--input-size", "32", "--target", "7"], "target class 7 is out of range"),

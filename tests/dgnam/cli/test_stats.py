@@ -8,7 +8,7 @@ from PIL import Image
 
 from dgnam.cli.common import DEFAULT_GENERATOR
 
-from helpers import run_cli
+from helpers import run_cli, tiny_generator
 
 
 def test_stats_recomputes_bounds(tmp_path, user_files):
@@ -65,3 +65,17 @@ def test_generator_records_its_recommended_code_prior(tmp_path):
         assert ("code_prior(" in settings["engine"]["objective"]) == (expected > 0)
     bad = run_cli("stats", "--generator", gen, "--code-prior", -1, "--out", tmp_path / "bad.pt")
     assert bad.returncode == 2 and "--code-prior must be >= 0" in bad.stderr and not (tmp_path / "bad.pt").exists()
+
+
+def test_a_generator_recording_an_infinite_k_is_refused_by_synthesis_and_repaired_by_stats(tmp_path, user_files, capsys):
+    """`dgnam stats --k inf` is refused now; a generator it once wrote fails in one line naming the repair."""
+    from dgnam import load_generator
+    from dgnam.cli.main import main
+
+    bad, good = tmp_path / "bad.pt", tmp_path / "good.pt"
+    tiny_generator().save(bad, {"bound_k": float("inf")})
+    assert main(["synthesize", "--model", f"{user_files / 'mynet.py'}:make", "--generator", str(bad), "--steps", "1",
+                 "--restarts", "1", "--quiet", "--out", str(tmp_path / "run")]) == 2
+    assert "--k 3" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert main(["stats", "--generator", str(bad), "--k", "3", "--out", str(good)]) == 0
+    assert load_generator(good).metadata["bound_k"] == 3

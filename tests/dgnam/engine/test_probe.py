@@ -29,3 +29,19 @@ def test_visualize_records_the_unit_not_the_penalty(encoder, gen32):
                            GeneratorCode(gen32), seeds=[0, 1, 0, 1], steps=8)
     assert (penalised.values < res.values - 0.01).all()
     torch.testing.assert_close(penalised.images, res.images)
+
+
+def test_visualize_returns_the_users_module_as_it_came(tiny_gen):
+    """A module in training mode comes back in training mode (every submodule), without hooks, with its
+    BatchNorm statistics and its parameters' requires_grad untouched."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                              torch.nn.Dropout(0.5), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(8, 10)).train()
+    net[3].eval()  # a submodule the user keeps in eval mode stays so
+    modes = {name: sub.training for name, sub in net.named_modules()}
+    stats = {k: v.clone() for k, v in net[1].state_dict().items()}
+    dgnam.visualize(net, [0, 3], layer="2", generator=tiny_gen, steps=3, restarts=2)
+    assert {name: sub.training for name, sub in net.named_modules()} == modes
+    assert all(not sub._forward_hooks and not sub._forward_pre_hooks for sub in net.modules())
+    assert all(torch.equal(v, stats[k]) for k, v in net[1].state_dict().items())
+    assert all(p.requires_grad for p in net.parameters())

@@ -96,3 +96,17 @@ def test_fixed_batch_makes_rows_bit_identical(tiny_model, tiny_gen):
     assert len(alone) == 1 and alone.history.shape == (30, 1)
     assert torch.equal(alone.params[0], batched.params[2])
     assert torch.equal(alone.images[0], batched.images[2])
+
+
+@pytest.mark.parametrize("break_it, cause", [
+    (lambda model: model.module.fc2.bias.data.fill_(float("nan")), r"the model's output \(TinyNet, layer 'output'\)"),
+    (lambda model: model.std.fill_(0.0), "normalisation is not finite; fix --mean/--std"),
+], ids=["model output", "normalisation"])
+def test_a_non_finite_activation_stops_the_first_step_naming_its_cause(break_it, cause, tiny_gen):
+    model = Model(TinyNet(), input_size=32, mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2))
+    break_it(model)
+    seen = []
+    with pytest.raises(DgnamError, match=f"NaN/inf at step 0: .*{cause}") as info:
+        synthesize(class_logit([0, 1]), GeneratorCode(tiny_gen), model=model, seeds=[0, 1], steps=50,
+                   callback=lambda step, rows, params: seen.append(step))
+    assert seen == [] and "\n" not in str(info.value) and "step size" not in str(info.value)

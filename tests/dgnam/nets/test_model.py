@@ -114,13 +114,28 @@ def test_wrong_input_size_is_one_line():
     assert Model(net, input_size=32).run(torch.rand(1, 3, 64, 64), ["output"])["output"].shape == (1, 2)
 
 
+def test_a_model_for_other_than_rgb_input_is_told_to_take_rgb_not_to_change_the_input_size():
+    grey = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten())
+    with pytest.raises(DgnamError, match="takes 1-channel input .* 3-channel RGB") as err:
+        Model(grey, input_size=8).run(torch.rand(1, 3, 8, 8), ["output"])
+    assert "--input-size" not in str(err.value)
+
+
+def test_wrapping_leaves_the_module_in_its_mode_and_describing_it_leaves_batchnorm_statistics():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train()
+    before = net[1].running_mean.clone(), int(net[1].num_batches_tracked)
+    describe_layers(Model(net, input_size=8))
+    assert net.training and net[1].training
+    assert torch.equal(net[1].running_mean, before[0]) and int(net[1].num_batches_tracked) == before[1]
+
+
 def test_eval_mode_restores_each_submodule_flag():
     # A Model wrapper is in training mode while its network is in eval mode; restoring the wrapper
     # must not switch the network's BatchNorm to batch statistics.
     from dgnam.nets.model import eval_mode
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
-    model = Model(net)
+    model = Model(net.eval())
     assert model.training and not net.training
     with eval_mode(model):
         assert not model.training

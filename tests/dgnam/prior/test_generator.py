@@ -98,3 +98,13 @@ def test_corrupt_and_mismatched_files(tmp_path):
 def test_wrong_code_shape():
     with pytest.raises(DgnamError, match=r"expects codes of shape \(B, 16\)"):
         tiny_generator()(torch.rand(2, 20))
+
+
+def test_non_finite_code_bounds_are_refused_when_set_and_when_loaded(tmp_path):
+    gen = tiny_generator()
+    with pytest.raises(DgnamError, match="k must be a finite number"):
+        gen.set_code_statistics(gen.code_mean, gen.code_std, k=float("inf"))
+    gen.save(tmp_path / "g.pt", {"bound_k": float("inf")})  # as `dgnam stats --k inf` once wrote it
+    with pytest.raises(DgnamError, match=r"k = inf; rewrite it with `dgnam stats .* --k 3"):
+        load_generator(tmp_path / "g.pt")
+    assert load_generator(tmp_path / "g.pt", rebounding=True).metadata["bound_k"] == float("inf")

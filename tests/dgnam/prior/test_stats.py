@@ -23,3 +23,11 @@ def test_spatial_code_has_one_statistic_per_unit():
     model = Model(TinyNet(), input_size=32)
     mean, std, _ = code_statistics(model, "relu", [torch.rand(8, 3, 32, 32)])
     assert mean.shape == (8 * 16 * 16,)  # every (channel, y, x) is a code unit, as the generator sees it
+
+
+def test_code_statistics_leave_a_training_encoder_as_it_was():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).train()
+    stats = {k: v.clone() for k, v in net[1].state_dict().items()}
+    mean, _, _ = code_statistics(Model(net), "2", [torch.rand(8, 3, 8, 8), torch.rand(8, 3, 8, 8)])
+    assert net.training and all(torch.equal(v, stats[k]) for k, v in net[1].state_dict().items())
+    assert mean.shape == (4 * 6 * 6,)

@@ -1,0 +1,212 @@
+"""dgnam.cli.validate and the error contract of every command on bad input: exit code 2, exactly one line on
+stderr naming the fix, nothing left on disk (no --out, no hidden staging folder), and a mistake visible in
+the arguments alone reported before any model or checkpoint is loaded."""
+
+import os
+import signal
+import textwrap
+
+import pytest
+import torch
+from PIL import Image
+
+import dgnam.cli.synthesize
+from dgnam.cli.main import main
+from dgnam.cli.validate import parse_units, unit_ranges
+from dgnam.errors import DgnamError
+from dgnam.nets.model import Model
+
+from helpers import USER_MODEL, USER_MODELS, _image, tiny_generator
+
+# Models a user may hand the CLI: one that takes 1-channel input, one whose output is NaN.
+ODD_MODELS = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    def grey():
+        return nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+    class NaNOut(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.fc(x.mean((2, 3))) * float("nan")
+
+    def nan():
+        return NaNOut()
+""")
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Everything the table's rows point at, in a folder of its own (the runs happen elsewhere)."""
+    root = tmp_path_factory.mktemp("inputs")
+    (root / "mynet.py").write_text(USER_MODEL)
+    (root / "nets.py").write_text(USER_MODELS)
+    (root / "odd.py").write_text(ODD_MODELS)
+    tiny_generator().save(root / "gen.pt")
+    pixels = (_image(3).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+    Image.fromarray(pixels).save(root / "x.png")
+    (root / "folder").mkdir()
+    (root / "images").mkdir()
+    Image.fromarray(pixels).save(root / "images" / "a.png")
+    # CIFAR-10's classes and two more: the shipped classifier knows only the first ten.
+    for split in ("train", "test"):
+        for name in CIFAR_CLASSES + ["xylophone", "zebra"]:
+            (root / "twelve" / split / name).mkdir(parents=True)
+            Image.fromarray(pixels).save(root / "twelve" / split / name / "0.png")
+    return root
+
+
+# (arguments, a phrase of the one-line message, detectable from the arguments alone). Placeholders:
+# G tiny generator, M a 5-class factory, X an image, DIR a folder, IMGS a folder of images, OUT the output.
+M = ["--model", "NETS:make_a"]
+SYN = ["synthesize", *M, "--generator", "G", "--steps", "1", "--restarts", "1", "--quiet"]
+CASES = [
+    # 1. an output that cannot be written, for every command that writes
+    (SYN + ["--out", "/dev/null/x"], "'/dev/null' is not a directory", True),
+    (SYN + ["--out", "/proc/dgnam-run"], "cannot be written", True),
+    (["synthesize-sharded", *SYN[1:], "--out", "/dev/null/x"], "not a directory", True),
+    (["stats", "--generator", "G", "--out", "/dev/null/g.pt"], "not a directory", True),
+    (["sample", "--generator", "G", "--out", "/proc/dgnam.png"], "cannot be written", True),
+    (["invert", *M, "--generator", "G", "--image", "X", "--layers", "1", "--out", "/dev/null/x"], "not a directory",
+     True),
+    (["attribute", *M, "--image", "X", "--input-size", "32", "--out", "/dev/null/x"], "not a directory", True),
+    (["compare", *M, "--model", "NETS:make_b", "--generator", "G", "--out", "/dev/null/x"], "not a directory", True),
+    (["evaluate", *M, "--generator", "G", "--data", "TWELVE", "--out", "/dev/null/x"], "not a directory", True),
+    (["import-generator", "G", "/dev/null/g.pt"], "not a directory", True),
+    (SYN + ["--out", "."], "--out '.'", True),
+    # 4. non-finite numbers wherever they enter
+    (["stats", "--generator", "G", "--k", "inf", "--out", "OUT"], "--k", True),
+    (["stats", "--generator", "G", "--k", "nan", "--out", "OUT"], "--k", True),
+    (["stats", "--generator", "G", "--code-prior", "inf", "--out", "OUT"], "--code-prior", True),
+    (SYN + ["--code-prior", "inf"], "--code-prior", True),
+    (SYN + ["--mean", "nan,0,0", "--std", "1,1,1"], "--mean", True),
+    (SYN + ["--mean", "0,0,0", "--std", "0,0,0"], "--std", True),
+    (SYN + ["--mean", "0,0,0", "--std", "1,inf,1"], "--std", True),
+    (["invert", *M, "--generator", "G", "--image", "X", "--layers", "1", "--tv-weight", "inf"], "--tv-weight", True),
+    (["evaluate", *M, "--generator", "G", "--data", "TWELVE", "--sweep", "inf:0.99"], "--sweep", True),
+    # 6. --data-limit
+    (SYN + ["--data", "IMGS", "--data-limit", "0"], "--data-limit", True),
+    (["stats", "--generator", "G", "--data", "IMGS", "--data-limit", "-3", "--out", "OUT"], "--data-limit", True),
+    # 7. evaluate needs two images per class
+    (["evaluate", *M, "--generator", "G", "--data", "TWELVE", "--restarts", "1"], "--restarts 2", True),
+    # 8. validation gaps
+    (SYN + ["--device", "tpu"], "--device 'tpu'", True),
+    (["layers", *M, "--device", "mps"], "--device 'mps'", True),
+    (SYN + ["--input-size", "-4"], "--input-size", True),
+    (SYN + ["--seed", str(2 ** 64)], "--seed", True),
+    (SYN + ["--seed", "-1"], "--seed", True),
+    (["sample", "--generator", "G", "--seed", "-1", "--out", "OUT.png"], "--seed", True),
+    (SYN + ["--units", "0-1000000000"], "out of range", False),
+    (SYN + ["--units", ""], "--units", True),
+    (SYN + ["--steps", "0"], "--steps", True),
+    # 9. misleading messages
+    (SYN + ["--generator", "DIR"], "is a directory", True),
+    (["invert", *M, "--generator", "G", "--image", "DIR", "--layers", "1"], "is a directory", True),
+    (["attribute", *M, "--image", "DIR", "--input-size", "32"], "is a directory", True),
+    (["synthesize", "--model", "ODD:grey", "--generator", "G", "--steps", "1", "--quiet"], "3-channel", False),
+    (["synthesize", "--model", "ODD:nan", "--generator", "G", "--steps", "1", "--quiet"], "model's output", False),
+    (["evaluate", "--data", "TWELVE", "--steps", "1", "--restarts", "2"], "12 class folders", False),
+]
+
+
+def _expand(args, inputs, out):
+    names = {"G": inputs / "gen.pt", "X": inputs / "x.png", "DIR": inputs / "folder", "IMGS": inputs / "images",
+             "TWELVE": inputs / "twelve", "OUT": out, "OUT.png": f"{out}.png"}
+    expanded = [str(names.get(a, a)).replace("NETS", str(inputs / "nets.py")).replace("ODD", str(inputs / "odd.py"))
+                for a in args]
+    own_out = "--out" in args or args[0] in ("stats", "sample", "import-generator", "layers")
+    return expanded if own_out else [*expanded, "--out", str(out)]
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Makes building a model or reading a checkpoint fail the test: for errors the arguments alone show."""
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model or checkpoint was loaded before the arguments were checked")
+    monkeypatch.setattr(Model, "__init__", loaded)
+    monkeypatch.setattr(torch, "load", loaded)
+
+
+def _assert_one_line_and_nothing_written(code, capsys, cwd):
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("dgnam: error: ")
+    assert list(cwd.iterdir()) == []  # no --out, no hidden .NAME.XXXX staging folder, no dgnam-runs/
+    return err
+
+
+@pytest.mark.parametrize("args, phrase, early", CASES, ids=[f"{c[0][0]} {c[1]}" for c in CASES])
+def test_bad_input_fails_in_one_line_with_exit_2_and_writes_nothing(args, phrase, early, inputs, tmp_path, monkeypatch,
+                                                                   capsys, request):
+    monkeypatch.chdir(tmp_path)
+    if early:
+        request.getfixturevalue("no_loading")
+    code = _exit_code(_expand(args, inputs, tmp_path / "run"))
+    err = _assert_one_line_and_nothing_written(code, capsys, tmp_path)
+    assert phrase in err
+
+
+def _exit_code(argv):
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        return exc.code
+
+
+@pytest.mark.parametrize("command", ["image", "data"])
+# x.png has 1024 pixels: over twice the limit (PIL's error), and over the limit (PIL's warning)
+@pytest.mark.parametrize("limit", [100, 600])
+def test_an_image_over_pils_decompression_bomb_limit_is_one_line(command, limit, inputs, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    args = (["invert", *M, "--generator", "G", "--image", "X", "--layers", "1", "--steps", "1"] if command == "image"
+            else SYN + ["--data", "IMGS"])
+    err = _assert_one_line_and_nothing_written(_exit_code(_expand(args, inputs, tmp_path / "run")), capsys, tmp_path)
+    assert "pixels" in err and "downscale" in err
+
+
+def test_sigterm_while_writing_removes_the_staging_folder(inputs, tmp_path, monkeypatch, capsys):
+    """A SIGTERM (timeout, a scheduler's preemption) in the write phase cleans up as SIGINT does."""
+    monkeypatch.chdir(tmp_path)
+    save_png = dgnam.cli.synthesize.save_png
+
+    def save_then_terminate(image, path):
+        save_png(image, path)
+        os.kill(os.getpid(), signal.SIGTERM)  # after the first image is on disk
+
+    monkeypatch.setattr(dgnam.cli.synthesize, "save_png", save_then_terminate)
+    before = signal.getsignal(signal.SIGTERM)
+    code = main(_expand(SYN + ["--units", "0-2"], inputs, tmp_path / "run"))
+    err = capsys.readouterr().err
+    assert code == 128 + signal.SIGTERM
+    assert err.strip().splitlines() == ["dgnam: terminated"]
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before  # main restores the caller's handler
+
+
+def test_an_unwritable_parent_is_refused_before_loading(inputs, tmp_path, monkeypatch, capsys, no_loading):
+    """A read-only directory (bypassed by root's permissions, hence also /proc above)."""
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only directories")
+    monkeypatch.chdir(tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    code = _exit_code(_expand(SYN + ["--out", str(locked / "run")], inputs, tmp_path / "run"))
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot be written" in err and list(locked.iterdir()) == []
+
+
+def test_parse_units_checks_the_range_without_building_the_list():
+    assert parse_units("0-3,7", 10) == [0, 1, 2, 3, 7]
+    assert parse_units("3,0-2,3", 10) == [3, 0, 1, 2]
+    with pytest.raises(DgnamError, match="unit 10 is out of range for layer 'x', which has 10 units"):
+        parse_units("0-3,2-" + "9" * 30, 10, of="layer 'x'")  # 10**30 units: a list would never fit
+    for text in ("3-1", "-2", "a", ""):
+        with pytest.raises(DgnamError, match="--units"):
+            unit_ranges(text)
