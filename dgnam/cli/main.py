@@ -9,11 +9,11 @@ import argparse
 import sys
 
 import dgnam
-from dgnam.cli import attribute, compare, evaluate, import_generator, invert, layers, sample, stats, synthesize
+from dgnam.cli import attribute, compare, evaluate, import_generator, invert, layers, probe, sample, stats, synthesize
 from dgnam.errors import DgnamError
 
 # In `dgnam --help` order; each module's register(sub) adds its subcommands with their handler.
-COMMANDS = (synthesize, layers, stats, sample, evaluate, import_generator, invert, compare, attribute)
+COMMANDS = (synthesize, probe, layers, stats, sample, evaluate, import_generator, invert, compare, attribute)
 
 
 class Parser(argparse.ArgumentParser):
