@@ -96,3 +96,19 @@ def test_fixed_batch_makes_rows_bit_identical(tiny_model, tiny_gen):
     assert len(alone) == 1 and alone.history.shape == (30, 1)
     assert torch.equal(alone.params[0], batched.params[2])
     assert torch.equal(alone.images[0], batched.images[2])
+
+
+def test_result_displays_inline_and_shows(tiny_model, tiny_gen, monkeypatch):
+    import io
+
+    from PIL import Image
+
+    res = dgnam.visualize(tiny_model, [0, 1, 2], generator=tiny_gen, steps=2, restarts=2)
+    with Image.open(io.BytesIO(res._repr_png_())) as im:
+        grid = im.size
+    assert grid[0] < grid[1] * 2  # one row per unit (2 restarts wide), 3 rows
+    html = res._repr_html_()
+    assert html.count("data:image/png;base64,") == 1 and "6 image(s)" in html
+    shown = []
+    monkeypatch.setattr(Image.Image, "show", lambda self, *a, **k: shown.append(self.size))
+    assert res.show().size == grid and shown == [grid]
