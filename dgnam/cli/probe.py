@@ -102,8 +102,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
                    workers=args.workers, progress=not args.quiet, code_prior=code_prior,
                    code_encoder=load_code_prior_encoder(code_prior, generator, device, args.model, model),
                    fixed_batch=args.fixed_batch, thumbnail_format=args.thumbnails)
-    result.settings.update({"command": "probe", "model": args.model, "model_name": model.name,
-                            "generator": generator_path(args.generator) if generator else None,
+    result.settings.update({"command": "probe", "model": args.model or "shipped classifier (cifar10/encoder.pt)",
+                            "model_name": model.name,
+                            "generator": (args.generator or "shipped generator (cifar10/generator.pt)") if generator else None,
                             "data": args.data, "mean": args.mean, "std": args.std, **versions()})
     result.save(out_dir)
     print_summary(result)

@@ -82,10 +82,12 @@
     if (best !== null) hi = Math.max(hi, best);
     var span = hi - lo || 1;
     var node = el("div", { "class": "strip", title: "percentiles of the unit's activation over the data" });
+    var labelled = [0, 50, 90, 99, 100]; // the others are ticks only: labels of close values would overlap
     u.percentiles.forEach(function (v, i) {
-      var t = el("div", { "class": "tick" }, [el("span", { text: "p" + data.percentile_levels[i] })]);
+      var level = data.percentile_levels[i];
+      var t = el("div", { "class": "tick" }, labelled.indexOf(level) >= 0 ? [el("span", { text: "p" + level })] : []);
       t.style.left = (100 * (v - lo) / span) + "%";
-      t.title = "p" + data.percentile_levels[i] + " = " + fmt(v, 3);
+      t.title = "p" + level + " = " + fmt(v, 3);
       node.appendChild(t);
     });
     if (best !== null) {
@@ -114,6 +116,9 @@
     view.appendChild(el("h2", { text: u.label + " (layer " + data.layer + ", unit " + u.unit + ")" }));
     view.appendChild(el("p", { text: "real max " + fmt(u.max, 3) + " · mean " + fmt(u.mean, 3) + " · ratio " + fmt(u.ratio) }));
     view.appendChild(strip(u));
+    view.appendChild(el("p", { "class": "percentiles", text: "percentiles over the data: " + u.percentiles.map(function (v, i) {
+      return "p" + data.percentile_levels[i] + " " + fmt(v, 2);
+    }).join(" · ") + (u.synthesized.length ? " · best synthesised " + fmt(u.synthesized[0].activation, 2) : "") }));
     view.appendChild(el("h3", { text: "Synthesised (" + data.settings.param + ")" }));
     view.appendChild(figureRow(u.synthesized, synthCaption, false));
     if (u.baseline && u.baseline.length) {
