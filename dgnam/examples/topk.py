@@ -82,11 +82,12 @@ def read_units(act: torch.Tensor, units: torch.Tensor, reading: str = "max",
     if reading not in READINGS:
         raise DgnamError(f"reading must be one of {', '.join(READINGS)}, got {reading!r}")
     act = act.float()
-    if act.ndim == 2:
-        return act.index_select(1, units), None
-    if act.ndim != 4:
+    if act.ndim not in (2, 4):
         raise DgnamError(f"layer output of shape {tuple(act.shape[1:])} is neither (units,) nor (channels, H, W)")
-    act = act.index_select(1, units)
+    if len(units) != act.shape[1] or not torch.equal(units, torch.arange(act.shape[1], device=units.device)):
+        act = act.index_select(1, units)  # a subset: copy only its units (the whole layer needs no copy)
+    if act.ndim == 2:
+        return act, None
     h, w = act.shape[-2:]
     if reading == "max":
         values, where = act.flatten(2).max(2)
