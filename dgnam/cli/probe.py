@@ -102,9 +102,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
                    workers=args.workers, progress=not args.quiet, code_prior=code_prior,
                    code_encoder=load_code_prior_encoder(code_prior, generator, device, args.model, model),
                    fixed_batch=args.fixed_batch, thumbnail_format=args.thumbnails)
+    shipped_generator = "shipped generator (cifar10/generator.pt)"
     result.settings.update({"command": "probe", "model": args.model or "shipped classifier (cifar10/encoder.pt)",
                             "model_name": model.name,
-                            "generator": (args.generator or "shipped generator (cifar10/generator.pt)") if generator else None,
+                            "generator": (args.generator or shipped_generator) if generator else None,
                             "data": args.data, "mean": args.mean, "std": args.std, **versions()})
     result.save(out_dir)
     print_summary(result)

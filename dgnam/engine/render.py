@@ -78,7 +78,8 @@ class Result:
         """Jupyter's rich view: the grid and one line on the run."""
         what = self.settings.get("objective", "")
         return (f"<div><p><b>dgnam Result</b>: {len(self)} image(s), {html.escape(str(what))}, "
-                f"{self.settings.get('steps', '?')} steps, {self.seconds:.1f}s</p>{html_image(self.to_image(), what)}</div>")
+                f"{self.settings.get('steps', '?')} steps, {self.seconds:.1f}s</p>"
+                f"{html_image(self.to_image(), what)}</div>")
 
     def show(self) -> Image.Image:
         """Display the grid: inline under IPython, else in the system's image viewer; returns it."""

@@ -122,7 +122,8 @@ class Probe:
     def _repr_html_(self) -> str:
         ex = self.examples
         shown = min(len(self.units), INLINE_UNITS)
-        more = f" (first {shown} shown; <code>.save(folder)</code> writes the gallery of all)" if shown < len(self.units) else ""
+        more = (f" (first {shown} shown; <code>.save(folder)</code> writes the gallery of all)"
+                if shown < len(self.units) else "")
         return (f"<div><p><b>dgnam probe</b> of {self.model_name} · {self.layer}: {len(self.units)} units{more}; "
                 f"each row: synthesised images, then the top {ex.k} of {ex.n_images} real images"
                 f"{f' ({len(ex.skipped)} unreadable, skipped)' if ex.skipped else ''}.</p>"

@@ -162,7 +162,8 @@ class _TopK:
         # Candidates: the kept k, then this batch in image order; a stable sort keeps the earlier image on ties.
         cand_v = torch.cat([self.values, values.t()], dim=1)
         cand_i = torch.cat([self.indices, indices[None].expand(n_units, -1)], dim=1)
-        cand_w = torch.cat([self.where, where.t() if where is not None else torch.full_like(values.t(), -1, dtype=torch.long)], 1)
+        batch_where = where.t() if where is not None else torch.full_like(values.t(), -1, dtype=torch.long)
+        cand_w = torch.cat([self.where, batch_where], dim=1)
         order = torch.sort(cand_v, dim=1, descending=True, stable=True).indices[:, :k]
         self.values = cand_v.gather(1, order)
         self.indices = cand_i.gather(1, order)
