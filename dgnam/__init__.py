@@ -8,6 +8,7 @@ from dgnam.engine.probe import visualize
 from dgnam.engine.render import Result, synthesize
 from dgnam.engine.transforms import GaussianBlur, Jitter
 from dgnam.errors import DgnamError
+from dgnam.examples.probe import Probe, probe
 from dgnam.nets.classifiers import load_classifier
 from dgnam.nets.model import OUTPUT, LayerCapture, Model, describe_layers
 from dgnam.prior.generator import UpconvGenerator, cifar_arch, fc6_arch, load_generator
@@ -17,7 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "OUTPUT", "Adam", "CodeSampler", "DgnamError", "Fourier", "GaussianBlur", "GeneratorCode", "Jitter", "LayerCapture",
-    "Model", "NormalizedAscent", "Pixels", "Result", "UpconvGenerator", "channel", "cifar_arch",
+    "Model", "NormalizedAscent", "Pixels", "Probe", "Result", "UpconvGenerator", "channel", "cifar_arch",
     "class_logit", "code_prior", "describe_layers", "fc6_arch", "load_classifier", "load_code_sampler", "load_generator", "match",
-    "synthesize", "total_variation", "unit", "visualize",
+    "probe", "synthesize", "total_variation", "unit", "visualize",
 ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,3 +50,33 @@ def labelled_grid(images: torch.Tensor, captions: Sequence[str], ncol: int | Non
             text = text[:-1]
         draw.text((x, y + tile + 1), text, fill="black", font=font)
     return canvas
+
+
+# --- inline display (Jupyter) and show() ---------------------------------------------------------
+def png_bytes(image: Image.Image) -> bytes:
+    """The PNG file of ``image``, in memory (what Jupyter's ``_repr_png_`` returns)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def html_image(image: Image.Image, alt: str = "") -> str:
+    """An ``<img>`` holding ``image`` as a data URI: self-contained HTML for ``_repr_html_``."""
+    data = base64.b64encode(png_bytes(image)).decode("ascii")
+    return (f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" '
+            f'style="image-rendering: pixelated; max-width: 100%">')
+
+
+def show_image(obj, image: Image.Image) -> Image.Image:
+    """Display ``obj`` inline when running under IPython (notebook or terminal), else open ``image`` in the
+    system's image viewer; returns ``image``."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        display(obj)
+    else:
+        image.show()
+    return image

@@ -9,8 +9,10 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from dgnam.prior.generator import UpconvGenerator, cifar_arch
@@ -63,6 +65,62 @@ def _image(seed: int = 0, size: int = 32) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     small = torch.rand(1, 3, 4, 4, generator=g)
     return F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)[0]
+
+
+# --- a model with known answers: unit i fires only on colour i (dataset examples, probe, gallery) ----
+# Source text, so the CLI tests can hand the same model over as a factory file (`colours.py:make`).
+COLOUR_MODEL = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+    PALETTE = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+
+
+    class Detect(nn.Module):
+        """Map c: 1 on pixels of colour c, 0 elsewhere (grey is far from every colour)."""
+
+        def forward(self, x):
+            dist = ((x[:, None] - PALETTE[None, :, :, None, None].to(x)) ** 2).sum(2)  # (B, C, H, W)
+            return torch.relu(1 - 4 * dist)
+
+
+    class ColourNet(nn.Module):
+        """``detect``: a conv layer (4 x 32 x 32); ``fc``: each colour's share of the pixels."""
+
+        def __init__(self):
+            super().__init__()
+            self.detect = Detect()
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Flatten()
+
+        def forward(self, x):
+            return self.fc(self.pool(self.detect(x)))
+
+
+    def make():
+        return ColourNet()
+''')
+_colour_namespace: dict = {}
+exec(COLOUR_MODEL, _colour_namespace)
+ColourNet, PALETTE = _colour_namespace["ColourNet"], _colour_namespace["PALETTE"]
+
+
+def colour_folder(root, per_colour=3, greys=4):
+    """``per_colour`` images per colour (a square patch of side 6, 9, 12 ... at a known place) and grey ones,
+    under shuffled names; returns {file name: (colour, side, (row, col) of the patch's top left)}."""
+    rng = np.random.default_rng(0)
+    truth = {}
+    specs = [(c, 6 + 3 * j) for c in range(len(PALETTE)) for j in range(per_colour)] + [(None, 0)] * greys
+    names = rng.permutation(len(specs))
+    for (colour, side), name in zip(specs, names):
+        img = np.full((32, 32, 3), 128, np.uint8)
+        top, left = rng.integers(0, 32 - side, 2) if side else (0, 0)
+        if colour is not None:
+            img[top:top + side, left:left + side] = (PALETTE[colour].numpy() * 255).astype(np.uint8)
+        file = root / f"img{name:03d}.png"
+        Image.fromarray(img).save(file)
+        truth[file.name] = (colour, side, (int(top), int(left)))
+    return truth
 
 
 # --- user models and the command line, as a user runs them ----------------------------------------

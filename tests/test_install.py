@@ -49,3 +49,5 @@ def test_regular_install_synthesizes_from_another_folder(tmp_path):
     assert (out / "grid.png").is_file()
     settings = json.loads((out / "manifest.json").read_text())["settings"]
     assert Path(settings["model"]).is_relative_to(site) and Path(settings["generator"]).is_relative_to(site)
+    # The gallery's page, script and style travel as package data.
+    assert {p.name for p in (site / "dgnam" / "gallery" / "static").iterdir()} == {"index.html", "app.js", "style.css"}

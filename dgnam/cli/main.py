@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dgnam
-from dgnam.cli import (attribute, compare, evaluate, import_generator, invert, layers, sample, sanity, stats,
+from dgnam.cli import (attribute, compare, evaluate, import_generator, invert, layers, probe, sample, sanity, stats,
                        synthesize, unnatural)
 from dgnam.errors import DgnamError, Terminated
 
 # In `dgnam --help` order; each module's register(sub) adds its subcommands with their handler.
-COMMANDS = (synthesize, layers, stats, sample, evaluate, import_generator, invert, compare, attribute, sanity,
+COMMANDS = (synthesize, probe, layers, stats, sample, evaluate, import_generator, invert, compare, attribute, sanity,
             unnatural)
 
 

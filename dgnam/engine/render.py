@@ -7,6 +7,7 @@ every update rule treats rows independently, so a row's image does not depend on
 
 from __future__ import annotations
 
+import html
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from dgnam.engine.objectives import Objective
@@ -22,7 +24,7 @@ from dgnam.engine.optim import Optimizer
 from dgnam.engine.param import Parametrization
 from dgnam.engine.transforms import RowRandom
 from dgnam.errors import DgnamError
-from dgnam.grid import labelled_grid, save_png
+from dgnam.grid import html_image, labelled_grid, png_bytes, save_png, show_image
 from dgnam.nets.model import INPUT, PARAMS, Model, eval_mode
 
 
@@ -60,6 +62,28 @@ class Result:
         captions = list(captions) if captions is not None else [
             f"{label} {value:.1f}" for label, value in zip(self.labels, self.values.tolist())]
         return save_png(labelled_grid(self.images, captions, ncol=ncol, tile=tile), path)
+
+    def to_image(self, ncol: int | None = None, tile: int | None = None) -> Image.Image:
+        """The labelled grid of :meth:`save_grid` as a PIL image (one row per unit when ``extra`` has restarts)."""
+        captions = [f"{label} {value:.1f}" for label, value in zip(self.labels, self.values.tolist())]
+        restarts = len(set(self.extra.get("restart", []))) or None
+        return labelled_grid(self.images, captions, ncol=ncol or (restarts if restarts and restarts > 1 else None),
+                             tile=tile)
+
+    def _repr_png_(self) -> bytes:
+        """Jupyter shows a Result as its grid."""
+        return png_bytes(self.to_image())
+
+    def _repr_html_(self) -> str:
+        """Jupyter's rich view: the grid and one line on the run."""
+        what = self.settings.get("objective", "")
+        return (f"<div><p><b>dgnam Result</b>: {len(self)} image(s), {html.escape(str(what))}, "
+                f"{self.settings.get('steps', '?')} steps, {self.seconds:.1f}s</p>"
+                f"{html_image(self.to_image(), what)}</div>")
+
+    def show(self) -> Image.Image:
+        """Display the grid: inline under IPython, else in the system's image viewer; returns it."""
+        return show_image(self, self.to_image())
 
 
 def _chunks(n: int, size: int) -> list[torch.Tensor]:

@@ -110,3 +110,19 @@ def test_a_non_finite_activation_stops_the_first_step_naming_its_cause(break_it,
         synthesize(class_logit([0, 1]), GeneratorCode(tiny_gen), model=model, seeds=[0, 1], steps=50,
                    callback=lambda step, rows, params: seen.append(step))
     assert seen == [] and "\n" not in str(info.value) and "step size" not in str(info.value)
+
+
+def test_result_displays_inline_and_shows(tiny_model, tiny_gen, monkeypatch):
+    import io
+
+    from PIL import Image
+
+    res = dgnam.visualize(tiny_model, [0, 1, 2], generator=tiny_gen, steps=2, restarts=2)
+    with Image.open(io.BytesIO(res._repr_png_())) as im:
+        grid = im.size
+    assert grid[0] < grid[1] * 2  # one row per unit (2 restarts wide), 3 rows
+    html = res._repr_html_()
+    assert html.count("data:image/png;base64,") == 1 and "6 image(s)" in html
+    shown = []
+    monkeypatch.setattr(Image.Image, "show", lambda self, *a, **k: shown.append(self.size))
+    assert res.show().size == grid and shown == [grid]

@@ -1,0 +1,125 @@
+"""``dgnam probe``: every unit of a layer seen two ways, its strongest real images (one streaming pass over
+``--data``) beside the images DGN-AM synthesises for it (one batched synthesis, as ``dgnam synthesize``),
+written as a static gallery site (``index.html``) with its ``manifest.json``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from dgnam.cli import validate as check
+from dgnam.cli.common import (add_generator_arg, add_model_args, fit_to_generator, fresh_out_dir, generator_path,
+                              image_files, layer_size, load_code_prior_encoder, load_model_from_args, parse_units,
+                              position, print_table, recommended_code_prior, resolve_device, versions)
+from dgnam.engine.param import PARAMETRIZATIONS
+from dgnam.errors import DgnamError
+from dgnam.examples.probe import Probe, probe
+from dgnam.examples.topk import READINGS
+from dgnam.prior.generator import load_generator
+
+SUMMARY_UNITS = 10  # units listed on the terminal; the gallery has all of them
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``probe``."""
+    p = sub.add_parser("probe", help="dataset examples beside synthesised images for every unit of a layer, as a web gallery",
+                       description="For each unit of a layer: its top-k images of --data (one streaming pass) and "
+                                   "DGN-AM's synthesised images (one batched synthesis), written as a static gallery "
+                                   "site (open OUT/index.html; works offline from file://) and manifest.json.")
+    add_model_args(p)
+    p.add_argument("--layer", default="output", help="layer name (see `dgnam layers`); default: the model output")
+    p.add_argument("--units", default=None, help="e.g. 0-9,15 (default: every unit of the layer)")
+    p.add_argument("--data", required=True, help="folder of real images (an ImageFolder tree or a flat folder)")
+    p.add_argument("--data-limit", type=int, default=None, help="read at most this many images, spread over the folder")
+    p.add_argument("--k", type=int, default=9, help="top images kept per unit")
+    p.add_argument("--reading", choices=READINGS, default="max",
+                   help="how a conv unit is read on real images: the channel's spatial max (its place boxed), at "
+                        "--position, or the spatial mean (fc units are read as they are)")
+    p.add_argument("--position", type=position, default=None,
+                   help="row,column of a conv unit: where DGN-AM maximises it and --reading position reads it "
+                        "(default: the centre)")
+    p.add_argument("--param", choices=list(PARAMETRIZATIONS), default="dgn", help="image parametrisation")
+    add_generator_arg(p)
+    p.add_argument("--baseline", choices=[n for n in PARAMETRIZATIONS if n != "dgn"], default=None,
+                   help="also synthesise with this parametrisation (jitter and blur), shown beside DGN-AM")
+    p.add_argument("--code-prior", type=float, default=None, metavar="EPS",
+                   help="dgn only: PPGN's code prior weight (default: the generator's recommended one; 0: off)")
+    p.add_argument("--steps", type=int, default=200, help="synthesis steps (0: dataset examples only)")
+    p.add_argument("--restarts", type=int, default=1, help="synthesised images per unit (seeds seed, seed+1, ...)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64, help="images per synthesis batch")
+    p.add_argument("--data-batch-size", type=int, default=256, help="real images per forward pass")
+    p.add_argument("--workers", type=int, default=2, help="processes decoding images (0: in the main process)")
+    p.add_argument("--thumbnails", choices=["png", "jpg"], default="png", help="file format of the real images' thumbnails")
+    p.add_argument("--out", default=None, help="output directory (must not exist or be empty; default: dgnam-runs/<time>)")
+    p.add_argument("--fixed-batch", action="store_true",
+                   help="pad every synthesis batch to --batch-size so any image re-runs bit for bit on its own")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--fp32", action="store_true", help="on CUDA, no bf16 autocast: full float32 (slower)")
+    p.set_defaults(handler=cmd_probe, validate=validate)
+
+
+def validate(args: argparse.Namespace) -> None:
+    """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
+    check.model_args(args)
+    check.at_least(args, 1, "--k", "--restarts", "--batch-size", "--data-batch-size", "--data-limit")
+    check.at_least(args, 0, "--steps", why=" (0: no synthesis)")
+    check.at_least(args, 0, "--workers")
+    check.seed(args.seed, args.restarts)
+    if args.units is not None:
+        check.unit_ranges(args.units)
+    check.finite(args.code_prior, "--code-prior", minimum=0)
+    check.existing_file(args.generator, "--generator")
+    check.existing_folder(args.data, "--data")
+    check.output(args.out)
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    start = time.time()
+    device = resolve_device(args.device)
+    files = image_files(Path(args.data), args.data_limit or 2**62)
+    model = load_model_from_args(args, device)
+    generator = load_generator(generator_path(args.generator), device) if args.steps and (
+        args.param == "dgn" or args.generator) else None
+    fit_to_generator(model, generator)
+    n_units = layer_size(model, args.layer, device)
+    units = (parse_units(args.units, n_units, of=f"layer {args.layer!r}") if args.units is not None
+             else list(range(n_units)))
+    if args.position is not None and args.layer == "output":
+        raise DgnamError("--position applies to conv layers; the model output has no spatial positions")
+    code_prior = recommended_code_prior(args.code_prior, generator) if args.param == "dgn" else 0.0
+    if args.param != "dgn" and args.code_prior:
+        raise DgnamError(f"--code-prior applies to --param dgn (a code), not {args.param!r}; drop it")
+    out_dir = fresh_out_dir(args.out, model.name)
+    result = probe(model, args.layer, units, data=files, generator=generator, param=args.param,
+                   restarts=args.restarts, steps=args.steps, seed=args.seed, k=args.k, reading=args.reading,
+                   position=args.position, baseline=args.baseline, batch_size=args.batch_size,
+                   data_batch_size=args.data_batch_size, device=device, amp=device.type == "cuda" and not args.fp32,
+                   workers=args.workers, progress=not args.quiet, code_prior=code_prior,
+                   code_encoder=load_code_prior_encoder(code_prior, generator, device, args.model, model),
+                   fixed_batch=args.fixed_batch, thumbnail_format=args.thumbnails)
+    shipped_generator = "shipped generator (cifar10/generator.pt)"
+    result.settings.update({"command": "probe", "model": args.model or "shipped classifier (cifar10/encoder.pt)",
+                            "model_name": model.name,
+                            "generator": (args.generator or shipped_generator) if generator else None,
+                            "data": args.data, "mean": args.mean, "std": args.std, **versions()})
+    result.save(out_dir)
+    print_summary(result)
+    ex = result.examples
+    print(f"read {ex.n_images} images ({len(ex.skipped)} unreadable, skipped) in {ex.seconds:.1f}s"
+          + (f", synthesised {len(result.synthesis)} images in {result.synthesis.seconds:.1f}s" if result.synthesis else ""))
+    print(f"wrote the gallery of {len(units)} units to {out_dir}/index.html ({time.time() - start:.1f}s)")
+    return 0
+
+
+def print_summary(result: Probe) -> None:
+    """The units whose synthesised images most exceed their real maximum (the gallery sorts them all)."""
+    ratios = result.ratios()
+    rows = [(r, row) for row, r in enumerate(ratios)]
+    rows.sort(key=lambda x: -(x[0] if x[0] is not None else -float("inf")))
+    table = [[result.labels[row], f"{float(result.examples.unit_max[row]):.2f}", f"{r:.2f}" if r is not None else "n/a"]
+             for r, row in rows[:SUMMARY_UNITS]]
+    if len(ratios) > SUMMARY_UNITS:
+        print(f"top {SUMMARY_UNITS} of {len(ratios)} units by synthesised / real max:")
+    print_table(table, ["unit", "real max", "synth / real max"])

@@ -1,0 +1,7 @@
+"""Dataset examples: the real images that drive each unit of a layer hardest (one streaming pass), and the
+probe that shows them beside DGN-AM's synthesised images."""
+
+from dgnam.examples.probe import Probe, probe
+from dgnam.examples.topk import DatasetExamples, dataset_examples, list_images
+
+__all__ = ["DatasetExamples", "Probe", "dataset_examples", "list_images", "probe"]

@@ -1,0 +1,284 @@
+"""Probe a layer: each unit's strongest real images (:func:`dataset_examples`) beside DGN-AM's synthesised
+images of the same units (one batched :func:`dgnam.visualize`), shown inline in Jupyter, with ``show()``,
+or as a static gallery site (:meth:`Probe.save`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch import nn
+
+from dgnam.engine.param import Parametrization, make_param
+from dgnam.engine.probe import baseline_transforms, visualize
+from dgnam.engine.render import Result
+from dgnam.errors import DgnamError
+from dgnam.examples.topk import DatasetExamples, dataset_examples, load_image, read_units
+from dgnam.gallery import write_site
+from dgnam.grid import html_image, labelled_grid, png_bytes, show_image, to_uint8
+from dgnam.io import write_directory
+from dgnam.nets.model import OUTPUT, Model, as_model
+from dgnam.prior.generator import UpconvGenerator
+
+INLINE_UNITS = 16  # units drawn by the inline view; the gallery shows all of them
+THUMB = 128  # the gallery's real images are at most this many pixels a side
+
+
+@dataclass
+class Probe:
+    """Dataset examples and synthesised images of the same units of one layer.
+
+    Attributes:
+        examples: the top-k real images and activation statistics per unit.
+        synthesis: DGN-AM's images (``restarts`` per unit, unit-major), or None.
+        synthesis_values: (N,) each synthesised image's activation read as ``examples`` reads real images
+            (e.g. the channel's spatial max), so it compares with the real images' values.
+        baseline, baseline_values: the same for an optional baseline (e.g. Fourier), or None.
+        labels: a name per unit (class names on the output layer, else ``layer:unit``).
+    """
+
+    model_name: str
+    examples: DatasetExamples
+    synthesis: Result | None
+    synthesis_values: torch.Tensor | None
+    labels: list[str]
+    baseline: Result | None = None
+    baseline_values: torch.Tensor | None = None
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def layer(self) -> str:
+        return self.examples.layer
+
+    @property
+    def units(self) -> list[int]:
+        return self.examples.units
+
+    def _rows(self, result: Result | None, values: torch.Tensor | None, u: int) -> list[tuple[int, float]]:
+        """(row in ``result``, activation) of unit ``u``'s images, best first."""
+        if result is None:
+            return []
+        rows = [(i, float(values[i])) for i, unit in enumerate(result.extra["unit"]) if unit == u]
+        return sorted(rows, key=lambda r: -r[1])
+
+    def ratios(self) -> list[float | None]:
+        """Per unit: its best synthesised image's activation over its real maximum (None without synthesis or
+        when the unit never fires on the data: a ratio to <= 0 means nothing)."""
+        out = []
+        for row, u in enumerate(self.units):
+            real_max = float(self.examples.unit_max[row])
+            synth = self._rows(self.synthesis, self.synthesis_values, u)
+            out.append(synth[0][1] / real_max if synth and real_max > 0 else None)
+        return out
+
+    def box(self, row: int, col: int) -> list[float] | None:
+        """Where the ``col``-th top image of unit row ``row`` peaks: (top, left, height, width) as fractions of
+        the image (the layer's map cell, scaled to the image; not the receptive field), or None."""
+        ex = self.examples
+        if ex.locations is None:
+            return None
+        y, x = ex.locations[row, col].tolist()
+        h, w = ex.map_size
+        return [y / h, x / w, 1 / h, 1 / w]
+
+    # --- inline view ------------------------------------------------------------------------------
+    def to_image(self, max_units: int = INLINE_UNITS, tile: int | None = None) -> Image.Image:
+        """One row per unit (the first ``max_units``): synthesised images, then the top-k real images with
+        their peak boxed; captions give the activations."""
+        ex = self.examples
+        restarts = max((len(self._rows(self.synthesis, self.synthesis_values, u)) for u in self.units), default=0)
+        size = self.settings.get("input_size") or 32
+        tiles, captions = [], []
+        for row, u in enumerate(self.units[:max_units]):
+            synth = self._rows(self.synthesis, self.synthesis_values, u)
+            for j in range(restarts):
+                if j < len(synth):
+                    tiles.append(self.synthesis.images[synth[j][0]])
+                    captions.append(f"{self.labels[row]} {synth[j][1]:.1f}")
+                else:
+                    tiles.append(torch.ones(3, size, size))
+                    captions.append("")
+            for col in range(ex.k):
+                index = int(ex.indices[row, col])
+                if index < 0:
+                    tiles.append(torch.ones(3, size, size))
+                    captions.append("")
+                    continue
+                tiles.append(_with_box(load_image(ex.files[index], size), self.box(row, col)))
+                captions.append(f"real {float(ex.values[row, col]):.1f}")
+        images = torch.stack([t if t.shape[-1] == size else torch.nn.functional.interpolate(t[None], size)[0]
+                              for t in tiles])
+        return labelled_grid(images, captions, ncol=restarts + ex.k, tile=tile)
+
+    def _repr_png_(self) -> bytes:
+        return png_bytes(self.to_image())
+
+    def _repr_html_(self) -> str:
+        ex = self.examples
+        shown = min(len(self.units), INLINE_UNITS)
+        more = (f" (first {shown} shown; <code>.save(folder)</code> writes the gallery of all)"
+                if shown < len(self.units) else "")
+        return (f"<div><p><b>dgnam probe</b> of {self.model_name} · {self.layer}: {len(self.units)} units{more}; "
+                f"each row: synthesised images, then the top {ex.k} of {ex.n_images} real images"
+                f"{f' ({len(ex.skipped)} unreadable, skipped)' if ex.skipped else ''}.</p>"
+                f"{html_image(self.to_image(), f'probe of {self.layer}')}</div>")
+
+    def show(self, max_units: int = INLINE_UNITS) -> Image.Image:
+        """Display the inline view: in the notebook under IPython, else in the system's image viewer."""
+        return show_image(self, self.to_image(max_units))
+
+    # --- the gallery ------------------------------------------------------------------------------
+    def manifest(self) -> tuple[dict[str, Any], dict[str, Image.Image]]:
+        """What the gallery shows, as data (``manifest.json``), and the images it names (path -> picture)."""
+        ex = self.examples
+        images: dict[str, Image.Image] = {}
+        real_files: dict[int, str] = {}
+        ext = self.settings.get("thumbnail_format", "png")
+
+        def real(index: int) -> str:
+            if index not in real_files:  # one thumbnail per image, however many units share it
+                real_files[index] = f"images/real/{index:06d}.{ext}"
+                with Image.open(ex.files[index]) as im:
+                    im = im.convert("RGB")
+                    im.thumbnail((THUMB, THUMB), Image.BICUBIC)
+                    images[real_files[index]] = im.copy()
+            return real_files[index]
+
+        def synthesised(result: Result | None, values: torch.Tensor | None, u: int, folder: str, real_max: float):
+            items = []
+            for i, value in self._rows(result, values, u):
+                path = f"images/{folder}/unit{u:05d}_seed{result.seeds[i]}.png"
+                images[path] = Image.fromarray(to_uint8(result.images[i:i + 1])[0])
+                items.append({"file": path, "seed": result.seeds[i], "restart": result.extra["restart"][i],
+                              "activation": value, "objective": float(result.values[i]),
+                              "relative": value / real_max if real_max > 0 else None})
+            return items
+
+        units = []
+        for row, (u, ratio) in enumerate(zip(self.units, self.ratios())):
+            real_max = float(ex.unit_max[row])
+            top = [{"file": real(int(i)), "source": "/".join(ex.files[int(i)].parts[-2:]),
+                    "activation": float(ex.values[row, col]), "box": self.box(row, col)}
+                   for col, i in enumerate(ex.indices[row].tolist()) if i >= 0]
+            units.append({"unit": u, "label": self.labels[row], "ratio": ratio, "max": real_max,
+                          "mean": float(ex.mean[row]), "percentiles": ex.percentiles[:, row].tolist(),
+                          "synthesized": synthesised(self.synthesis, self.synthesis_values, u, "synth", real_max),
+                          "baseline": synthesised(self.baseline, self.baseline_values, u, "baseline", real_max),
+                          "top": top})
+        manifest = {"model": self.model_name, "layer": self.layer, "k": ex.k, "reading": ex.reading,
+                    "position": list(ex.position) if ex.position else None,
+                    "map_size": list(ex.map_size) if ex.map_size else None, "n_images": ex.n_images,
+                    "skipped_count": len(ex.skipped), "skipped": [str(f) for f in ex.skipped],
+                    "percentile_levels": list(ex.percentile_levels), "settings": self.settings,
+                    "dataset_seconds": round(ex.seconds, 2),
+                    "synthesis_seconds": round(self.synthesis.seconds, 2) if self.synthesis else None,
+                    "units": units}
+        return manifest, images
+
+    def save(self, out: str | os.PathLike) -> Path:
+        """Write the gallery site to ``out`` (new or empty; all or nothing) and return it; open
+        ``out/index.html`` in a browser."""
+        out = Path(out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise DgnamError(f"'{out}' exists and is not empty; choose a new folder (a gallery never overwrites)")
+        manifest, images = self.manifest()
+        return write_directory(out, lambda staging: write_site(staging, manifest, images))
+
+
+def _with_box(image: torch.Tensor, box: list[float] | None) -> torch.Tensor:
+    """``image`` (3, H, W) with ``box`` (fractions) drawn in red, for the inline view."""
+    if box is None:
+        return image
+    pil = Image.fromarray(to_uint8(image[None])[0])
+    h, w = image.shape[-2:]
+    top, left, bh, bw = box
+    ImageDraw.Draw(pil).rectangle([left * w, top * h, (left + bw) * w - 1, (top + bh) * h - 1], outline=(255, 45, 45))
+    return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).float() / 255
+
+
+def read_images(model: Model, layer: str, images: torch.Tensor, row_units: Sequence[int], reading: str,
+                position: tuple[int, int] | None, batch_size: int, device: torch.device) -> torch.Tensor:
+    """(N,) each image's value of its own unit (``row_units[i]``), read as the dataset pass reads units."""
+    out = []
+    units = sorted(set(row_units))
+    column = {u: j for j, u in enumerate(units)}
+    cols = torch.tensor([column[u] for u in row_units])
+    index = torch.tensor(units, device=device)
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            act = model.run(images[start:start + batch_size].to(device), [layer])[layer]
+            values, _ = read_units(act, index, reading, position)
+            out.append(values.cpu().gather(1, cols[start:start + batch_size, None]).squeeze(1))
+    return torch.cat(out)
+
+
+def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | None = None, *,
+          data: str | os.PathLike | Sequence[Path], generator: UpconvGenerator | None = None,
+          param: str | Parametrization = "dgn", restarts: int = 1, steps: int = 200, seed: int = 0, k: int = 9,
+          reading: str = "max", position: tuple[int, int] | None = None, baseline: str | None = None,
+          batch_size: int = 64, data_batch_size: int = 256, device: str | torch.device = "cpu", amp: bool = False,
+          workers: int = 0, limit: int | None = None, progress: bool = False, code_prior: float = 0.0,
+          code_encoder: nn.Module | Model | None = None, fixed_batch: bool = False,
+          unit_names: Sequence[str] | None = None, thumbnail_format: str = "png") -> Probe:
+    """Probe ``units`` of ``layer`` (all by default): the top-``k`` images of ``data`` per unit, in one
+    streaming pass, and ``restarts`` synthesised images per unit, in one batched synthesis.
+
+    Conv units are read on the data as the channel's spatial maximum (``reading="max"``, the peak is
+    boxed), at ``position`` (``"position"``) or as the mean (``"mean"``); DGN-AM maximises the unit at
+    ``position`` (default: the centre, as in the paper), and each synthesised image is then read the same
+    way as the real ones, so "relative to the real max" compares like with like. ``baseline="fourier"``
+    (or ``"pixel"``) adds that parametrisation's images beside DGN-AM's. ``steps=0`` skips synthesis.
+
+    Example::
+
+        p = dgnam.probe(net, "layer4", range(64), data="data/val", generator=G)
+        p                      # inline in Jupyter; p.show() elsewhere
+        p.save("probe-layer4") # the gallery: open probe-layer4/index.html
+    """
+    model = as_model(model)
+    if restarts < 1:
+        raise DgnamError(f"restarts must be >= 1, got {restarts}")
+    if thumbnail_format not in ("png", "jpg"):
+        raise DgnamError(f"thumbnail_format must be png or jpg, got {thumbnail_format!r}")
+    device = torch.device(device)
+    examples = dataset_examples(model, layer, data, units, k=k, reading=reading, position=position,
+                                batch_size=data_batch_size, device=device, workers=workers, limit=limit,
+                                progress=progress, amp=amp)
+    units = examples.units
+    names = list(unit_names) if unit_names is not None else (model.classes if layer == OUTPUT else [])
+    labels = [names[u] if u < len(names) else f"{layer}:{u}" for u in units]
+    synth_position = position if examples.map_size is not None else None
+
+    by_unit = dict(zip(units, labels))
+    label_list = [by_unit.get(u, "") for u in range(max(units) + 1)]  # visualize names unit u by index u
+    reading_synth = "max" if examples.reading == "unit" else examples.reading  # fc layers ignore it
+
+    def run(parametrization: Parametrization, prior: float) -> tuple[Result, torch.Tensor]:
+        # The generator is the prior; pixel and Fourier images need the usual jitter and blur.
+        transforms = [] if parametrization.has_prior else baseline_transforms()
+        result = visualize(model, units, layer=layer, generator=generator, param=parametrization,
+                           restarts=restarts, seed=seed, steps=steps, position=synth_position, transforms=transforms,
+                           batch_size=batch_size, device=device, amp=amp, progress=progress, unit_names=label_list,
+                           fixed_batch=fixed_batch, code_prior=prior, code_encoder=code_encoder)
+        return result, read_images(model, layer, result.images, result.extra["unit"], reading_synth, position,
+                                   batch_size, device)
+
+    synthesis = values = base = base_values = None
+    if steps > 0:
+        main = make_param(param, generator, model.input_size) if isinstance(param, str) else param
+        synthesis, values = run(main, code_prior)
+        if baseline:
+            base, base_values = run(make_param(baseline, generator, model.input_size), 0.0)
+    settings = {"param": param if isinstance(param, str) else param.name, "baseline": baseline, "restarts": restarts,
+                "steps": steps, "seed": seed, "k": k, "reading": reading, "position": list(position) if position else None,
+                "batch_size": batch_size, "data_batch_size": data_batch_size, "device": str(device),
+                "code_prior": code_prior, "input_size": model.input_size, "data": str(data) if isinstance(
+                    data, (str, os.PathLike)) else None, "limit": limit, "thumbnail_format": thumbnail_format}
+    return Probe(model_name=model.name, examples=examples, synthesis=synthesis, synthesis_values=values,
+                 labels=labels, baseline=base, baseline_values=base_values, settings=settings)

@@ -1,0 +1,100 @@
+"""dgnam/examples/topk.py: streaming top-k with known answers (a model whose unit i fires only on colour i)."""
+
+import numpy as np
+import pytest
+import torch
+
+from dgnam.errors import DgnamError
+from dgnam.examples.topk import PERCENTILES, dataset_examples, list_images
+from dgnam.nets.model import Model
+
+from helpers import ColourNet, colour_folder
+
+@pytest.fixture
+def colours(tmp_path):
+    return colour_folder(tmp_path), tmp_path
+
+
+def test_unit_i_gets_exactly_the_images_of_colour_i_ranked_by_area(colours):
+    truth, folder = colours
+    ex = dataset_examples(Model(ColourNet(), input_size=32), "fc", folder, k=3, batch_size=5)
+    assert ex.n_images == 16 and ex.skipped == []
+    for row, u in enumerate(ex.units):
+        got = [f.name for f in ex.top_files(row)]
+        assert {truth[name][0] for name in got} == {u}
+        assert [truth[name][1] for name in got] == [12, 9, 6]  # biggest patch first
+        assert ex.values[row].tolist() == pytest.approx([s * s / 1024 for s in (12, 9, 6)])
+    assert ex.locations is None and ex.reading == "unit"
+
+
+def test_conv_channel_spatial_max_marks_the_patch(colours):
+    truth, folder = colours
+    ex = dataset_examples(Model(ColourNet(), input_size=32), "detect", folder, units=[2, 0], k=3, batch_size=4)
+    assert ex.units == [2, 0] and ex.map_size == (32, 32)
+    for row, u in enumerate(ex.units):
+        assert ex.values[row].tolist() == [1.0, 1.0, 1.0]
+        for file, (y, x) in zip(ex.top_files(row), ex.locations[row].tolist()):
+            colour, side, (top, left) = truth[file.name]
+            assert colour == u
+            assert top <= y < top + side and left <= x < left + side
+    # Read at one position instead: only images whose patch covers it fire there.
+    at = dataset_examples(Model(ColourNet(), input_size=32), "detect", folder, k=3, reading="position",
+                          position=(16, 16))
+    assert at.locations is None and at.position == (16, 16)
+    for row, u in enumerate(at.units):
+        covering = sum(1 for c, s, (t, l) in truth.values() if c == u and t <= 16 < t + s and l <= 16 < l + s)
+        assert int((at.values[row] == 1.0).sum()) == covering
+
+
+def test_streaming_equals_one_batch_and_percentiles_are_exact_on_small_data(colours):
+    truth, folder = colours
+    model = Model(ColourNet(), input_size=32)
+    one = dataset_examples(model, "fc", folder, k=4, batch_size=64)
+    many = dataset_examples(model, "fc", folder, k=4, batch_size=3)
+    assert torch.equal(one.values, many.values) and torch.equal(one.indices, many.indices)
+    # Below the reservoir size, percentiles are numpy's over every image.
+    files = list_images(folder)
+    acts = np.array([[((truth[f.name][0] == u) * truth[f.name][1] ** 2) / 1024 for u in range(4)] for f in files])
+    assert many.percentiles.numpy() == pytest.approx(np.percentile(acts, PERCENTILES, axis=0), abs=1e-6)
+    assert many.mean.numpy() == pytest.approx(acts.mean(0), abs=1e-6)
+
+
+def test_reservoir_bounds_memory_and_keeps_ends_exact(colours):
+    _, folder = colours
+    ex = dataset_examples(Model(ColourNet(), input_size=32), "fc", folder, k=2, batch_size=4, reservoir=5)
+    assert ex.percentiles[-1].tolist() == ex.values[:, 0].tolist()  # max: exact
+    assert ex.percentiles[0].tolist() == [0.0] * 4  # min: exact (grey images)
+
+
+def test_corrupt_image_is_counted_and_skipped(colours):
+    _, folder = colours
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    (folder / "empty.jpg").write_bytes(b"")
+    ex = dataset_examples(Model(ColourNet(), input_size=32), "fc", folder, k=3, batch_size=4)
+    assert ex.n_images == 16
+    assert sorted(f.name for f in ex.skipped) == ["broken.png", "empty.jpg"]
+    assert all(i >= 0 for i in ex.indices.flatten().tolist())
+
+
+def test_fewer_images_than_k_leave_empty_slots(tmp_path):
+    colour_folder(tmp_path, per_colour=1, greys=0)
+    ex = dataset_examples(Model(ColourNet(), input_size=32), "fc", tmp_path, k=6)
+    assert (ex.indices[:, 4:] == -1).all() and len(ex.top_files(0)) == 4
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"k": 0}, "k must be >= 1"),
+    ({"units": [4]}, "unit 4 is out of range"),
+    ({"reading": "median"}, "reading must be one of"),
+])
+def test_bad_arguments(colours, kwargs, message):
+    _, folder = colours
+    with pytest.raises(DgnamError, match=message):
+        dataset_examples(Model(ColourNet(), input_size=32), "detect", folder, **kwargs)
+
+
+def test_empty_or_missing_folder(tmp_path):
+    with pytest.raises(DgnamError, match="holds no images"):
+        list_images(tmp_path)
+    with pytest.raises(DgnamError, match="does not exist"):
+        list_images(tmp_path / "nope")
