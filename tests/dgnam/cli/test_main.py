@@ -13,7 +13,7 @@ except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
 
 ROOT = Path(__file__).resolve().parents[3]
 SUBCOMMANDS = ("synthesize", "synthesize-sharded", "probe", "layers", "stats", "sample", "evaluate", "import-generator",
-               "invert", "compare", "attribute")
+               "invert", "compare", "attribute", "sanity", "unnatural")
 
 
 @pytest.mark.parametrize("command, extra, message", [

@@ -111,6 +111,14 @@ CASES = [
     (["synthesize", "--model", "ODD:grey", "--generator", "G", "--steps", "1", "--quiet"], "3-channel", False),
     (["synthesize", "--model", "ODD:nan", "--generator", "G", "--steps", "1", "--quiet"], "model's output", False),
     (["evaluate", "--data", "TWELVE", "--steps", "1", "--restarts", "2"], "12 class folders", False),
+    # the commands added since the sweep, through the same layer
+    (["probe", *M, "--data", "IMGS", "--out", "/dev/null/x"], "not a directory", True),
+    (["probe", *M, "--data", "IMGS", "--k", "0"], "--k", True),
+    (["sanity", *M, "--generator", "G", "--restarts", "1"], "--restarts must be >= 2", True),
+    (["sanity", *M, "--generator", "G", "--code-prior", "nan"], "--code-prior", True),
+    (["sanity", *M, "--generator", "G", "--judge", "DIR"], "is a directory", True),
+    (["unnatural", "--generator", "G", "--out", "/proc/dgnam-run"], "cannot be written", True),
+    (["unnatural", "--generator", "G", "--seed", "-1"], "--seed", True),
 ]
 
 
