@@ -95,6 +95,19 @@ def add_run_args(p: argparse.ArgumentParser, quiet: bool = True) -> None:
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_synthesis_args(p: argparse.ArgumentParser, restarts: int, restarts_help: str) -> None:
+    """An analysis's DGN-AM settings, as ``dgnam synthesize`` takes them: ``--code-prior``, ``--steps``,
+    ``--restarts`` (default ``restarts``), ``--seed``, ``--batch-size``, ``--out`` and ``--quiet``."""
+    p.add_argument("--code-prior", type=float, default=None, metavar="EPS",
+                   help="DGN-AM's code prior weight (default: the generator's recommended one, as in synthesize)")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--restarts", type=int, default=restarts, help=restarts_help)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", default=None, help="output directory (must not exist or be empty)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
 # --- models, generators, images -----------------------------------------------------------------
 def load_model_from_args(args: argparse.Namespace, device: torch.device) -> Model:
     """The model of ``--model`` with ``--input-size``, ``--mean`` and ``--std`` (default: the shipped classifier)."""

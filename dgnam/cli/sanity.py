@@ -9,9 +9,9 @@ import argparse
 import time
 
 from dgnam.cli import validate as check
-from dgnam.cli.common import (DEFAULT_JUDGES, add_generator_arg, add_model_args, fit_to_generator, fresh_out_dir,
-                              generator_path, layer_size, load_code_encoder, load_model_from_args, parse_units,
-                              recommended_code_prior, resolve_device, versions, write_report)
+from dgnam.cli.common import (DEFAULT_JUDGES, add_generator_arg, add_model_args, add_synthesis_args, fit_to_generator,
+                              fresh_out_dir, generator_path, layer_size, load_code_encoder, load_model_from_args,
+                              parse_units, recommended_code_prior, resolve_device, versions, write_report)
 from dgnam.engine.param import make_param
 from dgnam.engine.probe import baseline_transforms, visualize
 from dgnam.errors import DgnamError
@@ -34,35 +34,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_generator_arg(s)
     s.add_argument("--baseline", choices=["fourier", "pixel", "none"], default="fourier",
                    help="the pixel-space method checked beside DGN-AM (default: fourier)")
-    s.add_argument("--code-prior", type=float, default=None, metavar="EPS",
-                   help="DGN-AM's code prior weight (default: the generator's recommended one, as in synthesize)")
     s.add_argument("--stages", type=int, default=4,
                    help="randomisation stages from the top block down to the input (0: one per block; default 4)")
     s.add_argument("--judge", default=None,
                    help="classifier whose penultimate features measure image similarity (default: the shipped "
                         "robust CIFAR-10 judge)")
-    s.add_argument("--steps", type=int, default=200)
-    s.add_argument("--restarts", type=int, default=3, help="images per unit and stage (at least 2)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--out", default=None, help="output directory (must not exist or be empty)")
-    s.add_argument("--quiet", action="store_true", help="no progress messages")
+    add_synthesis_args(s, restarts=3, restarts_help="images per unit and stage (at least 2)")
     s.set_defaults(handler=cmd_sanity, validate=validate)
 
 
 def validate(args: argparse.Namespace) -> None:
     """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
     check.model_args(args)
-    check.at_least(args, 1, "--steps", "--batch-size")
-    check.at_least(args, 2, "--restarts", why=" (the check compares the trained model's restarts with each other)")
+    check.synthesis_args(args, 2, why=" (the check compares the trained model's restarts with each other)")
     check.at_least(args, 0, "--stages", why=" (0: one stage per block)")
-    check.seed(args.seed, args.restarts)
     if args.units is not None:
         check.unit_ranges(args.units)
-    check.finite(args.code_prior, "--code-prior", minimum=0)
-    check.existing_file(args.generator, "--generator")
     check.model_spec(args.judge, "--judge")
-    check.output(args.out)
 
 
 def cmd_sanity(args: argparse.Namespace) -> int:

@@ -9,9 +9,9 @@ import argparse
 import time
 
 from dgnam.cli import validate as check
-from dgnam.cli.common import (add_generator_arg, add_model_args, fit_to_generator, fresh_out_dir, generator_path,
-                              load_code_encoder, load_model_from_args, markdown_table, recommended_code_prior,
-                              resolve_device, versions, write_report)
+from dgnam.cli.common import (add_generator_arg, add_model_args, add_synthesis_args, fit_to_generator, fresh_out_dir,
+                              generator_path, load_code_encoder, load_model_from_args, markdown_table,
+                              recommended_code_prior, resolve_device, versions, write_report)
 from dgnam.cli.sanity import DEFAULT_JUDGE
 from dgnam.engine.param import make_param
 from dgnam.engine.probe import visualize
@@ -38,27 +38,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="classifier of the natural classes, never used to make the images (default: the shipped "
                         "robust CIFAR-10 judge)")
     add_generator_arg(s)
-    s.add_argument("--code-prior", type=float, default=None, metavar="EPS",
-                   help="DGN-AM's code prior weight (default: the generator's recommended one, as in synthesize)")
-    s.add_argument("--steps", type=int, default=200)
-    s.add_argument("--restarts", type=int, default=10, help="images per class")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--out", default=None, help="output directory (must not exist or be empty)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_synthesis_args(s, restarts=10, restarts_help="images per class")
     s.set_defaults(handler=cmd_unnatural, validate=validate)
 
 
 def validate(args: argparse.Namespace) -> None:
     """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
     check.model_args(args)
-    check.at_least(args, 1, "--steps", "--restarts", "--batch-size")
-    check.seed(args.seed, args.restarts)
-    check.finite(args.code_prior, "--code-prior", minimum=0)
+    check.synthesis_args(args)
     check.model_spec(args.detector, "--detector")
     check.model_spec(args.judge, "--judge")
-    check.existing_file(args.generator, "--generator")
-    check.output(args.out)
 
 
 def cmd_unnatural(args: argparse.Namespace) -> int:

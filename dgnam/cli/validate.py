@@ -170,5 +170,16 @@ def model_args(args: argparse.Namespace) -> None:
     resolve_device(args.device)
 
 
+def synthesis_args(args: argparse.Namespace, min_restarts: int = 1, why: str = "") -> None:
+    """What :func:`dgnam.cli.common.add_synthesis_args` and ``--generator`` add (``why``: the reason for
+    ``min_restarts``, for the message)."""
+    at_least(args, 1, "--steps", "--batch-size")
+    at_least(args, min_restarts, "--restarts", why=why)
+    seed(args.seed, args.restarts)
+    finite(args.code_prior, "--code-prior", minimum=0)
+    existing_file(args.generator, "--generator")
+    output(args.out)
+
+
 def _dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
