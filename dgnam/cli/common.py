@@ -269,6 +269,15 @@ def short_path(path: str) -> str:
     return "/".join(Path(path).parts[-2:])
 
 
+def report_path(path: str | Path) -> str:
+    """How a report or manifest names a file: a shipped checkpoint as ``shipped:cifar10/generator.pt``,
+    the same on every machine; any other path as given."""
+    try:
+        return "shipped:" + Path(path).resolve().relative_to(shipped("")).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def versions() -> dict[str, str]:
     """The versions a manifest records."""
     return {"dgnam_version": dgnam.__version__, "torch_version": torch.__version__}

@@ -9,9 +9,10 @@ import argparse
 import time
 
 from dgnam.cli import validate as check
-from dgnam.cli.common import (DEFAULT_JUDGES, add_generator_arg, add_model_args, add_synthesis_args, fit_to_generator,
-                              fresh_out_dir, generator_path, layer_size, load_code_encoder, load_model_from_args,
-                              parse_units, recommended_code_prior, resolve_device, versions, write_report)
+from dgnam.cli.common import (DEFAULT_JUDGES, DEFAULT_MODEL, add_generator_arg, add_model_args, add_synthesis_args,
+                              fit_to_generator, fresh_out_dir, generator_path, layer_size, load_code_encoder,
+                              load_model_from_args, parse_units, recommended_code_prior, report_path, resolve_device,
+                              versions, write_report)
 from dgnam.engine.param import make_param
 from dgnam.engine.probe import baseline_transforms, visualize
 from dgnam.errors import DgnamError
@@ -91,9 +92,10 @@ def cmd_sanity(args: argparse.Namespace) -> int:
     report = cascade_markdown(result, {m: f"stages_{m}.png" for m in result.methods},
                               f"Cascading randomisation of {model.name}") + \
         f"\n{len(stages)} stages x {len(methods)} methods in {seconds:.0f} s on {device}.\n"
-    manifest = {"settings": {"command": "sanity", "model": args.model or "shipped encoder", "model_name": model.name,
-                             "layer": args.layer, "units": units, "generator": generator_path(args.generator),
-                             "code_prior": code_prior, "baseline": args.baseline, "judge": args.judge or str(DEFAULT_JUDGE),
+    manifest = {"settings": {"command": "sanity", "model": report_path(args.model or DEFAULT_MODEL),
+                             "model_name": model.name, "layer": args.layer, "units": units,
+                             "generator": report_path(generator_path(args.generator)), "code_prior": code_prior,
+                             "baseline": args.baseline, "judge": report_path(args.judge or DEFAULT_JUDGE),
                              "stages": [{"name": s.name, "layers": list(s.layers)} for s in stages],
                              "steps": args.steps, "restarts": args.restarts, "seed": args.seed,
                              "device": str(device), "seconds": round(seconds, 1), **versions()},

@@ -11,7 +11,7 @@ import time
 from dgnam.cli import validate as check
 from dgnam.cli.common import (add_generator_arg, add_model_args, add_synthesis_args, fit_to_generator, fresh_out_dir,
                               generator_path, load_code_encoder, load_model_from_args, markdown_table,
-                              recommended_code_prior, resolve_device, versions, write_report)
+                              recommended_code_prior, report_path, resolve_device, versions, write_report)
 from dgnam.cli.sanity import DEFAULT_JUDGE
 from dgnam.engine.param import make_param
 from dgnam.engine.probe import visualize
@@ -82,7 +82,7 @@ def cmd_unnatural(args: argparse.Namespace) -> int:
                   f"{100 * float(scores.judge_undone[i].float().mean()):.0f}%"] for i, name in enumerate(pairs.names)]
     report = "\n\n".join([
         f"# Natural and `{args.variant}` classes of {model.name}",
-        f"DGN-AM through `{generator_path(args.generator)}` (code prior {code_prior:g}), {args.steps} steps, "
+        f"DGN-AM through `{report_path(generator_path(args.generator))}` (code prior {code_prior:g}), {args.steps} steps, "
         f"{args.restarts} images per class, seed {args.seed}; {seconds:.0f} s on {device}. The classifier's test "
         f"accuracy on its {len(model.classes)} classes: {_percent(model_acc)}; the detector's on real natural and "
         f"modified test images: {_percent(detector_acc)}.",
@@ -93,8 +93,9 @@ def cmd_unnatural(args: argparse.Namespace) -> int:
                        per_class),
         "![rows: classes; columns: natural-class image, modified-class image, modified-class image undone](classes.png)",
     ]) + "\n"
-    manifest = {"settings": {"command": "unnatural", "model": args.model, "variant": args.variant,
-                             "detector": args.detector, "judge": args.judge, "generator": generator_path(args.generator),
+    manifest = {"settings": {"command": "unnatural", "model": report_path(args.model), "variant": args.variant,
+                             "detector": report_path(args.detector), "judge": report_path(args.judge),
+                             "generator": report_path(generator_path(args.generator)),
                              "code_prior": code_prior, "steps": args.steps, "restarts": args.restarts,
                              "seed": args.seed, "device": str(device), "seconds": round(seconds, 1), **versions(),
                              "engine": result.settings},
