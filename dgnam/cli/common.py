@@ -19,6 +19,7 @@ import dgnam
 # parse_units and resolve_device are re-exported: the commands take their argument helpers from here.
 from dgnam.cli.validate import existing_file, existing_folder, output, parse_units, resolve_device  # noqa: F401
 from dgnam.errors import DgnamError
+from dgnam.examples.topk import IMAGE_SUFFIXES
 from dgnam.io import atomic_write_json, atomic_write_text, reading, shipped
 from dgnam.nets.model import Model, describe_layers, parse_layer, resolve_layer
 from dgnam.nets.zoo import load_model
@@ -28,7 +29,6 @@ DEFAULT_GENERATOR = shipped("cifar10/generator.pt")
 DEFAULT_MODEL = shipped("cifar10/encoder.pt")
 DEFAULT_SAMPLER = shipped("cifar10/code_sampler.pt")
 DEFAULT_JUDGES = shipped("cifar10/judges")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 # --- argument types and groups ------------------------------------------------------------------
