@@ -95,6 +95,15 @@ def add_run_args(p: argparse.ArgumentParser, quiet: bool = True) -> None:
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    """``--out``, ``--fixed-batch``, ``--quiet`` and ``--fp32``, as ``dgnam synthesize`` and ``dgnam probe`` take them."""
+    p.add_argument("--out", default=None, help="output directory (must not exist or be empty; default: dgnam-runs/<time>)")
+    p.add_argument("--fixed-batch", action="store_true",
+                   help="pad every synthesis batch to --batch-size so any single image re-runs bit for bit on its own")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--fp32", action="store_true", help="on CUDA, no bf16 autocast: full float32 (slower)")
+
+
 def add_synthesis_args(p: argparse.ArgumentParser, restarts: int, restarts_help: str) -> None:
     """An analysis's DGN-AM settings, as ``dgnam synthesize`` takes them: ``--code-prior``, ``--steps``,
     ``--restarts`` (default ``restarts``), ``--seed``, ``--batch-size``, ``--out`` and ``--quiet``."""

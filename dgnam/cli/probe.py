@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 from dgnam.cli import validate as check
-from dgnam.cli.common import (add_generator_arg, add_model_args, fit_to_generator, fresh_out_dir, generator_path,
-                              image_files, layer_size, load_code_prior_encoder, load_model_from_args, parse_units,
-                              position, print_table, recommended_code_prior, resolve_device, versions)
+from dgnam.cli.common import (add_generator_arg, add_model_args, add_output_args, fit_to_generator, fresh_out_dir,
+                              generator_path, image_files, layer_size, load_code_prior_encoder, load_model_from_args,
+                              parse_units, position, print_table, recommended_code_prior, resolve_device, versions)
 from dgnam.engine.param import PARAMETRIZATIONS
 from dgnam.errors import DgnamError
 from dgnam.examples.probe import Probe, probe
@@ -52,11 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-batch-size", type=int, default=256, help="real images per forward pass")
     p.add_argument("--workers", type=int, default=2, help="processes decoding images (0: in the main process)")
     p.add_argument("--thumbnails", choices=["png", "jpg"], default="png", help="file format of the real images' thumbnails")
-    p.add_argument("--out", default=None, help="output directory (must not exist or be empty; default: dgnam-runs/<time>)")
-    p.add_argument("--fixed-batch", action="store_true",
-                   help="pad every synthesis batch to --batch-size so any image re-runs bit for bit on its own")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--fp32", action="store_true", help="on CUDA, no bf16 autocast: full float32 (slower)")
+    add_output_args(p)
     p.set_defaults(handler=cmd_probe, validate=validate)
 
 

@@ -26,10 +26,10 @@ from PIL import Image
 
 import dgnam
 from dgnam.cli import validate as check
-from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_model_args, fit_to_generator, fresh_out_dir,
-                              generator_path, image_files, layer_size, load_code_prior_encoder, load_images,
-                              load_model_from_args, parse_units, position, print_table, recommended_code_prior,
-                              resolve_device)
+from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_model_args, add_output_args, fit_to_generator,
+                              fresh_out_dir, generator_path, image_files, layer_size, load_code_prior_encoder,
+                              load_images, load_model_from_args, parse_units, position, print_table,
+                              recommended_code_prior, resolve_device)
 from dgnam.engine.objectives import unit
 from dgnam.engine.param import PARAMETRIZATIONS, Parametrization, make_param
 from dgnam.engine.probe import baseline_transforms, visualize
@@ -72,11 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--data", default=None, help="folder of real images: report activations relative to each unit's max on them")
     s.add_argument("--data-limit", type=int, default=2000, help="at most this many real images from --data")
-    s.add_argument("--out", default=None, help="output directory (must not exist or be empty; default: dgnam-runs/<time>)")
-    s.add_argument("--fixed-batch", action="store_true",
-                   help="pad every batch to --batch-size so any single image re-runs bit for bit on its own")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.add_argument("--fp32", action="store_true", help="on CUDA, no bf16 autocast: full float32 (slower)")
+    add_output_args(s)
     s.set_defaults(handler=cmd_synthesize, validate=validate)
 
     sharded = sub.add_parser("synthesize-sharded", parents=[s], add_help=False,
