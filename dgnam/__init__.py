@@ -4,7 +4,7 @@ prior (DGN-AM, Nguyen et al. 2016), with pixel and Fourier baselines through the
 from dgnam.engine.objectives import channel, class_logit, code_prior, match, total_variation, unit
 from dgnam.engine.optim import Adam, NormalizedAscent
 from dgnam.engine.param import Fourier, GeneratorCode, Pixels
-from dgnam.engine.probe import visualize
+from dgnam.engine.preferred import visualize
 from dgnam.engine.render import Result, synthesize
 from dgnam.engine.transforms import GaussianBlur, Jitter
 from dgnam.errors import DgnamError

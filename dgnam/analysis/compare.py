@@ -150,7 +150,7 @@ def compare(model_a: nn.Module | Model, model_b: nn.Module | Model, param: Param
         classes: class indices to compare (default: all, at most 10).
         restarts: images per (kind, class), seeds ``seed, seed + 1, ...``.
         mimic_steps: steps of the mimicry phase (default: ``steps``).
-        transforms: per-step transforms (use :func:`dgnam.engine.probe.baseline_transforms` for pixels).
+        transforms: per-step transforms (use :func:`dgnam.engine.preferred.baseline_transforms` for pixels).
 
     Example::
 

@@ -15,7 +15,7 @@ from dgnam.cli.common import (add_generator_arg, add_run_args, fit_to_generator,
                               layer_size,
                               markdown_table, parse_units, resolve_device, versions, write_report)
 from dgnam.engine.param import make_param
-from dgnam.engine.probe import baseline_transforms
+from dgnam.engine.preferred import baseline_transforms
 from dgnam.errors import DgnamError
 from dgnam.io import write_directory
 from dgnam.nets.zoo import load_model

@@ -14,7 +14,7 @@ from dgnam.cli.common import (DEFAULT_JUDGES, DEFAULT_MODEL, add_generator_arg, 
                               load_model_from_args, parse_units, recommended_code_prior, report_path, resolve_device,
                               versions, write_report)
 from dgnam.engine.param import make_param
-from dgnam.engine.probe import baseline_transforms, visualize
+from dgnam.engine.preferred import baseline_transforms, visualize
 from dgnam.errors import DgnamError
 from dgnam.io import write_directory
 from dgnam.nets.zoo import load_model

@@ -32,7 +32,7 @@ from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_model_args, 
                               recommended_code_prior, resolve_device)
 from dgnam.engine.objectives import unit
 from dgnam.engine.param import PARAMETRIZATIONS, Parametrization, make_param
-from dgnam.engine.probe import baseline_transforms, visualize
+from dgnam.engine.preferred import baseline_transforms, visualize
 from dgnam.engine.render import Result
 from dgnam.errors import DgnamError
 from dgnam.grid import labelled_grid, save_png

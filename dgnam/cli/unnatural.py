@@ -14,7 +14,7 @@ from dgnam.cli.common import (add_generator_arg, add_model_args, add_synthesis_a
                               recommended_code_prior, report_path, resolve_device, versions, write_report)
 from dgnam.cli.sanity import DEFAULT_JUDGE
 from dgnam.engine.param import make_param
-from dgnam.engine.probe import visualize
+from dgnam.engine.preferred import visualize
 from dgnam.io import shipped, write_directory
 from dgnam.nets.zoo import load_model
 from dgnam.prior.generator import load_generator

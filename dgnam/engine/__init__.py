@@ -7,5 +7,5 @@
 - :mod:`~dgnam.engine.transforms`: what is done to the image every step (jitter, blur).
 - :mod:`~dgnam.engine.optim`: the update rules.
 - :mod:`~dgnam.engine.render`: the loop, :func:`~dgnam.engine.render.synthesize`.
-- :mod:`~dgnam.engine.probe`: the one-call API, :func:`~dgnam.engine.probe.visualize`.
+- :mod:`~dgnam.engine.preferred`: the one-call API, :func:`~dgnam.engine.preferred.visualize`.
 """

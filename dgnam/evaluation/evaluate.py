@@ -20,7 +20,7 @@ import torch
 from dgnam.engine.objectives import class_logit, total_variation
 from dgnam.engine.optim import Optimizer
 from dgnam.engine.param import Parametrization, make_param
-from dgnam.engine.probe import add_code_prior, check_code_prior
+from dgnam.engine.preferred import add_code_prior, check_code_prior
 from dgnam.engine.render import Result, synthesize
 from dgnam.engine.transforms import GaussianBlur, Jitter
 from dgnam.errors import DgnamError

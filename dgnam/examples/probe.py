@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from dgnam.engine.param import Parametrization, make_param
-from dgnam.engine.probe import baseline_transforms, visualize
+from dgnam.engine.preferred import baseline_transforms, visualize
 from dgnam.engine.render import Result
 from dgnam.errors import DgnamError
 from dgnam.examples.topk import DatasetExamples, dataset_examples, load_image, read_units

@@ -23,6 +23,6 @@ def test_public_names_come_from_their_modules_and_the_version_is_the_packages():
         value = public[name]
         home = importlib.import_module(value.__module__)
         assert home.__name__.startswith("dgnam.") and getattr(home, name) is value, name  # not a copy or a wrapper
-    assert "code_prior" in dgnam.__all__ and public["visualize"].__module__ == "dgnam.engine.probe"
+    assert "code_prior" in dgnam.__all__ and public["visualize"].__module__ == "dgnam.engine.preferred"
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert dgnam.__version__ == version

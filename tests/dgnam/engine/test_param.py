@@ -15,7 +15,7 @@ from helpers import tiny_generator
 def test_pixel_and_fourier_through_same_call(tiny_model):
     for param in (Pixels(32), Fourier(32)):
         res = synthesize(class_logit([1, 2]), param, model=tiny_model, seeds=[0, 1], steps=25,
-                         transforms=dgnam.engine.probe.baseline_transforms())
+                         transforms=dgnam.engine.preferred.baseline_transforms())
         assert res.images.shape == (2, 3, 32, 32)
         assert (res.values > res.history[0]).all(), type(param).__name__
 

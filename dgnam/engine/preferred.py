@@ -1,4 +1,4 @@
-"""Neuron probing: the one-call API for "what do these units of my model prefer?"."""
+"""Preferred inputs: the one-call API for "what do these units of my model prefer?" (:func:`visualize`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""dgnam.engine.probe: ``dgnam.visualize``, the one-call API (rows, seeds, labels, the code prior)."""
+"""dgnam.engine.preferred: ``dgnam.visualize``, the one-call API (rows, seeds, labels, the code prior)."""
 
 import torch
 
