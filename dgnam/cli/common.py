@@ -29,6 +29,7 @@ DEFAULT_GENERATOR = shipped("cifar10/generator.pt")
 DEFAULT_MODEL = shipped("cifar10/encoder.pt")
 DEFAULT_SAMPLER = shipped("cifar10/code_sampler.pt")
 DEFAULT_JUDGES = shipped("cifar10/judges")
+DEFAULT_JUDGE = DEFAULT_JUDGES / "robust_resnet.pt"  # the judge whose verdict on realism counts
 
 
 # --- argument types and groups ------------------------------------------------------------------

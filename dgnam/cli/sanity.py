@@ -9,7 +9,7 @@ import argparse
 import time
 
 from dgnam.cli import validate as check
-from dgnam.cli.common import (DEFAULT_JUDGES, DEFAULT_MODEL, add_generator_arg, add_model_args, add_synthesis_args,
+from dgnam.cli.common import (DEFAULT_JUDGE, DEFAULT_MODEL, add_generator_arg, add_model_args, add_synthesis_args,
                               fit_to_generator, fresh_out_dir, generator_path, layer_size, load_code_encoder,
                               load_model_from_args, parse_units, recommended_code_prior, report_path, resolve_device,
                               versions, write_report)
@@ -22,7 +22,6 @@ from dgnam.prior.generator import load_generator
 from dgnam.sanity.cascade import cascade_markdown, cascading_randomization
 from dgnam.sanity.randomize import cascade_stages
 
-DEFAULT_JUDGE = DEFAULT_JUDGES / "robust_resnet.pt"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

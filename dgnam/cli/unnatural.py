@@ -9,10 +9,9 @@ import argparse
 import time
 
 from dgnam.cli import validate as check
-from dgnam.cli.common import (add_generator_arg, add_model_args, add_synthesis_args, fit_to_generator, fresh_out_dir,
-                              generator_path, load_code_encoder, load_model_from_args, markdown_table,
+from dgnam.cli.common import (DEFAULT_JUDGE, add_generator_arg, add_model_args, add_synthesis_args, fit_to_generator,
+                              fresh_out_dir, generator_path, load_code_encoder, load_model_from_args, markdown_table,
                               recommended_code_prior, report_path, resolve_device, versions, write_report)
-from dgnam.cli.sanity import DEFAULT_JUDGE
 from dgnam.engine.param import make_param
 from dgnam.engine.preferred import visualize
 from dgnam.io import shipped, write_directory
