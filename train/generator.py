@@ -173,6 +173,8 @@ class GeneratorModule(L.LightningModule):
             while the other ranks wait); None = all.
         encoder_input_size, encoder_fit: the encoder's input side and how larger images reach it
             (``crop`` = centre crop, as the paper crops 256 to 227).
+        export_dtype: ``float32`` or ``float16``: the type the exported weights are stored in (half the
+            file; loaded back as float32; the code statistics stay float32).
     """
 
     def __init__(self, encoder: str = "checkpoints/cifar10/encoder.pt", code_layer: str = "features.relu4_2",
@@ -185,8 +187,10 @@ class GeneratorModule(L.LightningModule):
                  weight_decay_d: float = 4e-4, bound_k: float = 3.0,
                  grid_every: int = 500, export_path: str | None = None, init_generator: str | None = None,
                  encoder_input_size: int | None = None, encoder_fit: str = "resize",
-                 stats_limit: int | None = None) -> None:
+                 stats_limit: int | None = None, export_dtype: str = "float32") -> None:
         super().__init__()
+        if export_dtype not in ("float32", "float16"):
+            raise DgnamError(f"--model.export_dtype {export_dtype!r} is unknown; use float32 or float16")
         if not 0.0 <= ema_decay < 1.0:
             raise DgnamError(f"ema_decay={ema_decay} is not in [0, 1); use 0 (off) or e.g. 0.998")
         if class_gradient_sigma < 0:
@@ -442,7 +446,7 @@ class GeneratorModule(L.LightningModule):
                     "lambda_class": hp.lambda_class, "class_gradient_sigma": hp.class_gradient_sigma,
                     "lambda_spectrum": hp.lambda_spectrum, "lr_g": hp.lr_g, "classes": list(classes)}
         with self.averaged_generator():
-            self.generator.save(path, metadata)
+            self.generator.save(path, metadata, weights_dtype=getattr(torch, hp.export_dtype))
         print(f"exported {path}: {iterations} iterations, code zeros {summary['zero_fraction']:.2f}, "
               f"mean {summary['mean']:.3f}", flush=True)
 

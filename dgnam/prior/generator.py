@@ -157,6 +157,8 @@ class UpconvGenerator(nn.Module):
         self.register_buffer("code_upper_bound", torch.full((self.code_dim,), float("inf")))
         self.register_buffer("code_mean", torch.zeros(self.code_dim))
         self.register_buffer("code_std", torch.ones(self.code_dim))
+        # The type the weights were stored in (float16 for a halved file); saving again keeps it.
+        self.stored_weights_dtype: torch.dtype | None = None
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -233,15 +235,28 @@ class UpconvGenerator(nn.Module):
         self.code_std.copy_(std)
         self.code_upper_bound.copy_(mean + k * std)
 
-    def checkpoint(self, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    def checkpoint(self, metadata: dict[str, Any] | None = None,
+                   weights_dtype: torch.dtype | None = None) -> dict[str, Any]:
+        """The dict written to ``*.pt``. ``weights_dtype`` (e.g. ``torch.float16``) stores the weights in
+        that type, to halve the file (default: the type the weights were loaded from); the code
+        statistics and bounds stay float32 (the box must be exact), and loading casts the weights back
+        to float32."""
+        weights = {name for name, _ in self.named_parameters()}
+        weights_dtype = weights_dtype or self.stored_weights_dtype
+
+        def stored(name: str, value: torch.Tensor) -> torch.Tensor:
+            value = value.detach().cpu()
+            return value.to(weights_dtype) if weights_dtype is not None and name in weights else value
+
         return {"format": GENERATOR_FORMAT, "version": 1, "arch": self.arch, "output_space": self.output_space,
                 "encoder_layer": self.encoder_layer, "encoder": self.encoder,
-                "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+                "state_dict": {k: stored(k, v) for k, v in self.state_dict().items()},
                 "metadata": dict(metadata or {})}
 
-    def save(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
-        """Write a ``weights_only``-loadable checkpoint atomically."""
-        return atomic_save(self.checkpoint(metadata), path)
+    def save(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
+             weights_dtype: torch.dtype | None = None) -> Path:
+        """Write a ``weights_only``-loadable checkpoint atomically (see :meth:`checkpoint`)."""
+        return atomic_save(self.checkpoint(metadata, weights_dtype), path)
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -265,7 +280,9 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
                          f"`dgnam stats --generator {path} --k 3 --out NEW.pt`")
     try:
         gen.load_state_dict(ckpt["state_dict"])
-    except (RuntimeError, KeyError, TypeError) as exc:
+        stored = {v.dtype for k, v in ckpt["state_dict"].items() if k.startswith("convs.")}
+        gen.stored_weights_dtype = torch.float16 if stored == {torch.float16} else None
+    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
         raise DgnamError(f"'{path}' weights do not match its architecture ({str(exc).splitlines()[0][:100]}); "
                          f"the file is damaged, re-export it") from None
     return gen.to(device).eval()
