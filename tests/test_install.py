@@ -33,7 +33,7 @@ def test_regular_install_synthesizes_from_another_folder(tmp_path):
     assert install.returncode == 0, install.stderr[-3000:]
     shipped = site / "dgnam" / "checkpoints" / "cifar10"
     files = sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.is_file())
-    assert {"encoder.pt", "generator.pt", "code_sampler.pt"} <= set(files) and "judges/resnet.pt" in files
+    assert {"encoder.pt", "generator.pt", "generator_fc6.pt", "code_sampler.pt"} <= set(files) and "judges/resnet.pt" in files
     assert all(f.endswith(".pt") for f in files), files  # models only: no model card, no training leftovers
     assert not (site / "dgnam" / "checkpoints").is_symlink()
 
@@ -49,5 +49,12 @@ def test_regular_install_synthesizes_from_another_folder(tmp_path):
     assert (out / "grid.png").is_file()
     settings = json.loads((out / "manifest.json").read_text())["settings"]
     assert Path(settings["model"]).is_relative_to(site) and Path(settings["generator"]).is_relative_to(site)
+    # The paper's fc6 prior, by its short name, from the install alone.
+    fc6 = subprocess.run([sys.executable, str(site / "bin" / "dgnam"), "synthesize", "--steps", "2", "--device", "cpu",
+                          "--generator", "fc6", "--units", "3", "--quiet", "--out", str(elsewhere / "fc6")],
+                         capture_output=True, text=True, cwd=elsewhere, env=env, timeout=300)
+    assert fc6.returncode == 0, fc6.stderr[-3000:]
+    fc6_settings = json.loads((elsewhere / "fc6" / "manifest.json").read_text())["settings"]
+    assert Path(fc6_settings["generator"]) == site / "dgnam" / "checkpoints" / "cifar10" / "generator_fc6.pt"
     # The gallery's page, script and style travel as package data.
     assert {p.name for p in (site / "dgnam" / "gallery" / "static").iterdir()} == {"index.html", "app.js", "style.css"}

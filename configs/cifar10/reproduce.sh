@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the shipped CIFAR-10 models from scratch, every stage from the committed configs.
 #   bash configs/cifar10/reproduce.sh [encoder|prior|sampler|judges|fc6|sanity|all]   (default: all)
+#   bash configs/cifar10/reproduce.sh fc6-continue   (the fc6 generator's training, resumed from its handoff file)
 # Run from the repository root after `pip install -e '.[train]'`. Each stage writes its model where
 # the next one reads it; checkpoints/cifar10/ receives the shipped files. Wall times on 2 CPU cores
 # are in checkpoints/cifar10/README.md; a GPU is picked up automatically (trainer.accelerator auto).
@@ -44,9 +45,19 @@ judges() {  # independent judges and the second target (never used to train a pr
 }
 
 fc6() {  # the fc6 pair: CaffeNet's head on the frozen trunk; FC layers regressed onto the prior's input; DeePSiM
-  run python -m train.classifier fit --config $C/encoder_fc6.yaml
-  run python -m train.generator_head fit --config $C/generator_fc6_head.yaml
-  run python -m train.generator fit --config $C/generator_fc6.yaml
+  # in the resumable chunks of generator_fc6_chunks.yaml (rerun to continue; FC6_UNTIL=N stops at N iterations)
+  [ -f runs/generator_fc6/ckpt/last.ckpt ] || {
+    run python -m train.classifier fit --config $C/encoder_fc6.yaml
+    run python -m train.generator_head fit --config $C/generator_fc6_head.yaml
+  }
+  run python -m train.chunks $C/generator_fc6_chunks.yaml ${FC6_UNTIL:+--until $FC6_UNTIL}
+}
+
+fc6_continue() {  # continue the shipped fc6 generator's DeePSiM run on a fresh machine from its handoff file
+  local CK=checkpoints/cifar10
+  [ -f runs/generator_fc6/ckpt/last.ckpt ] ||
+    run python -m train.handoff unpack $CK/generator_fc6_training.pt $CK/generator_fc6.pt runs/generator_fc6/ckpt/last.ckpt
+  run python -m train.chunks $C/generator_fc6_chunks.yaml ${FC6_UNTIL:+--until $FC6_UNTIL}
 }
 
 sanity() {  # the unnatural-classes test (docs/sanity.md): 20-class classifier (after judges) and swap detector
@@ -57,6 +68,7 @@ sanity() {  # the unnatural-classes test (docs/sanity.md): 20-class classifier (
 mkdir -p runs/cifar10
 case $stage in
   encoder|prior|sampler|judges|fc6|sanity) $stage ;;
+  fc6-continue) fc6_continue ;;
   all) encoder; prior; sampler; judges; fc6; sanity ;;
-  *) echo "unknown stage '$stage'; use encoder, prior, sampler, judges, fc6, sanity or all" >&2; exit 2 ;;
+  *) echo "unknown stage '$stage'; use encoder, prior, sampler, judges, fc6, fc6-continue, sanity or all" >&2; exit 2 ;;
 esac

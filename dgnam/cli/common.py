@@ -17,7 +17,7 @@ from PIL import Image
 
 import dgnam
 # parse_units and resolve_device are re-exported: the commands take their argument helpers from here.
-from dgnam.cli.validate import existing_file, existing_folder, output, parse_units, resolve_device  # noqa: F401
+from dgnam.cli.validate import existing_file, existing_folder, generator_name, output, parse_units, resolve_device  # noqa: F401
 from dgnam.errors import DgnamError
 from dgnam.examples.topk import IMAGE_SUFFIXES
 from dgnam.io import atomic_write_json, atomic_write_text, reading, shipped
@@ -84,7 +84,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def add_generator_arg(p: argparse.ArgumentParser) -> None:
     """``--generator`` (default: the shipped one, see :func:`generator_path`)."""
-    p.add_argument("--generator", default=None, help="generator checkpoint (default: the shipped CIFAR-10 one)")
+    p.add_argument("--generator", default=None, type=generator_name,
+                   help="generator checkpoint, or a shipped one by name: conv (the default CIFAR-10 prior) or fc6 (the paper's fc6-code prior)")
 
 
 def add_run_args(p: argparse.ArgumentParser, quiet: bool = True) -> None:

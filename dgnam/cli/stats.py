@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``dgnam stats`` to the parser's subcommands."""
     st = sub.add_parser("stats", help="recompute a generator's code bounds from a folder of real images, "
                                       "or set a new k on the statistics it stores")
-    st.add_argument("--generator", required=True)
+    st.add_argument("--generator", required=True, type=check.generator_name)
     st.add_argument("--data", default=None, help="folder of real images (ImageFolder tree or flat); without it, "
                                                  "the generator's stored per-unit mean and std are kept and only k changes")
     st.add_argument("--encoder", default=None, help="encoder checkpoint (default: the one named in the generator)")

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from dgnam.errors import DgnamError
+from dgnam.prior.generator import generator_file
 
 MAX_SEED = 2 ** 64 - 1  # torch.manual_seed takes an unsigned 64-bit seed
 
@@ -53,6 +54,11 @@ def seed(value: int, count: int = 1, flag: str = "--seed") -> None:
     if value < 0 or value + count - 1 > MAX_SEED:
         raise DgnamError(f"{flag} must be between 0 and {MAX_SEED - count + 1} (seeds {flag}, {flag}+1, ... per "
                          f"restart are 64-bit), got {value}")
+
+
+def generator_name(value: str) -> str:
+    """The argparse type of ``--generator``: a shipped generator's short name (``fc6``) becomes its file."""
+    return str(generator_file(value))
 
 
 def existing_file(path: str | None, flag: str) -> None:

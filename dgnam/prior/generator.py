@@ -26,9 +26,11 @@ from einops import rearrange
 from torch import nn
 
 from dgnam.errors import DgnamError
-from dgnam.io import atomic_save, load_checkpoint
+from dgnam.io import atomic_save, load_checkpoint, shipped
 
 GENERATOR_FORMAT = "dgnam.generator"
+# The shipped priors by short name: the conv-map prior (the default) and the paper's fc6-code prior.
+SHIPPED_GENERATORS = {"conv": "cifar10/generator.pt", "fc6": "cifar10/generator_fc6.pt"}
 # Raw output spaces a generator may have; to_rgb() maps each to RGB in [0, 1].
 OUTPUT_SPACES = ("rgb01", "rgb11", "caffe_bgr")
 CAFFE_BGR_MEAN = (104.0, 117.0, 123.0)
@@ -259,15 +261,24 @@ class UpconvGenerator(nn.Module):
         return atomic_save(self.checkpoint(metadata, weights_dtype), path)
 
 
+def generator_file(name_or_path: str | os.PathLike) -> Path:
+    """The file of a shipped generator's short name (``conv``, ``fc6``: :data:`SHIPPED_GENERATORS`),
+    or ``name_or_path`` itself as a path (write ``./fc6`` for a local file of that name)."""
+    name = os.fspath(name_or_path)
+    return shipped(SHIPPED_GENERATORS[name]) if name in SHIPPED_GENERATORS else Path(name)
+
+
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
                    rebounding: bool = False) -> UpconvGenerator:
-    """Load a generator saved by :meth:`UpconvGenerator.save` (``torch.load(weights_only=True)``).
+    """Load a generator saved by :meth:`UpconvGenerator.save` (``torch.load(weights_only=True)``), by
+    path or by a shipped generator's short name (``conv``, the default prior; ``fc6``, the paper's).
 
     One whose recorded bound k is not finite is refused unless ``rebounding`` (``dgnam stats``, which
     sets new bounds).
 
-    Example: ``G = dgnam.load_generator("checkpoints/cifar10/generator.pt")``
+    Example: ``G = dgnam.load_generator("fc6")`` or ``dgnam.load_generator("checkpoints/cifar10/generator.pt")``
     """
+    path = generator_file(path)
     ckpt = load_checkpoint(path, GENERATOR_FORMAT, "dgnam generator")
     try:
         gen = UpconvGenerator(ckpt["arch"], ckpt.get("output_space", "rgb01"), ckpt.get("encoder_layer", ""),

@@ -66,6 +66,38 @@ def test_save_load_round_trip(tmp_path):
     assert loaded.metadata["note"] == "x"
 
 
+def test_float16_weights_halve_the_file_and_load_back_as_float32(tmp_path):
+    gen = tiny_generator()
+    with torch.no_grad():
+        gen.code_upper_bound.copy_(torch.linspace(0.1234567, 9.87654321, gen.code_dim))
+    full = gen.save(tmp_path / "full.pt")
+    half = gen.save(tmp_path / "half.pt", weights_dtype=torch.float16)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load_generator(half)
+    assert loaded.convs["conv0"].weight.dtype == torch.float32
+    assert torch.equal(loaded.code_upper_bound, gen.code_upper_bound)  # the box is stored exactly
+    code = torch.rand(3, 16)
+    torch.testing.assert_close(loaded(code), gen(code), atol=2e-2, rtol=2e-2)
+    # Saving a file loaded from float16 keeps float16 (``dgnam stats`` rewrites it without doubling it).
+    again = loaded.save(tmp_path / "again.pt")
+    assert torch.load(again, weights_only=True)["state_dict"]["convs.conv0.weight"].dtype == torch.float16
+
+
+def test_shipped_generators_by_short_name(tmp_path, monkeypatch):
+    from dgnam.io import shipped
+    from dgnam.prior.generator import SHIPPED_GENERATORS, generator_file
+
+    assert generator_file("conv") == shipped("cifar10/generator.pt")
+    assert generator_file("fc6") == shipped("cifar10/generator_fc6.pt")
+    assert load_generator("conv").encoder_layer == "features.relu4_2"
+    # A path is a path, and a local file of a short name's name is reached as ./fc6.
+    monkeypatch.chdir(tmp_path)
+    tiny_generator().save(tmp_path / "fc6")
+    assert generator_file("./fc6").resolve() == (tmp_path / "fc6").resolve()
+    assert load_generator("./fc6").code_dim == 16
+    assert set(SHIPPED_GENERATORS) == {"conv", "fc6"}
+
+
 def test_bounds_from_statistics():
     gen = tiny_generator()
     gen.set_code_statistics(torch.ones(16), torch.full((16,), 2.0), k=3)
