@@ -21,7 +21,7 @@ from dgnam.cli.validate import existing_file, existing_folder, output, parse_uni
 from dgnam.errors import DgnamError
 from dgnam.examples.topk import IMAGE_SUFFIXES
 from dgnam.io import atomic_write_json, atomic_write_text, reading, shipped
-from dgnam.nets.model import Model, describe_layers, parse_layer, resolve_layer
+from dgnam.nets.model import Model, describe_layers, eval_mode, parse_layer, resolve_layer
 from dgnam.nets.zoo import load_model
 from dgnam.prior.generator import UpconvGenerator
 
@@ -145,7 +145,7 @@ def fit_to_generator(model: Model, generator: UpconvGenerator | None) -> None:
 def layer_size(model: Model, layer: str, device: torch.device) -> int:
     """Number of units (fc) or channels (conv) of ``layer``; validates the name, the call index and the input size."""
     zeros = torch.zeros(1, 3, model.input_size, model.input_size, device=device)
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(model):
         if layer == "output":
             return model.run(zeros, ["output"])["output"].shape[1]
         model.run(zeros, ["output"])  # a wrong input size fails here with its own one-line error

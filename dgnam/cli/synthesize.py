@@ -37,7 +37,7 @@ from dgnam.engine.render import Result
 from dgnam.errors import DgnamError
 from dgnam.grid import labelled_grid, save_png
 from dgnam.io import atomic_write_json, publish_directory, staging_directory, writing
-from dgnam.nets.model import Model
+from dgnam.nets.model import Model, eval_mode
 from dgnam.prior.generator import UpconvGenerator, load_generator
 from dgnam.prior.sampler import load_code_sampler
 from dgnam.scale.accel import speed_up
@@ -216,7 +216,7 @@ def _relative_to_real(args: argparse.Namespace, plan: Plan, units: list[int], re
     never fires on them (a ratio to <= 0 means nothing)."""
     objectives = [unit(args.layer, u, model=plan.model, position=args.position) for u in units]
     best = torch.full((len(units),), -float("inf"))
-    with torch.no_grad():  # the max over real images of the same quantity the objective maximises
+    with torch.no_grad(), eval_mode(plan.model):  # the max over real images of what the objective maximises
         for start in range(0, len(plan.real_images), args.batch_size):
             batch = plan.real_images[start:start + args.batch_size].to(device)
             acts = {(plan.model, args.layer): plan.model.run(batch, [args.layer])[args.layer]}

@@ -23,7 +23,7 @@ from dgnam.examples.topk import DatasetExamples, dataset_examples, load_image, r
 from dgnam.gallery import write_site
 from dgnam.grid import html_image, labelled_grid, png_bytes, show_image, to_uint8
 from dgnam.io import write_directory
-from dgnam.nets.model import OUTPUT, Model, as_model
+from dgnam.nets.model import OUTPUT, Model, as_model, eval_mode
 from dgnam.prior.generator import UpconvGenerator
 
 INLINE_UNITS = 16  # units drawn by the inline view; the gallery shows all of them
@@ -210,7 +210,7 @@ def read_images(model: Model, layer: str, images: torch.Tensor, row_units: Seque
     column = {u: j for j, u in enumerate(units)}
     cols = torch.tensor([column[u] for u in row_units])
     index = torch.tensor(units, device=device)
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(model):  # as synthesis read them: running statistics, no dropout
         for start in range(0, len(images), batch_size):
             act = model.run(images[start:start + batch_size].to(device), [layer])[layer]
             values, _ = read_units(act, index, reading, position)

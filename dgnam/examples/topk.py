@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from dgnam.errors import DgnamError
-from dgnam.nets.model import Model, as_model
+from dgnam.nets.model import Model, as_model, eval_mode
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 # The percentile strip: exact min and max, the rest from the reservoir sample.
@@ -228,8 +228,6 @@ def dataset_examples(model: torch.nn.Module | Model, layer: str, data: str | os.
         files = [files[int(i * step)] for i in range(limit)]
     device = torch.device(device)
     model.to(device)
-    was_training = model.training
-    model.eval()
     start = time.time()
     unit_index: torch.Tensor | None = None
     top = reservoir_ = None
@@ -238,7 +236,8 @@ def dataset_examples(model: torch.nn.Module | Model, layer: str, data: str | os.
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
     bar = tqdm(total=len(files), disable=not progress, unit="img", leave=False)
     try:
-        with torch.inference_mode():
+        # eval_mode, not a saved model.training: a Model wrapper is in training mode while its network is not.
+        with eval_mode(model), torch.inference_mode():
             for images, indices, ok in _batches(files, model.input_size, batch_size, workers):
                 bar.update(len(indices))
                 if not ok.all():
@@ -270,7 +269,6 @@ def dataset_examples(model: torch.nn.Module | Model, layer: str, data: str | os.
                 n_images += len(indices)
     finally:
         bar.close()
-        model.train(was_training)
     if top is None:
         raise DgnamError(f"none of the {len(files)} images could be read ({len(skipped)} skipped)")
     levels = torch.tensor([p / 100 for p in PERCENTILES], device=device)
