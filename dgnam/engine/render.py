@@ -7,7 +7,6 @@ every update rule treats rows independently, so a row's image does not depend on
 
 from __future__ import annotations
 
-import html
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +23,7 @@ from dgnam.engine.optim import Optimizer
 from dgnam.engine.param import Parametrization
 from dgnam.engine.transforms import RowRandom
 from dgnam.errors import DgnamError
-from dgnam.grid import html_image, labelled_grid, png_bytes, save_png, show_image
+from dgnam.grid import html_card, labelled_grid, png_bytes, save_png, show_image
 from dgnam.nets.model import INPUT, PARAMS, Model, eval_mode
 
 
@@ -76,10 +75,9 @@ class Result:
 
     def _repr_html_(self) -> str:
         """Jupyter's rich view: the grid and one line on the run."""
-        what = self.settings.get("objective", "")
-        return (f"<div><p><b>dgnam Result</b>: {len(self)} image(s), {html.escape(str(what))}, "
-                f"{self.settings.get('steps', '?')} steps, {self.seconds:.1f}s</p>"
-                f"{html_image(self.to_image(), what)}</div>")
+        what = str(self.settings.get("objective", ""))
+        return html_card("dgnam Result", f"{len(self)} image(s), {what}, {self.settings.get('steps', '?')} steps, "
+                         f"{self.seconds:.1f}s", self.to_image(), what)
 
     def show(self) -> Image.Image:
         """Display the grid: inline under IPython, else in the system's image viewer; returns it."""

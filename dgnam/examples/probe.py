@@ -21,7 +21,7 @@ from dgnam.engine.render import Result
 from dgnam.errors import DgnamError
 from dgnam.examples.topk import DatasetExamples, dataset_examples, load_image, read_units
 from dgnam.gallery import write_site
-from dgnam.grid import html_image, labelled_grid, png_bytes, show_image, to_uint8
+from dgnam.grid import html_card, labelled_grid, png_bytes, show_image, to_uint8
 from dgnam.io import write_directory
 from dgnam.nets.model import OUTPUT, Model, as_model, eval_mode
 from dgnam.prior.generator import UpconvGenerator
@@ -122,12 +122,11 @@ class Probe:
     def _repr_html_(self) -> str:
         ex = self.examples
         shown = min(len(self.units), INLINE_UNITS)
-        more = (f" (first {shown} shown; <code>.save(folder)</code> writes the gallery of all)"
-                if shown < len(self.units) else "")
-        return (f"<div><p><b>dgnam probe</b> of {self.model_name} · {self.layer}: {len(self.units)} units{more}; "
-                f"each row: synthesised images, then the top {ex.k} of {ex.n_images} real images"
-                f"{f' ({len(ex.skipped)} unreadable, skipped)' if ex.skipped else ''}.</p>"
-                f"{html_image(self.to_image(), f'probe of {self.layer}')}</div>")
+        more = f" (first {shown} shown; .save(folder) writes the gallery of all)" if shown < len(self.units) else ""
+        skipped = f" ({len(ex.skipped)} unreadable, skipped)" if ex.skipped else ""
+        return html_card("dgnam probe", f"{self.model_name} · {self.layer}: {len(self.units)} units{more}; each row: "
+                         f"synthesised images, then the top {ex.k} of {ex.n_images} real images{skipped}.",
+                         self.to_image(), f"probe of {self.layer}")
 
     def show(self, max_units: int = INLINE_UNITS) -> Image.Image:
         """Display the inline view: in the notebook under IPython, else in the system's image viewer."""
