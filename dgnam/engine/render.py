@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from dgnam import checks
 from dgnam.engine.objectives import Objective
 from dgnam.engine.optim import Optimizer
 from dgnam.engine.param import Parametrization
@@ -160,21 +161,25 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
         res = synthesize(class_logit(range(10)), GeneratorCode(G), model=net, seeds=range(10))
         res.save_grid("classes.png")
     """
-    seeds = [int(s) for s in seeds]
-    n = len(seeds)
-    if n == 0:
-        raise DgnamError("nothing to synthesise: give at least one seed/unit")
     if steps < 1:
         raise DgnamError(f"steps must be >= 1, got {steps}")
     if batch_size < 1:
         raise DgnamError(f"batch size must be >= 1, got {batch_size}")
+    device = checks.resolve_device(device)
+    if hasattr(seeds, "__len__"):  # before the list is built: range(10**9) seeds must not fill the memory first
+        checks.check_fits(checks.synthesis_bytes(len(seeds), steps, param.image_size, batch_size),
+                          f"synthesising {len(seeds)} images of {steps} steps",
+                          "steps or the number of seeds (units x restarts)", device)
+    seeds = [checks.seed(s, what="seeds") for s in seeds]
+    n = len(seeds)
+    if n == 0:
+        raise DgnamError("nothing to synthesise: give at least one seed/unit")
     if model is not None:
         objective = objective.bind(model)
         record = record.bind(model) if record is not None else None
     for checked in (objective, record):
         if checked is not None and checked.n_rows is not None and checked.n_rows != n:
             raise DgnamError(f"objective has {checked.n_rows} per-row units but {n} seeds were given")
-    device = torch.device(device)
     param.to(device)
     requirements = objective.requirements() | (record.requirements() if record is not None else set())
     models = {m for m, _ in requirements if m is not None}
