@@ -13,3 +13,10 @@ def first_line(exc: BaseException, limit: int = 150) -> str:
     """The first line of an exception's message (error messages here are one line)."""
     text = str(exc).strip()
     return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+def terminal_safe(text: object) -> str:
+    """``text`` with every control character (ANSI/OSC escapes, newlines, ...) written as its escape: names
+    from files and checkpoints reach the terminal as text, and cannot retitle, clear or write the clipboard;
+    a path with a newline keeps an error on one line."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))

@@ -67,6 +67,16 @@ def html_image(image: Image.Image, alt: str = "") -> str:
             f'style="image-rendering: pixelated; max-width: 100%">')
 
 
+def html_card(title: str, text: str, image: Image.Image, alt: str = "") -> str:
+    """The HTML every ``_repr_html_`` returns: a bold ``title``, one line of plain ``text``, then ``image``.
+
+    All three strings are escaped here, and only here: model, layer and class names come from files and
+    checkpoints, so a name such as ``<img src=x onerror=...>`` must show as text, never run in Jupyter.
+    """
+    return (f"<div><p><b>{html.escape(title)}</b>: {html.escape(text)}</p>"
+            f"{html_image(image, alt)}</div>")
+
+
 def show_image(obj, image: Image.Image) -> Image.Image:
     """Display ``obj`` inline when running under IPython (notebook or terminal), else open ``image`` in the
     system's image viewer; returns ``image``."""

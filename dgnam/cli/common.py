@@ -18,10 +18,10 @@ from PIL import Image
 import dgnam
 # parse_units and resolve_device are re-exported: the commands take their argument helpers from here.
 from dgnam.cli.validate import existing_file, existing_folder, generator_name, output, parse_units, resolve_device  # noqa: F401
-from dgnam.errors import DgnamError
-from dgnam.examples.topk import IMAGE_SUFFIXES
-from dgnam.io import atomic_write_json, atomic_write_text, reading, shipped
-from dgnam.nets.model import Model, describe_layers, parse_layer, resolve_layer
+from dgnam.errors import DgnamError, terminal_safe
+from dgnam.examples.topk import list_images
+from dgnam.io import atomic_write_json, atomic_write_text, reading, shipped, to_rgb
+from dgnam.nets.model import Model, describe_layers, eval_mode, parse_layer, resolve_layer
 from dgnam.nets.zoo import load_model
 from dgnam.prior.generator import UpconvGenerator
 
@@ -146,7 +146,7 @@ def fit_to_generator(model: Model, generator: UpconvGenerator | None) -> None:
 def layer_size(model: Model, layer: str, device: torch.device) -> int:
     """Number of units (fc) or channels (conv) of ``layer``; validates the name, the call index and the input size."""
     zeros = torch.zeros(1, 3, model.input_size, model.input_size, device=device)
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(model):
         if layer == "output":
             return model.run(zeros, ["output"])["output"].shape[1]
         model.run(zeros, ["output"])  # a wrong input size fails here with its own one-line error
@@ -167,9 +167,7 @@ def layer_size(model: Model, layer: str, device: torch.device) -> int:
 def image_files(folder: Path, limit: int) -> list[Path]:
     """The images under ``folder`` (``--data``), at most ``limit`` of them spread over the whole tree."""
     existing_folder(str(folder), "--data")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DgnamError(f"--data folder '{folder}' holds no images (.png/.jpg)")
+    files = list_images(folder, "--data folder")
     if len(files) > limit:  # spread the sample over all classes of an ImageFolder tree
         step = len(files) / limit
         files = [files[int(i * step)] for i in range(limit)]
@@ -181,7 +179,7 @@ def load_images(files: list[Path], size: int) -> torch.Tensor:
     arrays = []
     for f in files:
         with reading(f, "image", "remove or fix it"), Image.open(f) as im:
-            im = im.convert("RGB")
+            im = to_rgb(im)
             if im.size != (size, size):
                 im = im.resize((size, size), Image.BICUBIC)
             arrays.append(np.asarray(im))
@@ -263,9 +261,10 @@ def fresh_out_dir(out: str | None, model_name: str) -> Path:
 
 def print_table(rows: list[list[str]], header: list[str]) -> None:
     """A plain-text table on stdout, columns padded to their widest cell."""
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    for row in [header, *rows]:
-        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+    rows = [[terminal_safe(x) for x in row] for row in [header, *rows]]  # class names come from checkpoints
+    widths = [max(len(x) for x in col) for col in zip(*rows)]
+    for row in rows:
+        print("  ".join(x.ljust(w) for x, w in zip(row, widths)))
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import dgnam
 from dgnam.cli import (attribute, compare, evaluate, import_generator, invert, layers, probe, sample, sanity, stats,
                        synthesize, unnatural)
-from dgnam.errors import DgnamError, Terminated
+from dgnam.errors import DgnamError, Terminated, terminal_safe
 
 # In `dgnam --help` order; each module's register(sub) adds its subcommands with their handler.
 COMMANDS = (synthesize, probe, layers, stats, sample, evaluate, import_generator, invert, compare, attribute, sanity,
@@ -42,17 +42,21 @@ def main(argv: list[str] | None = None) -> int:
 
     The command's ``validate(args)`` checks the arguments before its handler loads or computes anything.
     """
+    for stream in (sys.stdout, sys.stderr):  # a label the terminal's encoding lacks is escaped, not a traceback
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:
         with terminate_like_interrupt():
             args.validate(args)
             return args.handler(args)
     except DgnamError as exc:
-        print(f"dgnam: error: {exc}", file=sys.stderr)
+        print(f"dgnam: error: {terminal_safe(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # one not met where it arises (those are DgnamErrors naming their fix)
         where = f" '{exc.filename}'" if exc.filename else ""
-        print(f"dgnam: error: {exc.strerror or exc}{where}; check the path, free space and permissions",
+        print(f"dgnam: error: {terminal_safe(exc.strerror or exc)}{terminal_safe(where)}; check the path, free space "
+              f"and permissions",
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -15,7 +15,7 @@ from dgnam.cli.common import (add_generator_arg, add_model_args, add_output_args
 from dgnam.engine.param import PARAMETRIZATIONS
 from dgnam.errors import DgnamError
 from dgnam.examples.probe import Probe, probe
-from dgnam.examples.topk import READINGS
+from dgnam.examples.topk import READINGS, RESERVOIR
 from dgnam.prior.generator import load_generator
 
 SUMMARY_UNITS = 10  # units listed on the terminal; the gallery has all of them
@@ -68,6 +68,9 @@ def validate(args: argparse.Namespace) -> None:
     check.finite(args.code_prior, "--code-prior", minimum=0)
     check.existing_file(args.generator, "--generator")
     check.existing_folder(args.data, "--data")
+    check.dataset_pass_size(args, RESERVOIR)
+    if args.steps:
+        check.synthesis_size(args)
     check.output(args.out)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid
 
+from dgnam import checks
 from dgnam.cli import validate as check
 from dgnam.cli.common import DEFAULT_SAMPLER, add_generator_arg, generator_path, resolve_device
 from dgnam.errors import DgnamError
@@ -44,7 +45,15 @@ def validate(args: argparse.Namespace) -> None:
     check.seed(args.seed)
     check.existing_file(args.generator, "--generator")
     check.existing_file(args.sampler, "--sampler")
+    if args.n is not None:  # the generator's image size is not known yet: 1x1 images, a lower bound
+        sample_size(args.n, 1, resolve_device(args.device))
     resolve_device(args.device)
+
+
+def sample_size(n: int, image_size: int, device) -> None:
+    """``n`` images of ``image_size`` (and their grid) must fit in memory."""
+    checks.check_fits(checks.image_batch_bytes(n, image_size), f"{n} samples of {image_size}x{image_size} pixels",
+                      "--n", device)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -67,6 +76,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         n = args.n or 64
         nrow = min(n, 16)
+    sample_size(n, generator.image_size, device)
     with torch.no_grad():
         codes = sampler.sample(n, seed=args.seed, labels=labels)
         images = torch.cat([generator.generate(chunk) for chunk in codes.split(256)])

@@ -36,8 +36,8 @@ from dgnam.engine.preferred import baseline_transforms, visualize
 from dgnam.engine.render import Result
 from dgnam.errors import DgnamError
 from dgnam.grid import labelled_grid, save_png
-from dgnam.io import atomic_write_json, publish_directory, staging_directory, writing
-from dgnam.nets.model import Model
+from dgnam.io import atomic_write_json, publish_directory, staging_directory, to_rgb, writing
+from dgnam.nets.model import Model, eval_mode
 from dgnam.prior.generator import UpconvGenerator, load_generator
 from dgnam.prior.sampler import load_code_sampler
 from dgnam.scale.accel import speed_up
@@ -98,6 +98,7 @@ def validate(args: argparse.Namespace) -> None:
     check.existing_file(args.generator, "--generator")
     check.existing_file(args.init_sampler, "--init-sampler")
     check.existing_folder(args.data, "--data")
+    check.synthesis_size(args)
     check.output(args.out)
 
 
@@ -216,7 +217,7 @@ def _relative_to_real(args: argparse.Namespace, plan: Plan, units: list[int], re
     never fires on them (a ratio to <= 0 means nothing)."""
     objectives = [unit(args.layer, u, model=plan.model, position=args.position) for u in units]
     best = torch.full((len(units),), -float("inf"))
-    with torch.no_grad():  # the max over real images of the same quantity the objective maximises
+    with torch.no_grad(), eval_mode(plan.model):  # the max over real images of what the objective maximises
         for start in range(0, len(plan.real_images), args.batch_size):
             batch = plan.real_images[start:start + args.batch_size].to(device)
             acts = {(plan.model, args.layer): plan.model.run(batch, [args.layer])[args.layer]}
@@ -263,7 +264,7 @@ def publish(args: argparse.Namespace, plan: Plan, runs: list[dict[str, Any]], ou
         pixels = []
         for entry in shown:
             with Image.open(staging / entry["file"]) as im:
-                pixels.append(np.asarray(im.convert("RGB")))
+                pixels.append(np.asarray(to_rgb(im)))
         # PNGs hold the images rounded to 8 bits, which is also all the grid keeps of them.
         images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 255
         captions = [f"{e['label']} {e['activation']:.1f}" for e in shown]

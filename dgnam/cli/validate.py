@@ -12,10 +12,9 @@ from pathlib import Path
 
 import torch
 
+from dgnam import checks
 from dgnam.errors import DgnamError
 from dgnam.prior.generator import generator_file
-
-MAX_SEED = 2 ** 64 - 1  # torch.manual_seed takes an unsigned 64-bit seed
 
 
 def at_least(args: argparse.Namespace, minimum: int, *flags: str, why: str = "") -> None:
@@ -51,9 +50,7 @@ def normalisation(args: argparse.Namespace) -> None:
 
 def seed(value: int, count: int = 1, flag: str = "--seed") -> None:
     """``--seed`` and the ``count - 1`` seeds after it (one per restart) must be valid torch seeds."""
-    if value < 0 or value + count - 1 > MAX_SEED:
-        raise DgnamError(f"{flag} must be between 0 and {MAX_SEED - count + 1} (seeds {flag}, {flag}+1, ... per "
-                         f"restart are 64-bit), got {value}")
+    checks.seed(value, count, flag)
 
 
 def generator_name(value: str) -> str:
@@ -119,20 +116,7 @@ def writable(folder: Path, flag: str, path: str | Path | None = None) -> None:
 
 def resolve_device(name: str) -> torch.device:
     """``--device``: ``auto`` (CUDA when there is a GPU), ``cpu``, ``cuda``, ``cuda:1`` ..."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):  # mps, xla ...: dgnam is tested on CPU and CUDA only
-        raise DgnamError(f"--device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DgnamError(f"--device {name} was asked for but no CUDA GPU is available; use --device cpu")
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        raise DgnamError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA GPU(s); use cuda:0 to "
-                         f"cuda:{torch.cuda.device_count() - 1}")
-    return device
+    return checks.resolve_device(name, "--device")
 
 
 def unit_ranges(text: str, flag: str = "--units") -> list[range]:
@@ -169,11 +153,45 @@ def parse_units(text: str, n_units: int, flag: str = "--units", of: str = "the l
 
 def model_args(args: argparse.Namespace) -> None:
     """What :func:`dgnam.cli.common.add_model_args` adds: ``--model``, ``--mean``/``--std``, ``--input-size``,
-    ``--device``."""
+    ``--device``; a batch of one image at ``--input-size`` must fit in memory."""
     model_spec(args.model)
     normalisation(args)
     at_least(args, 1, "--input-size")
-    resolve_device(args.device)
+    device = resolve_device(args.device)
+    if args.input_size is not None:
+        checks.check_fits(checks.image_batch_bytes(1, args.input_size),
+                          f"one image of {args.input_size}x{args.input_size} pixels", "--input-size", device)
+
+
+# --- sizes: what the flags make dgnam allocate, checked before the model loads (its layers are unknown yet, so
+# a layer's unit count is taken as --units gives it, else 1: the estimates stay lower bounds) -----------------
+def unit_count(args: argparse.Namespace) -> int:
+    """How many units ``--units`` names (1 when it is not given: the layer's size is not known yet)."""
+    return sum(len(r) for r in unit_ranges(args.units)) if getattr(args, "units", None) else 1
+
+
+def synthesis_size(args: argparse.Namespace, rows_per_restart: int | None = None) -> None:
+    """``--units`` x ``--restarts`` images of ``--steps`` steps at ``--input-size`` must fit in memory."""
+    rows = (rows_per_restart or unit_count(args)) * args.restarts
+    checks.check_fits(checks.synthesis_bytes(rows, args.steps, args.input_size or 1, args.batch_size),
+                      f"synthesising {rows} image(s) of {args.steps} steps", "--steps, --restarts or --units",
+                      resolve_device(args.device))
+    if args.input_size is not None:
+        checks.check_fits(checks.image_batch_bytes(args.batch_size, args.input_size),
+                          f"a batch of {args.batch_size} images of {args.input_size}x{args.input_size} pixels",
+                          "--batch-size or --input-size", resolve_device(args.device))
+
+
+def dataset_pass_size(args: argparse.Namespace, reservoir: int) -> None:
+    """The dataset pass's top ``--k`` per unit and a batch of ``--data-batch-size`` images must fit in memory."""
+    device = resolve_device(args.device)
+    units = unit_count(args)
+    checks.check_fits(checks.top_k_bytes(units, args.k, args.data_batch_size, reservoir),
+                      f"keeping the top {args.k} images of {units} unit(s)", "--k (or --units)", device)
+    if args.input_size is not None:
+        checks.check_fits(checks.image_batch_bytes(args.data_batch_size, args.input_size),
+                          f"a batch of {args.data_batch_size} images of {args.input_size}x{args.input_size} pixels",
+                          "--data-batch-size or --input-size", device)
 
 
 def synthesis_args(args: argparse.Namespace, min_restarts: int = 1, why: str = "") -> None:
@@ -184,6 +202,7 @@ def synthesis_args(args: argparse.Namespace, min_restarts: int = 1, why: str = "
     seed(args.seed, args.restarts)
     finite(args.code_prior, "--code-prior", minimum=0)
     existing_file(args.generator, "--generator")
+    synthesis_size(args)
     output(args.out)
 
 

@@ -15,6 +15,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from dgnam import checks
 from dgnam.engine.optim import Adam, NormalizedAscent, Optimizer
 from dgnam.errors import DgnamError
 from dgnam.prior.generator import UpconvGenerator
@@ -50,7 +51,11 @@ class Parametrization:
     name: ClassVar[str]
 
     def __init__(self, image_size: int, generator: UpconvGenerator | None = None) -> None:
-        self.image_size = image_size
+        size = checks.index(image_size, "image_size")
+        if size < 1:
+            raise DgnamError(f"image_size must be >= 1 pixel, got {size}")
+        checks.check_fits(checks.image_batch_bytes(1, size), f"an image of {size}x{size} pixels", "image_size")
+        self.image_size = size
         self.generator = generator
 
     @classmethod
@@ -135,7 +140,9 @@ class GeneratorCode(Parametrization):
         self.sampler = sampler
         self.init_codes = init_codes
         self.lower_bound = lower_bound
-        self.bound_scale = bound_scale
+        self.bound_scale = checks.non_negative(bound_scale, "bound_scale")
+        if bound_k is not None:
+            bound_k = checks.non_negative(bound_k, "bound_k")
         if bound_k is not None and not generator.has_code_statistics:
             raise DgnamError("bound_k needs code statistics in the generator; run `dgnam stats` on it first")
         self.bound_k = bound_k

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from dgnam import checks
 from dgnam.engine.objectives import Objective
 from dgnam.engine.objectives import channel as channel_objective
 from dgnam.engine.objectives import code_prior as code_prior_objective
@@ -65,11 +66,20 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
         res.save_grid("classes.png")
     """
     model = as_model(model)
-    units = [int(u) for u in units]
-    if not units:
-        raise DgnamError("no units given; pass at least one unit index")
     if restarts < 1:
         raise DgnamError(f"restarts must be >= 1, got {restarts}")
+    if isinstance(param, str):
+        param = make_param(param, generator, model.input_size)
+    device = checks.resolve_device(device)
+    if hasattr(units, "__len__") and not isinstance(units, (str, bytes)):  # before range(10**9) becomes a list
+        rows = len(units) * restarts
+        checks.check_fits(checks.synthesis_bytes(rows, steps, param.image_size, batch_size),
+                          f"synthesising {rows} images ({len(units)} units x {restarts} restarts) of {steps} steps",
+                          "steps, restarts or the number of units", device)
+    units = checks.indices(units, "units")
+    if not units:
+        raise DgnamError("no units given; pass at least one unit index")
+    checks.seed(seed, restarts)
     row_units = [u for u in units for _ in range(restarts)]
     row_restarts = [r for _ in units for r in range(restarts)]
     seeds = [seed + r for r in row_restarts]
@@ -77,8 +87,6 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
         objective = channel_objective(layer, row_units)
     else:
         objective = unit_objective(layer, row_units, position=position)
-    if isinstance(param, str):
-        param = make_param(param, generator, model.input_size)
     unit_objective_only = objective
     if code_prior and param.generator is None:
         raise DgnamError("code_prior needs param 'dgn' (a generator's code); pixels and Fourier have no code")

@@ -7,7 +7,6 @@ every update rule treats rows independently, so a row's image does not depend on
 
 from __future__ import annotations
 
-import html
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -19,12 +18,13 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from dgnam import checks
 from dgnam.engine.objectives import Objective
 from dgnam.engine.optim import Optimizer
 from dgnam.engine.param import Parametrization
 from dgnam.engine.transforms import RowRandom
 from dgnam.errors import DgnamError
-from dgnam.grid import html_image, labelled_grid, png_bytes, save_png, show_image
+from dgnam.grid import html_card, labelled_grid, png_bytes, save_png, show_image
 from dgnam.nets.model import INPUT, PARAMS, Model, eval_mode
 
 
@@ -76,10 +76,9 @@ class Result:
 
     def _repr_html_(self) -> str:
         """Jupyter's rich view: the grid and one line on the run."""
-        what = self.settings.get("objective", "")
-        return (f"<div><p><b>dgnam Result</b>: {len(self)} image(s), {html.escape(str(what))}, "
-                f"{self.settings.get('steps', '?')} steps, {self.seconds:.1f}s</p>"
-                f"{html_image(self.to_image(), what)}</div>")
+        what = str(self.settings.get("objective", ""))
+        return html_card("dgnam Result", f"{len(self)} image(s), {what}, {self.settings.get('steps', '?')} steps, "
+                         f"{self.seconds:.1f}s", self.to_image(), what)
 
     def show(self) -> Image.Image:
         """Display the grid: inline under IPython, else in the system's image viewer; returns it."""
@@ -162,21 +161,25 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
         res = synthesize(class_logit(range(10)), GeneratorCode(G), model=net, seeds=range(10))
         res.save_grid("classes.png")
     """
-    seeds = [int(s) for s in seeds]
-    n = len(seeds)
-    if n == 0:
-        raise DgnamError("nothing to synthesise: give at least one seed/unit")
     if steps < 1:
         raise DgnamError(f"steps must be >= 1, got {steps}")
     if batch_size < 1:
         raise DgnamError(f"batch size must be >= 1, got {batch_size}")
+    device = checks.resolve_device(device)
+    if hasattr(seeds, "__len__"):  # before the list is built: range(10**9) seeds must not fill the memory first
+        checks.check_fits(checks.synthesis_bytes(len(seeds), steps, param.image_size, batch_size),
+                          f"synthesising {len(seeds)} images of {steps} steps",
+                          "steps or the number of seeds (units x restarts)", device)
+    seeds = [checks.seed(s, what="seeds") for s in seeds]
+    n = len(seeds)
+    if n == 0:
+        raise DgnamError("nothing to synthesise: give at least one seed/unit")
     if model is not None:
         objective = objective.bind(model)
         record = record.bind(model) if record is not None else None
     for checked in (objective, record):
         if checked is not None and checked.n_rows is not None and checked.n_rows != n:
             raise DgnamError(f"objective has {checked.n_rows} per-row units but {n} seeds were given")
-    device = torch.device(device)
     param.to(device)
     requirements = objective.requirements() | (record.requirements() if record is not None else set())
     models = {m for m, _ in requirements if m is not None}

@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from dgnam import checks
+
 
 class RowRandom:
     """One ``torch.Generator`` per batch row, seeded from that row's seed."""
@@ -38,7 +40,7 @@ class Jitter:
     """Shift each image by a random offset in [-pixels, pixels] (reflect padding), Lucid's ``jitter``."""
 
     def __init__(self, pixels: int = 2) -> None:
-        self.pixels = pixels
+        self.pixels = checks.index(pixels, "Jitter pixels")  # a negative shift would pad by a negative amount
 
     def __call__(self, images: torch.Tensor, rng: RowRandom) -> torch.Tensor:
         p = self.pixels
@@ -56,7 +58,7 @@ class GaussianBlur:
     """Blur with a Gaussian of standard deviation ``sigma`` pixels (depthwise conv, reflect padding)."""
 
     def __init__(self, sigma: float = 0.5) -> None:
-        self.sigma = sigma
+        self.sigma = checks.non_negative(sigma, "GaussianBlur sigma")  # 0: no blur
         radius = max(1, math.ceil(2 * sigma))
         x = torch.arange(-radius, radius + 1, dtype=torch.float32)
         kernel = torch.exp(-(x ** 2) / (2 * sigma ** 2))

@@ -15,15 +15,16 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
+from dgnam import checks
 from dgnam.engine.param import Parametrization, make_param
 from dgnam.engine.preferred import baseline_transforms, visualize
 from dgnam.engine.render import Result
 from dgnam.errors import DgnamError
 from dgnam.examples.topk import DatasetExamples, dataset_examples, load_image, read_units
 from dgnam.gallery import write_site
-from dgnam.grid import html_image, labelled_grid, png_bytes, show_image, to_uint8
-from dgnam.io import write_directory
-from dgnam.nets.model import OUTPUT, Model, as_model
+from dgnam.grid import html_card, labelled_grid, png_bytes, show_image, to_uint8
+from dgnam.io import to_rgb, write_directory
+from dgnam.nets.model import OUTPUT, Model, as_model, eval_mode
 from dgnam.prior.generator import UpconvGenerator
 
 INLINE_UNITS = 16  # units drawn by the inline view; the gallery shows all of them
@@ -122,12 +123,11 @@ class Probe:
     def _repr_html_(self) -> str:
         ex = self.examples
         shown = min(len(self.units), INLINE_UNITS)
-        more = (f" (first {shown} shown; <code>.save(folder)</code> writes the gallery of all)"
-                if shown < len(self.units) else "")
-        return (f"<div><p><b>dgnam probe</b> of {self.model_name} · {self.layer}: {len(self.units)} units{more}; "
-                f"each row: synthesised images, then the top {ex.k} of {ex.n_images} real images"
-                f"{f' ({len(ex.skipped)} unreadable, skipped)' if ex.skipped else ''}.</p>"
-                f"{html_image(self.to_image(), f'probe of {self.layer}')}</div>")
+        more = f" (first {shown} shown; .save(folder) writes the gallery of all)" if shown < len(self.units) else ""
+        skipped = f" ({len(ex.skipped)} unreadable, skipped)" if ex.skipped else ""
+        return html_card("dgnam probe", f"{self.model_name} · {self.layer}: {len(self.units)} units{more}; each row: "
+                         f"synthesised images, then the top {ex.k} of {ex.n_images} real images{skipped}.",
+                         self.to_image(), f"probe of {self.layer}")
 
     def show(self, max_units: int = INLINE_UNITS) -> Image.Image:
         """Display the inline view: in the notebook under IPython, else in the system's image viewer."""
@@ -145,7 +145,7 @@ class Probe:
             if index not in real_files:  # one thumbnail per image, however many units share it
                 real_files[index] = f"images/real/{index:06d}.{ext}"
                 with Image.open(ex.files[index]) as im:
-                    im = im.convert("RGB")
+                    im = to_rgb(im)
                     im.thumbnail((THUMB, THUMB), Image.BICUBIC)
                     images[real_files[index]] = im.copy()
             return real_files[index]
@@ -210,7 +210,7 @@ def read_images(model: Model, layer: str, images: torch.Tensor, row_units: Seque
     column = {u: j for j, u in enumerate(units)}
     cols = torch.tensor([column[u] for u in row_units])
     index = torch.tensor(units, device=device)
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(model):  # as synthesis read them: running statistics, no dropout
         for start in range(0, len(images), batch_size):
             act = model.run(images[start:start + batch_size].to(device), [layer])[layer]
             values, _ = read_units(act, index, reading, position)
@@ -246,7 +246,18 @@ def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | 
         raise DgnamError(f"restarts must be >= 1, got {restarts}")
     if thumbnail_format not in ("png", "jpg"):
         raise DgnamError(f"thumbnail_format must be png or jpg, got {thumbnail_format!r}")
-    device = torch.device(device)
+    device = checks.resolve_device(device)
+    checks.seed(seed, restarts)
+    params = []  # built before the dataset pass, so a synthesis that cannot fit is refused before any compute
+    if steps > 0:
+        params.append(make_param(param, generator, model.input_size) if isinstance(param, str) else param)
+        if baseline:
+            params.append(make_param(baseline, generator, model.input_size))
+    rows = (len(units) if units is not None and hasattr(units, "__len__") else 1) * restarts
+    for parametrization in params:
+        checks.check_fits(checks.synthesis_bytes(rows, steps, parametrization.image_size, batch_size),
+                          f"synthesising {rows} images of {steps} steps", "steps, restarts or the number of units",
+                          device)
     examples = dataset_examples(model, layer, data, units, k=k, reading=reading, position=position,
                                 batch_size=data_batch_size, device=device, workers=workers, limit=limit,
                                 progress=progress, amp=amp)
@@ -270,11 +281,10 @@ def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | 
                                    batch_size, device)
 
     synthesis = values = base = base_values = None
-    if steps > 0:
-        main = make_param(param, generator, model.input_size) if isinstance(param, str) else param
-        synthesis, values = run(main, code_prior)
+    if params:
+        synthesis, values = run(params[0], code_prior)
         if baseline:
-            base, base_values = run(make_param(baseline, generator, model.input_size), 0.0)
+            base, base_values = run(params[1], 0.0)
     settings = {"param": param if isinstance(param, str) else param.name, "baseline": baseline, "restarts": restarts,
                 "steps": steps, "seed": seed, "k": k, "reading": reading, "position": list(position) if position else None,
                 "batch_size": batch_size, "data_batch_size": data_batch_size, "device": str(device),

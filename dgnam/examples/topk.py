@@ -9,6 +9,7 @@ per batch; nothing loops over units.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,8 +21,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from dgnam import checks
 from dgnam.errors import DgnamError
-from dgnam.nets.model import Model, as_model
+from dgnam.io import to_rgb
+from dgnam.nets.model import Model, as_model, eval_mode
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 # The percentile strip: exact min and max, the rest from the reservoir sample.
@@ -30,15 +33,34 @@ RESERVOIR = 4096  # images whose activations are kept for percentiles (exact bel
 READINGS = ("max", "position", "mean")
 
 
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Every image under ``folder`` (an ImageFolder tree or a flat folder), sorted by path."""
+def list_images(folder: str | os.PathLike, what: str = "data folder") -> list[Path]:
+    """Every image under ``folder`` (an ImageFolder tree or a flat folder), sorted by path.
+
+    Symlinked folders are followed (a class folder linked in from elsewhere is part of the data), each real
+    folder once, so a link loop ends; only regular files are taken: opening a FIFO or a device named
+    ``*.jpg`` would block or never end.
+    """
     root = Path(folder)
     if not root.is_dir():
-        raise DgnamError(f"data folder '{root}' does not exist; point it at a folder of images")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        raise DgnamError(f"{what} '{root}' does not exist; point it at a folder of images")
+    files, seen = [], set()
+    for here, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:  # a link back up the tree, or a second link to a folder already read
+            dirs.clear()
+            continue
+        seen.add(real)
+        files += [Path(here, n) for n in names if n.lower().endswith(IMAGE_SUFFIXES) and _regular(Path(here, n))]
     if not files:
-        raise DgnamError(f"data folder '{root}' holds no images ({'/'.join(IMAGE_SUFFIXES)})")
-    return files
+        raise DgnamError(f"{what} '{root}' holds no images ({'/'.join(IMAGE_SUFFIXES)})")
+    return sorted(files)
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:  # a dangling link, a file gone meanwhile
+        return False
 
 
 class _Images(Dataset):
@@ -53,7 +75,7 @@ class _Images(Dataset):
     def __getitem__(self, i: int):
         try:
             with Image.open(self.files[i]) as im:
-                im = im.convert("RGB")
+                im = to_rgb(im)
                 if im.size != (self.size, self.size):
                     im = im.resize((self.size, self.size), Image.BICUBIC)
                 array = np.asarray(im, dtype=np.uint8).copy()
@@ -195,6 +217,11 @@ def _batches(files: Sequence[Path], size: int, batch_size: int, workers: int) ->
     yield from loader
 
 
+def _check_top_k(n_units: int, k: int, batch_size: int, reservoir: int, device: torch.device) -> None:
+    checks.check_fits(checks.top_k_bytes(n_units, k, batch_size, reservoir),
+                      f"keeping the top {k} images of {n_units} unit(s)", "k (CLI: --k) or the number of units", device)
+
+
 def dataset_examples(model: torch.nn.Module | Model, layer: str, data: str | os.PathLike | Sequence[Path],
                      units: Sequence[int] | None = None, *, k: int = 9, reading: str = "max",
                      position: tuple[int, int] | None = None, batch_size: int = 256, device: str | torch.device = "cpu",
@@ -220,16 +247,20 @@ def dataset_examples(model: torch.nn.Module | Model, layer: str, data: str | os.
         raise DgnamError(f"batch size must be >= 1, got {batch_size}")
     if model.input_size is None:
         raise DgnamError("the model's input size is unknown; set model.input_size (CLI: --input-size)")
+    device = checks.resolve_device(device)
+    size = model.input_size
+    checks.check_fits(checks.image_batch_bytes(batch_size, size), f"a batch of {batch_size} images of {size}x{size} "
+                      f"pixels", "batch_size (CLI: --data-batch-size) or the model's input size", device)
+    if units is not None:  # before the pass, and before range(10**9) becomes a list
+        units = units if hasattr(units, "__len__") else checks.indices(units)
+        _check_top_k(max(len(units), 1), k, batch_size, reservoir, device)
     files = list_images(data) if isinstance(data, (str, os.PathLike)) else [Path(f) for f in data]
     if not files:
         raise DgnamError("no images given")
     if limit is not None and len(files) > limit:
         step = len(files) / limit
         files = [files[int(i * step)] for i in range(limit)]
-    device = torch.device(device)
     model.to(device)
-    was_training = model.training
-    model.eval()
     start = time.time()
     unit_index: torch.Tensor | None = None
     top = reservoir_ = None
@@ -238,7 +269,8 @@ def dataset_examples(model: torch.nn.Module | Model, layer: str, data: str | os.
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
     bar = tqdm(total=len(files), disable=not progress, unit="img", leave=False)
     try:
-        with torch.inference_mode():
+        # eval_mode, not a saved model.training: a Model wrapper is in training mode while its network is not.
+        with eval_mode(model), torch.inference_mode():
             for images, indices, ok in _batches(files, model.input_size, batch_size, workers):
                 bar.update(len(indices))
                 if not ok.all():
@@ -251,11 +283,15 @@ def dataset_examples(model: torch.nn.Module | Model, layer: str, data: str | os.
                     act = model.run(images, [layer])[layer]
                 if unit_index is None:  # the layer's size is known at the first batch
                     n_units = act.shape[1]
-                    chosen = list(range(n_units)) if units is None else [int(u) for u in units]
+                    if units is not None and len(units) > n_units:
+                        raise DgnamError(f"{len(units)} units were asked of layer {layer!r}, which has {n_units}; "
+                                         f"pass each unit once (valid: 0-{n_units - 1})")
+                    chosen = list(range(n_units)) if units is None else checks.indices(units)
                     bad = [u for u in chosen if not 0 <= u < n_units]
                     if bad:
                         raise DgnamError(f"unit {bad[0]} is out of range for layer {layer!r}, which has {n_units} "
                                          f"units (valid: 0-{n_units - 1})")
+                    _check_top_k(len(chosen), k, batch_size, reservoir, device)
                     unit_index = torch.tensor(chosen, device=device)
                     map_size = tuple(act.shape[-2:]) if act.ndim == 4 else None
                     top = _TopK(len(chosen), k, device)
@@ -270,7 +306,6 @@ def dataset_examples(model: torch.nn.Module | Model, layer: str, data: str | os.
                 n_images += len(indices)
     finally:
         bar.close()
-        model.train(was_training)
     if top is None:
         raise DgnamError(f"none of the {len(files)} images could be read ({len(skipped)} skipped)")
     levels = torch.tensor([p / 100 for p in PERCENTILES], device=device)

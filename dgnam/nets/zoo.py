@@ -74,7 +74,7 @@ def _import_factory(spec: str):
         sys.modules[name] = module  # dataclasses and pickling look the module up here
         try:
             module_spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit(0) in the file must not end dgnam with success
             del sys.modules[name]
             raise DgnamError(f"importing '{path}' failed ({type(exc).__name__}: {first_line(exc)}); fix the file") from None
     else:
@@ -115,7 +115,7 @@ def load_model(spec: str, *, input_size: int | None = None, mean: list[float] | 
     factory = _import_factory(spec)
     try:
         net = factory()
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit(0) in the factory must not end dgnam with success
         raise DgnamError(f"calling {spec} failed ({type(exc).__name__}: {first_line(exc)}); the factory must take no arguments") from None
     if isinstance(net, Model):
         net.module.eval()

@@ -36,6 +36,10 @@ ODD_MODELS = textwrap.dedent("""
 
     def nan():
         return NaNOut()
+
+    def quits():
+        import sys
+        sys.exit(0)
 """)
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -101,7 +105,19 @@ CASES = [
     (SYN + ["--seed", str(2 ** 64)], "--seed", True),
     (SYN + ["--seed", "-1"], "--seed", True),
     (["sample", "--generator", "G", "--seed", "-1", "--out", "OUT.png"], "--seed", True),
-    (SYN + ["--units", "0-1000000000"], "out of range", False),
+    (SYN + ["--units", "0-1000"], "out of range", False),
+    # 10. finite but huge sizes: refused with the number and the flag to lower, before the model loads
+    (SYN + ["--units", "0-1000000000"], "lower --steps, --restarts or --units", True),
+    (["probe", *M, "--data", "IMGS", "--k", "1000000000000"], "lower --k", True),
+    (["probe", *M, "--data", "IMGS", "--restarts", "1000000000000", "--param", "pixel"], "--restarts", True),
+    (SYN + ["--steps", "10000000000000"], "lower --steps", True),
+    (SYN + ["--restarts", "1000000000000"], "lower --steps, --restarts", True),
+    (SYN + ["--input-size", "100000"], "--input-size", True),
+    (["probe", *M, "--data", "IMGS", "--input-size", "100000"], "--input-size", True),
+    (["sample", "--generator", "G", "--n", "100000000000000", "--out", "OUT.png"], "lower --n", True),
+    # 11. user code that exits, untrusted text on the terminal
+    (["synthesize", "--model", "ODD:quits", "--generator", "G", "--steps", "1", "--quiet"], "SystemExit", False),
+    (SYN + ["--generator", "gen\x1b]0;pwned\x07\x1b[2J\n.pt"], "gen\\x1b]0;pwned\\x07\\x1b[2J\\n.pt' does not", True),
     (SYN + ["--units", ""], "--units", True),
     (SYN + ["--steps", "0"], "--steps", True),
     # 9. misleading messages
@@ -158,6 +174,7 @@ def test_bad_input_fails_in_one_line_with_exit_2_and_writes_nothing(args, phrase
     code = _exit_code(_expand(args, inputs, tmp_path / "run"))
     err = _assert_one_line_and_nothing_written(code, capsys, tmp_path)
     assert phrase in err
+    assert err[:-1].isprintable(), err  # no escape sequence reaches the terminal
 
 
 def _exit_code(argv):

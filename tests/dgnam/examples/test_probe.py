@@ -74,3 +74,24 @@ def test_no_synthesis_with_zero_steps(colours):
     p = dgnam.probe(Model(ColourNet(), input_size=32), "fc", data=folder, steps=0, k=1)
     assert p.synthesis is None and p.ratios() == [None] * 4
     assert p._repr_png_().startswith(b"\x89PNG")
+
+
+def test_synthesised_readings_equal_what_synthesis_reports_run_to_run(colours, tiny_gen):
+    """On a BatchNorm + Dropout network as the loaders hand it over (network in eval mode, wrapper not), the
+    probe reads each synthesised image with the running statistics and no dropout: the value synthesis
+    computed for that image, the same in two runs."""
+    _, folder = colours
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.BatchNorm2d(8),
+                              torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(8, 10))
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-0.5, 0.5)
+        net[1].running_var.uniform_(0.5, 2.0)
+    model = Model(net.eval(), input_size=32)
+    runs = [dgnam.probe(model, "output", [0, 3], data=folder, generator=tiny_gen, restarts=2, steps=5, k=2)
+            for _ in range(2)]
+    for p in runs:
+        torch.testing.assert_close(p.synthesis_values, p.synthesis.values, rtol=0, atol=1e-5)
+    torch.testing.assert_close(runs[0].synthesis_values, runs[1].synthesis_values, rtol=0, atol=0)
+    assert not net.training

@@ -1,11 +1,14 @@
 """dgnam/examples/topk.py: streaming top-k with known answers (a model whose unit i fires only on colour i)."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from dgnam.errors import DgnamError
-from dgnam.examples.topk import PERCENTILES, dataset_examples, list_images
+from dgnam.examples.topk import PERCENTILES, dataset_examples, list_images, load_image
 from dgnam.nets.model import Model
 
 from helpers import ColourNet, colour_folder
@@ -98,3 +101,22 @@ def test_empty_or_missing_folder(tmp_path):
         list_images(tmp_path)
     with pytest.raises(DgnamError, match="does not exist"):
         list_images(tmp_path / "nope")
+
+
+def test_list_images_follows_linked_folders_once_and_opens_only_regular_files(tmp_path):
+    elsewhere = tmp_path / "elsewhere" / "cat"
+    elsewhere.mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(elsewhere / "0.png")
+    data = tmp_path / "data"
+    (data / "dog").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(data / "dog" / "0.png")
+    (data / "cat").symlink_to(elsewhere)  # a class folder linked in: part of the data
+    (data / "dog" / "loop").symlink_to(data)  # a loop ends
+    os.mkfifo(data / "dog" / "pipe.jpg")  # opening it would block forever
+    (data / "dog" / "gone.png").symlink_to(tmp_path / "missing.png")
+    assert [p.relative_to(data).as_posix() for p in list_images(data)] == ["cat/0.png", "dog/0.png"]
+
+
+def test_a_16_bit_greyscale_png_is_read_as_its_grey(tmp_path):
+    Image.fromarray(np.full((32, 32), 16384, np.uint16)).save(tmp_path / "deep.png")  # a quarter of 65535
+    assert load_image(tmp_path / "deep.png", 32).mean().item() == pytest.approx(64 / 255)

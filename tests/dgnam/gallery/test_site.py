@@ -1,14 +1,10 @@
 """The gallery site (dgnam/gallery) opened in a real headless Chromium from file://: no console errors,
 one card per unit, every image decoded, sorting, filtering, pages, the detail view.
 
-Chromium comes from Debian's package (``.ci/run`` installs it when absent), driven through Playwright with
-``executable_path``: no browser download. Without it the test fails, so CI cannot pass by skipping it;
-``DGNAM_SKIP_BROWSER=1`` skips it explicitly.
+The ``browser`` fixture (tests/conftest.py) is Debian's Chromium driven through Playwright: no browser download.
 """
 
 import json
-import os
-import shutil
 
 import numpy as np
 import pytest
@@ -19,23 +15,6 @@ from dgnam.gallery import write_site
 from dgnam.nets.model import Model
 
 from helpers import TinyNet, _image
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if os.environ.get("DGNAM_SKIP_BROWSER") == "1":
-        pytest.skip("DGNAM_SKIP_BROWSER=1: browser test skipped on request")
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        pytest.fail("chromium is not installed: apt-get install -y chromium (or set DGNAM_SKIP_BROWSER=1 to skip)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("playwright is not installed: pip install -e '.[test]' (or set DGNAM_SKIP_BROWSER=1 to skip)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True)
-        yield browser
-        browser.close()
 
 
 def open_page(browser, site):

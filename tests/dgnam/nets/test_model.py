@@ -141,3 +141,80 @@ def test_eval_mode_restores_each_submodule_flag():
         assert not model.training
     assert model.training and not net.training and not net[1].training
     assert all(p.requires_grad for p in net.parameters())
+
+
+# --- the one rule for model modes: every public function runs the user's model through eval_mode ---------
+def _bn_dropout_net():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.BatchNorm2d(8),
+                              torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(8, 10))
+    with torch.no_grad():  # statistics unlike a batch's, so batch statistics would change every reading
+        net[1].running_mean.uniform_(-0.5, 0.5)
+        net[1].running_var.uniform_(0.5, 2.0)
+    return net
+
+
+def _as_loaded(net):
+    """As dgnam's loaders hand it over: the network in eval mode inside a Model wrapper left in training mode."""
+    return Model(net.eval(), input_size=32)
+
+
+def _as_training(net):
+    """A network the user is training, one submodule switched to eval by hand, one parameter frozen."""
+    net.train()
+    net[3].eval()
+    net[0].bias.requires_grad_(False)
+    return Model(net, input_size=32)
+
+
+def _public_calls(tmp_path):
+    from dgnam.analysis import attribute, compare, invert
+    from dgnam.engine.param import Pixels
+    from dgnam.evaluation.evaluate import Method, evaluate
+    from dgnam.examples import dataset_examples, probe
+    from dgnam.sanity import cascading_randomization
+    from dgnam import visualize
+
+    from helpers import TinyNet, colour_folder, tiny_generator
+
+    data = tmp_path / "data"
+    data.mkdir()
+    colour_folder(data, per_colour=1, greys=1)
+    images, labels = torch.rand(20, 3, 32, 32), torch.arange(10).repeat(2)
+    judge = Model(TinyNet(seed=1), input_size=32)
+    return {
+        "probe": lambda m: probe(m, "output", [0, 1], data=data, generator=tiny_generator(), steps=2, k=2),
+        "dataset_examples": lambda m: dataset_examples(m, "1", data, k=2),
+        "evaluate": lambda m: evaluate(m, {"j": judge}, None, real_test=(images, labels), real_train=images,
+                                       classes=list("abcdefghij"), methods=[Method("pixel", "pixel", "pixel")],
+                                       restarts=2, steps=2, progress=False),
+        "sanity": lambda m: cascading_randomization(
+            m, {"pixel": lambda s: visualize(s, [0], param="pixel", restarts=2, steps=2)}, judge, units=[0],
+            restarts=2, stages=1),
+        "invert": lambda m: invert(m, images[0], ["1"], params=("pixel",), steps=2),
+        "compare": lambda m: compare(m, judge, Pixels(32), classes=[0, 1], steps=2, mimic_steps=1),
+        "attribute": lambda m: attribute(m, images[:2], target=1, layer="2", methods=("saliency", "gradcam")),
+    }
+
+
+def _state(net):
+    return ({name: sub.training for name, sub in net.named_modules()},
+            {k: v.clone() for k, v in net.state_dict().items()},
+            {name: p.requires_grad for name, p in net.named_parameters()})
+
+
+@pytest.mark.parametrize("how", [_as_loaded, _as_training])
+def test_every_public_function_returns_the_users_model_as_it_came(tmp_path, how):
+    """Flags of every submodule, BatchNorm buffers and requires_grad unchanged, no hook left, after each call."""
+    for name, call in _public_calls(tmp_path).items():
+        net = _bn_dropout_net()
+        model = how(net)
+        modes, buffers, grads = _state(net)
+        call(model)
+        after_modes, after_buffers, after_grads = _state(net)
+        assert after_modes == modes, name
+        assert all(torch.equal(after_buffers[k], v) for k, v in buffers.items()), name
+        assert after_grads == grads, name
+        assert all(not sub._forward_hooks and not sub._forward_pre_hooks for sub in net.modules()), name
+        assert model.training, name  # the wrapper too
