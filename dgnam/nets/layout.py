@@ -67,7 +67,7 @@ class Layout:
         if self.kind == "other" or len(shape) != self.ndim:
             raise DgnamError(f"layer {layer!r} has output shape {tuple(shape)}, which dgnam cannot read as units "
                              f"(detected layout: {self}); pick a layer from `dgnam layers` whose layout is not "
-                             f"'other', or declare it (CLI: --layout {LAYOUT_HELP.split(' or ')[0]})")
+                             f"'other', or declare how it holds its units (CLI: --layout conv|channels_last|tokens:N)")
         if self.kind == "tokens" and shape[0] <= self.prefix_tokens:
             raise DgnamError(f"layer {layer!r} has {shape[0]} tokens but its layout names {self.prefix_tokens} "
                              f"prefix tokens; fix --layout tokens:N")

@@ -89,6 +89,14 @@ class Model(nn.Module):
             images = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
         return images
 
+    def preprocessing(self) -> dict:
+        """What every image goes through before the module, as manifests record it: the input size and fit,
+        the mean and std applied (None when the input is not normalised) and where they came from."""
+        return {"input_size": self.input_size, "fit": self.fit,
+                "mean": [round(v, 6) for v in self.mean.flatten().tolist()] if self.normalize else None,
+                "std": [round(v, 6) for v in self.std.flatten().tolist()] if self.normalize else None,
+                "preprocessing_source": self.metadata.get("preprocessing")}
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return _first_tensor(self._forward_checked(self.preprocess(images)), OUTPUT)
 
