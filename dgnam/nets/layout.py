@@ -105,6 +105,12 @@ class Layout:
             return rearrange(act[:, self.prefix_tokens:], "b (h w) d -> b d h w", h=h, w=w)
         raise DgnamError(f"a {self.kind} layer is not a spatial map")
 
+    def canonical(self, act: torch.Tensor, layer: str = "") -> torch.Tensor:
+        """The activation as a (B, U) or channels-first (B, C, H, W) tensor: how readings that know only
+        those two (dataset examples) see any layer; a token layer's patch tokens on their grid."""
+        self.check(tuple(act.shape[1:]), layer)
+        return act if self.kind in ("units", "conv") else self.as_map(act)
+
     def read(self, act: torch.Tensor, position: tuple[int, int] | None = None, token: int | str | None = None,
              mean: bool = False, layer: str = "") -> torch.Tensor:
         """(B, U) value of every unit, read where the objective asks.
@@ -140,8 +146,8 @@ class Layout:
                 return act[:, t]
             if mean:
                 return reduce(act[:, self.prefix_tokens:], "b t d -> b d", "mean")
-            if position is None and self.has_cls:
-                return act[:, 0]
+            if position is None:  # the default: the CLS token, else the mean over the patch tokens
+                return act[:, 0] if self.has_cls else reduce(act, "b t d -> b d", "mean")
         if mean:
             if position is not None:
                 raise DgnamError("give a position or the spatial mean, not both")

@@ -98,7 +98,7 @@ class Model(nn.Module):
                 "preprocessing_source": self.metadata.get("preprocessing")}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return _first_tensor(self._forward_checked(self.preprocess(images)), OUTPUT)
+        return first_tensor(self._forward_checked(self.preprocess(images)), OUTPUT)
 
     def _forward_checked(self, x: torch.Tensor):
         """The wrapped module's forward; an exception raised inside the user's model becomes one line
@@ -155,7 +155,7 @@ class Model(nn.Module):
         x = self.preprocess(images)
         self._last_size = x.shape[-1]
         if not hooked:
-            acts[OUTPUT] = _first_tensor(self._forward_checked(x), OUTPUT)
+            acts[OUTPUT] = first_tensor(self._forward_checked(x), OUTPUT)
             return acts
         with LayerCapture(self.module, hooked, stop_early=not want_output) as capture:
             try:
@@ -169,7 +169,7 @@ class Model(nn.Module):
                              f"pick a layer from `dgnam layers` or a smaller @call index")
         acts.update(capture.activations)
         if want_output:
-            acts[OUTPUT] = _first_tensor(out, OUTPUT)
+            acts[OUTPUT] = first_tensor(out, OUTPUT)
         return acts
 
 
@@ -179,7 +179,9 @@ def _shape_error(exc: Exception) -> bool:
                                    "doesn't match", "does not match"))
 
 
-def _first_tensor(value, where: str) -> torch.Tensor:
+def first_tensor(value, where: str) -> torch.Tensor:
+    """A module's output as one tensor: itself, a tuple's first tensor, or an output object's ``.logits``;
+    otherwise a one-line error naming ``where``."""
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
@@ -264,7 +266,7 @@ class LayerCapture:
             self.calls[name] = call + 1
             if call in wanted:
                 # Clone now: an in-place op later in the forward would otherwise overwrite it.
-                self.activations[wanted[call]] = _first_tensor(output, name).clone()
+                self.activations[wanted[call]] = first_tensor(output, name).clone()
                 if self.stop_early and len(self.activations) == len(self.layers):
                     raise _StopForward
         return hook
@@ -356,7 +358,7 @@ def _trace(model: Model, image_size: int | None, record, skip: tuple[type, ...] 
 
 def _tensor_or_none(output) -> torch.Tensor | None:
     try:
-        return _first_tensor(output, "")
+        return first_tensor(output, "")
     except DgnamError:
         return None
 
@@ -490,7 +492,7 @@ def _last_token_layer_with_gradient(model: Model, candidates: list[tuple[str, in
     def hook(name):
         def keep(mod, inputs, output):
             if name not in held:
-                held[name] = _first_tensor(output, name)
+                held[name] = first_tensor(output, name)
         return keep
 
     size = image_size or model.input_size
