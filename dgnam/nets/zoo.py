@@ -195,7 +195,7 @@ def load_hf(name_or_path: str, pretrained: bool = True, input_size: int | None =
         side = size.get("height") or size.get("shortest_edge") if isinstance(size, dict) else None
         if side and "input_size" not in declared:
             declared["input_size"] = int(side)
-    name = Path(name_or_path).name if Path(name_or_path).exists() else name_or_path
+    name = Path(name_or_path.rstrip("/")).name  # a folder's or a hub id's last part: it names the output folder
     return _ecosystem_model(net, name, input_size, declared, device)
 
 
