@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "OUTPUT", "Adam", "CodeSampler", "DgnamError", "Fourier", "GaussianBlur", "GeneratorCode", "Jitter", "LayerCapture",
     "Layout", "Model", "NormalizedAscent", "Pixels", "Probe", "Result", "UpconvGenerator", "channel", "cifar_arch",
-    "class_logit", "code_prior", "describe_layers", "fc6_arch", "load_classifier", "load_code_sampler", "load_generator", "load_model", "match",
+    "class_logit", "code_prior", "describe_layers", "fc6_arch", "load_classifier", "load_code_sampler", "load_generator",
+    "load_model", "match",
     "probe", "synthesize", "total_variation", "unit", "visualize",
 ]

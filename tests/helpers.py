@@ -186,8 +186,10 @@ ECOSYSTEM_MODELS = textwrap.dedent("""
         return Model(net, input_size=32, name="convnext", **IMAGENET)
 """)
 # A layer of each kind per model: a token layer, a channels-last map, its true width (what `dgnam layers` must say).
-ECOSYSTEM_LAYERS = {"timm_vit": ("blocks.0.mlp.fc1", "tokens:1", 128), "hf_vit": ("vit.layers.0.mlp.fc1", "tokens:1", 64),
-                    "swin": ("features.1", "channels_last", 16), "convnext": ("features.1.0.block.3", "channels_last", 64)}
+ECOSYSTEM_LAYERS = {"timm_vit": ("blocks.0.mlp.fc1", "tokens:1", 128),
+                    "hf_vit": ("vit.layers.0.mlp.fc1", "tokens:1", 64),
+                    "swin": ("features.1", "channels_last", 16),
+                    "convnext": ("features.1.0.block.3", "channels_last", 64)}
 
 
 def ecosystem_model(name: str, tmp_path):

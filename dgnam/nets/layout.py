@@ -229,14 +229,16 @@ def _key(t: torch.Tensor) -> tuple:
 
 
 @dataclass
-class _Event:
+class TraceEvent:
+    """One module call of a trace: its name, the module, its first tensor input and its output tensor."""
+
     name: str
     module: nn.Module
     input: torch.Tensor | None
     output: torch.Tensor | None
 
 
-def infer_layouts(events: list[_Event], image: torch.Tensor, root: nn.Module) -> dict[str, list[Layout]]:
+def infer_layouts(events: list[TraceEvent], image: torch.Tensor, root: nn.Module) -> dict[str, list[Layout]]:
     """Each event's layout, in the order hooks fired (children before parents, producers before users).
 
     ``image`` is the preprocessed model input (a conv map); the tensors of ``events`` are alive, so equal

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgnam.errors import DgnamError, first_line
-from dgnam.nets.layout import CONV, SPATIAL, Layout, by_shape, infer_layouts, parse_layout
-from dgnam.nets.layout import _Event as LayoutEvent
+from dgnam.nets.layout import CONV, SPATIAL, Layout, infer_layouts, parse_layout
+from dgnam.nets.layout import TraceEvent as LayoutEvent
 
 OUTPUT = "output"
 INPUT = "input"
@@ -446,7 +446,8 @@ def last_spatial_layer(model: Model | nn.Module, image_size: int | None = None) 
     model = as_model(model)
     events: list[LayoutEvent] = []
     # Adaptive pools (torchvision VGG's avgpool to 7x7) resample the last map; they are not features.
-    x = _trace(model, image_size, lambda name, mod, inp, out: events.append(LayoutEvent(name, mod, inp, _tensor_or_none(out))),
+    x = _trace(model, image_size,
+               lambda name, mod, inp, out: events.append(LayoutEvent(name, mod, inp, _tensor_or_none(out))),
                skip=(nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))
     detected = infer_layouts(events, x, model.module)
     seen: dict[str, int] = {}

@@ -98,7 +98,8 @@ def ecosystem_preprocessing(net: nn.Module) -> dict:
     config = getattr(net, "config", None)
     size = getattr(config, "image_size", None)
     if config is not None and size is not None:
-        return {"input_size": int(size[-1] if isinstance(size, (tuple, list)) else size), "source": "Hugging Face config"}
+        return {"input_size": int(size[-1] if isinstance(size, (tuple, list)) else size),
+                "source": "Hugging Face config"}
     return {}
 
 
@@ -169,7 +170,8 @@ def load_hf(name_or_path: str, pretrained: bool = True, input_size: int | None =
         from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
         from transformers.utils import logging as hf_logging
     except ImportError:
-        raise DgnamError("transformers is not installed; pip install 'dgnam[hf]' (or pip install transformers)") from None
+        raise DgnamError("transformers is not installed; pip install 'dgnam[hf]' (or pip install transformers)") \
+            from None
     hf_logging.disable_progress_bar()  # a bar per weight file would interleave with dgnam's own output
     try:
         with _hub_offline():

@@ -145,8 +145,8 @@ def test_size_mismatch_and_foreign_code_prior_are_stated(tmp_path, user_files, c
     model = f"{user_files / 'mynet.py'}:make"
     gen = str(user_files / "gen.pt")
     tiny_generator().save(tmp_path / "tuned.pt", metadata={"code_prior": 0.1})  # as `dgnam stats --code-prior` does
-    assert main(["synthesize", "--model", model, "--input-size", "48", "--units", "0", "--restarts", "1", "--steps", "1",
-                 "--generator", str(tmp_path / "tuned.pt"), "--out", str(tmp_path / "s")]) == 0
+    assert main(["synthesize", "--model", model, "--input-size", "48", "--units", "0", "--restarts", "1",
+                 "--steps", "1", "--generator", str(tmp_path / "tuned.pt"), "--out", str(tmp_path / "s")]) == 0
     err = capsys.readouterr().err
     assert "generator makes 32x32 images" in err and "upsampled 1.5x" in err and "--input-size 32" in err
     assert "code prior (0.1) was tuned for its own encoder" in err and "--code-prior 0.1" in err
