@@ -152,6 +152,56 @@ USER_MODELS = textwrap.dedent("""
 """)
 
 
+# ... and `ecosystem.py:NAME`, tiny random vision transformers and channels-last models of timm, Hugging Face
+# and torchvision (nothing downloaded). No factory seeds itself: dgnam builds them under --seed.
+ECOSYSTEM_MODELS = textwrap.dedent("""
+    from dgnam.nets.model import Model
+
+
+    def timm_vit():  # timm reads its own mean, std and input size (pretrained_cfg, img_size)
+        import timm
+        return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32,
+                                 depth=2, num_heads=2, num_classes=10, qk_norm=True)
+
+
+    def hf_vit():  # Hugging Face: the size from the config
+        from transformers import ViTConfig, ViTForImageClassification
+        return ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                                   num_attention_heads=2, intermediate_size=64, num_labels=10))
+
+
+    IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+    def swin():  # torchvision: blocks in channels-last (B, H, W, C)
+        from torchvision.models.swin_transformer import SwinTransformer
+        net = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=[4, 4],
+                              num_classes=10)
+        return Model(net, input_size=32, name="swin", **IMAGENET)
+
+
+    def convnext():  # torchvision: each block's middle in channels-last between two Permutes
+        from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+        net = ConvNeXt([CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)], num_classes=10)
+        return Model(net, input_size=32, name="convnext", **IMAGENET)
+""")
+# A layer of each kind per model: a token layer, a channels-last map, its true width (what `dgnam layers` must say).
+ECOSYSTEM_LAYERS = {"timm_vit": ("blocks.0.mlp.fc1", "tokens:1", 128),
+                    "hf_vit": ("vit.layers.0.mlp.fc1", "tokens:1", 64),
+                    "swin": ("features.1", "channels_last", 16),
+                    "convnext": ("features.1.0.block.3", "channels_last", 64)}
+
+
+def ecosystem_model(name: str, tmp_path):
+    """``ECOSYSTEM_MODELS``' factory ``name`` loaded as the CLI loads it (``ecosystem.py:name``), under seed 0."""
+    from dgnam.nets.zoo import load_model
+
+    path = tmp_path / "ecosystem.py"
+    if not path.exists():
+        path.write_text(ECOSYSTEM_MODELS)
+    return load_model(f"{path}:{name}")
+
+
 def run_cli(*args, cwd=None):
     """``python -m dgnam ARGS`` in a fresh interpreter: exit code, stdout and stderr as a user sees them."""
     return subprocess.run([sys.executable, "-m", "dgnam", *map(str, args)], capture_output=True, text=True,

@@ -1,10 +1,13 @@
 """Attribution with captum: which pixels drove a decision.
 
-Vanilla saliency (|d logit / d pixel|), Grad-CAM, guided backprop and guided Grad-CAM, all computed by
-captum on the :class:`~dgnam.nets.model.Model` (so gradients are taken w.r.t. the RGB [0, 1] image,
-through the model's own preprocessing). The Grad-CAM layer defaults to
-:func:`~dgnam.nets.model.last_spatial_layer`: the last spatial feature map before global pooling, taken
-at the block output rather than a residual branch.
+Vanilla saliency (|d logit / d pixel|) and guided backprop by captum, Grad-CAM and guided Grad-CAM
+(guided backprop times the upsampled Grad-CAM map, as captum computes it) here, all on the
+:class:`~dgnam.nets.model.Model` (so gradients are taken w.r.t. the RGB [0, 1] image, through the model's
+own preprocessing). The Grad-CAM layer defaults to :func:`~dgnam.nets.model.last_spatial_layer`: the
+last spatial feature map before global pooling, taken at the block output rather than a residual
+branch. Grad-CAM reads the layer through its layout (:mod:`dgnam.nets.layout`): a channels-last map is
+put channels-first and a token layer's patch tokens on their grid (pytorch-grad-cam's
+``reshape_transform`` for ViTs), so the channel weights average over real positions only.
 
 Guided backprop changes the backward pass of ``nn.ReLU`` *modules* only (captum hooks them; in-place
 ReLUs are fine because captum's hook hands the module a copy of its input). A ReLU applied as a
@@ -28,7 +31,9 @@ from torch.overrides import TorchFunctionMode
 from dgnam.analysis.figures import heat, overlay, signed_gradient_image
 from dgnam.errors import DgnamError
 from dgnam.grid import labelled_grid, save_png
-from dgnam.nets.model import Model, as_model, describe_layers, eval_mode, last_spatial_layer, parse_layer, resolve_layer
+from dgnam.nets.layout import Layout
+from dgnam.nets.model import (Model, first_tensor, as_model, describe_layers, eval_mode, last_spatial_layer,
+                              parse_layer, resolve_layer)
 
 METHODS = ("saliency", "gradcam", "guided_backprop", "guided_gradcam")
 GUIDED_METHODS = ("guided_backprop", "guided_gradcam")
@@ -90,8 +95,9 @@ def gradcam_layer(model: Model | nn.Module, layer: str | None = None,
                   image_size: int | None = None) -> tuple[str, nn.Module]:
     """The Grad-CAM layer's name and module: ``layer`` if given, else the last spatial layer.
 
-    The layer must run once per forward (captum hooks the module, so a reused module would mix its
-    calls) and return a (C, H, W) map; ``image_size`` (default: the model's) is what the check runs on.
+    The layer must run once per forward (its module is hooked, so a reused module would mix its calls)
+    and hold a spatial map: conv, channels-last, or tokens on a square patch grid (see
+    :mod:`dgnam.nets.layout`); ``image_size`` (default: the model's) is what the check runs on.
     Example: ``gradcam_layer(Model(resnet18(), input_size=224))[0] == "layer4"``.
     """
     model = as_model(model)
@@ -105,9 +111,36 @@ def gradcam_layer(model: Model | nn.Module, layer: str | None = None,
     if info.calls != 1:
         raise DgnamError(f"layer {module_name!r} runs {info.calls} time(s) per forward; Grad-CAM needs a module that "
                          f"runs once (e.g. the block output; see `dgnam layers`)")
-    if len(info.shape or ()) != 3:
-        raise DgnamError(f"layer {module_name!r} has output shape {info.shape}; Grad-CAM needs a spatial (C, H, W) map")
+    layout = model.layouts.get(module_name, info.layout)
+    if layout is None or layout.kind not in ("conv", "channels_last", "tokens") or len(info.shape) != layout.ndim:
+        raise DgnamError(f"layer {module_name!r} has output shape {info.shape} (layout {layout}); Grad-CAM needs a "
+                         f"spatial map: conv (C, H, W), channels-last (H, W, C) or tokens on a patch grid "
+                         f"(declare it with --layout if detection cannot tell)")
+    if layout.kind == "tokens":
+        layout.grid(torch.zeros(1, *info.shape))  # no square patch grid: refused here, in one line
     return module_name, submodule
+
+
+def grad_cam(model: Model, images: torch.Tensor, targets: torch.Tensor, module: nn.Module,
+             layout: Layout) -> torch.Tensor:
+    """(N, h, w) Grad-CAM of ``targets`` at ``module``'s output, read as ``layout`` (Selvaraju et al. 2017):
+    ReLU of the channels summed with weights = their gradient's mean over positions."""
+    held: list[torch.Tensor] = []
+
+    def keep(mod, inputs, output):
+        held.append(first_tensor(output, "the Grad-CAM layer"))
+
+    handle = module.register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            logits = model(images)
+            score = logits.gather(1, targets[:, None]).sum()
+            (grad,) = torch.autograd.grad(score, held[0])
+    finally:
+        handle.remove()
+    act, grad = layout.as_map(held[0].detach()), layout.as_map(grad)  # (N, C, h, w) each
+    weights = grad.mean((2, 3), keepdim=True)
+    return (weights * act).sum(1).clamp_min(0).float()
 
 
 def functional_relu_calls(model: Model | nn.Module, images: torch.Tensor) -> int:
@@ -180,7 +213,7 @@ def attribute(model: nn.Module | Model, images: torch.Tensor, target: int | Sequ
         res.layer                       # 'layer4' for a torchvision ResNet
         res.save_overlays("attribution.png", net.classes)
     """
-    from captum.attr import GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGradCam, Saliency
+    from captum.attr import GuidedBackprop, Saliency
 
     model = as_model(model)
     methods = list(dict.fromkeys(methods))
@@ -209,7 +242,7 @@ def attribute(model: nn.Module | Model, images: torch.Tensor, target: int | Sequ
         if len(bad):
             raise DgnamError(f"target class {int(bad[0])} is out of range; the model has {n_classes} classes "
                              f"(valid: 0-{n_classes - 1})")
-    layer_name, layer_module = None, None
+    layer_name, layer_module, cam = None, None, None
     if {"gradcam", "guided_gradcam"} & set(methods):
         layer_name, layer_module = gradcam_layer(model, layer, image_size=images.shape[-1])
     if GUIDED_METHODS[0] in methods or GUIDED_METHODS[1] in methods:
@@ -224,17 +257,19 @@ def attribute(model: nn.Module | Model, images: torch.Tensor, target: int | Sequ
     with eval_mode(model), warnings.catch_warnings():
         # captum warns on every guided call that it sets (and removes) hooks on the ReLUs.
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+        if layer_module is not None:
+            cam = grad_cam(model, images, targets, layer_module, model.layout(layer_name))
+            cam = F.interpolate(cam[:, None], size=size, mode="bilinear")[:, 0]  # (N, H, W), as captum upsamples
+        guided = GuidedBackprop(model).attribute(images, target=targets) if set(GUIDED_METHODS) & set(methods) else None
         for method in methods:
             if method == "saliency":
                 maps[method] = Saliency(model).attribute(images, target=targets, abs=True).amax(1)
             elif method == "gradcam":
-                cam = LayerGradCam(model, layer_module).attribute(images, target=targets, relu_attributions=True)
-                maps[method] = LayerAttribution.interpolate(cam, size, interpolate_mode="bilinear")[:, 0]
+                maps[method] = cam
             elif method == "guided_backprop":
-                maps[method] = GuidedBackprop(model).attribute(images, target=targets)
+                maps[method] = guided
             else:
-                maps[method] = GuidedGradCam(model, layer_module).attribute(images, target=targets,
-                                                                            interpolate_mode="bilinear")
+                maps[method] = guided * cam[:, None]
         maps = {method: values.detach().float() for method, values in maps.items()}
         deletion = _deletion(model, images.detach(), targets, maps)
     probabilities = logits.softmax(1).gather(1, targets[:, None]).squeeze(1)

@@ -40,7 +40,8 @@ class InversionResult:
         original: (3, H, W) the inverted image, RGB in [0, 1].
         params: parametrisation of each grid row (``dgn``, ``pixel``, ``fourier``).
         layers: inverted layer of each grid column.
-        images: (P, L, 3, H', W') reconstruction of cell (param, layer).
+        images: (P, L, 3, H', W') reconstruction of cell (param, layer); rows made at a smaller size (a
+            generator's images on a larger model) are shown resized to the largest.
         errors: (P, L) normalised representation error of each reconstruction.
         start_errors: (P, L) the same error for the image the optimisation started from.
         runs: the :class:`~dgnam.engine.render.Result` of each parametrisation (settings, histories).
@@ -137,6 +138,11 @@ def invert(model: nn.Module | Model, image: torch.Tensor, layers: Sequence[str],
         images.append(run.images)
         errors.append(representation_error(model, run.images, fidelity, layers))
         start_errors.append(representation_error(model, start, fidelity, layers))
+    # A generator's images have its size, pixel and Fourier rows the model's: the grid shows them at the larger.
+    side = max(run.shape[-1] for run in images)
+    images = [run if run.shape[-1] == side else
+              F.interpolate(run, size=(side, side), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+              for run in images]
     return InversionResult(original=image[0].detach().cpu(), params=list(params), layers=layers,
                            images=torch.stack(images), errors=torch.stack(errors),
                            start_errors=torch.stack(start_errors), runs=runs)

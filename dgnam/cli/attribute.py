@@ -82,7 +82,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     ]) + "\n"
     manifest = {"settings": {"command": "attribute", "model": args.model, "model_name": model.name,
                              "images": args.image, "target": args.target, "layer": result.layer,
-                             "methods": methods, "device": str(device), **versions()},
+                             "methods": methods, "device": str(device), **model.preprocessing(), **versions()},
                 "images": [{"file": path, "target": t, "predicted": p, "probability": float(prob),
                             "deletion": {m: result.deletion[m][i].tolist() for m in methods}}
                            for i, (path, t, p, prob) in enumerate(zip(args.image, result.targets, result.predicted,

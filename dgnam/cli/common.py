@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from dgnam.cli.validate import existing_file, existing_folder, generator_name, o
 from dgnam.errors import DgnamError, terminal_safe
 from dgnam.examples.topk import list_images
 from dgnam.io import atomic_write_json, atomic_write_text, reading, shipped, to_rgb
+from dgnam.nets.layout import LAYOUT_HELP, parse_layout
 from dgnam.nets.model import Model, describe_layers, eval_mode, parse_layer, resolve_layer
 from dgnam.nets.zoo import load_model
 from dgnam.prior.generator import UpconvGenerator
@@ -74,12 +76,49 @@ def position(text: str) -> tuple[int, int]:
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """``--model`` with its preprocessing (``--mean``, ``--std``, ``--input-size``) and ``--device``."""
     p.add_argument("--model", default=None,
-                   help="torchvision:NAME[:WEIGHTS], FILE.py:factory, module:factory, a dgnam .pt or TorchScript "
-                        "file (default: the shipped CIFAR-10 classifier)")
+                   help="torchvision:NAME[:WEIGHTS], timm:NAME[:none], hf:NAME_OR_FOLDER[:none], FILE.py:factory, "
+                        "module:factory, a dgnam .pt or TorchScript file (default: the shipped CIFAR-10 classifier); "
+                        "timm and Hugging Face models bring their own mean, std and input size")
     p.add_argument("--mean", type=rgb_floats, default=None, help="normalisation mean R,G,B (the model then gets normalised input)")
     p.add_argument("--std", type=rgb_floats, default=None, help="normalisation std R,G,B")
     p.add_argument("--input-size", type=int, default=None, help="the model's input side in pixels (images are resized)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+
+
+def add_layout_arg(p: argparse.ArgumentParser, token: bool = False) -> None:
+    """``--layout`` (how ``--layer`` holds its units, when detection cannot tell) and, with ``token``,
+    ``--token`` (where a token layer's neuron is read)."""
+    p.add_argument("--layout", default=None, type=_layout_type,
+                   help=f"how --layer holds its units: {LAYOUT_HELP} (default: detected, see `dgnam layers`)")
+    if token:
+        p.add_argument("--token", default=None, type=token_arg,
+                       help="token layers: read the neuron at this token index, 'cls' or 'mean' (over the patch "
+                            "tokens); default: the CLS token when the layer has one, else the mean")
+
+
+def _layout_type(text: str):
+    try:
+        return parse_layout(text)
+    except DgnamError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def token_arg(text: str) -> int | str:
+    """argparse type: ``cls``, ``mean`` or a token index."""
+    if text in ("cls", "mean"):
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a token: give cls, mean or an index >= 0")
+    return value
+
+
+def notice(text: str) -> None:
+    """One line on stderr about something dgnam did that the user did not ask for (how to silence it included)."""
+    print(f"dgnam: notice: {text}", file=sys.stderr)
 
 
 def add_generator_arg(p: argparse.ArgumentParser) -> None:
@@ -121,11 +160,17 @@ def add_synthesis_args(p: argparse.ArgumentParser, restarts: int, restarts_help:
 
 # --- models, generators, images -----------------------------------------------------------------
 def load_model_from_args(args: argparse.Namespace, device: torch.device) -> Model:
-    """The model of ``--model`` with ``--input-size``, ``--mean`` and ``--std`` (default: the shipped classifier)."""
+    """The model of ``--model`` with ``--input-size``, ``--mean`` and ``--std`` (default: the shipped classifier),
+    random weights built under ``--seed``, and ``--layer``'s ``--layout`` declared when given."""
     if args.model is None and not DEFAULT_MODEL.is_file():
         raise DgnamError(f"the shipped classifier {DEFAULT_MODEL} is missing; reinstall dgnam or pass --model")
-    return load_model(args.model or str(DEFAULT_MODEL), input_size=args.input_size, mean=args.mean, std=args.std,
-                      device=device)
+    model = load_model(args.model or str(DEFAULT_MODEL), input_size=args.input_size, mean=args.mean, std=args.std,
+                       device=device, seed=getattr(args, "seed", 0))
+    if getattr(args, "layout", None) is not None:
+        if getattr(args, "layer", None) is None:
+            raise DgnamError("--layout declares how --layer holds its units; pass --layer too")
+        model.layouts[args.layer] = args.layout
+    return model
 
 
 def generator_path(arg: str | None) -> str:
@@ -133,18 +178,28 @@ def generator_path(arg: str | None) -> str:
     return str(Path(arg) if arg else DEFAULT_GENERATOR)
 
 
-def fit_to_generator(model: Model, generator: UpconvGenerator | None) -> None:
-    """Give the model the generator's image size if it has none; crop (not resize) larger generator images."""
+def fit_to_generator(model: Model, generator: UpconvGenerator | None, quiet: bool = False) -> None:
+    """Give the model the generator's image size if it has none; crop (not resize) larger generator images.
+    A size mismatch is stated in one notice (unless ``quiet``): what is resized, how, and how to avoid it."""
     if model.input_size is None:
         model.input_size = generator.image_size if generator is not None else None
     if model.input_size is None:
         raise DgnamError("the model's input size is unknown; pass --input-size")
-    if generator is not None and generator.image_size > model.input_size:
+    if generator is None or generator.image_size == model.input_size:
+        return
+    g, m = generator.image_size, model.input_size
+    if g > m:
         model.fit = "crop"  # the paper: centre crop of G's output (256 -> 227/224), not a resize
+    if not quiet:
+        how = f"centre-cropped to {m}x{m}" if g > m else f"upsampled {m / g:.3g}x (bilinear) to {m}x{m}"
+        notice(f"the generator makes {g}x{g} images; {model.name} takes {m}x{m}, so each is {how} before the "
+               f"model sees it (images are saved at {g}x{g}); pass --input-size {g} to feed them as they are, "
+               f"or a generator trained at {m} px (--quiet hides notices)")
 
 
 def layer_size(model: Model, layer: str, device: torch.device) -> int:
-    """Number of units (fc) or channels (conv) of ``layer``; validates the name, the call index and the input size."""
+    """Number of units of ``layer`` as its layout reads them (fc units, conv or channels-last channels, a token's
+    features); validates the name, the call index, the input size and that the layout can be read."""
     zeros = torch.zeros(1, 3, model.input_size, model.input_size, device=device)
     with torch.no_grad(), eval_mode(model):
         if layer == "output":
@@ -161,7 +216,9 @@ def layer_size(model: Model, layer: str, device: torch.device) -> int:
     shape = info.call_shapes[call]
     if not shape:
         raise DgnamError(f"layer {layer!r} does not return a tensor; pick another from `dgnam layers`")
-    return shape[0]
+    layout = model.layout(layer)
+    layout.check(shape, layer)
+    return layout.n_units(shape)
 
 
 def image_files(folder: Path, limit: int) -> list[Path]:
@@ -220,16 +277,32 @@ def load_code_encoder(generator: UpconvGenerator, device: torch.device, encoder_
     return encoder
 
 
-def recommended_code_prior(requested: float | None, generator: UpconvGenerator | None) -> float:
+def recommended_code_prior(requested: float | None, generator: UpconvGenerator | None,
+                           model_spec: str | None = None, quiet: bool = False) -> float:
     """``--code-prior``, or when it is not given the generator's recommended one (metadata ``code_prior``,
-    set with ``dgnam stats --code-prior``; 0 when absent, the paper's DGN-AM)."""
+    set with ``dgnam stats --code-prior``; 0 when absent, the paper's DGN-AM).
+
+    The recommendation was tuned for the model the generator was trained on (its encoder): given
+    ``model_spec`` (``--model``, None: the shipped classifier) naming another model, it is not applied
+    unless asked for, and a notice says so.
+    """
     if requested is not None:
         value = requested
     else:
         value = float(generator.metadata.get("code_prior", 0.0)) if generator is not None else 0.0
+        if value and model_spec is not None and not _is_generator_encoder(model_spec, generator):
+            if not quiet:
+                notice(f"the generator's recorded code prior ({value:g}) was tuned for its own encoder, not "
+                       f"{model_spec}; it is not applied (pass --code-prior {value:g} to apply it, or "
+                       f"--code-prior 0 to silence this; --quiet hides notices)")
+            value = 0.0
     if not 0 <= value < float("inf"):  # also a non-finite code_prior a generator's metadata may hold
         raise DgnamError(f"--code-prior must be >= 0 and finite (0: off), got {value}")
     return value
+
+
+def _is_generator_encoder(model_spec: str, generator: UpconvGenerator) -> bool:
+    return bool(generator.encoder) and same_file(model_spec) == same_file(resolve_shipped(generator.encoder))
 
 
 def load_code_prior_encoder(weight: float, generator: UpconvGenerator | None, device: torch.device,

@@ -12,8 +12,8 @@ import torch
 from dgnam.analysis.compare import KINDS, compare
 from dgnam.cli import validate as check
 from dgnam.cli.common import (add_generator_arg, add_run_args, fit_to_generator, fresh_out_dir, generator_path,
-                              layer_size,
-                              markdown_table, parse_units, resolve_device, versions, write_report)
+                              layer_size, markdown_table, parse_units, resolve_device, rgb_floats, versions,
+                              write_report)
 from dgnam.engine.param import make_param
 from dgnam.engine.preferred import baseline_transforms
 from dgnam.errors import DgnamError
@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmp.add_argument("--model", action="append", default=None, required=True,
                      help="give twice: --model A --model B (any spec `dgnam synthesize --model` takes)")
     cmp.add_argument("--input-size", type=int, default=None, help="both models' input side in pixels")
+    cmp.add_argument("--mean", type=rgb_floats, default=None,
+                     help="normalisation mean R,G,B of both models (default: each model's own, if any)")
+    cmp.add_argument("--std", type=rgb_floats, default=None, help="normalisation std R,G,B of both models")
     cmp.add_argument("--device", default="auto")
     cmp.add_argument("--param", choices=["dgn", "pixel"], default="dgn", help="image parametrisation")
     add_generator_arg(cmp)
@@ -47,6 +50,7 @@ def validate(args: argparse.Namespace) -> None:
     for spec in args.model:
         check.model_spec(spec)
     check.at_least(args, 1, "--steps", "--mimic-steps", "--restarts", "--batch-size", "--input-size")
+    check.normalisation(args)
     check.seed(args.seed, args.restarts)
     if args.classes is not None:
         check.unit_ranges(args.classes, "--classes")
@@ -57,10 +61,11 @@ def validate(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    model_a, model_b = (load_model(spec, input_size=args.input_size, device=device) for spec in args.model)
+    model_a, model_b = (load_model(spec, input_size=args.input_size, mean=args.mean, std=args.std, device=device,
+                                   seed=args.seed) for spec in args.model)
     generator = load_generator(generator_path(args.generator), device) if args.param == "dgn" else None
     for model in (model_a, model_b):
-        fit_to_generator(model, generator)
+        fit_to_generator(model, generator, quiet=args.quiet)
     classes = (parse_units(args.classes, layer_size(model_a, "output", device), "--classes", f"{model_a.name}'s output")
                if args.classes is not None else None)
     param = make_param(args.param, generator, model_a.input_size)
@@ -115,6 +120,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     ]) + "\n"
     manifest = {"settings": {"command": "compare", "models": args.model, "model_names": [a_name, b_name],
                              "param": args.param, "generator": generator_path(args.generator) if generator else None,
+                             "preprocessing": [model_a.preprocessing(), model_b.preprocessing()],
                              "classes": result.classes, "restarts": args.restarts, "steps": args.steps,
                              "mimic_steps": args.mimic_steps or args.steps, "seed": args.seed,
                              "device": str(device), "seconds": round(seconds, 1), **versions(),

@@ -50,7 +50,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
     layers = comma_list(args.layers, "--layers")
     model = load_model_from_args(args, device)
     generator = load_generator(generator_path(args.generator), device) if "dgn" in params or args.generator else None
-    fit_to_generator(model, generator)
+    fit_to_generator(model, generator, quiet=args.quiet)
     for layer in layers:
         layer_size(model, layer, device)  # unknown names, calls and shapes fail here, in one line
     image = read_image(args.image, model.input_size)
@@ -73,6 +73,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
     manifest = {"settings": {"command": "invert", "model": args.model, "model_name": model.name, "image": args.image,
                              "layers": layers, "params": params, "steps": args.steps, "tv_weight": args.tv_weight,
                              "seed": args.seed, "generator": generator_path(args.generator) if generator else None,
+                             **model.preprocessing(),
                              "device": str(device), **versions(),
                              "engine": [run.settings for run in result.runs]},
                 "errors": {kind: dict(zip(layers, result.errors[p].tolist())) for p, kind in enumerate(params)},

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from dgnam.cli import validate as check
-from dgnam.cli.common import (add_generator_arg, add_model_args, add_output_args, fit_to_generator, fresh_out_dir,
+from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_layout_arg, add_model_args, add_output_args,
+                              fit_to_generator, fresh_out_dir,
                               generator_path, image_files, layer_size, load_code_prior_encoder, load_model_from_args,
                               parse_units, position, print_table, recommended_code_prior, resolve_device, versions)
 from dgnam.engine.param import PARAMETRIZATIONS
@@ -39,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--position", type=position, default=None,
                    help="row,column of a conv unit: where DGN-AM maximises it and --reading position reads it "
                         "(default: the centre)")
+    add_layout_arg(p)
     p.add_argument("--param", choices=list(PARAMETRIZATIONS), default="dgn", help="image parametrisation")
     add_generator_arg(p)
     p.add_argument("--baseline", choices=[n for n in PARAMETRIZATIONS if n != "dgn"], default=None,
@@ -81,13 +83,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
     model = load_model_from_args(args, device)
     generator = load_generator(generator_path(args.generator), device) if args.steps and (
         args.param == "dgn" or args.generator) else None
-    fit_to_generator(model, generator)
+    fit_to_generator(model, generator, quiet=args.quiet)
     n_units = layer_size(model, args.layer, device)
     units = (parse_units(args.units, n_units, of=f"layer {args.layer!r}") if args.units is not None
              else list(range(n_units)))
     if args.position is not None and args.layer == "output":
         raise DgnamError("--position applies to conv layers; the model output has no spatial positions")
-    code_prior = recommended_code_prior(args.code_prior, generator) if args.param == "dgn" else 0.0
+    code_prior = (recommended_code_prior(args.code_prior, generator, args.model or str(DEFAULT_MODEL), args.quiet)
+                  if args.param == "dgn" else 0.0)
     if args.param != "dgn" and args.code_prior:
         raise DgnamError(f"--code-prior applies to --param dgn (a code), not {args.param!r}; drop it")
     out_dir = fresh_out_dir(args.out, model.name)
@@ -102,7 +105,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     result.settings.update({"command": "probe", "model": args.model or "shipped classifier (cifar10/encoder.pt)",
                             "model_name": model.name,
                             "generator": (args.generator or shipped_generator) if generator else None,
-                            "data": args.data, "mean": args.mean, "std": args.std, **versions()})
+                            "data": args.data, "layout": str(model.layout(args.layer)), **model.preprocessing(),
+                            **versions()})
     result.save(out_dir)
     print_summary(result)
     ex = result.examples

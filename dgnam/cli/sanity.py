@@ -9,7 +9,8 @@ import argparse
 import time
 
 from dgnam.cli import validate as check
-from dgnam.cli.common import (DEFAULT_JUDGE, DEFAULT_MODEL, add_generator_arg, add_model_args, add_synthesis_args,
+from dgnam.cli.common import (DEFAULT_JUDGE, DEFAULT_MODEL, add_generator_arg, add_layout_arg, add_model_args,
+                              add_synthesis_args,
                               fit_to_generator, fresh_out_dir, generator_path, layer_size, load_code_encoder,
                               load_model_from_args, parse_units, recommended_code_prior, report_path, resolve_device,
                               versions, write_report)
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__)
     add_model_args(s)
     s.add_argument("--layer", default="output", help="layer name (see `dgnam layers`); default: the model output")
+    add_layout_arg(s)
     s.add_argument("--units", default=None, help="e.g. 0-4 (default: the first 10 units of the layer)")
     add_generator_arg(s)
     s.add_argument("--baseline", choices=["fourier", "pixel", "none"], default="fourier",
@@ -59,7 +61,7 @@ def cmd_sanity(args: argparse.Namespace) -> int:
     if not any(True for _ in model.parameters()):
         raise DgnamError(f"{model.name} has no parameters to randomise; pass a trained model")
     generator = load_generator(generator_path(args.generator), device)
-    fit_to_generator(model, generator)
+    fit_to_generator(model, generator, quiet=args.quiet)
     n_units = layer_size(model, args.layer, device)
     units = (parse_units(args.units, n_units, of=f"layer {args.layer!r}") if args.units is not None
              else list(range(min(n_units, 10))))
@@ -97,7 +99,8 @@ def cmd_sanity(args: argparse.Namespace) -> int:
                              "baseline": args.baseline, "judge": report_path(args.judge or DEFAULT_JUDGE),
                              "stages": [{"name": s.name, "layers": list(s.layers)} for s in stages],
                              "steps": args.steps, "restarts": args.restarts, "seed": args.seed,
-                             "device": str(device), "seconds": round(seconds, 1), **versions()},
+                             "device": str(device), "seconds": round(seconds, 1), **model.preprocessing(),
+                             **versions()},
                 "within_restarts": {m: {k: vars(v) for k, v in w.items()} for m, w in result.within.items()},
                 "stages": [{"stage": s.stage, "method": s.method, "verdict": s.verdict, "verdicts": s.verdicts,
                             "similarity": {k: vars(v) for k, v in s.similarity.items()},

@@ -26,11 +26,12 @@ from PIL import Image
 
 import dgnam
 from dgnam.cli import validate as check
-from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_model_args, add_output_args, fit_to_generator,
+from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_layout_arg, add_model_args, add_output_args,
+                              fit_to_generator,
                               fresh_out_dir, generator_path, image_files, layer_size, load_code_prior_encoder,
                               load_images, load_model_from_args, parse_units, position, print_table,
                               recommended_code_prior, resolve_device)
-from dgnam.engine.objectives import unit
+from dgnam.engine.objectives import channel, unit
 from dgnam.engine.param import PARAMETRIZATIONS, Parametrization, make_param
 from dgnam.engine.preferred import baseline_transforms, visualize
 from dgnam.engine.render import Result
@@ -57,7 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(s)
     s.add_argument("--layer", default="output", help="layer name (see `dgnam layers`); default: the model output")
     s.add_argument("--units", default=None, help="e.g. 0-9,15 (default: all units of the layer, at most 10)")
-    s.add_argument("--position", type=position, default=None, help="row,column of a conv unit (default: centre)")
+    s.add_argument("--position", type=position, default=None,
+                   help="row,column of a conv or channels-last unit, or of a token layer's patch (default: centre)")
+    s.add_argument("--spatial-mean", action="store_true",
+                   help="read a spatial unit as its channel's mean over all positions (token layers: patch tokens)")
+    add_layout_arg(s, token=True)
     s.add_argument("--param", choices=list(PARAMETRIZATIONS), default="dgn", help="image parametrisation")
     add_generator_arg(s)
     s.add_argument("--init-sampler", default=None, metavar="SAMPLER",
@@ -166,16 +171,17 @@ def prepare(args: argparse.Namespace, device: torch.device, sharded: bool) -> Pl
     """The loading and checks before synthesis, run on every rank (rank 0 first, see the caller)."""
     model = load_model_from_args(args, device)
     generator = load_generator(generator_path(args.generator), device) if args.param == "dgn" or args.generator else None
-    fit_to_generator(model, generator)
+    fit_to_generator(model, generator, quiet=args.quiet)
     n_units = layer_size(model, args.layer, device)
     if args.position is not None and args.layer == "output":
         raise DgnamError("--position applies to conv layers; the model output has no spatial positions")
+    _check_reading(args, model)
     units = (parse_units(args.units, n_units, of=f"layer {args.layer!r}") if args.units is not None
              else list(range(min(n_units, 10))))
     real_images = load_images(image_files(Path(args.data), args.data_limit), model.input_size) if args.data else None
     sampler = load_code_sampler(args.init_sampler, device) if args.init_sampler else None
     param = make_param(args.param, generator, model.input_size, sampler)
-    code_prior = recommended_code_prior(args.code_prior, generator)
+    code_prior = recommended_code_prior(args.code_prior, generator, args.model or str(DEFAULT_MODEL), args.quiet)
     if param.generator is None:  # pixels and Fourier have no code
         if args.code_prior:
             raise DgnamError(f"--code-prior applies to --param dgn (a code), not {args.param!r}; drop it")
@@ -185,6 +191,18 @@ def prepare(args: argparse.Namespace, device: torch.device, sharded: bool) -> Pl
     return Plan(model, generator, param, units, model.classes if args.layer == "output" else [], real_images,
                 code_prior, load_code_prior_encoder(code_prior, generator, device, args.model, model),
                 amp=device.type == "cuda" and not args.fp32, speed=speed)
+
+
+def _check_reading(args: argparse.Namespace, model: Model) -> None:
+    """``--position``, ``--token`` and ``--spatial-mean`` fit the layer's layout: checked once on one zero
+    image, before any synthesis."""
+    if args.spatial_mean and (args.position is not None or args.token is not None):
+        raise DgnamError("--spatial-mean reads every position; drop --position/--token")
+    zeros = torch.zeros(1, 3, model.input_size, model.input_size, device=next(model.buffers()).device)
+    with torch.no_grad():
+        act = model.run(zeros, [args.layer])[args.layer]
+    model.layout(args.layer).read(act, position=args.position, token=args.token, mean=args.spatial_mean,
+                                  layer=args.layer)
 
 
 def _place(args: argparse.Namespace, plan: Plan) -> tuple[Path, Path]:
@@ -200,6 +218,7 @@ def synthesize_units(args: argparse.Namespace, plan: Plan, units: list[int], out
         return {"entries": [], "engine": None, "seconds": 0.0}
     result = visualize(plan.model, units, layer=args.layer, generator=plan.generator, param=plan.param,
                        restarts=args.restarts, seed=args.seed, steps=args.steps, position=args.position,
+                       token=args.token, spatial_mean=args.spatial_mean,
                        transforms=[] if plan.param.has_prior else baseline_transforms(), batch_size=args.batch_size,
                        device=device, amp=plan.amp, progress=progress, unit_names=plan.classes or None,
                        fixed_batch=args.fixed_batch, code_prior=plan.code_prior, code_encoder=plan.code_encoder)
@@ -215,7 +234,8 @@ def _relative_to_real(args: argparse.Namespace, plan: Plan, units: list[int], re
                       device: torch.device) -> list[float | None]:
     """Each image's activation over its unit's max on the real images of ``--data``; None where the unit
     never fires on them (a ratio to <= 0 means nothing)."""
-    objectives = [unit(args.layer, u, model=plan.model, position=args.position) for u in units]
+    objectives = [channel(args.layer, u, model=plan.model) if args.spatial_mean else
+                  unit(args.layer, u, model=plan.model, position=args.position, token=args.token) for u in units]
     best = torch.full((len(units),), -float("inf"))
     with torch.no_grad(), eval_mode(plan.model):  # the max over real images of what the objective maximises
         for start in range(0, len(plan.real_images), args.batch_size):
@@ -246,11 +266,13 @@ def run_settings(args: argparse.Namespace, plan: Plan, device: torch.device, sec
     return {"command": args.command, "model": args.model or str(DEFAULT_MODEL), "model_name": plan.model.name,
             "generator": generator_path(args.generator) if generator else None,
             "generator_metadata": generator.metadata if generator else None,
-            "layer": args.layer, "units": plan.units, "position": list(args.position) if args.position else None,
+            "layer": args.layer, "layout": str(plan.model.layout(args.layer)), "units": plan.units,
+            "position": list(args.position) if args.position else None, "token": args.token,
+            "spatial_mean": args.spatial_mean,
             "param": args.param, "init_sampler": args.init_sampler, "code_prior": plan.code_prior,
             "steps": args.steps, "restarts": args.restarts, "seed": args.seed, "batch_size": args.batch_size,
-            "fixed_batch": args.fixed_batch, "fit": plan.model.fit, "device": str(device), "mean": args.mean,
-            "std": args.std, "input_size": plan.model.input_size, "data": args.data,
+            "fixed_batch": args.fixed_batch, "device": str(device), **plan.model.preprocessing(),
+            "generator_image_size": generator.image_size if generator else None, "data": args.data,
             "dgnam_version": dgnam.__version__, "torch_version": torch.__version__, "seconds": round(seconds, 2),
             "engine": engine}
 

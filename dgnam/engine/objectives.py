@@ -9,6 +9,8 @@ Examples::
 
     unit("fc8", 3)                                  # fc unit 3
     unit("features.relu4_2", 12)                    # conv channel 12 at the centre position
+    unit("blocks.5.mlp.fc1", 40, token="cls")       # a ViT neuron at the CLS token
+    channel("features.7", 500)                      # a Swin channel (channels-last map), spatial mean
     class_logit(5, model=vgg) + class_logit(5, model=resnet)   # two models agree
     class_logit(5, model=vgg) - class_logit(5, model=resnet)   # what vgg sees, resnet does not
     match("relu6", target_code, p=2)                # invert a representation
@@ -22,6 +24,7 @@ import torch
 from einops import rearrange, reduce
 
 from dgnam.errors import DgnamError
+from dgnam.nets.layout import Layout, by_shape, parse_layout
 from dgnam.nets.model import INPUT, OUTPUT, PARAMS, Model, as_model
 
 ActivationKey = tuple[Model | None, str]
@@ -138,10 +141,17 @@ class Scaled(Objective):
 
 
 class LayerObjective(Objective):
-    """A leaf that reads one layer of one model, with optional per-row integer indices."""
+    """A leaf that reads one layer of one model, with optional per-row integer indices.
 
-    def __init__(self, layer: str, index: int | Sequence[int] | torch.Tensor, model: Model | None = None) -> None:
+    The layer's :class:`~dgnam.nets.layout.Layout` says which axis holds the units: ``layout`` when given
+    (``"tokens:1"``, ``"channels_last"`` ...), else the model's (declared or detected, see
+    :meth:`~dgnam.nets.model.Model.layout`).
+    """
+
+    def __init__(self, layer: str, index: int | Sequence[int] | torch.Tensor, model: Model | None = None,
+                 layout: str | Layout | None = None) -> None:
         self.layer = layer
+        self.layout = parse_layout(layout)
         self.model = as_model(model) if model is not None else None
         index_t = torch.as_tensor(index, dtype=torch.long)
         if index_t.ndim > 1:
@@ -170,6 +180,22 @@ class LayerObjective(Objective):
     def _activation(self, acts: Activations) -> torch.Tensor:
         return acts[(self.model, self.layer)]
 
+    def _layout(self, act: torch.Tensor) -> Layout:
+        if self.layout is not None:
+            return self.layout
+        if self.layer == OUTPUT and act.ndim == 2:  # logits: no trace needed (TorchScript models have no other layer)
+            return by_shape(tuple(act.shape[1:]))
+        if self.model is None:  # a bare activation: only (U,) and (C, H, W) are certain
+            return by_shape(tuple(act.shape[1:]))
+        return self.model.layout(self.layer)
+
+    def _read(self, acts: Activations, what: str, **where) -> torch.Tensor:
+        """(B,) the row's unit, from every unit's value (B, U) read as ``where`` says."""
+        act = self._activation(acts)
+        values = self._layout(act).read(act, layer=self.layer, **where)
+        self._check_range(values.shape[1], what)
+        return values.gather(1, self._rows(act.shape[0], act.device)[:, None]).squeeze(1)
+
     def _rows(self, batch: int, device: torch.device) -> torch.Tensor:
         if self.index.ndim == 0:
             return self.index.expand(batch).to(device)
@@ -187,49 +213,39 @@ class LayerObjective(Objective):
 
 
 class Unit(LayerObjective):
-    """One unit: an fc neuron, or a conv channel at one spatial position (default: the centre)."""
+    """One unit: an fc neuron, a conv or channels-last channel at one position (default: the centre), or a
+    token layer's neuron at one token (``token``: an index, ``"cls"`` or ``"mean"`` over the patch tokens;
+    default: the CLS token when the layer has one, else the patch mean) or patch ``position``."""
 
-    def __init__(self, layer: str, index, model: Model | None = None, position: tuple[int, int] | None = None) -> None:
-        super().__init__(layer, index, model)
+    def __init__(self, layer: str, index, model: Model | None = None, position: tuple[int, int] | None = None,
+                 token: int | str | None = None, layout: str | Layout | None = None) -> None:
+        super().__init__(layer, index, model, layout)
         self.position = tuple(position) if position is not None else None
-        self.name = f"{layer}:{_index_name(self.index)}" + (f"@{self.position}" if self.position else "")
+        if token is not None and not (token in ("cls", "mean") or isinstance(token, int)):
+            raise DgnamError(f"token must be an index, 'cls' or 'mean', got {token!r}")
+        self.token = token
+        self.name = (f"{layer}:{_index_name(self.index)}" + (f"@{self.position}" if self.position else "")
+                     + (f"@token={token}" if token is not None else ""))
 
     def __call__(self, acts: Activations) -> torch.Tensor:
-        act = self._activation(acts)
-        batch = act.shape[0]
-        if act.ndim == 2:
-            if self.position is not None:
-                raise DgnamError(f"layer {self.layer!r} is fully connected (shape {tuple(act.shape[1:])}); "
-                                 f"drop the position, it only applies to conv layers")
-            self._check_range(act.shape[1], "unit")
-            return act.gather(1, self._rows(batch, act.device)[:, None]).squeeze(1)
-        if act.ndim == 4:
-            self._check_range(act.shape[1], "channel")
-            h, w = act.shape[-2:]
-            y, x = self.position if self.position is not None else (h // 2, w // 2)
-            if not (0 <= y < h and 0 <= x < w):
-                raise DgnamError(f"position ({y}, {x}) is outside layer {self.layer!r}'s {h}x{w} map; "
-                                 f"use 0-{h - 1}, 0-{w - 1}")
-            return act[:, :, y, x].gather(1, self._rows(batch, act.device)[:, None]).squeeze(1)
-        raise DgnamError(f"layer {self.layer!r} has output shape {tuple(act.shape[1:])}; "
-                         f"unit objectives need (units,) or (channels, H, W)")
+        kind = "unit" if self._layout(self._activation(acts)).kind in ("units", "tokens") else "channel"
+        return self._read(acts, kind, position=self.position, token=self.token)
 
 
 class Channel(LayerObjective):
-    """A conv channel's spatial mean (Lucid's ``channel``)."""
+    """A channel's mean over all positions (Lucid's ``channel``): a conv or channels-last channel, or a token
+    layer's neuron over its patch tokens."""
 
-    def __init__(self, layer: str, index, model: Model | None = None) -> None:
-        super().__init__(layer, index, model)
+    def __init__(self, layer: str, index, model: Model | None = None, layout: str | Layout | None = None) -> None:
+        super().__init__(layer, index, model, layout)
         self.name = f"{layer}:{_index_name(self.index)}(mean)"
 
     def __call__(self, acts: Activations) -> torch.Tensor:
         act = self._activation(acts)
-        if act.ndim != 4:
-            raise DgnamError(f"channel() needs a conv layer (C, H, W); {self.layer!r} has shape "
+        if self._layout(act).kind == "units":
+            raise DgnamError(f"channel() needs a spatial or token layer; {self.layer!r} has shape "
                              f"{tuple(act.shape[1:])}, use unit() instead")
-        self._check_range(act.shape[1], "channel")
-        means = reduce(act, "b c h w -> b c", "mean")
-        return means.gather(1, self._rows(act.shape[0], act.device)[:, None]).squeeze(1)
+        return self._read(acts, "channel", mean=True)
 
 
 class Match(Objective):
@@ -373,18 +389,23 @@ def _index_name(index: torch.Tensor) -> str:
 
 
 def unit(layer: str, index: int | Sequence[int], model: Model | None = None,
-         position: tuple[int, int] | None = None) -> Unit:
-    """An fc unit, or a conv channel at ``position`` (default: the centre, as in the paper).
+         position: tuple[int, int] | None = None, token: int | str | None = None,
+         layout: str | Layout | None = None) -> Unit:
+    """An fc unit, a conv (or channels-last) channel at ``position`` (default: the centre, as in the paper),
+    or a token layer's neuron at ``token`` (index, ``"cls"``, ``"mean"``; default CLS) or patch ``position``.
 
-    A list of indices gives row *i* of the batch unit ``index[i]``.
-    Example: ``unit("layer4", 7)``; ``unit("fc", range(10))``.
+    A list of indices gives row *i* of the batch unit ``index[i]``. ``layout`` overrides the layer's
+    detected layout (see :mod:`dgnam.nets.layout`).
+    Example: ``unit("layer4", 7)``; ``unit("fc", range(10))``; ``unit("blocks.5.mlp.fc1", 3, token="cls")``.
     """
-    return Unit(layer, list(index) if isinstance(index, range) else index, model, position)
+    return Unit(layer, list(index) if isinstance(index, range) else index, model, position, token, layout)
 
 
-def channel(layer: str, index: int | Sequence[int], model: Model | None = None) -> Channel:
-    """A conv channel's mean over all positions. Example: ``channel("layer3", 12)``."""
-    return Channel(layer, list(index) if isinstance(index, range) else index, model)
+def channel(layer: str, index: int | Sequence[int], model: Model | None = None,
+            layout: str | Layout | None = None) -> Channel:
+    """A channel's mean over all positions (a token layer: over its patch tokens).
+    Example: ``channel("layer3", 12)``."""
+    return Channel(layer, list(index) if isinstance(index, range) else index, model, layout)
 
 
 def class_logit(index: int | Sequence[int], model: Model | None = None) -> Unit:

@@ -17,6 +17,7 @@ from dgnam.engine.param import Parametrization, make_param
 from dgnam.engine.render import Result, synthesize
 from dgnam.engine.transforms import GaussianBlur, Jitter
 from dgnam.errors import DgnamError
+from dgnam.nets.layout import Layout
 from dgnam.nets.model import OUTPUT, Model, as_model
 from dgnam.prior.generator import UpconvGenerator
 
@@ -47,7 +48,8 @@ def add_code_prior(objective: Objective, weight: float, generator: UpconvGenerat
 def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OUTPUT,
               generator: UpconvGenerator | None = None, param: str | Parametrization = "dgn",
               restarts: int = 1, seed: int = 0, steps: int = 200, position: tuple[int, int] | None = None,
-              spatial_mean: bool = False, optimizer: Optimizer | None = None, transforms: Sequence = (),
+              spatial_mean: bool = False, token: int | str | None = None, layout: str | Layout | None = None,
+              optimizer: Optimizer | None = None, transforms: Sequence = (),
               batch_size: int = 64, device: str | torch.device = "cpu", amp: bool = False,
               progress: bool = False, unit_names: Sequence[str] | None = None, fixed_batch: bool = False,
               code_prior: float = 0.0, code_encoder: nn.Module | Model | None = None) -> Result:
@@ -55,6 +57,9 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
 
     Image (unit u, restart r) uses seed ``seed + r``, whatever else is in the batch, so any single
     image can be reproduced from its (unit, seed) (bit for bit with ``fixed_batch=True``).
+    A unit is read as the layer's layout says (:mod:`dgnam.nets.layout`; ``layout`` overrides the detected one):
+    a conv or channels-last channel at ``position`` (default: the centre) or its spatial mean
+    (``spatial_mean``); a token layer's neuron at ``token`` (an index, ``"cls"``, ``"mean"``; default: CLS).
     ``code_prior`` > 0 (DGN-AM only) adds that multiple of PPGN's code prior, read by
     ``code_encoder`` (the encoder whose ``generator.encoder_layer`` the generator inverts): the code
     is pulled towards what the encoder reads back from its image (:func:`dgnam.code_prior`); the
@@ -84,9 +89,11 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
     row_restarts = [r for _ in units for r in range(restarts)]
     seeds = [seed + r for r in row_restarts]
     if spatial_mean:
-        objective = channel_objective(layer, row_units)
+        if position is not None or token is not None:
+            raise DgnamError("the spatial mean reads every position; drop position/token")
+        objective = channel_objective(layer, row_units, layout=layout)
     else:
-        objective = unit_objective(layer, row_units, position=position)
+        objective = unit_objective(layer, row_units, position=position, token=token, layout=layout)
     unit_objective_only = objective
     if code_prior and param.generator is None:
         raise DgnamError("code_prior needs param 'dgn' (a generator's code); pixels and Fourier have no code")

@@ -213,7 +213,7 @@ def read_images(model: Model, layer: str, images: torch.Tensor, row_units: Seque
     with torch.no_grad(), eval_mode(model):  # as synthesis read them: running statistics, no dropout
         for start in range(0, len(images), batch_size):
             act = model.run(images[start:start + batch_size].to(device), [layer])[layer]
-            values, _ = read_units(act, index, reading, position)
+            values, _ = read_units(model.layout(layer).canonical(act, layer), index, reading, position)
             out.append(values.cpu().gather(1, cols[start:start + batch_size, None]).squeeze(1))
     return torch.cat(out)
 
@@ -264,7 +264,10 @@ def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | 
     units = examples.units
     names = list(unit_names) if unit_names is not None else (model.classes if layer == OUTPUT else [])
     labels = [names[u] if u < len(names) else f"{layer}:{u}" for u in units]
-    synth_position = position if examples.map_size is not None else None
+    # A spatial unit is synthesised where it is read: at the position, by default the map's centre (a token
+    # layer's centre patch, not its CLS token, since the dataset pass reads the patch grid).
+    map_size = examples.map_size
+    synth_position = (position or (map_size[0] // 2, map_size[1] // 2)) if map_size is not None else None
 
     by_unit = dict(zip(units, labels))
     label_list = [by_unit.get(u, "") for u in range(max(units) + 1)]  # visualize names unit u by index u

@@ -280,7 +280,7 @@ def dataset_examples(model: torch.nn.Module | Model, layer: str, data: str | os.
                     continue
                 images = images.to(device, non_blocking=True).float().div_(255)
                 with autocast:
-                    act = model.run(images, [layer])[layer]
+                    act = model.layout(layer).canonical(model.run(images, [layer])[layer], layer)
                 if unit_index is None:  # the layer's size is known at the first batch
                     n_units = act.shape[1]
                     if units is not None and len(units) > n_units:

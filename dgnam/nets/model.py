@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgnam.errors import DgnamError, first_line
+from dgnam.nets.layout import CONV, SPATIAL, Layout, infer_layouts, parse_layout
+from dgnam.nets.layout import TraceEvent as LayoutEvent
 
 OUTPUT = "output"
 INPUT = "input"
@@ -40,7 +42,10 @@ class Model(nn.Module):
     (``fit="crop"``, the paper's 256 -> 227 for CaffeNet) or resized (``fit="resize"``), then
     normalised with ``mean``/``std`` if given. Layer names are those of the wrapped ``module``.
     ``classes`` names the output units (a classifier's classes; empty when unknown) and ``metadata``
-    holds what a checkpoint says about the model (training data, accuracy, ...).
+    holds what a checkpoint says about the model (training data, accuracy, ...). ``layouts`` declares
+    how layers hold their units (``{"blocks.5": "tokens:1"}``, see :mod:`dgnam.nets.layout`); every other
+    layer's layout is detected (:meth:`layout`). The forward returns a tensor: an output object's
+    ``.logits`` (Hugging Face) or a tuple's first tensor, unwrapped here for every caller.
 
     Example: ``Model(torchvision.models.resnet18(), input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)``
     """
@@ -48,7 +53,7 @@ class Model(nn.Module):
     def __init__(self, module: nn.Module, input_size: int | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  fit: str = "resize", name: str | None = None, classes: Sequence[str] = (),
-                 metadata: dict | None = None) -> None:
+                 metadata: dict | None = None, layouts: dict[str, str | Layout] | None = None) -> None:
         super().__init__()
         if fit not in ("resize", "crop"):
             raise DgnamError(f"fit must be 'resize' or 'crop', got {fit!r}")
@@ -63,6 +68,9 @@ class Model(nn.Module):
         self.classes = list(classes)
         self.metadata = dict(metadata or {})
         self.normalize = mean is not None
+        self.layouts = {layer: parse_layout(value) for layer, value in (layouts or {}).items()}
+        self._detected: dict[str, list[Layout]] | None = None  # filled by the first layout() call
+        self._last_size: int | None = None  # the side of the last input run() saw, for layout detection
         self.register_buffer("mean", torch.tensor(list(mean or (0.0, 0.0, 0.0)), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(list(std or (1.0, 1.0, 1.0)), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
@@ -81,23 +89,57 @@ class Model(nn.Module):
             images = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
         return images
 
+    def preprocessing(self) -> dict:
+        """What every image goes through before the module, as manifests record it: the input size and fit,
+        the mean and std applied (None when the input is not normalised) and where they came from."""
+        return {"input_size": self.input_size, "fit": self.fit,
+                "mean": [round(v, 6) for v in self.mean.flatten().tolist()] if self.normalize else None,
+                "std": [round(v, 6) for v in self.std.flatten().tolist()] if self.normalize else None,
+                "preprocessing_source": self.metadata.get("preprocessing")}
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self._forward_checked(self.preprocess(images))
+        return first_tensor(self._forward_checked(self.preprocess(images)), OUTPUT)
 
     def _forward_checked(self, x: torch.Tensor):
+        """The wrapped module's forward; an exception raised inside the user's model becomes one line
+        naming the model and the setting that most likely caused it."""
         try:
             return self.module(x)
-        except RuntimeError as exc:
-            if not _shape_error(exc):
-                raise
+        except (DgnamError, _StopForward):
+            raise
+        except Exception as exc:
             first = first_line(exc)
             channels = _CHANNELS.search(str(exc))
             if channels and channels["want"] != "3":  # no input size helps: dgnam's images are RGB
                 raise DgnamError(f"{self.name} takes {channels['want']}-channel input but dgnam feeds it 3-channel RGB "
                                  f"images; wrap the model so it takes 3-channel RGB input (e.g. convert to grey "
                                  f"first in its forward)") from None
-            raise DgnamError(f"{self.name} failed on input of shape {tuple(x.shape)} ({first}); "
-                             f"set the model's input size (CLI: --input-size) to what it was built for") from None
+            if _shape_error(exc):
+                raise DgnamError(f"{self.name} failed on input of shape {tuple(x.shape)} ({type(exc).__name__}: "
+                                 f"{first}); set the model's input size (CLI: --input-size) to what it was built "
+                                 f"for") from None
+            raise DgnamError(f"{self.name} raised {type(exc).__name__} in its forward on input of shape "
+                             f"{tuple(x.shape)} ({first}); check the model (--model) and its preprocessing "
+                             f"(--input-size, --mean/--std)") from None
+
+    def layout(self, layer: str) -> Layout:
+        """How ``layer`` (``name@k`` too) holds its units: declared in ``layouts``, else detected once on a
+        forward of the model's input size (or the size :meth:`run` last saw); see :mod:`dgnam.nets.layout`."""
+        if layer in self.layouts:
+            return self.layouts[layer]
+        name, call = parse_layer(layer)
+        if name in self.layouts and call == 0:
+            return self.layouts[name]
+        if layer == INPUT:
+            return CONV
+        if self._detected is None:
+            self._detected = detect_layouts(self, self.input_size or self._last_size)
+        calls = self._detected.get(name, [])
+        if call >= len(calls):
+            resolve_layer(self.module, layer)  # an unknown name fails with the closest ones
+            raise DgnamError(f"layer {name!r} runs {len(calls)} time(s) per forward of {self.name}; pick a layer "
+                             f"from `dgnam layers` or a smaller @call index")
+        return calls[call]
 
     def run(self, images: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
         """Forward ``images`` and return ``{layer: activation}`` for the requested layers.
@@ -111,8 +153,9 @@ class Model(nn.Module):
         if INPUT in layers:
             acts[INPUT] = images
         x = self.preprocess(images)
+        self._last_size = x.shape[-1]
         if not hooked:
-            acts[OUTPUT] = _first_tensor(self._forward_checked(x), OUTPUT)
+            acts[OUTPUT] = first_tensor(self._forward_checked(x), OUTPUT)
             return acts
         with LayerCapture(self.module, hooked, stop_early=not want_output) as capture:
             try:
@@ -126,16 +169,19 @@ class Model(nn.Module):
                              f"pick a layer from `dgnam layers` or a smaller @call index")
         acts.update(capture.activations)
         if want_output:
-            acts[OUTPUT] = _first_tensor(out, OUTPUT)
+            acts[OUTPUT] = first_tensor(out, OUTPUT)
         return acts
 
 
-def _shape_error(exc: RuntimeError) -> bool:
-    text = str(exc)
-    return any(k in text for k in ("shape", "size", "dimension", "channels", "Expected", "expected"))
+def _shape_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(k in text for k in ("shape", "size", "dimension", "channels", "expected", "height", "width",
+                                   "doesn't match", "does not match"))
 
 
-def _first_tensor(value, where: str) -> torch.Tensor:
+def first_tensor(value, where: str) -> torch.Tensor:
+    """A module's output as one tensor: itself, a tuple's first tensor, or an output object's ``.logits``;
+    otherwise a one-line error naming ``where``."""
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
@@ -220,7 +266,7 @@ class LayerCapture:
             self.calls[name] = call + 1
             if call in wanted:
                 # Clone now: an in-place op later in the forward would otherwise overwrite it.
-                self.activations[wanted[call]] = _first_tensor(output, name).clone()
+                self.activations[wanted[call]] = first_tensor(output, name).clone()
                 if self.stop_early and len(self.activations) == len(self.layers):
                     raise _StopForward
         return hook
@@ -252,6 +298,7 @@ class LayerInfo:
     type: str
     call_shapes: tuple[tuple[int, ...], ...]  # output shape (no batch dim) of each call, in order
     n_params: int
+    call_layouts: tuple[Layout, ...] = ()  # the layout of each call's output (see dgnam.nets.layout)
 
     @property
     def calls(self) -> int:
@@ -262,50 +309,96 @@ class LayerInfo:
         """Shape of the first call's output; None if the layer never ran."""
         return self.call_shapes[0] if self.call_shapes else None
 
+    @property
+    def layout(self) -> Layout | None:
+        """Layout of the first call's output; None if the layer never ran."""
+        return self.call_layouts[0] if self.call_layouts else None
 
-def _trace(model: Model, image_size: int | None, record, skip: tuple[type, ...] = ()) -> None:
-    """One no-grad forward on a zero image with ``record(name, output)`` hooked on every named module
-    (except instances of ``skip``); hooks are removed whatever happens."""
+    def units(self, call: int = 0) -> int | None:
+        """Units of the ``call``-th output (None when its layout cannot be read)."""
+        layout, shape = self.call_layouts[call], self.call_shapes[call]
+        if layout.kind == "other" or len(shape) != layout.ndim:
+            return None
+        return layout.n_units(shape)
+
+
+# The trace runs two images: a tensor whose first dimension is not 2 folds something into the batch.
+TRACE_BATCH = 2
+
+
+def _trace(model: Model, image_size: int | None, record, skip: tuple[type, ...] = ()) -> torch.Tensor:
+    """One no-grad forward on zero images with ``record(name, module, input, output)`` hooked on every named
+    module (except instances of ``skip``; ``input`` is the first tensor argument or None) and on the root
+    as ``output``; hooks are removed whatever happens. Returns the preprocessed input."""
     size = image_size or model.input_size
     if size is None:
         raise DgnamError("cannot infer the model's input size; pass image_size (CLI: --input-size)")
     _require_hooks(model.module)
     handles = []
+
+    def hook(name):
+        def on_output(mod, args, kwargs, output):
+            first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+            record(name, mod, first, output)
+        return on_output
+
     try:
         for name, sub in model.module.named_modules():
-            if name and not isinstance(sub, skip):
-                handles.append(sub.register_forward_hook(lambda mod, inputs, output, name=name: record(name, output)))
+            if not isinstance(sub, skip):
+                handles.append(sub.register_forward_hook(hook(name or OUTPUT), with_kwargs=True))
         with torch.no_grad(), eval_mode(model.module):  # a module in training mode keeps its BatchNorm statistics
             p = next(model.module.parameters(), None)
-            model(torch.zeros(1, 3, size, size, device=p.device if p is not None else "cpu"))
+            x = model.preprocess(torch.zeros(TRACE_BATCH, 3, size, size, device=p.device if p is not None else "cpu"))
+            model._forward_checked(x)
     finally:
         for handle in handles:
             handle.remove()
+    return x
+
+
+def _tensor_or_none(output) -> torch.Tensor | None:
+    try:
+        return first_tensor(output, "")
+    except DgnamError:
+        return None
+
+
+def detect_layouts(model: Model | nn.Module, image_size: int | None = None) -> dict[str, list[Layout]]:
+    """The detected layout of every call of every named module (and of ``output``), from one forward on
+    zero images of ``image_size`` (default: the model's input size); see :mod:`dgnam.nets.layout`."""
+    model = as_model(model)
+    events: list[LayoutEvent] = []  # holds every output alive, so equal data pointers mean the same tensor
+    x = _trace(model, image_size, lambda name, mod, inp, out: events.append(
+        LayoutEvent(name, mod, inp, _tensor_or_none(out))))
+    return infer_layouts(events, x, model.module)
 
 
 def describe_layers(model: Model | nn.Module, image_size: int | None = None) -> list[LayerInfo]:
-    """Names, output shapes (per call), call counts and parameter counts of every layer.
+    """Names, output shapes and layouts (per call), call counts and parameter counts of every layer.
 
-    Runs one forward on a zero image of ``image_size`` (default: the model's input size).
+    Runs one forward on zero images of ``image_size`` (default: the model's input size).
     """
     model = as_model(model)
     shapes: dict[str, list[tuple[int, ...]]] = {}
+    events: list[LayoutEvent] = []
 
-    def record(name: str, output) -> None:
-        try:
-            shapes.setdefault(name, []).append(tuple(_first_tensor(output, name).shape[1:]))
-        except DgnamError:
-            shapes.setdefault(name, []).append(())
+    def record(name: str, mod, inp, output) -> None:
+        out = _tensor_or_none(output)
+        shapes.setdefault(name, []).append(tuple(out.shape[1:]) if out is not None else ())
+        events.append(LayoutEvent(name, mod, inp, out))
 
-    _trace(model, image_size, record)
+    x = _trace(model, image_size, record)
+    detected = infer_layouts(events, x, model.module)
     module = model.module
     infos = []
     for name, sub in module.named_modules():
         if not name:
             continue
         calls = shapes.get(name, [])
+        layouts = [model.layouts.get(name if i == 0 else f"{name}@{i}", layout)
+                   for i, layout in enumerate(detected.get(name, []))]
         own_params = sum(p.numel() for p in sub.parameters(recurse=False))
-        infos.append(LayerInfo(name, type(sub).__name__, tuple(calls), own_params))
+        infos.append(LayerInfo(name, type(sub).__name__, tuple(calls), own_params, tuple(layouts)))
     return infos
 
 
@@ -314,7 +407,7 @@ def execution_order(model: Model | nn.Module, image_size: int | None = None) -> 
     (one forward on a zero image): leaves in data-flow order, each container after its children."""
     model = as_model(model)
     order: dict[str, None] = {}
-    _trace(model, image_size, lambda name, _output: order.setdefault(name, None))
+    _trace(model, image_size, lambda name, *_: order.setdefault(name, None) if name != OUTPUT else None)
     return list(order)
 
 
@@ -342,21 +435,84 @@ def eval_mode(*modules: nn.Module):
 def last_spatial_layer(model: Model | nn.Module, image_size: int | None = None) -> str:
     """The module whose output is the last spatial feature map (H*W > 1) before global pooling.
 
-    Among modules returning that same tensor (``layer4.1.relu``, ``layer4.1``, ``layer4`` in a
-    torchvision ResNet) the outermost is chosen, i.e. the block output, not a branch conv.
+    Only real maps count: a conv or channels-last layer, or a token layer's patch grid (see
+    :mod:`dgnam.nets.layout`); a 4-D tensor of attention heads does not. Among modules returning that
+    same tensor (``layer4.1.relu``, ``layer4.1``, ``layer4`` in a torchvision ResNet) the outermost is
+    chosen, i.e. the block output, not a branch conv. In a vision transformer the last token layers
+    after the final attention feed the classifier through the CLS token alone, so their patch tokens
+    carry no gradient: the last token layer whose patch tokens move the output is chosen (timm's
+    ``blocks[-1].norm1``, as pytorch-grad-cam advises).
     """
     model = as_model(model)
-    events: list[tuple[str, int, tuple[int, ...]]] = []
-
-    def record(name: str, output) -> None:
-        if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1:
-            events.append((name, output.data_ptr(), tuple(output.shape)))
-
+    events: list[LayoutEvent] = []
     # Adaptive pools (torchvision VGG's avgpool to 7x7) resample the last map; they are not features.
-    _trace(model, image_size, record, skip=(nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))
-    if not events:
-        raise DgnamError(f"{model.name} has no spatial (C, H, W) layer; pass the layer explicitly")
-    _, ptr, shape = events[-1]
+    x = _trace(model, image_size,
+               lambda name, mod, inp, out: events.append(LayoutEvent(name, mod, inp, _tensor_or_none(out))),
+               skip=(nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))
+    detected = infer_layouts(events, x, model.module)
+    seen: dict[str, int] = {}
+    spatial: list[tuple[str, int, tuple, Layout]] = []
+    for e in events:
+        call = seen.get(e.name, 0)
+        seen[e.name] = call + 1
+        layout = model.layouts.get(e.name, detected[e.name][call])
+        if e.name == OUTPUT or e.output is None or layout.kind not in SPATIAL or e.output.ndim != layout.ndim + 1:
+            continue
+        try:
+            h, w = layout.grid(e.output)
+        except DgnamError:
+            continue
+        if h * w > 1:
+            spatial.append((e.name, e.output.data_ptr(), tuple(e.output.shape), layout))
+    if not spatial:
+        raise DgnamError(f"{model.name} has no spatial (C, H, W), channels-last or token-grid layer; pass the layer "
+                         f"explicitly")
+    if spatial[-1][3].kind == "tokens":
+        return _last_token_layer_with_gradient(model, [s for s in spatial if s[3].kind == "tokens"], image_size)
+    _, ptr, shape, _ = spatial[-1]
     # Hooks fire inner-first, so the trailing run of events sharing this tensor ends at the outermost module.
-    same = [name for name, p, s in events if p == ptr and s == shape]
-    return min(same, key=lambda n: (n.count("."), -[e[0] for e in events].index(n)))
+    same = [name for name, p, s, _ in spatial if p == ptr and s == shape]
+    return min(same, key=lambda n: (n.count("."), -[e[0] for e in spatial].index(n)))
+
+
+def _last_token_layer_with_gradient(model: Model, candidates: list[tuple[str, int, tuple, Layout]],
+                                    image_size: int | None) -> str:
+    """The last of the token layers ``candidates`` whose patch tokens get a gradient from the output
+    (one forward and backward on a fixed random image)."""
+    modules = dict(model.module.named_modules())
+
+    def in_attention(name: str) -> bool:  # q, k, v projections: not the token map pytorch-grad-cam reads
+        parts = name.split(".")
+        return any("Attention" in type(modules[".".join(parts[:i])]).__name__ for i in range(1, len(parts) + 1))
+
+    names = list(dict.fromkeys(name for name, *_ in candidates if "@" not in name and not in_attention(name)))
+    layouts = {name: layout for name, _, _, layout in candidates}
+    held: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def hook(name):
+        def keep(mod, inputs, output):
+            if name not in held:
+                held[name] = first_tensor(output, name)
+        return keep
+
+    size = image_size or model.input_size
+    p = next(model.module.parameters(), None)
+    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    image = image.to(p.device if p is not None else "cpu").requires_grad_(True)
+    try:
+        for name in names:
+            handles.append(modules[name].register_forward_hook(hook(name)))
+        with eval_mode(model.module), torch.enable_grad():
+            out = model(image)
+            kept = [n for n in names if n in held and held[n].requires_grad]
+            grads = torch.autograd.grad(out.sum(), [held[n] for n in kept], allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    moving = [n for n, g in zip(kept, grads)
+              if g is not None and g[:, layouts[n].prefix_tokens:].abs().sum() > 0]
+    if not moving:
+        raise DgnamError(f"no token layer of {model.name} moves its output through its patch tokens; pass the "
+                         f"Grad-CAM layer explicitly")
+    return moving[-1]

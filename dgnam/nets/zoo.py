@@ -1,9 +1,16 @@
 """Any model as a dgnam :class:`~dgnam.nets.model.Model`, from a command-line spec (:func:`load_model`):
-torchvision's pretrained models with their own preprocessing, a factory, a dgnam classifier or a
-TorchScript file.
+torchvision's, timm's and Hugging Face's models with their own preprocessing, a factory, a dgnam
+classifier or a TorchScript file.
+
+Preprocessing comes from the model's own config: torchvision's weights metadata, timm's ``pretrained_cfg``
+(with the input size the model was built for), a Hugging Face folder's image processor and config; a
+factory's timm or Hugging Face model is read the same way. ``--mean``/``--std``/``--input-size`` win.
+Random-initialised models are built under a seed (:func:`seeded`), so two runs, and every rank of a
+sharded run, build the same model.
 
 Torchvision weights are downloaded by torchvision into ``$TORCH_HOME/hub/checkpoints``; offline, a clear error
-says which file to place there.
+says which file to place there. timm and Hugging Face weights are read from the local cache or folder
+only: nothing is downloaded at run time.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -59,6 +68,139 @@ def load_torchvision(name: str, weights: str | None = "DEFAULT", input_size: int
     return Model(net.eval(), input_size=size, mean=mean, std=std, name=name, classes=classes).to(device)
 
 
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a model's construction under ``seed`` (random weights identical across runs and ranks) without
+    touching the caller's random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def ecosystem_preprocessing(net: nn.Module) -> dict:
+    """``input_size``, ``mean``, ``std`` (and ``source``) a timm or Hugging Face model declares; {} for others.
+
+    timm: ``pretrained_cfg`` through ``timm.data.resolve_model_data_config``, the input size the model was built
+    for (``patch_embed.img_size``) winning over the config's. Hugging Face: ``config.image_size`` (mean and std
+    live in the image processor, see :func:`load_hf`).
+    """
+    cfg = getattr(net, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and cfg:
+        from timm.data import resolve_model_data_config
+
+        data = resolve_model_data_config(net)
+        size = int(data["input_size"][-1])
+        built = getattr(getattr(net, "patch_embed", None), "img_size", None)
+        if built is not None and not getattr(net, "dynamic_img_size", False):
+            size = int(built[-1] if isinstance(built, (tuple, list)) else built)
+        return {"input_size": size, "mean": tuple(data["mean"]), "std": tuple(data["std"]),
+                "source": "timm pretrained_cfg"}
+    config = getattr(net, "config", None)
+    size = getattr(config, "image_size", None)
+    if config is not None and size is not None:
+        return {"input_size": int(size[-1] if isinstance(size, (tuple, list)) else size),
+                "source": "Hugging Face config"}
+    return {}
+
+
+def _ecosystem_model(net: nn.Module, name: str, input_size: int | None, declared: dict,
+                     device: str | torch.device) -> Model:
+    size = input_size or declared.get("input_size")
+    return Model(net.eval(), input_size=size, mean=declared.get("mean"), std=declared.get("std"), name=name,
+                 classes=_class_names(net), metadata={"preprocessing": declared.get("source")}).to(device)
+
+
+def _class_names(net: nn.Module) -> list[str]:
+    labels = getattr(getattr(net, "config", None), "id2label", None)  # Hugging Face
+    if isinstance(labels, dict) and labels and not all(str(v).startswith("LABEL_") for v in labels.values()):
+        return [str(labels[i]) for i in sorted(labels)]
+    return []
+
+
+def load_timm(name: str, pretrained: bool = True, input_size: int | None = None,
+              device: str | torch.device = "cpu", **kwargs) -> Model:
+    """``timm.create_model(name, pretrained)`` with its ``pretrained_cfg`` preprocessing (mean, std, input size).
+
+    Pretrained weights are read from the local Hugging Face / timm cache only. ``kwargs`` go to timm
+    (``img_size=32, depth=2``). Example: ``load_timm("vit_tiny_patch16_224", pretrained=False)``.
+    """
+    try:
+        import timm
+    except ImportError:
+        raise DgnamError("timm is not installed; pip install 'dgnam[timm]' (or pip install timm)") from None
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:5]
+        raise DgnamError(f"timm has no model {name!r}" + (f"; try {', '.join(close)}" if close else ""))
+    try:
+        with _hub_offline():
+            net = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except Exception as exc:
+        if not pretrained:
+            raise DgnamError(f"timm could not build {name} ({type(exc).__name__}: {first_line(exc)})") from None
+        raise DgnamError(f"timm weights for {name} are not available offline ({type(exc).__name__}); put them in the "
+                         f"Hugging Face cache first (timm.create_model({name!r}, pretrained=True) where there is "
+                         f"a network) or use random weights (CLI: timm:{name}:none)") from None
+    return _ecosystem_model(net, name, input_size, ecosystem_preprocessing(net), device)
+
+
+@contextmanager
+def _hub_offline() -> Iterator[None]:
+    """The Hugging Face hub's offline mode for the duration: weights come from the cache or not at all."""
+    try:
+        import huggingface_hub.constants as hub
+    except ImportError:
+        yield
+        return
+    previous = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = previous
+
+
+def load_hf(name_or_path: str, pretrained: bool = True, input_size: int | None = None,
+            device: str | torch.device = "cpu") -> Model:
+    """A Hugging Face image classifier (``AutoModelForImageClassification``) from a local folder or the local
+    cache, its mean, std and size from the image processor's config (``preprocessor_config.json``) or, for
+    the size, the model's config. ``pretrained=False``: the config alone, random weights.
+    Example: ``load_hf("models/vit-tiny")``.
+    """
+    try:
+        from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        raise DgnamError("transformers is not installed; pip install 'dgnam[hf]' (or pip install transformers)") \
+            from None
+    hf_logging.disable_progress_bar()  # a bar per weight file would interleave with dgnam's own output
+    try:
+        with _hub_offline():
+            if pretrained:
+                net = AutoModelForImageClassification.from_pretrained(name_or_path, local_files_only=True)
+            else:
+                net = AutoModelForImageClassification.from_config(
+                    AutoConfig.from_pretrained(name_or_path, local_files_only=True))
+    except Exception as exc:
+        raise DgnamError(f"cannot load the Hugging Face model {name_or_path!r} offline ({type(exc).__name__}: "
+                         f"{first_line(exc, 100)}); pass a local folder written by save_pretrained, or download it "
+                         f"into the cache first") from None
+    declared = ecosystem_preprocessing(net)
+    try:
+        with _hub_offline():
+            processor = AutoImageProcessor.from_pretrained(name_or_path, local_files_only=True)
+    except Exception:  # no preprocessor_config.json: the config's size only
+        processor = None
+    if processor is not None and getattr(processor, "image_mean", None) is not None:
+        declared.update(mean=tuple(processor.image_mean), std=tuple(processor.image_std),
+                        source="Hugging Face image processor")
+        size = getattr(processor, "crop_size", None) or getattr(processor, "size", None) or {}
+        side = size.get("height") or size.get("shortest_edge") if isinstance(size, dict) else None
+        if side and "input_size" not in declared:
+            declared["input_size"] = int(side)
+    name = Path(name_or_path.rstrip("/")).name  # a folder's or a hub id's last part: it names the output folder
+    return _ecosystem_model(net, name, input_size, declared, device)
+
+
 def _import_factory(spec: str):
     """``path/to/file.py:factory`` or ``package.module:factory`` -> the callable."""
     target, _, attr = spec.rpartition(":")
@@ -88,18 +230,39 @@ def _import_factory(spec: str):
 
 
 def load_model(spec: str, *, input_size: int | None = None, mean: list[float] | None = None,
-               std: list[float] | None = None, device: str | torch.device = "cpu") -> Model:
+               std: list[float] | None = None, device: str | torch.device = "cpu", seed: int = 0) -> Model:
     """Load a model from a CLI-style spec.
 
-    ``torchvision:NAME[:WEIGHTS]`` (preprocessing from the weights' metadata), ``FILE.py:factory`` or
-    ``package.module:factory`` (the factory returns an ``nn.Module`` taking RGB [0,1] unless
-    ``mean``/``std`` are given), a dgnam classifier ``.pt``, or a TorchScript file.
+    ``torchvision:NAME[:WEIGHTS]`` (preprocessing from the weights' metadata), ``timm:NAME[:none]``
+    (``pretrained_cfg``), ``hf:NAME_OR_PATH[:none]`` (image processor and config), ``FILE.py:factory`` or
+    ``package.module:factory`` (the factory returns an ``nn.Module`` taking RGB [0,1] unless ``mean``/``std``
+    are given or it is a timm or Hugging Face model, whose own config is read), a dgnam classifier ``.pt``,
+    or a TorchScript file. Whatever is built with random weights is built under ``seed``.
     """
+    with seeded(seed):
+        return _load_model(spec, input_size, mean, std, device)
+
+
+def _ecosystem_spec(spec: str, prefix: str) -> tuple[str, bool]:
+    """``timm:NAME[:none]`` -> (NAME, pretrained); a path's own colons are kept (``hf:C:/models/vit``)."""
+    body = spec[len(prefix):]
+    if body.lower().endswith(":none"):
+        return body[:-5], False
+    return body, True
+
+
+def _load_model(spec: str, input_size: int | None, mean, std, device) -> Model:
     if spec.startswith("torchvision:"):
         parts = spec.split(":")
         weights = parts[2] if len(parts) > 2 else "DEFAULT"
         model = load_torchvision(parts[1], None if weights.lower() == "none" else weights, input_size, device)
         return _override_preprocessing(model, mean, std)
+    for prefix, loader in (("timm:", load_timm), ("hf:", load_hf)):
+        if spec.startswith(prefix):
+            name, pretrained = _ecosystem_spec(spec, prefix)
+            if not name:
+                raise DgnamError(f"--model {spec!r} names no model; give {prefix}NAME")
+            return _override_preprocessing(loader(name, pretrained, input_size, device), mean, std)
     path = Path(spec)
     if path.suffix in (".pt", ".pth", ".ts", ".jit") and not spec.endswith(".py") and ":" not in path.name:
         if not path.is_file():
@@ -122,6 +285,10 @@ def load_model(spec: str, *, input_size: int | None = None, mean: list[float] | 
         return _override_preprocessing(net, mean, std, input_size).to(device)
     if not isinstance(net, nn.Module):
         raise DgnamError(f"{spec} returned {type(net).__name__}, not an nn.Module")
+    declared = ecosystem_preprocessing(net)
+    if declared:  # a timm or Hugging Face model built by the factory: its own config, unless flags say otherwise
+        model = _ecosystem_model(net, spec.rpartition(":")[2], input_size, declared, device)
+        return _override_preprocessing(model, mean, std)
     return Model(net.eval(), input_size=input_size, mean=mean, std=std, name=spec.rpartition(":")[2]).to(device)
 
 
@@ -129,6 +296,7 @@ def _override_preprocessing(model: Model, mean, std, input_size: int | None = No
     if (mean is None) != (std is None):
         raise DgnamError("give both --mean and --std, or neither")
     if mean is not None:
+        model.metadata["preprocessing"] = "--mean/--std"
         model.normalize = True
         model.mean = torch.tensor(mean, dtype=torch.float32, device=model.mean.device).view(1, -1, 1, 1)
         model.std = torch.tensor(std, dtype=torch.float32, device=model.std.device).view(1, -1, 1, 1)

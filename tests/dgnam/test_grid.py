@@ -7,7 +7,6 @@ import pkgutil
 from collections import OrderedDict
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 

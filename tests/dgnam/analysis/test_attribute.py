@@ -57,6 +57,37 @@ def test_gradcam_and_saliency_find_the_evidence():
         assert float(values[inside].sum() / values.sum()) > 0.95, method
 
 
+class TokenNet(nn.Module):
+    """A ViT-like PatchNet: 8x8 patches -> a CLS token and 4x4 patch tokens (B, 17, 3) holding each patch's mean
+    colour; logit 0 = the mean red over the patch tokens. Grad-CAM must put the patch grid back in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.AvgPool2d(8)
+        self.tokens = nn.Identity()  # (B, 17, 3): the layer Grad-CAM reads
+        self.fc = nn.Linear(3, 2, bias=False)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+
+    def forward(self, x):
+        patches = self.embed(x).flatten(2).transpose(1, 2)  # (B, 16, 3), row-major over the 4x4 grid
+        tokens = self.tokens(torch.cat([torch.zeros_like(patches[:, :1]), patches], 1))
+        return self.fc(tokens[:, 1:].mean(1))
+
+
+def test_gradcam_on_tokens_puts_the_patch_grid_in_place():
+    image = torch.zeros(1, 3, 32, 32)
+    image[0, 0, 8:16, 16:24] = 1.0  # red in patch (1, 2) alone
+    model = Model(TokenNet(), input_size=32, layouts={"tokens": "tokens:1"})
+    res = attribute(model, image, target=0, layer="tokens", methods=("gradcam",))
+    cam = res.maps["gradcam"][0]
+    row, col = divmod(int(cam.argmax()), 32)
+    assert 8 <= row < 16 and 16 <= col < 24  # a (tokens, D) map read as (C, H, W), or a transposed grid, misses it
+    assert float(cam[8:16, 16:24].mean()) > 5 * float(cam[:, :8].mean() + 1e-6)
+    with pytest.raises(DgnamError, match="Grad-CAM needs a spatial map"):
+        attribute(Model(TokenNet(), input_size=32), image, target=0, layer="tokens", methods=("gradcam",))
+
+
 class GuidedReLU(torch.autograd.Function):
     """Reference guided backprop ReLU: pass gradient only where the input and the gradient are positive."""
 

@@ -109,18 +109,18 @@ def test_objective_algebra_on_known_activations():
     conv = torch.arange(2 * 2 * 3 * 3, dtype=torch.float32).view(2, 2, 3, 3)
     image = torch.zeros(2, 3, 4, 4)
     image[1, :, :, 2:] = 1.0  # row 1: one vertical edge
-    acts = {(model, "fc"): fc, (model, "conv"): conv, (None, INPUT): image}
-    objective = (2 * unit("fc", [0, 2]) - channel("conv", 1) + 0.5 * unit("conv", 0, position=(0, 2))
+    acts = {(model, "fc1"): fc, (model, "conv"): conv, (None, INPUT): image}
+    objective = (2 * unit("fc1", [0, 2]) - channel("conv", 1) + 0.5 * unit("conv", 0, position=(0, 2))
                  - total_variation())
     objective = objective.bind(model)
     # Row 0: 2 * 1 - mean(9..17) + 0.5 * 2 - 0;  row 1: 2 * 6 - mean(27..35) + 0.5 * 20 - 3 * 4 / (3 * 4 * 3).
     expected = torch.tensor([2.0 - 13.0 + 1.0 - 0.0, 12.0 - 31.0 + 10.0 - 1.0 / 3.0])
     torch.testing.assert_close(objective(acts), expected)
-    assert objective.n_rows == 2 and objective.name == "2*fc:[per-row] - conv:1(mean) + 0.5*conv:0@(0, 2) - tv"
+    assert objective.n_rows == 2 and objective.name == "2*fc1:[per-row] - conv:1(mean) + 0.5*conv:0@(0, 2) - tv"
     torch.testing.assert_close(objective.take(torch.tensor([1]))({k: v[1:] for k, v in acts.items()}), expected[1:])
     target = torch.tensor([1.0, 2.0, 5.0])
-    torch.testing.assert_close(match("fc", target).bind(model)(acts), -torch.tensor([2.0, (9 + 9 + 1) ** 0.5]))
+    torch.testing.assert_close(match("fc1", target).bind(model)(acts), -torch.tensor([2.0, (9 + 9 + 1) ** 0.5]))
     with pytest.raises(DgnamError, match="disagree on the number of rows"):
-        unit("fc", [0, 1]) + unit("fc", [0, 1, 2])
+        unit("fc1", [0, 1]) + unit("fc1", [0, 1, 2])
     with pytest.raises(DgnamError, match="multiplied by numbers"):
-        unit("fc", 0) * unit("fc", 1)
+        unit("fc1", 0) * unit("fc1", 1)

@@ -1,11 +1,12 @@
 """dgnam.engine.preferred: ``dgnam.visualize``, the one-call API (rows, seeds, labels, the code prior)."""
 
+import pytest
 import torch
 
 import dgnam
 from dgnam import GeneratorCode, class_logit, code_prior, synthesize
 
-from helpers import CODE_LAYER
+from helpers import CODE_LAYER, ECOSYSTEM_LAYERS, ecosystem_model
 
 
 def test_visualize_rows_seeds_and_labels(tiny_model, tiny_gen):
@@ -45,3 +46,19 @@ def test_visualize_returns_the_users_module_as_it_came(tiny_gen):
     assert all(not sub._forward_hooks and not sub._forward_pre_hooks for sub in net.modules())
     assert all(torch.equal(v, stats[k]) for k, v in net[1].state_dict().items())
     assert all(p.requires_grad for p in net.parameters())
+
+
+@pytest.mark.parametrize("name", list(ECOSYSTEM_LAYERS))
+@pytest.mark.parametrize("param", ["dgn", "pixel", "fourier"])
+def test_token_and_channels_last_units_synthesise_with_every_parametrisation(name, param, tmp_path, tiny_gen):
+    """Each image's recorded value is its unit read on the right axis: the last dimension of a channels-last
+    map at the centre, a token layer's feature at the CLS token."""
+    model = ecosystem_model(name, tmp_path)
+    layer, layout, width = ECOSYSTEM_LAYERS[name]
+    units = [0, width - 1]
+    res = dgnam.visualize(model, units, layer=layer, generator=tiny_gen, param=param, steps=2)
+    with torch.no_grad():
+        act = model.run(res.images, [layer])[layer]
+    read = act[:, 0, :] if layout.startswith("tokens") else act[:, act.shape[1] // 2, act.shape[2] // 2, :]
+    torch.testing.assert_close(res.values, read[torch.arange(2), torch.tensor(units)], atol=1e-4, rtol=1e-4)
+    assert act.shape[-1] == width and res.images.shape[-1] == 32

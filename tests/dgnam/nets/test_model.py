@@ -3,7 +3,8 @@ import torch
 import torchvision
 
 from dgnam import DgnamError, LayerCapture, Model, describe_layers
-from dgnam.nets.model import parse_layer
+from dgnam.nets.model import last_spatial_layer, parse_layer
+from helpers import ecosystem_model
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +219,25 @@ def test_every_public_function_returns_the_users_model_as_it_came(tmp_path, how)
         assert after_grads == grads, name
         assert all(not sub._forward_hooks and not sub._forward_pre_hooks for sub in net.modules()), name
         assert model.training, name  # the wrapper too
+
+
+class Raises(torch.nn.Module):
+    """A model whose own code refuses its input, as timm's and Hugging Face's size checks do."""
+
+    def forward(self, x):
+        assert x.shape[-1] == 224, f"Input height ({x.shape[-1]}) doesn't match model (224)."
+        return x.mean((2, 3))
+
+
+def test_an_exception_inside_the_users_model_is_one_line_naming_the_model_and_the_flag():
+    with pytest.raises(DgnamError, match=r"Raises failed .*AssertionError: Input height \(64\).*--input-size") as err:
+        Model(Raises(), input_size=64)(torch.rand(1, 3, 64, 64))
+    assert "\n" not in str(err.value)
+
+
+def test_last_spatial_layer_reads_only_real_maps(tmp_path):
+    # Swin: the channels-last map put channels-first; a ViT: the last token layer whose patches move the logits
+    # (the attention's input), never a (heads, tokens, dim) tensor.
+    assert last_spatial_layer(ecosystem_model("swin", tmp_path)) == "permute"
+    assert last_spatial_layer(ecosystem_model("timm_vit", tmp_path)) == "blocks.1.norm1"
+    assert last_spatial_layer(ecosystem_model("hf_vit", tmp_path)) == "vit.layers.1.layernorm_before"

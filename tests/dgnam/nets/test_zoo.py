@@ -1,10 +1,11 @@
 """dgnam.nets.zoo: a Model from a command-line spec (torchvision, a factory file or module, a dgnam
-classifier, a TorchScript file), with one-line errors for every wrong spec."""
+classifier, a TorchScript file, timm and Hugging Face models), with one-line errors for every wrong spec."""
 
 import textwrap
 
 import pytest
 import torch
+from helpers import ecosystem_model
 
 from dgnam.errors import DgnamError
 from dgnam.io import atomic_save
@@ -92,3 +93,47 @@ def test_bad_specs_are_one_line(tmp_path, spec, message):
     with pytest.raises(DgnamError, match=message) as info:
         load_model(spec.replace("DIR", str(tmp_path)))
     assert "\n" not in str(info.value)
+
+
+def test_timm_and_hugging_face_models_bring_their_own_preprocessing(tmp_path):
+    vit = ecosystem_model("timm_vit", tmp_path)  # a factory's timm model: pretrained_cfg and the size it was built for
+    assert vit.preprocessing() == {"input_size": 32, "fit": "resize", "mean": [0.5] * 3, "std": [0.5] * 3,
+                                   "preprocessing_source": "timm pretrained_cfg"}
+    hf = ecosystem_model("hf_vit", tmp_path)  # no image processor: the config's size, no normalisation
+    assert hf.input_size == 32 and hf.preprocessing()["mean"] is None
+    from transformers import ViTImageProcessor
+    hf.module.save_pretrained(tmp_path / "vit")
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4, 0.5, 0.6],
+                      image_std=[0.2, 0.3, 0.4]).save_pretrained(tmp_path / "vit")
+    folder = load_model(f"hf:{tmp_path / 'vit'}")
+    assert folder.preprocessing()["mean"] == [0.4, 0.5, 0.6] and folder.preprocessing()["std"] == [0.2, 0.3, 0.4]
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():  # the saved weights, and the logits unwrapped from the output object
+        expected = hf.module((x - torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1))
+                             / torch.tensor([0.2, 0.3, 0.4]).view(1, 3, 1, 1)).logits
+        torch.testing.assert_close(folder(x), expected)
+    timm_model = load_model("timm:vit_tiny_patch16_224:none", mean=[0.1] * 3, std=[0.2] * 3)  # flags win
+    assert timm_model.input_size == 224 and timm_model.preprocessing()["mean"] == [0.1] * 3
+
+
+def test_random_models_are_built_under_the_seed(tmp_path):
+    def weights(model):
+        return torch.cat([p.flatten() for p in model.parameters()])
+
+    for name in ("timm_vit", "swin"):
+        a, b = ecosystem_model(name, tmp_path), ecosystem_model(name, tmp_path)
+        assert torch.equal(weights(a), weights(b))
+    a = load_model("timm:vit_tiny_patch16_224:none", seed=1)
+    assert torch.equal(weights(a), weights(load_model("timm:vit_tiny_patch16_224:none", seed=1)))
+    assert not torch.equal(weights(a), weights(load_model("timm:vit_tiny_patch16_224:none", seed=2)))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("timm:vit_tiny_patch16_224", "not available offline.*timm:vit_tiny_patch16_224:none"),
+    ("timm:no_such_net", "timm has no model 'no_such_net'"),
+    ("hf:/no/such/folder", "cannot load the Hugging Face model '/no/such/folder' offline"),
+])
+def test_ecosystem_weights_never_download(spec, message):
+    with pytest.raises(DgnamError, match=message) as err:
+        load_model(spec)
+    assert "\n" not in str(err.value)
