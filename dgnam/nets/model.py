@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgnam.errors import DgnamError, first_line
-from dgnam.nets.layout import CONV, SPATIAL, Layout, infer_layouts, parse_layout
+from dgnam.nets.layout import CONV, SPATIAL, Layout, by_shape, infer_layouts, parse_layout
 from dgnam.nets.layout import TraceEvent as LayoutEvent
 
 OUTPUT = "output"
@@ -132,6 +132,15 @@ class Model(nn.Module):
             return self.layouts[name]
         if layer == INPUT:
             return CONV
+        if layer == OUTPUT and isinstance(self.module, torch.jit.ScriptModule):
+            # TorchScript takes no hooks, so nothing can be traced; its output is read by its shape alone.
+            size = self.input_size or self._last_size
+            if size is None:
+                raise DgnamError(f"{self.name} is a TorchScript model with no input size; pass --input-size")
+            p = next(self.module.parameters(), None)
+            with torch.no_grad(), eval_mode(self.module):
+                out = self(torch.zeros(1, 3, size, size, device=p.device if p is not None else "cpu"))
+            return by_shape(tuple(out.shape[1:]))
         if self._detected is None:
             self._detected = detect_layouts(self, self.input_size or self._last_size)
         calls = self._detected.get(name, [])
