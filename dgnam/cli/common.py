@@ -20,7 +20,7 @@ import dgnam
 from dgnam.cli.validate import existing_file, existing_folder, generator_name, output, parse_units, resolve_device  # noqa: F401
 from dgnam.errors import DgnamError, terminal_safe
 from dgnam.examples.topk import list_images
-from dgnam.io import atomic_write_json, atomic_write_text, reading, shipped, to_rgb
+from dgnam.io import atomic_write_json, atomic_write_text, fit_name, name_max, reading, shipped, to_rgb
 from dgnam.nets.model import Model, describe_layers, eval_mode, parse_layer, resolve_layer
 from dgnam.nets.zoo import load_model
 from dgnam.prior.generator import UpconvGenerator
@@ -246,17 +246,20 @@ def load_code_prior_encoder(weight: float, generator: UpconvGenerator | None, de
 
 # --- outputs ------------------------------------------------------------------------------------
 def fresh_out_dir(out: str | None, model_name: str) -> Path:
-    """``--out`` (it must not exist or be empty), or ``dgnam-runs/<time>-<model name>``."""
-    if out is None:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = Path("dgnam-runs") / f"{stamp}-{model_name}"
-        n = 1
-        while path.exists():
-            n += 1
-            path = Path("dgnam-runs") / f"{stamp}-{model_name}-{n}"
-        return path
-    output(out)
-    return Path(out)
+    """Where a run goes: ``--out`` (checked again: it must not exist or be empty; through a symbolic link, its
+    target), or ``dgnam-runs/<time>-<model name>``, the name cut to leave room for the ``-2``, ``-3`` ... that
+    :func:`dgnam.io.publish_directory` adds when runs started in the same second take it (pass
+    ``unique=out is None`` there)."""
+    if out is not None:
+        return output(out)
+    runs = Path("dgnam-runs")
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = fit_name(f"{stamp}-{model_name}", name_max(runs if runs.is_dir() else ".") - 8)
+    path, n = runs / name, 1
+    while path.exists():
+        n += 1
+        path = runs / f"{name}-{n}"
+    return path
 
 
 def print_table(rows: list[list[str]], header: list[str]) -> None:

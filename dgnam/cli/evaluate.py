@@ -165,6 +165,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                    "sweep": [{"k": k, "decay": d, **dataclasses.asdict(s)} for k, d, s in ev.sweep]}
         atomic_write_json(results, staging / "results.json")
 
-    write_directory(out_dir, write)
+    out_dir = write_directory(out_dir, write, unique=args.out is None)
     print(f"wrote report.md, grid.png and results.json to {out_dir}")
     return 0

@@ -32,7 +32,7 @@ def validate(args: argparse.Namespace) -> None:
 
 
 def cmd_import_generator(args: argparse.Namespace) -> int:
-    out = Path(args.out)
+    out = check.output_target(args.out, "OUT")  # through a symbolic link, its target (never the link replaced)
     bounds = read_act_range(args.bounds) if args.bounds else None
     generator = import_deepsim_fc6(load_port_state_dict(args.src), bounds)
     kept = [name for name, layer in generator.convs.items() if layer.bias is not None]

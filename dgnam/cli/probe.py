@@ -103,7 +103,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
                             "model_name": model.name,
                             "generator": (args.generator or shipped_generator) if generator else None,
                             "data": args.data, "mean": args.mean, "std": args.std, **versions()})
-    result.save(out_dir)
+    out_dir = result.save(out_dir, unique=args.out is None)
     print_summary(result)
     ex = result.examples
     print(f"read {ex.n_images} images ({len(ex.skipped)} unreadable, skipped) in {ex.seconds:.1f}s"

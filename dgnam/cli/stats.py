@@ -46,7 +46,7 @@ def validate(args: argparse.Namespace) -> None:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    out = Path(args.out)
+    out = check.output_target(args.out)  # through a symbolic link, its target (never the link replaced)
     generator = load_generator(args.generator, device, rebounding=True)
     metadata = {**generator.metadata, **({"code_prior": args.code_prior} if args.code_prior is not None else {})}
     if args.data is None:

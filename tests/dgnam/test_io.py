@@ -68,6 +68,28 @@ def test_write_directory_publishes_a_whole_run_or_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "run"]
 
 
+def test_write_directory_unique_never_loses_a_finished_run(tmp_path):
+    """Runs with the default --out started in the same second choose the same name: the later ones are
+    published as NAME-2, NAME-3 (they failed with "Directory not empty" after all their compute)."""
+    for n in range(3):
+        out = write_directory(tmp_path / "run", lambda staging, n=n: (staging / "n.txt").write_text(str(n)),
+                              unique=True)
+        assert out.name == ("run" if n == 0 else f"run-{n + 1}") and (out / "n.txt").read_text() == str(n)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run-2", "run-3"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_the_longest_valid_name_does_not_fail_on_its_hidden_staging_name(kind, tmp_path):
+    """.NAME.XXXXXXXX (.tmp) of a 255-byte NAME is over the limit: the staging name is cut, not the output's."""
+    name = "n" * os.pathconf(tmp_path, "PC_NAME_MAX")
+    if kind == "folder":
+        out = write_directory(tmp_path / name, lambda staging: (staging / "a.txt").write_text("a"))
+        assert (out / "a.txt").read_text() == "a"
+    else:
+        atomic_write(tmp_path / name, lambda tmp: tmp.write_text("a"))
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
 def test_load_checkpoint_checks_the_format_tag_in_one_line(tmp_path):
     path = atomic_save({"format": "dgnam.thing", "x": 1}, tmp_path / "thing.pt")
     assert load_checkpoint(path, "dgnam.thing", "thing")["x"] == 1
