@@ -209,11 +209,20 @@ def same_file(spec: str) -> str:
     return str(path.resolve()) if spec and path.is_file() else spec
 
 
-def load_code_encoder(generator: UpconvGenerator, device: torch.device, encoder_path: str | None = None) -> Model:
-    """The encoder whose ``generator.encoder_layer`` the generator inverts (its own, unless a path is given)."""
-    encoder_path = encoder_path or generator.encoder
-    if not encoder_path:
-        raise DgnamError("the generator does not name its encoder; pass --encoder")
+def load_code_encoder(generator: UpconvGenerator, device: torch.device, encoder_path: str | None = None,
+                      fix: str = "pass --code-prior 0 (no code prior), or place the encoder at that path") -> Model:
+    """The encoder whose ``generator.encoder_layer`` the generator inverts (its own, unless a path is given).
+    ``fix``: what the command offers when the encoder the generator names is missing (``dgnam stats``:
+    ``--encoder``)."""
+    if encoder_path is None:
+        if not generator.encoder:
+            raise DgnamError("the generator does not name its encoder; pass --encoder")
+        spec = resolve_shipped(generator.encoder)
+        file = spec.rpartition(":")[0] if spec.rpartition(":")[0].endswith(".py") else spec
+        if file.endswith((".py", ".pt", ".pth", ".ts", ".jit")) and not Path(file).is_file():
+            # load_model would blame --model, which the user did not give for this
+            raise DgnamError(f"the generator's encoder '{file}' does not exist; {fix}")
+        encoder_path = spec
     encoder = load_model(resolve_shipped(encoder_path), device=device)
     if encoder.input_size is None:  # a factory model: it sees what the generator makes
         encoder.input_size = generator.image_size

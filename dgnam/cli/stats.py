@@ -51,7 +51,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     metadata = {**generator.metadata, **({"code_prior": args.code_prior} if args.code_prior is not None else {})}
     if args.data is None:
         return _rebound(generator, metadata, args.k, out)
-    encoder = load_code_encoder(generator, device, args.encoder)
+    encoder = load_code_encoder(generator, device, args.encoder, fix="pass --encoder with the encoder's file")
     files = image_files(Path(args.data), args.data_limit)
     batches = (load_images(files[i:i + 256], encoder.input_size) for i in range(0, len(files), 256))
     mean, std, summary = code_statistics(encoder, generator.encoder_layer, batches, device)

@@ -52,6 +52,10 @@ def inputs(tmp_path_factory):
     (root / "nets.py").write_text(USER_MODELS)
     (root / "odd.py").write_text(ODD_MODELS)
     tiny_generator().save(root / "gen.pt")
+    named = tiny_generator()
+    named.encoder = str(root / "missing_encoder.pt")  # a generator whose encoder is not here
+    named.save(root / "gen_noenc.pt", {"code_prior": 0.1})
+    tiny_generator().save(root / "gen_lots.pt", {"code_prior": "lots"})
     pixels = (_image(3).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
     Image.fromarray(pixels).save(root / "x.png")
     (root / "folder").mkdir()
@@ -126,6 +130,11 @@ CASES = [
     (["synthesize", "--model", "ODD:quits", "--generator", "G", "--steps", "1", "--quiet"], "SystemExit", False),
     (SYN + ["--generator", "gen\x1b]0;pwned\x07\x1b[2J\n.pt"], "gen\\x1b]0;pwned\\x07\\x1b[2J\\n.pt' does not", True),
     (SYN + ["--units", ""], "--units", True),
+    # 12. generator checkpoints: the fields' types, the encoder they name (it said "check the path in --model")
+    (["stats", "--generator", "GNOENC", "--data", "IMGS", "--out", "OUT"], "generator's encoder '", False),
+    (["stats", "--generator", "GNOENC", "--data", "IMGS", "--out", "OUT"], "pass --encoder", False),
+    (SYN[:4] + ["GNOENC"] + SYN[5:], "pass --code-prior 0", False),
+    (SYN[:4] + ["GLOTS"] + SYN[5:], "code_prior 'lots', not a number", False),
     (SYN + ["--steps", "0"], "--steps", True),
     # 9. misleading messages
     (SYN + ["--generator", "DIR"], "is a directory", True),
@@ -147,7 +156,8 @@ CASES = [
 
 def _expand(args, inputs, out):
     names = {"G": inputs / "gen.pt", "X": inputs / "x.png", "DIR": inputs / "folder", "IMGS": inputs / "images",
-             "TWELVE": inputs / "twelve", "OUT": out, "OUT.png": f"{out}.png",
+             "TWELVE": inputs / "twelve", "OUT": out,
+             "GNOENC": inputs / "gen_noenc.pt", "GLOTS": inputs / "gen_lots.pt", "OUT.png": f"{out}.png",
              "DANGLING": inputs / "dangling", "DANGLING.png": inputs / "dangling.png"}
     expanded = [str(names.get(a, a)).replace("DANGLING/", f"{inputs / 'dangling'}/").replace("NETS", str(inputs / "nets.py")).replace("ODD", str(inputs / "odd.py"))
                 for a in args]
