@@ -130,6 +130,7 @@ CASES = [
     (["synthesize", "--model", "ODD:quits", "--generator", "G", "--steps", "1", "--quiet"], "SystemExit", False),
     (SYN + ["--generator", "gen\x1b]0;pwned\x07\x1b[2J\n.pt"], "gen\\x1b]0;pwned\\x07\\x1b[2J\\n.pt' does not", True),
     (SYN + ["--units", ""], "--units", True),
+    (["layers", "--model", "../factories:make"], "names neither a .py file nor a module", True),
     # 12. generator checkpoints: the fields' types, the encoder they name (it said "check the path in --model")
     (["stats", "--generator", "GNOENC", "--data", "IMGS", "--out", "OUT"], "generator's encoder '", False),
     (["stats", "--generator", "GNOENC", "--data", "IMGS", "--out", "OUT"], "pass --encoder", False),
