@@ -64,6 +64,10 @@ def inputs(tmp_path_factory):
     (root / "dangling.png").symlink_to(root / "nowhere" / "x.png")
     (root / "images").mkdir()
     Image.fromarray(pixels).save(root / "images" / "a.png")
+    for split in ("train", "test"):  # and an image outside any class folder
+        (root / "loose" / split / "cat").mkdir(parents=True)
+        Image.fromarray(pixels).save(root / "loose" / split / "cat" / "0.png")
+    Image.fromarray(pixels).save(root / "loose" / "test" / "stray.png")
     # CIFAR-10's classes and two more: the shipped classifier knows only the first ten.
     for split in ("train", "test"):
         for name in CIFAR_CLASSES + ["xylophone", "zebra"]:
@@ -131,6 +135,7 @@ CASES = [
     (SYN + ["--generator", "gen\x1b]0;pwned\x07\x1b[2J\n.pt"], "gen\\x1b]0;pwned\\x07\\x1b[2J\\n.pt' does not", True),
     (SYN + ["--units", ""], "--units", True),
     (["layers", "--model", "../factories:make"], "names neither a .py file nor a module", True),
+    (["evaluate", *M, "--generator", "G", "--data", "LOOSE"], "stray.png' lies directly in", True),
     # 12. generator checkpoints: the fields' types, the encoder they name (it said "check the path in --model")
     (["stats", "--generator", "GNOENC", "--data", "IMGS", "--out", "OUT"], "generator's encoder '", False),
     (["stats", "--generator", "GNOENC", "--data", "IMGS", "--out", "OUT"], "pass --encoder", False),
@@ -158,7 +163,7 @@ CASES = [
 def _expand(args, inputs, out):
     names = {"G": inputs / "gen.pt", "X": inputs / "x.png", "DIR": inputs / "folder", "IMGS": inputs / "images",
              "TWELVE": inputs / "twelve", "OUT": out,
-             "GNOENC": inputs / "gen_noenc.pt", "GLOTS": inputs / "gen_lots.pt", "OUT.png": f"{out}.png",
+             "LOOSE": inputs / "loose", "GNOENC": inputs / "gen_noenc.pt", "GLOTS": inputs / "gen_lots.pt", "OUT.png": f"{out}.png",
              "DANGLING": inputs / "dangling", "DANGLING.png": inputs / "dangling.png"}
     expanded = [str(names.get(a, a)).replace("DANGLING/", f"{inputs / 'dangling'}/").replace("NETS", str(inputs / "nets.py")).replace("ODD", str(inputs / "odd.py"))
                 for a in args]
