@@ -141,8 +141,14 @@ def _umask() -> int:
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` that never leaves a truncated checkpoint behind."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` that never leaves a truncated checkpoint behind. It writes through a Python file: a full
+    disk is then an ``OSError`` (No space left on device), which :func:`writing` makes one line, where torch's
+    own writer raised an unreadable ``RuntimeError`` ("unexpected pos ...")."""
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as file:
+            torch.save(obj, file)
+
+    return atomic_write(path, save)
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:

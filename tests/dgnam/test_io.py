@@ -1,5 +1,6 @@
 """dgnam.io: atomic files and run folders (all or nothing), checkpoint reading with one-line errors."""
 
+import builtins
 import os
 import warnings
 import zipfile
@@ -10,7 +11,8 @@ import torch
 from PIL import Image
 
 from dgnam.errors import DgnamError
-from dgnam.io import atomic_save, atomic_write, load_checkpoint, to_rgb, write_directory
+import dgnam.io
+from dgnam.io import atomic_save, atomic_write, load_checkpoint, to_rgb, write_directory, writing
 
 
 def _umask() -> int:
@@ -41,6 +43,17 @@ def test_atomic_save_replaces_the_file_whole_or_not_at_all(tmp_path):
     with pytest.raises(OSError):
         atomic_write(fresh, half_then_fail)
     assert not fresh.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["sub"]
+
+
+def test_a_full_disk_is_an_os_error_and_leaves_nothing(tmp_path, monkeypatch):
+    """dgnam stats on a full disk: torch's writer raised RuntimeError("unexpected pos ..."), a traceback."""
+    monkeypatch.setattr(dgnam.io, "open", lambda path, mode: builtins.open("/dev/full", mode), raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_save({"w": torch.zeros(10000)}, tmp_path / "g.pt")
+    with pytest.raises(DgnamError, match="could not write .*No space left") as info:
+        with writing(tmp_path / "g.pt"):
+            atomic_save({"w": torch.zeros(10000)}, tmp_path / "g.pt")
+    assert "\n" not in str(info.value) and list(tmp_path.iterdir()) == []
 
 
 def test_write_directory_publishes_a_whole_run_or_nothing(tmp_path):
