@@ -10,9 +10,16 @@ class Terminated(BaseException):
 
 
 def first_line(exc: BaseException, limit: int = 150) -> str:
-    """The first line of an exception's message (error messages here are one line)."""
+    """The first line of an exception's message (error messages here are one line), cut at a word boundary
+    with "..." when longer than ``limit`` (torch's "Weights only load failed ..." was cut mid-word)."""
     text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    line = text.splitlines()[0]
+    if len(line) <= limit:
+        return line
+    cut = line[:limit - 3]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" .,;:") + "..."
 
 
 def terminal_safe(text: object) -> str:

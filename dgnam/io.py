@@ -3,6 +3,7 @@ where the checkpoints dgnam ships are."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     """Call ``write(tmp_path)`` and rename the result onto ``path``, so readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=hidden_prefix(path, ".tmp"), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -38,8 +39,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     return path
 
 
-def write_directory(out_dir: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(staging)`` on a hidden sibling of ``out_dir``, then rename it to ``out_dir``.
+def write_directory(out_dir: str | os.PathLike, write: Callable[[Path], None], unique: bool = False) -> Path:
+    """Call ``write(staging)`` on a hidden sibling of ``out_dir``, then rename it to ``out_dir`` and return
+    where it went (see :func:`publish_directory` for ``unique``).
 
     All or nothing: if ``write`` fails, the staging folder is removed and ``out_dir`` is untouched.
     ``out_dir`` may exist only as an empty directory (it is replaced).
@@ -49,26 +51,59 @@ def write_directory(out_dir: str | os.PathLike, write: Callable[[Path], None]) -
     try:
         with writing(out_dir):
             write(staging)
-            publish_directory(staging, out_dir)
+            return publish_directory(staging, out_dir, unique)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return out_dir
 
 
 def staging_directory(out_dir: Path) -> Path:
     """A new hidden folder beside ``out_dir`` to write a run into, before :func:`publish_directory`."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    return Path(tempfile.mkdtemp(prefix=hidden_prefix(out_dir), dir=out_dir.parent))
 
 
-def publish_directory(staging: Path, out_dir: Path) -> Path:
-    """Rename a complete staging folder to ``out_dir``, which may exist only as an empty directory."""
+def publish_directory(staging: Path, out_dir: Path, unique: bool = False) -> Path:
+    """Rename a complete staging folder to ``out_dir``, which may exist only as an empty directory, and return
+    ``out_dir``. ``unique`` (a name dgnam chose, like the default ``dgnam-runs/<time>-<model>``): when another
+    run took the name meanwhile, the folder becomes ``out_dir-2``, ``-3``, ... instead, so no finished run is lost.
+    The rename itself is the create-exclusive step: it replaces only a missing or empty directory, atomically."""
     os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would make shared outputs private
-    if out_dir.exists():
-        out_dir.rmdir()  # only an empty directory can be replaced; anything else raises
-    staging.rename(out_dir)
-    return out_dir
+    target, n = out_dir, 1
+    while True:
+        try:
+            os.rename(staging, target)
+            return target
+        except OSError as exc:
+            if not unique or exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+        n += 1
+        target = out_dir.with_name(f"{out_dir.name}-{n}")
+
+
+def name_max(folder: str | os.PathLike) -> int:
+    """The longest file name, in bytes, that ``folder``'s filesystem allows (255 where it does not say)."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def fit_name(name: str, limit: int) -> str:
+    """``name`` cut to at most ``limit`` bytes in the filesystem's encoding (never inside a character)."""
+    encoded = os.fsencode(name)
+    while len(encoded) > limit:
+        name = name[:-1]
+        encoded = os.fsencode(name)
+    return name
+
+
+def hidden_prefix(path: Path, suffix: str = "") -> str:
+    """The prefix of a hidden sibling of ``path`` (staging folder, temporary file): ``.NAME.``, with NAME cut so
+    that the prefix, tempfile's 8 random characters and ``suffix`` fit the filesystem's name limit: a final name
+    of the longest valid length must not fail on its staging name."""
+    room = name_max(path.parent if path.parent.exists() else ".") - len(".." + suffix) - 8
+    return f".{fit_name(path.name, room)}."
 
 
 @contextmanager
@@ -106,8 +141,14 @@ def _umask() -> int:
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` that never leaves a truncated checkpoint behind."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` that never leaves a truncated checkpoint behind. It writes through a Python file: a full
+    disk is then an ``OSError`` (No space left on device), which :func:`writing` makes one line, where torch's
+    own writer raised an unreadable ``RuntimeError`` ("unexpected pos ...")."""
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as file:
+            torch.save(obj, file)
+
+    return atomic_write(path, save)
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:

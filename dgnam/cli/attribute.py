@@ -88,7 +88,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
                            for i, (path, t, p, prob) in enumerate(zip(args.image, result.targets, result.predicted,
                                                                       result.probabilities))]}
     figures = {"attribution.png": lambda path: result.save_overlays(path, classes)}
-    write_directory(out_dir, lambda staging: write_report(staging, report, manifest, figures))
+    out_dir = write_directory(out_dir, lambda staging: write_report(staging, report, manifest, figures), unique=args.out is None)
     for row in rows:
         print("  ".join(row[:4]))
     print(f"{layer_note}wrote attribution.png, report.md and manifest.json to {out_dir}")

@@ -21,7 +21,7 @@ import dgnam
 from dgnam.cli.validate import existing_file, existing_folder, generator_name, output, parse_units, resolve_device  # noqa: F401
 from dgnam.errors import DgnamError, terminal_safe
 from dgnam.examples.topk import list_images
-from dgnam.io import atomic_write_json, atomic_write_text, reading, shipped, to_rgb
+from dgnam.io import atomic_write_json, atomic_write_text, fit_name, name_max, reading, shipped, to_rgb
 from dgnam.nets.layout import LAYOUT_HELP, parse_layout
 from dgnam.nets.model import Model, describe_layers, eval_mode, parse_layer, resolve_layer
 from dgnam.nets.zoo import load_model
@@ -266,11 +266,20 @@ def same_file(spec: str) -> str:
     return str(path.resolve()) if spec and path.is_file() else spec
 
 
-def load_code_encoder(generator: UpconvGenerator, device: torch.device, encoder_path: str | None = None) -> Model:
-    """The encoder whose ``generator.encoder_layer`` the generator inverts (its own, unless a path is given)."""
-    encoder_path = encoder_path or generator.encoder
-    if not encoder_path:
-        raise DgnamError("the generator does not name its encoder; pass --encoder")
+def load_code_encoder(generator: UpconvGenerator, device: torch.device, encoder_path: str | None = None,
+                      fix: str = "pass --code-prior 0 (no code prior), or place the encoder at that path") -> Model:
+    """The encoder whose ``generator.encoder_layer`` the generator inverts (its own, unless a path is given).
+    ``fix``: what the command offers when the encoder the generator names is missing (``dgnam stats``:
+    ``--encoder``)."""
+    if encoder_path is None:
+        if not generator.encoder:
+            raise DgnamError("the generator does not name its encoder; pass --encoder")
+        spec = resolve_shipped(generator.encoder)
+        file = spec.rpartition(":")[0] if spec.rpartition(":")[0].endswith(".py") else spec
+        if file.endswith((".py", ".pt", ".pth", ".ts", ".jit")) and not Path(file).is_file():
+            # load_model would blame --model, which the user did not give for this
+            raise DgnamError(f"the generator's encoder '{file}' does not exist; {fix}")
+        encoder_path = spec
     encoder = load_model(resolve_shipped(encoder_path), device=device)
     if encoder.input_size is None:  # a factory model: it sees what the generator makes
         encoder.input_size = generator.image_size
@@ -319,17 +328,20 @@ def load_code_prior_encoder(weight: float, generator: UpconvGenerator | None, de
 
 # --- outputs ------------------------------------------------------------------------------------
 def fresh_out_dir(out: str | None, model_name: str) -> Path:
-    """``--out`` (it must not exist or be empty), or ``dgnam-runs/<time>-<model name>``."""
-    if out is None:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = Path("dgnam-runs") / f"{stamp}-{model_name}"
-        n = 1
-        while path.exists():
-            n += 1
-            path = Path("dgnam-runs") / f"{stamp}-{model_name}-{n}"
-        return path
-    output(out)
-    return Path(out)
+    """Where a run goes: ``--out`` (checked again: it must not exist or be empty; through a symbolic link, its
+    target), or ``dgnam-runs/<time>-<model name>``, the name cut to leave room for the ``-2``, ``-3`` ... that
+    :func:`dgnam.io.publish_directory` adds when runs started in the same second take it (pass
+    ``unique=out is None`` there)."""
+    if out is not None:
+        return output(out)
+    runs = Path("dgnam-runs")
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = fit_name(f"{stamp}-{model_name}", name_max(runs if runs.is_dir() else ".") - 8)
+    path, n = runs / name, 1
+    while path.exists():
+        n += 1
+        path = runs / f"{name}-{n}"
+    return path
 
 
 def print_table(rows: list[list[str]], header: list[str]) -> None:

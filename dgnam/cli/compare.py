@@ -132,7 +132,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 "mimic_l1": {"start": result.mimic_start_l1.tolist(), "end": result.mimic_end_l1.tolist()}}
     figures = {"class_images.png": result.save_class_grid, "similarity.png": result.save_similarity_heatmap,
                "mimicry.png": result.save_mimicry}
-    write_directory(out_dir, lambda staging: write_report(staging, report, manifest, figures))
+    out_dir = write_directory(out_dir, lambda staging: write_report(staging, report, manifest, figures), unique=args.out is None)
     mean_gap = {kind: float((scores[kind][0] - scores[kind][1]).mean()) for kind in ("A-B", "B-A")}
     print(f"A-B images: A leads B by {mean_gap['A-B']:+.1f} logits; B-A images: {mean_gap['B-A']:+.1f}; "
           f"output cosine on A's images {float(diagonal.mean()):.2f}; most different: "

@@ -17,6 +17,7 @@ from dgnam.cli.common import (DEFAULT_JUDGES, DEFAULT_MODEL, add_generator_arg, 
                               resolve_device, resolve_shipped, same_file)
 from dgnam.errors import DgnamError
 from dgnam.evaluation.evaluate import STANDARD_METHODS, evaluate
+from dgnam.examples.topk import IMAGE_SUFFIXES
 from dgnam.grid import labelled_grid, save_png
 from dgnam.io import atomic_write_json, atomic_write_text, write_directory
 from dgnam.nets.zoo import load_model
@@ -98,7 +99,16 @@ def validate(args: argparse.Namespace) -> None:
         check.model_spec(judge, "--judge")
     for split in ("test", "train"):
         check.existing_folder(str(Path(args.data) / split), "--data " + split)
+        _no_loose_images(Path(args.data) / split)
     check.output(args.out)
+
+
+def _no_loose_images(root: Path) -> None:
+    """An image directly in ``root`` (test/ or train/) belongs to no class: its label would be unknown."""
+    loose = sorted(p.name for p in root.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES))
+    if loose:
+        raise DgnamError(f"'{root / loose[0]}' lies directly in '{root}', outside any class folder "
+                         f"({len(loose)} image(s)); move it into its class folder, e.g. '{root}/CLASS/'")
 
 
 def _class_mismatch(data: Path, classes: list[str], target_classes: list[str]) -> str:
@@ -165,6 +175,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                    "sweep": [{"k": k, "decay": d, **dataclasses.asdict(s)} for k, d, s in ev.sweep]}
         atomic_write_json(results, staging / "results.json")
 
-    write_directory(out_dir, write)
+    out_dir = write_directory(out_dir, write, unique=args.out is None)
     print(f"wrote report.md, grid.png and results.json to {out_dir}")
     return 0

@@ -5,7 +5,6 @@ torch.load(weights_only=True); never overwrites OUT."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from dgnam.cli import validate as check
 from dgnam.io import writing
@@ -32,7 +31,7 @@ def validate(args: argparse.Namespace) -> None:
 
 
 def cmd_import_generator(args: argparse.Namespace) -> int:
-    out = Path(args.out)
+    out = check.output_target(args.out, "OUT")  # through a symbolic link, its target (never the link replaced)
     bounds = read_act_range(args.bounds) if args.bounds else None
     generator = import_deepsim_fc6(load_port_state_dict(args.src), bounds)
     kept = [name for name, layer in generator.convs.items() if layer.bias is not None]

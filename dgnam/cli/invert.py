@@ -78,7 +78,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
                              "engine": [run.settings for run in result.runs]},
                 "errors": {kind: dict(zip(layers, result.errors[p].tolist())) for p, kind in enumerate(params)},
                 "start_errors": {kind: dict(zip(layers, result.start_errors[p].tolist())) for p, kind in enumerate(params)}}
-    write_directory(out_dir, lambda staging: write_report(staging, report, manifest, {"grid.png": result.save_grid}))
+    out_dir = write_directory(out_dir, lambda staging: write_report(staging, report, manifest, {"grid.png": result.save_grid}), unique=args.out is None)
     print_table([[kind, *[f"{float(e):.3f}" for e in result.errors[p]]] for p, kind in enumerate(params)],
                  ["param", *layers])
     print(f"wrote grid.png, report.md and manifest.json to {out_dir}")

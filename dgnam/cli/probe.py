@@ -107,7 +107,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
                             "generator": (args.generator or shipped_generator) if generator else None,
                             "data": args.data, "layout": str(model.layout(args.layer)), **model.preprocessing(),
                             **versions()})
-    result.save(out_dir)
+    out_dir = result.save(out_dir, unique=args.out is None)
     print_summary(result)
     ex = result.examples
     print(f"read {ex.n_images} images ({len(ex.skipped)} unreadable, skipped) in {ex.seconds:.1f}s"

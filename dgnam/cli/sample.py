@@ -57,7 +57,7 @@ def sample_size(n: int, image_size: int, device) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    out = Path(args.out)
+    out = check.output_target(args.out)  # through a symbolic link, its target (never the link replaced)
     device = resolve_device(args.device)
     generator = load_generator(generator_path(args.generator), device)
     sampler = load_code_sampler(args.sampler or DEFAULT_SAMPLER, device)

@@ -105,7 +105,7 @@ def cmd_sanity(args: argparse.Namespace) -> int:
                 "stages": [{"stage": s.stage, "method": s.method, "verdict": s.verdict, "verdicts": s.verdicts,
                             "similarity": {k: vars(v) for k, v in s.similarity.items()},
                             "mean_activation": s.activation} for s in result.scores]}
-    write_directory(out_dir, lambda staging: write_report(staging, report, manifest, figures))
+    out_dir = write_directory(out_dir, lambda staging: write_report(staging, report, manifest, figures), unique=args.out is None)
     for method in result.methods:
         verdicts = ", ".join(f"{s.stage}: {s.verdict}" for s in result.verdicts(method))
         print(f"{method}: {verdicts}")

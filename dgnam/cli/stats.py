@@ -46,12 +46,12 @@ def validate(args: argparse.Namespace) -> None:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    out = Path(args.out)
+    out = check.output_target(args.out)  # through a symbolic link, its target (never the link replaced)
     generator = load_generator(args.generator, device, rebounding=True)
     metadata = {**generator.metadata, **({"code_prior": args.code_prior} if args.code_prior is not None else {})}
     if args.data is None:
         return _rebound(generator, metadata, args.k, out)
-    encoder = load_code_encoder(generator, device, args.encoder)
+    encoder = load_code_encoder(generator, device, args.encoder, fix="pass --encoder with the encoder's file")
     files = image_files(Path(args.data), args.data_limit)
     batches = (load_images(files[i:i + 256], encoder.input_size) for i in range(0, len(files), 256))
     mean, std, summary = code_statistics(encoder, generator.encoder_layer, batches, device)

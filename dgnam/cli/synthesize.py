@@ -151,13 +151,14 @@ def run(args: argparse.Namespace, sharded: bool) -> int:
             runs = all_gather(done, ranks)  # every rank's images are on disk once this returns
             # seconds: of the whole sharded run (loading and merging too), of synthesis alone in a plain one
             seconds = time.time() - start if sharded else runs[0]["seconds"]
-            entries = on_every_rank(lambda: publish(args, plan, runs, out_dir, staging, ranks.device, seconds, sharded)
-                                    if ranks.is_main else None, ranks)
+            published = on_every_rank(lambda: publish(args, plan, runs, out_dir, staging, ranks.device, seconds,
+                                                       sharded) if ranks.is_main else None, ranks)
         except BaseException:
             if ranks.is_main:
                 shutil.rmtree(staging, ignore_errors=True)
             raise
     if ranks.is_main:
+        entries, out_dir = published
         print_summary(entries)
         if sharded:
             print(f"wrote {len(entries)} images from {ranks.world_size} process(es), grid.png and manifest.json to "
@@ -278,8 +279,9 @@ def run_settings(args: argparse.Namespace, plan: Plan, device: torch.device, sec
 
 
 def publish(args: argparse.Namespace, plan: Plan, runs: list[dict[str, Any]], out_dir: Path, staging: Path,
-            device: torch.device, seconds: float, sharded: bool) -> list[dict[str, Any]]:
-    """Rank 0: grid and manifest over every rank's images, then the rename that publishes the run."""
+            device: torch.device, seconds: float, sharded: bool) -> tuple[list[dict[str, Any]], Path]:
+    """Rank 0: grid and manifest over every rank's images, then the rename that publishes the run; returns the
+    manifest's entries and where the run went (the default ``--out`` gets a suffix if another run took it)."""
     entries = [entry for run in runs for entry in run["entries"]]  # rank order = the single-process order
     shown = entries[:GRID_LIMIT] if sharded else entries
     with writing(out_dir):
@@ -300,8 +302,8 @@ def publish(args: argparse.Namespace, plan: Plan, runs: list[dict[str, Any]], ou
                              "rank_seconds": [round(run["seconds"], 2) for run in runs], "amp": plan.amp,
                              **plan.speed, "grid_images": len(shown)})
         atomic_write_json({"settings": settings, "images": entries}, staging / "manifest.json")
-        publish_directory(staging, out_dir)
-    return entries
+        out_dir = publish_directory(staging, out_dir, unique=args.out is None)
+    return entries, out_dir
 
 
 def print_summary(entries: list[dict[str, Any]]) -> None:

@@ -105,8 +105,9 @@ def cmd_unnatural(args: argparse.Namespace) -> int:
                               "judge_natural": scores.judge_natural.tolist(),
                               "judge_modified": scores.judge_modified.tolist(),
                               "judge_undone": scores.judge_undone.tolist()}}
-    write_directory(out_dir, lambda staging: write_report(staging, report, manifest,
-                                                          {"classes.png": lambda p: scores.figure().save(p)}))
+    out_dir = write_directory(out_dir, lambda staging: write_report(staging, report, manifest,
+                                                                    {"classes.png": lambda p: scores.figure().save(p)}),
+                              unique=args.out is None)
     print(", ".join(f"{name} {100 * r.value:.0f}%" for name, r in rates.items()))
     print(f"wrote classes.png, report.md and manifest.json to {out_dir} ({seconds:.0f}s)")
     return 0

@@ -14,6 +14,7 @@ import torch
 
 from dgnam import checks
 from dgnam.errors import DgnamError
+from dgnam.io import name_max
 from dgnam.prior.generator import generator_file
 
 
@@ -78,23 +79,66 @@ def existing_folder(path: str | None, flag: str) -> None:
 
 def model_spec(spec: str | None, flag: str = "--model") -> None:
     """A ``--model`` that is a path must be a file (specs like ``torchvision:NAME`` are checked on loading)."""
-    if spec is not None and Path(spec).is_dir():
+    try:
+        is_dir = spec is not None and Path(spec).is_dir()
+    except OSError:  # FILE.py:factory with a name near the limit is too long a path to look up: not a folder
+        is_dir = False
+    if is_dir:
         raise DgnamError(f"{flag} '{spec}' is a directory; pass a .pt/TorchScript file or FILE.py:factory")
 
 
-def output(path: str | Path | None, flag: str = "--out", folder: bool = True) -> None:
+def output(path: str | Path | None, flag: str = "--out", folder: bool = True) -> Path:
     """``path`` can be created as a new output: a new or empty folder (``folder``) or a new file, in a place
-    this process can write. None: the default ``dgnam-runs/<time>`` in the working directory."""
+    this process can write; returns where to write it (:func:`output_target`). None: the default
+    ``dgnam-runs/<time>`` in the working directory."""
     if path is None:
-        return writable(Path("dgnam-runs"), flag)
+        writable(Path("dgnam-runs"), flag)
+        return Path("dgnam-runs")
     p = Path(path)
     if p.name in ("", ".", ".."):
         raise DgnamError(f"{flag} '{path}' names no new {'folder' if folder else 'file'}; give a new name, "
                          f"e.g. {flag} runs/first")
+    names_fit(path, flag)
+    p = output_target(path, flag)
     if p.exists() and not (folder and p.is_dir() and not any(p.iterdir())):
         fix = "choose a new directory (runs never overwrite)" if folder else "choose a new file (never overwritten)"
         raise DgnamError(f"{flag} '{p}' exists{' and is not empty' if folder and p.is_dir() else ''}; {fix}")
     writable(p.parent, flag, path)
+    return p
+
+
+def output_target(path: str | Path, flag: str = "--out") -> Path:
+    """Where the output ``path`` is written: ``path`` itself, or, where a symbolic link is on the way, the path
+    it leads to, whose folder must exist (dgnam writes through a link, never replaces it, and never creates
+    folders wherever a dangling link points)."""
+    real = Path(os.path.realpath(path))
+    if real == Path(os.path.abspath(path)):
+        return Path(path)
+    if not real.parent.is_dir():
+        raise DgnamError(f"{flag} '{path}' leads through a symbolic link to '{real}', whose folder does not exist; "
+                         f"create it, or give a path without the link")
+    return real
+
+
+def names_fit(path: str | Path, flag: str) -> None:
+    """Every name in ``path`` fits the filesystem's limit, checked before compute (the output is created only
+    once the run is done) and before anything looks at the path (which fails on such a name)."""
+    limit = name_max(nearest_folder(Path(os.path.abspath(path))))
+    for name in Path(path).parts:
+        if len(os.fsencode(name)) > limit:
+            raise DgnamError(f"{flag} '{path}': the name '{name[:40]}...' is {len(os.fsencode(name))} bytes, over "
+                             f"the filesystem's limit of {limit}; choose a shorter name")
+
+
+def nearest_folder(path: Path) -> Path:
+    """``path``, or the nearest folder above it that exists: where a new output's folders would be created."""
+    while True:
+        try:
+            if path.exists():
+                return path
+        except OSError:  # a name too long to look up
+            pass
+        path = path.parent
 
 
 def writable(folder: Path, flag: str, path: str | Path | None = None) -> None:
@@ -102,9 +146,7 @@ def writable(folder: Path, flag: str, path: str | Path | None = None) -> None:
     probed by creating and removing a hidden folder there, since permission bits do not tell for root,
     read-only mounts or immutable folders."""
     shown = path if path is not None else folder
-    parent = Path(os.path.abspath(folder))
-    while not parent.exists():  # the folders still to create go into the nearest existing one
-        parent = parent.parent
+    parent = nearest_folder(Path(os.path.abspath(folder)))  # the folders still to create go into it
     if not parent.is_dir():
         raise DgnamError(f"{flag} '{shown}': '{parent}' is not a directory; choose a path inside a writable folder")
     try:

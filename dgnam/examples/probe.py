@@ -181,14 +181,15 @@ class Probe:
                     "units": units}
         return manifest, images
 
-    def save(self, out: str | os.PathLike) -> Path:
-        """Write the gallery site to ``out`` (new or empty; all or nothing) and return it; open
-        ``out/index.html`` in a browser."""
+    def save(self, out: str | os.PathLike, unique: bool = False) -> Path:
+        """Write the gallery site to ``out`` (new or empty; all or nothing) and return where it went; open
+        ``out/index.html`` in a browser. ``unique``: if another writer takes ``out`` meanwhile, write to
+        ``out-2``, ``out-3`` ... instead of failing (for a name chosen for the user, like the CLI's default)."""
         out = Path(out)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise DgnamError(f"'{out}' exists and is not empty; choose a new folder (a gallery never overwrites)")
         manifest, images = self.manifest()
-        return write_directory(out, lambda staging: write_site(staging, manifest, images))
+        return write_directory(out, lambda staging: write_site(staging, manifest, images), unique)
 
 
 def _with_box(image: torch.Tensor, box: list[float] | None) -> torch.Tensor:

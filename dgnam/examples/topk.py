@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +34,13 @@ RESERVOIR = 4096  # images whose activations are kept for percentiles (exact bel
 READINGS = ("max", "position", "mean")
 
 
-def list_images(folder: str | os.PathLike, what: str = "data folder") -> list[Path]:
+def list_images(folder: str | os.PathLike, what: str = "data folder", skipped: list[Path] | None = None) -> list[Path]:
     """Every image under ``folder`` (an ImageFolder tree or a flat folder), sorted by path.
 
     Symlinked folders are followed (a class folder linked in from elsewhere is part of the data), each real
     folder once, so a link loop ends; only regular files are taken: opening a FIFO or a device named
-    ``*.jpg`` would block or never end.
+    ``*.jpg`` would block or never end. Those left out (FIFOs, devices, dangling links) are appended to
+    ``skipped``, when given, so that they count among the unreadable images.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -50,7 +52,12 @@ def list_images(folder: str | os.PathLike, what: str = "data folder") -> list[Pa
             dirs.clear()
             continue
         seen.add(real)
-        files += [Path(here, n) for n in names if n.lower().endswith(IMAGE_SUFFIXES) and _regular(Path(here, n))]
+        for name in names:
+            if name.lower().endswith(IMAGE_SUFFIXES):
+                path = Path(here, name)
+                (files if _regular(path) else skipped if skipped is not None else []).append(path)
+    if skipped is not None:
+        skipped.sort()
     if not files:
         raise DgnamError(f"{what} '{root}' holds no images ({'/'.join(IMAGE_SUFFIXES)})")
     return sorted(files)
@@ -64,7 +71,9 @@ def _regular(path: Path) -> bool:
 
 
 class _Images(Dataset):
-    """Files -> (3, size, size) RGB [0, 1]; an unreadable file gives ``ok=False`` instead of raising."""
+    """Files -> (3, size, size) RGB [0, 1]; an unreadable file gives ``ok=False`` instead of raising: one that
+    is not a regular file (never opened: a FIFO would block), and one PIL warns about (a truncated or odd
+    file: the warning counts it among the skipped instead of reaching the terminal raw)."""
 
     def __init__(self, files: Sequence[Path], size: int) -> None:
         self.files, self.size = list(files), size
@@ -74,7 +83,10 @@ class _Images(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            with Image.open(self.files[i]) as im:
+            if not _regular(self.files[i]):
+                raise OSError("not a regular file")
+            with warnings.catch_warnings(), Image.open(self.files[i]) as im:
+                warnings.simplefilter("error")
                 im = to_rgb(im)
                 if im.size != (self.size, self.size):
                     im = im.resize((self.size, self.size), Image.BICUBIC)
@@ -254,7 +266,8 @@ def dataset_examples(model: torch.nn.Module | Model, layer: str, data: str | os.
     if units is not None:  # before the pass, and before range(10**9) becomes a list
         units = units if hasattr(units, "__len__") else checks.indices(units)
         _check_top_k(max(len(units), 1), k, batch_size, reservoir, device)
-    files = list_images(data) if isinstance(data, (str, os.PathLike)) else [Path(f) for f in data]
+    not_files: list[Path] = []  # FIFOs, devices, dangling links under a folder: counted as skipped
+    files = list_images(data, skipped=not_files) if isinstance(data, (str, os.PathLike)) else [Path(f) for f in data]
     if not files:
         raise DgnamError("no images given")
     if limit is not None and len(files) > limit:
@@ -265,7 +278,7 @@ def dataset_examples(model: torch.nn.Module | Model, layer: str, data: str | os.
     unit_index: torch.Tensor | None = None
     top = reservoir_ = None
     total = lowest = torch.zeros(0)
-    n_images, skipped, map_size = 0, [], None
+    n_images, skipped, map_size = 0, not_files, None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
     bar = tqdm(total=len(files), disable=not progress, unit="img", leave=False)
     try:

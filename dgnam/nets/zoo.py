@@ -220,6 +220,9 @@ def _import_factory(spec: str):
             del sys.modules[name]
             raise DgnamError(f"importing '{path}' failed ({type(exc).__name__}: {first_line(exc)}); fix the file") from None
     else:
+        if "/" in target or "\\" in target or target.startswith("."):  # a path without .py, not a module name
+            raise DgnamError(f"model spec {spec!r} names neither a .py file nor a module; write the file's name "
+                             f"with .py, e.g. {target}.py:{attr}")
         try:
             module = importlib.import_module(target)
         except ImportError as exc:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from dgnam import checks
 from dgnam.errors import DgnamError
 from dgnam.io import atomic_save, load_checkpoint, shipped
 
@@ -102,6 +103,43 @@ def fc6_arch() -> dict[str, Any]:
             "start_shape": [256, 4, 4], "convs": convs}
 
 
+def check_arch(arch: Any) -> None:
+    """``arch`` (:func:`cifar_arch`'s form) has positive whole widths, strides 1 or 2, and weights that fit in
+    memory: checked before any layer is allocated (a negative width was a torch traceback, an absurd one
+    filled the memory)."""
+    def width(value: Any, what: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DgnamError(f"generator arch: {what} must be a whole number >= 1, got {value!r}")
+        return value
+
+    if not isinstance(arch, dict):
+        raise DgnamError(f"generator arch must be a dict, got {type(arch).__name__}")
+    d_in = width(arch.get("code_dim"), "code_dim")
+    shape = arch.get("start_shape")
+    if not isinstance(shape, (list, tuple)) or len(shape) != 3:
+        raise DgnamError(f"generator arch: start_shape must be (channels, height, width), got {shape!r}")
+    for i, size in enumerate(shape):
+        width(size, f"start_shape[{i}]")
+    n_weights = 0
+    for layer in _entries(arch, "fc", 2):
+        n_weights += d_in * width(layer[1], f"fc layer {layer[0]!r}'s width")
+        d_in = layer[1]
+    for name, c_in, c_out, stride, _bias in _entries(arch, "convs", 5):
+        n_weights += width(c_in, f"conv {name!r}'s input channels") * width(c_out, f"conv {name!r}'s output channels") * 16
+        if stride not in (1, 2):
+            raise DgnamError(f"generator arch: conv {name!r}'s stride must be 1 or 2, got {stride!r}")
+    checks.check_fits(4 * n_weights, f"a generator of {n_weights:,} weights", "its widths (re-export it)")
+
+
+def _entries(arch: dict[str, Any], key: str, length: int) -> list:
+    """``arch[key]``: a list of ``length``-item layers."""
+    layers = arch.get(key)
+    if not isinstance(layers, (list, tuple)) or not all(isinstance(x, (list, tuple)) and len(x) == length
+                                                        for x in layers):
+        raise DgnamError(f"generator arch: {key} must be a list of {length}-item layers")
+    return list(layers)
+
+
 class UpconvGenerator(nn.Module):
     """Upconvolutional generator built from an architecture dict (see :func:`cifar_arch`, :func:`fc6_arch`).
 
@@ -118,6 +156,7 @@ class UpconvGenerator(nn.Module):
     def __init__(self, arch: dict[str, Any], output_space: str = "rgb01", encoder_layer: str = "",
                  encoder: str = "", metadata: dict[str, Any] | None = None) -> None:
         super().__init__()
+        check_arch(arch)  # before any layer is built: a negative or absurd width fails here, not in torch
         if output_space not in OUTPUT_SPACES:
             raise DgnamError(f"output_space must be one of {OUTPUT_SPACES}, got {output_space!r}")
         self.arch = arch
@@ -261,6 +300,20 @@ class UpconvGenerator(nn.Module):
         return atomic_save(self.checkpoint(metadata, weights_dtype), path)
 
 
+def check_fields(ckpt: dict[str, Any], path: Path) -> None:
+    """The fields of a generator checkpoint that commands read have their types (``code_prior="lots"`` or
+    ``encoder=5`` were tracebacks wherever they were used)."""
+    for key, kind, what in (("output_space", str, "a name"), ("encoder_layer", str, "a layer name"),
+                            ("encoder", str, "a path"), ("metadata", dict, "a dict")):
+        if key in ckpt and not isinstance(ckpt[key], kind):
+            raise DgnamError(f"'{path}' records {key} {ckpt[key]!r}, not {what}; re-export it (or fix the field)")
+    for key in ("code_prior", "bound_k"):
+        value = ckpt.get("metadata", {}).get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise DgnamError(f"'{path}' records metadata {key} {value!r}, not a number; re-export it (or fix the "
+                             f"field)")
+
+
 def generator_file(name_or_path: str | os.PathLike) -> Path:
     """The file of a shipped generator's short name (``conv``, ``fc6``: :data:`SHIPPED_GENERATORS`),
     or ``name_or_path`` itself as a path (write ``./fc6`` for a local file of that name)."""
@@ -280,6 +333,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
     """
     path = generator_file(path)
     ckpt = load_checkpoint(path, GENERATOR_FORMAT, "dgnam generator")
+    check_fields(ckpt, path)
     try:
         gen = UpconvGenerator(ckpt["arch"], ckpt.get("output_space", "rgb01"), ckpt.get("encoder_layer", ""),
                               ckpt.get("encoder", ""), ckpt.get("metadata", {}))

@@ -3,7 +3,7 @@
 import pytest
 
 from dgnam.cli.main import main
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, first_line
 
 
 def test_dgnam_error_is_a_value_error_that_the_cli_prints_as_one_line(tmp_path, capsys):
@@ -14,3 +14,11 @@ def test_dgnam_error_is_a_value_error_that_the_cli_prints_as_one_line(tmp_path, 
     assert main(["layers", "--model", str(tmp_path / "none.py") + ":make"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dgnam: error: model file '") and err.count("\n") == 1
+
+
+def test_first_line_cuts_at_a_word_boundary():
+    """torch's "Weights only load failed ..." was cut mid-word inside dgnam's message."""
+    exc = RuntimeError("Weights only load failed. This file can still be loaded, to do so you have two options\nmore")
+    assert first_line(exc, 40) == "Weights only load failed. This file..."
+    assert first_line(RuntimeError("short\nsecond"), 40) == "short"
+    assert first_line(RuntimeError(""), 40) == "RuntimeError"

@@ -1,5 +1,6 @@
 """dgnam.io: atomic files and run folders (all or nothing), checkpoint reading with one-line errors."""
 
+import builtins
 import os
 import warnings
 import zipfile
@@ -10,7 +11,8 @@ import torch
 from PIL import Image
 
 from dgnam.errors import DgnamError
-from dgnam.io import atomic_save, atomic_write, load_checkpoint, to_rgb, write_directory
+import dgnam.io
+from dgnam.io import atomic_save, atomic_write, load_checkpoint, to_rgb, write_directory, writing
 
 
 def _umask() -> int:
@@ -43,6 +45,17 @@ def test_atomic_save_replaces_the_file_whole_or_not_at_all(tmp_path):
     assert not fresh.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["sub"]
 
 
+def test_a_full_disk_is_an_os_error_and_leaves_nothing(tmp_path, monkeypatch):
+    """dgnam stats on a full disk: torch's writer raised RuntimeError("unexpected pos ..."), a traceback."""
+    monkeypatch.setattr(dgnam.io, "open", lambda path, mode: builtins.open("/dev/full", mode), raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_save({"w": torch.zeros(10000)}, tmp_path / "g.pt")
+    with pytest.raises(DgnamError, match="could not write .*No space left") as info:
+        with writing(tmp_path / "g.pt"):
+            atomic_save({"w": torch.zeros(10000)}, tmp_path / "g.pt")
+    assert "\n" not in str(info.value) and list(tmp_path.iterdir()) == []
+
+
 def test_write_directory_publishes_a_whole_run_or_nothing(tmp_path):
     def two_files(staging):
         (staging / "a.txt").write_text("a")
@@ -66,6 +79,28 @@ def test_write_directory_publishes_a_whole_run_or_nothing(tmp_path):
     assert "\n" not in str(info.value)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["a.txt", "b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "run"]
+
+
+def test_write_directory_unique_never_loses_a_finished_run(tmp_path):
+    """Runs with the default --out started in the same second choose the same name: the later ones are
+    published as NAME-2, NAME-3 (they failed with "Directory not empty" after all their compute)."""
+    for n in range(3):
+        out = write_directory(tmp_path / "run", lambda staging, n=n: (staging / "n.txt").write_text(str(n)),
+                              unique=True)
+        assert out.name == ("run" if n == 0 else f"run-{n + 1}") and (out / "n.txt").read_text() == str(n)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run-2", "run-3"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_the_longest_valid_name_does_not_fail_on_its_hidden_staging_name(kind, tmp_path):
+    """.NAME.XXXXXXXX (.tmp) of a 255-byte NAME is over the limit: the staging name is cut, not the output's."""
+    name = "n" * os.pathconf(tmp_path, "PC_NAME_MAX")
+    if kind == "folder":
+        out = write_directory(tmp_path / name, lambda staging: (staging / "a.txt").write_text("a"))
+        assert (out / "a.txt").read_text() == "a"
+    else:
+        atomic_write(tmp_path / name, lambda tmp: tmp.write_text("a"))
+    assert [p.name for p in tmp_path.iterdir()] == [name]
 
 
 def test_load_checkpoint_checks_the_format_tag_in_one_line(tmp_path):

@@ -52,11 +52,22 @@ def inputs(tmp_path_factory):
     (root / "nets.py").write_text(USER_MODELS)
     (root / "odd.py").write_text(ODD_MODELS)
     tiny_generator().save(root / "gen.pt")
+    named = tiny_generator()
+    named.encoder = str(root / "missing_encoder.pt")  # a generator whose encoder is not here
+    named.save(root / "gen_noenc.pt", {"code_prior": 0.1})
+    tiny_generator().save(root / "gen_lots.pt", {"code_prior": "lots"})
     pixels = (_image(3).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
     Image.fromarray(pixels).save(root / "x.png")
     (root / "folder").mkdir()
+    # links to where nothing exists: dgnam must create no folder there (it made one at the root)
+    (root / "dangling").symlink_to(root / "nowhere" / "deeper")
+    (root / "dangling.png").symlink_to(root / "nowhere" / "x.png")
     (root / "images").mkdir()
     Image.fromarray(pixels).save(root / "images" / "a.png")
+    for split in ("train", "test"):  # and an image outside any class folder
+        (root / "loose" / split / "cat").mkdir(parents=True)
+        Image.fromarray(pixels).save(root / "loose" / split / "cat" / "0.png")
+    Image.fromarray(pixels).save(root / "loose" / "test" / "stray.png")
     # CIFAR-10's classes and two more: the shipped classifier knows only the first ten.
     for split in ("train", "test"):
         for name in CIFAR_CLASSES + ["xylophone", "zebra"]:
@@ -83,6 +94,10 @@ CASES = [
     (["evaluate", *M, "--generator", "G", "--data", "TWELVE", "--out", "/dev/null/x"], "not a directory", True),
     (["import-generator", "G", "/dev/null/g.pt"], "not a directory", True),
     (SYN + ["--out", "."], "--out '.'", True),
+    (SYN + ["--out", "n" * 256], "over the filesystem's limit of 255", True),
+    (SYN + ["--out", "DANGLING/run"], "whose folder does not exist", True),
+    (SYN + ["--out", "DANGLING"], "whose folder does not exist", True),
+    (["sample", "--generator", "G", "--out", "DANGLING.png"], "whose folder does not exist", True),
     # 4. non-finite numbers wherever they enter
     (["stats", "--generator", "G", "--k", "inf", "--out", "OUT"], "--k", True),
     (["stats", "--generator", "G", "--k", "nan", "--out", "OUT"], "--k", True),
@@ -119,6 +134,13 @@ CASES = [
     (["synthesize", "--model", "ODD:quits", "--generator", "G", "--steps", "1", "--quiet"], "SystemExit", False),
     (SYN + ["--generator", "gen\x1b]0;pwned\x07\x1b[2J\n.pt"], "gen\\x1b]0;pwned\\x07\\x1b[2J\\n.pt' does not", True),
     (SYN + ["--units", ""], "--units", True),
+    (["layers", "--model", "../factories:make"], "names neither a .py file nor a module", True),
+    (["evaluate", *M, "--generator", "G", "--data", "LOOSE"], "stray.png' lies directly in", True),
+    # 12. generator checkpoints: the fields' types, the encoder they name (it said "check the path in --model")
+    (["stats", "--generator", "GNOENC", "--data", "IMGS", "--out", "OUT"], "generator's encoder '", False),
+    (["stats", "--generator", "GNOENC", "--data", "IMGS", "--out", "OUT"], "pass --encoder", False),
+    (SYN[:4] + ["GNOENC"] + SYN[5:], "pass --code-prior 0", False),
+    (SYN[:4] + ["GLOTS"] + SYN[5:], "code_prior 'lots', not a number", False),
     (SYN + ["--steps", "0"], "--steps", True),
     # 9. misleading messages
     (SYN + ["--generator", "DIR"], "is a directory", True),
@@ -140,8 +162,10 @@ CASES = [
 
 def _expand(args, inputs, out):
     names = {"G": inputs / "gen.pt", "X": inputs / "x.png", "DIR": inputs / "folder", "IMGS": inputs / "images",
-             "TWELVE": inputs / "twelve", "OUT": out, "OUT.png": f"{out}.png"}
-    expanded = [str(names.get(a, a)).replace("NETS", str(inputs / "nets.py")).replace("ODD", str(inputs / "odd.py"))
+             "TWELVE": inputs / "twelve", "OUT": out,
+             "LOOSE": inputs / "loose", "GNOENC": inputs / "gen_noenc.pt", "GLOTS": inputs / "gen_lots.pt", "OUT.png": f"{out}.png",
+             "DANGLING": inputs / "dangling", "DANGLING.png": inputs / "dangling.png"}
+    expanded = [str(names.get(a, a)).replace("DANGLING/", f"{inputs / 'dangling'}/").replace("NETS", str(inputs / "nets.py")).replace("ODD", str(inputs / "odd.py"))
                 for a in args]
     own_out = "--out" in args or args[0] in ("stats", "sample", "import-generator", "layers")
     return expanded if own_out else [*expanded, "--out", str(out)]
@@ -175,6 +199,7 @@ def test_bad_input_fails_in_one_line_with_exit_2_and_writes_nothing(args, phrase
     err = _assert_one_line_and_nothing_written(code, capsys, tmp_path)
     assert phrase in err
     assert err[:-1].isprintable(), err  # no escape sequence reaches the terminal
+    assert not (inputs / "nowhere").exists()
 
 
 def _exit_code(argv):
@@ -225,6 +250,44 @@ def test_an_unwritable_parent_is_refused_before_loading(inputs, tmp_path, monkey
     code = _exit_code(_expand(SYN + ["--out", str(locked / "run")], inputs, tmp_path / "run"))
     err = capsys.readouterr().err
     assert code == 2 and "cannot be written" in err and list(locked.iterdir()) == []
+
+
+def test_long_names_and_linked_outputs_are_written(inputs, tmp_path, monkeypatch, capsys):
+    """A 250-character --out, a model named by a 240-character factory (the default --out adds the time: its
+    name is cut), an --out that is a link to an empty folder (written through, the link kept)."""
+    monkeypatch.chdir(tmp_path)
+    factory = "m" * 240
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "long.py").write_text((inputs / "nets.py").read_text() + f"\n{factory} = make_a\n")
+    long_syn = [*SYN[:2], f"{tmp_path / 'models' / 'long.py'}:{factory}", *SYN[3:]]
+    assert main(_expand(long_syn, inputs, tmp_path)[:-2]) == 0  # the default --out
+    assert [len(p.name) for p in (tmp_path / "dgnam-runs").iterdir()] == [247]  # <time>-mmm... cut to fit
+    assert main(_expand(long_syn + ["--out", "o" * 250], inputs, tmp_path)) == 0
+    assert (tmp_path / ("o" * 250) / "manifest.json").is_file()
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    assert main(_expand(SYN + ["--out", str(tmp_path / "link")], inputs, tmp_path / "unused")) == 0
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "target" / "manifest.json").is_file()
+    assert not [p for p in tmp_path.rglob(".*")]  # no staging folder left
+
+
+def test_runs_with_the_default_out_in_the_same_second_all_keep_their_work(inputs, tmp_path, monkeypatch, capsys):
+    """Another run publishes the same default name while this one computes: this one becomes NAME-2."""
+    monkeypatch.chdir(tmp_path)
+    save_png = dgnam.cli.synthesize.save_png
+
+    def save_while_another_run_finishes(image, path):
+        staging = path.parent.name  # .NAME.XXXXXXXX
+        (path.parent.parent / staging[1:-9]).mkdir(exist_ok=True)
+        (path.parent.parent / staging[1:-9] / "other.txt").write_text("the other run")
+        save_png(image, path)
+
+    monkeypatch.setattr(dgnam.cli.synthesize, "save_png", save_while_another_run_finishes)
+    assert main(_expand(SYN, inputs, tmp_path)[:-2]) == 0  # without --out
+    runs = sorted(p.name for p in (tmp_path / "dgnam-runs").iterdir())
+    assert len(runs) == 2 and runs[1] == f"{runs[0]}-2"
+    assert (tmp_path / "dgnam-runs" / runs[1] / "manifest.json").is_file()
+    assert runs[1] in capsys.readouterr().out
 
 
 def test_parse_units_checks_the_range_without_building_the_list():

@@ -1,12 +1,14 @@
 """dgnam/examples/topk.py: streaming top-k with known answers (a model whose unit i fires only on colour i)."""
 
 import os
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import dgnam.examples.topk
 from dgnam.errors import DgnamError
 from dgnam.examples.topk import PERCENTILES, dataset_examples, list_images, load_image
 from dgnam.nets.model import Model
@@ -114,7 +116,33 @@ def test_list_images_follows_linked_folders_once_and_opens_only_regular_files(tm
     (data / "dog" / "loop").symlink_to(data)  # a loop ends
     os.mkfifo(data / "dog" / "pipe.jpg")  # opening it would block forever
     (data / "dog" / "gone.png").symlink_to(tmp_path / "missing.png")
-    assert [p.relative_to(data).as_posix() for p in list_images(data)] == ["cat/0.png", "dog/0.png"]
+    skipped = []
+    assert [p.relative_to(data).as_posix() for p in list_images(data, skipped=skipped)] == ["cat/0.png", "dog/0.png"]
+    assert [p.relative_to(data).as_posix() for p in skipped] == ["dog/gone.png", "dog/pipe.jpg"]
+
+
+def test_the_dataset_pass_counts_fifos_and_files_pil_warns_about_as_skipped(tmp_path, monkeypatch, recwarn):
+    """FIFOs and devices under the folder (or in a list of files: never opened) and an image PIL warns
+    about are in ``skipped``; no warning reaches the user raw."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    colour_folder(folder, 2)
+    os.mkfifo(folder / "pipe.jpg")
+    to_rgb = dgnam.examples.topk.to_rgb
+
+    def warns_on_the_first(image):
+        if image.filename.endswith(sorted(p.name for p in folder.rglob("*.png"))[0]):
+            warnings.warn("Corrupt EXIF data", UserWarning)
+        return to_rgb(image)
+
+    monkeypatch.setattr(dgnam.examples.topk, "to_rgb", warns_on_the_first)
+    ex = dataset_examples(Model(ColourNet(), input_size=32), "fc", folder, k=1)
+    assert len(ex.skipped) == 2 and ex.n_images == len(list(folder.rglob("*.png"))) - 1
+    assert "pipe.jpg" in {p.name for p in ex.skipped}
+    listed = dataset_examples(Model(ColourNet(), input_size=32), "fc", [folder / "pipe.jpg", *folder.rglob("*.png")],
+                              k=1)
+    assert len(listed.skipped) == 2
+    assert not [w for w in recwarn if "EXIF" in str(w.message)]
 
 
 def test_a_16_bit_greyscale_png_is_read_as_its_grey(tmp_path):

@@ -127,6 +127,35 @@ def test_corrupt_and_mismatched_files(tmp_path):
         load_generator(truncated)
 
 
+def _conv(i, width):
+    return lambda ckpt: ckpt["arch"]["convs"][i].__setitem__(2, width)
+
+
+# (a change to a valid checkpoint, a phrase of the one-line error): fields of the wrong type and widths that
+# torch refused with a traceback (negative) or that filled the memory (absurd), all before any layer is built.
+BAD_CHECKPOINTS = [
+    (lambda ckpt: ckpt["metadata"].update(code_prior="lots"), "metadata code_prior 'lots', not a number"),
+    (lambda ckpt: ckpt["metadata"].update(bound_k=[3]), "metadata bound_k [3], not a number"),
+    (lambda ckpt: ckpt.update(encoder=5), "records encoder 5, not a path"),
+    (lambda ckpt: ckpt.update(metadata="x"), "records metadata 'x', not a dict"),
+    (lambda ckpt: ckpt["arch"].update(code_dim=-16), "code_dim must be a whole number >= 1, got -16"),
+    (lambda ckpt: ckpt["arch"]["fc"][0].__setitem__(1, -5), "width must be a whole number >= 1, got -5"),
+    (_conv(0, 10 ** 9), "lower its widths"),
+    (_conv(0, -3), "output channels must be a whole number >= 1, got -3"),
+    (lambda ckpt: ckpt["arch"].update(start_shape=[8, 4]), "start_shape must be (channels, height, width)"),
+]
+
+
+@pytest.mark.parametrize("change, phrase", BAD_CHECKPOINTS, ids=[p for _, p in BAD_CHECKPOINTS])
+def test_bad_checkpoint_fields_are_one_line_errors_before_building(change, phrase, tmp_path):
+    ckpt = tiny_generator().checkpoint({"code_prior": 0.1})
+    change(ckpt)
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(DgnamError, match="re-export it") as info:
+        load_generator(tmp_path / "bad.pt")
+    assert phrase in str(info.value) and "\n" not in str(info.value)
+
+
 def test_wrong_code_shape():
     with pytest.raises(DgnamError, match=r"expects codes of shape \(B, 16\)"):
         tiny_generator()(torch.rand(2, 20))
