@@ -98,7 +98,7 @@ class Model(nn.Module):
                 "preprocessing_source": self.metadata.get("preprocessing")}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return first_tensor(self._forward_checked(self.preprocess(images)), OUTPUT)
+        return self._output(self._forward_checked(self.preprocess(images)))
 
     def _forward_checked(self, x: torch.Tensor):
         """The wrapped module's forward; an exception raised inside the user's model becomes one line
@@ -164,7 +164,7 @@ class Model(nn.Module):
         x = self.preprocess(images)
         self._last_size = x.shape[-1]
         if not hooked:
-            acts[OUTPUT] = first_tensor(self._forward_checked(x), OUTPUT)
+            acts[OUTPUT] = self._output(self._forward_checked(x))
             return acts
         with LayerCapture(self.module, hooked, stop_early=not want_output) as capture:
             try:
@@ -178,8 +178,20 @@ class Model(nn.Module):
                              f"pick a layer from `dgnam layers` or a smaller @call index")
         acts.update(capture.activations)
         if want_output:
-            acts[OUTPUT] = first_tensor(out, OUTPUT)
+            acts[OUTPUT] = self._output(out)
         return acts
+
+    def _output(self, value) -> torch.Tensor:
+        """The forward's output as one tensor of shape (B, units...) and a floating dtype (a score per unit that
+        gradients flow through); anything else is one line naming the fix."""
+        out = first_tensor(value, OUTPUT)
+        if not out.is_floating_point():
+            raise DgnamError(f"{self.name}'s output is {str(out.dtype).replace('torch.', '')}, not floating point; "
+                             f"return the scores (logits) from its forward, not e.g. their argmax")
+        if out.ndim < 2:
+            raise DgnamError(f"{self.name}'s output has shape {tuple(out.shape)}, not (batch, units); return one row "
+                             f"of scores per image from its forward (e.g. out.unsqueeze(1))")
+        return out
 
 
 def _shape_error(exc: Exception) -> bool:

@@ -283,6 +283,7 @@ def _load_model(spec: str, input_size: int | None, mean, std, device) -> Model:
         net = factory()
     except (Exception, SystemExit) as exc:  # sys.exit(0) in the factory must not end dgnam with success
         raise DgnamError(f"calling {spec} failed ({type(exc).__name__}: {first_line(exc)}); the factory must take no arguments") from None
+    _check_factory_weights(net.module if isinstance(net, Model) else net, spec)
     if isinstance(net, Model):
         net.module.eval()
         return _override_preprocessing(net, mean, std, input_size).to(device)
@@ -293,6 +294,20 @@ def _load_model(spec: str, input_size: int | None, mean, std, device) -> Model:
         model = _ecosystem_model(net, spec.rpartition(":")[2], input_size, declared, device)
         return _override_preprocessing(model, mean, std)
     return Model(net.eval(), input_size=input_size, mean=mean, std=std, name=spec.rpartition(":")[2]).to(device)
+
+
+def _check_factory_weights(net, spec: str) -> None:
+    """A factory's model must hold real float32 weights: dgnam moves it to --device and feeds it float32 images."""
+    if not isinstance(net, nn.Module):
+        return
+    tensors = [*net.parameters(), *net.buffers()]
+    if any(t.is_meta for t in tensors):
+        raise DgnamError(f"{spec} returned a model on the meta device (it has no weights); build it on the CPU in "
+                         f"the factory (or call .to_empty(device='cpu') and load its state_dict)")
+    odd = next((t.dtype for t in tensors if t.is_floating_point() and t.dtype != torch.float32), None)
+    if odd is not None:
+        raise DgnamError(f"{spec} returned a model with {str(odd).replace('torch.', '')} weights; dgnam feeds it "
+                         f"float32 images: return model.float() from the factory")
 
 
 def _override_preprocessing(model: Model, mean, std, input_size: int | None = None) -> Model:

@@ -40,6 +40,30 @@ ODD_MODELS = textwrap.dedent("""
     def quits():
         import sys
         sys.exit(0)
+
+    # a model on the meta device, in half precision, or whose output is integer or 1-D
+    def meta():
+        with torch.device("meta"):
+            return grey()
+
+    def half():
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).half()
+
+    class Picked(nn.Module):
+        def __init__(self, flat):
+            super().__init__()
+            self.flat = flat
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            scores = self.fc(x.mean((2, 3)))
+            return scores.sum(1) if self.flat else scores.argmax(1, keepdim=True).expand(-1, 3)
+
+    def integer():
+        return Picked(flat=False)
+
+    def flat():
+        return Picked(flat=True)
 """)
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -149,6 +173,12 @@ CASES = [
     (["synthesize", "--model", "ODD:grey", "--generator", "G", "--steps", "1", "--quiet"], "3-channel", False),
     (["synthesize", "--model", "ODD:nan", "--generator", "G", "--steps", "1", "--quiet"], "model's output", False),
     (["evaluate", "--data", "TWELVE", "--steps", "1", "--restarts", "2"], "12 class folders", False),
+    # factories whose model cannot be fed float32 images or read as (batch, units) scores
+    (["synthesize", "--model", "ODD:meta", "--generator", "G", "--steps", "1", "--quiet"], "on the meta device", False),
+    (["synthesize", "--model", "ODD:half", "--generator", "G", "--steps", "1", "--quiet"], "return model.float()",
+     False),
+    (["synthesize", "--model", "ODD:integer", "--generator", "G", "--steps", "1", "--quiet"], "output is int64", False),
+    (["synthesize", "--model", "ODD:flat", "--generator", "G", "--steps", "1", "--quiet"], "not (batch, units)", False),
     # the commands added since the sweep, through the same layer
     (["probe", *M, "--data", "IMGS", "--out", "/dev/null/x"], "not a directory", True),
     (["probe", *M, "--data", "IMGS", "--k", "0"], "--k", True),
