@@ -90,6 +90,10 @@ def test_shipped_generators_by_short_name(tmp_path, monkeypatch):
     assert generator_file("conv") == shipped("cifar10/generator.pt")
     assert generator_file("fc6") == shipped("cifar10/generator_fc6.pt")
     assert load_generator("conv").encoder_layer == "features.relu4_2"
+    fc6 = load_generator("fc6")  # the paper's prior: the fc6 code, trained 15,000 iterations, stored half-size
+    assert fc6.encoder_layer == "relu6" and fc6.code_dim == 1024 and fc6.metadata["iterations"] >= 15000
+    assert fc6.stored_weights_dtype == torch.float16 and fc6.convs["conv0"].weight.dtype == torch.float32
+    assert torch.isfinite(fc6.code_upper_bound).all() and fc6.metadata["bound_k"] == 2.0
     # A path is a path, and a local file of a short name's name is reached as ./fc6.
     monkeypatch.chdir(tmp_path)
     tiny_generator().save(tmp_path / "fc6")
