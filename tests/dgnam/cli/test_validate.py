@@ -163,7 +163,8 @@ CASES = [
     # 12. generator checkpoints: the fields' types, the encoder they name (it said "check the path in --model")
     (["stats", "--generator", "GNOENC", "--data", "IMGS", "--out", "OUT"], "generator's encoder '", False),
     (["stats", "--generator", "GNOENC", "--data", "IMGS", "--out", "OUT"], "pass --encoder", False),
-    (SYN[:4] + ["GNOENC"] + SYN[5:], "pass --code-prior 0", False),
+    # (the recorded code prior applies to the generator's own encoder only, so it is asked for here)
+    (SYN[:4] + ["GNOENC"] + SYN[5:] + ["--code-prior", "0.1"], "pass --code-prior 0", False),
     (SYN[:4] + ["GLOTS"] + SYN[5:], "code_prior 'lots', not a number", False),
     (SYN + ["--steps", "0"], "--steps", True),
     # 9. misleading messages
