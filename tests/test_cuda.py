@@ -72,7 +72,7 @@ def test_sampler_start_is_the_same_code_on_cuda(tiny_gen):
 
 def test_generator_training_with_all_terms_resumes_on_cuda(tmp_path, image_root):
     """Class term with low-passed gradient, moving average, spectral excess on the GPU; the resumed
-    run moves the restored average (loaded onto the CPU) to the GPU and keeps averaging."""
+    run restores the average (an AveragedModel in the state dict) on the GPU and keeps averaging."""
     enc_path = _train_encoder(tmp_path, image_root)
     gen_path, ckpt_dir = tmp_path / "gen.pt", tmp_path / "gckpt"
     args = ["fit", "--config", "configs/cifar10/generator.yaml", *_common(tmp_path, image_root, "gen"),
@@ -84,12 +84,12 @@ def test_generator_training_with_all_terms_resumes_on_cuda(tmp_path, image_root)
             "--model.lambda_code=0.5", "--model.ema_decay=0.5", "--trainer.limit_val_batches=0",
             f"--trainer.callbacks.init_args.dirpath={ckpt_dir}", "--trainer.callbacks.init_args.every_n_train_steps=1"]
     generator.main([*args, "--trainer.max_steps=2"])
-    first = torch.load(ckpt_dir / "last.ckpt", weights_only=True, map_location="cpu")["dgnam"]["generator_ema"]
+    first = torch.load(ckpt_dir / "last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
     generator.main([*args, "--trainer.max_steps=4", f"--ckpt_path={ckpt_dir / 'last.ckpt'}"])
     last = torch.load(ckpt_dir / "last.ckpt", weights_only=True, map_location="cpu")
-    average = last["dgnam"]["generator_ema"]["convs.conv0.weight"]
+    average = last["state_dict"]["generator_ema.module.convs.conv0.weight"]
     assert torch.isfinite(average).all()
-    assert not torch.equal(average, first["convs.conv0.weight"])  # still averaging after the resume
+    assert not torch.equal(average, first["generator_ema.module.convs.conv0.weight"])  # still averaging after resuming
     assert not torch.equal(average, last["state_dict"]["generator.convs.conv0.weight"])
     saved = torch.load(gen_path, weights_only=True, map_location="cpu")
     assert saved["metadata"]["iterations"] == 4 and saved["metadata"]["weights"] == "moving average, decay 0.5"

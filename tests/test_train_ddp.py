@@ -43,7 +43,8 @@ def test_two_process_ddp_fit_exports_once(tmp_path):
          "--data.batch_size=4", "--seed_everything=0", f"--model.encoder={tmp_path / 'enc.pt'}", f"--model.export_path={out}",
          "--model.generator_kwargs={code_dim: 64, start_channels: 4, widths: [8, 8, 8], spatial_code: true}",
          "--model.discriminator_convs=[[8, 3, 1], [8, 4, 2]]", "--model.discriminator_code_dims=[8]",
-         "--model.grid_every=1000", "--trainer.max_steps=2", "--trainer.accelerator=cpu", "--trainer.devices=2",
+         "--model.grid_every=1000", "--model.ema_decay=0.5", "--trainer.max_steps=2", "--trainer.accelerator=cpu",
+         "--trainer.devices=2",
          "--trainer.strategy=ddp_find_unused_parameters_true", "--trainer.logger=false", "--trainer.callbacks=[]",
          "--trainer.enable_checkpointing=false", "--trainer.enable_model_summary=false",
          f"--trainer.default_root_dir={tmp_path}"],
@@ -54,6 +55,7 @@ def test_two_process_ddp_fit_exports_once(tmp_path):
     assert proc.stdout.count("exported ") == 1  # rank 0 alone computes the bounds and writes the file
     gen = load_generator(out)
     assert gen.metadata["iterations"] == 2 and gen.code_dim == 64
+    assert gen.metadata["weights"] == "moving average, decay 0.5"  # the AveragedModel of G, kept on each rank
     torch.testing.assert_close(gen.code_upper_bound, gen.code_mean + gen.metadata["bound_k"] * gen.code_std)
 
 

@@ -7,20 +7,20 @@ At the end of ``fit`` the network is exported as a plain dgnam classifier checkp
 
 from __future__ import annotations
 
-import time
-
-import lightning as L
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
 
 from dgnam.nets.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint, load_classifier
 from dgnam.errors import DgnamError
 from dgnam.io import atomic_save
 from train.cli import TrainCLI
 from train.data import ImageFolderData
+from train.timing import TimedModule
 
 
-class ClassifierModule(L.LightningModule):
+class ClassifierModule(TimedModule):
     """Cross-entropy training of a ``dgnam.nets`` architecture on RGB [0,1] images.
 
     Args:
@@ -63,8 +63,10 @@ class ClassifierModule(L.LightningModule):
             module.eval()
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self._epoch_start = time.time()
-        self._fit_start = time.time()
+        # The fraction right over the whole test set, gathered from every rank under DDP.
+        outputs = [m for m in self.net.modules() if isinstance(m, nn.Linear)][-1].out_features  # the logits' layer
+        self.test_acc = MulticlassAccuracy(num_classes=outputs, average="micro")
+        self._epoch_started_at = 0.0  # train_seconds() when the epoch began
         self.test_accuracy = float("nan")
 
     def _submodule(self, name: str) -> torch.nn.Module:
@@ -117,19 +119,21 @@ class ClassifierModule(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
         logits = self(images)
-        self.log("test/acc", (logits.argmax(1) == labels).float().mean(), prog_bar=True)
-        self.log("test/loss", F.cross_entropy(logits, labels))
+        self.test_acc(logits, labels)
+        self.log("test/acc", self.test_acc, prog_bar=True)
+        self.log("test/loss", F.cross_entropy(logits, labels), sync_dist=True)
 
     def on_train_epoch_start(self) -> None:
-        self._epoch_start = time.time()
+        self._epoch_started_at = self.train_seconds()
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
         acc = self.trainer.callback_metrics.get("test/acc")
         self.test_accuracy = float(acc) if acc is not None else float("nan")
+        total = self.train_seconds()
         print(f"epoch {self.current_epoch}: test acc {self.test_accuracy:.4f}, "
-              f"{time.time() - self._epoch_start:.0f}s, total {time.time() - self._fit_start:.0f}s", flush=True)
+              f"{total - self._epoch_started_at:.0f}s, total {total:.0f}s", flush=True)
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -153,7 +157,7 @@ class ClassifierModule(L.LightningModule):
         metadata = {"classes": list(getattr(dm, "classes", [])), "test_accuracy": self.test_accuracy,
                     "adv_eps": hp.adv_eps, "epochs": self.current_epoch,
                     "init_from": hp.init_from, "frozen": list(hp.freeze or []),
-                    "train_seconds": round(time.time() - self._fit_start), "description": hp.description}
+                    "train_seconds": round(self.train_seconds()), "description": hp.description}
         ckpt = classifier_checkpoint(hp.arch, hp.arch_kwargs or {}, self.net.state_dict(),
                                      mean=hp.mean, std=hp.std, input_size=dm.hparams.image_size, metadata=metadata,
                                      weights_dtype=getattr(torch, hp.export_dtype))

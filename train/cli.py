@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import inspect
 import sys
-import time
+from copy import deepcopy
 from pathlib import Path
 
 import torch
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 
 
@@ -21,6 +22,10 @@ class TrainCLI(LightningCLI):
     A model setting the checkpoint predates (added to the module after it was saved) takes the
     module's default, which is "off" for every optional term, not the current YAML's value: the
     run continues as it was trained unless the command line says otherwise.
+
+    Done with LightningCLI's public hooks: :meth:`parse_arguments` keeps the model settings as parsed,
+    and :meth:`before_instantiate_classes`, which runs after LightningCLI has applied the checkpoint's,
+    puts back the ones the command line named and sets the predated ones to their defaults.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -28,24 +33,41 @@ class TrainCLI(LightningCLI):
         tokens = list(given) if isinstance(given, list) else sys.argv[1:]
         self._explicit_model_keys = {t[len("--model."):].split("=", 1)[0].split(".", 1)[0]
                                      for t in tokens if isinstance(t, str) and t.startswith("--model.")}
+        self._parsed_model = None
         super().__init__(*args, **kwargs)
 
-    def _parse_ckpt_path(self) -> None:  # overrides LightningCLI's (private) hook; same logic, one filter added
-        if not self.config.get("subcommand"):
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand:  # the model settings before LightningCLI lays the checkpoint's over them
+            self._parsed_model = deepcopy(self.config[subcommand].get("model"))
+
+    def before_instantiate_classes(self) -> None:
+        subcommand = self.config.get("subcommand")
+        if not subcommand or self._parsed_model is None or self.model_class is None:
             return
-        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+        ckpt_path = self.config[subcommand].get("ckpt_path")
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
-        stored = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
-        hparams = {k: v for k, v in stored.items() if not k.startswith("_") and k not in self._explicit_model_keys}
-        if stored and self.model_class is not None:
-            for name, param in inspect.signature(self.model_class.__init__).parameters.items():
-                if (name not in stored and name not in self._explicit_model_keys and name != "self"
-                        and param.default is not inspect.Parameter.empty):
-                    hparams[name] = param.default
-        if hparams:
-            _note_overridden(self.config[self.config.subcommand].get("model"), hparams, predated=set(hparams) - set(stored))
-            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
+        stored = torch.load(ckpt_path, weights_only=True, map_location="cpu", mmap=True).get("hyper_parameters", {})
+        stored = {k: v for k, v in stored.items() if not k.startswith("_")}
+        if not stored:
+            return
+        explicit = self._explicit_model_keys
+        predated = {name: param.default
+                    for name, param in inspect.signature(self.model_class.__init__).parameters.items()
+                    if name not in stored and name not in explicit and name != "self"
+                    and param.default is not inspect.Parameter.empty}
+        restored = {k: v for k, v in stored.items() if k not in explicit}
+        _note_overridden(self._parsed_model, {**restored, **predated}, predated=set(predated))
+        given = {k: _plain_namespace(self._parsed_model.get(k)) for k in explicit if k in self._parsed_model}
+        if predated or given:
+            self.config = self.parser.parse_object({subcommand: {"model": {**predated, **given}}}, self.config)
+
+
+def _plain_namespace(value):
+    """A parsed value as ``parse_object`` takes it back (a nested namespace as a dict)."""
+    return value.as_dict() if isinstance(value, Namespace) else value
 
 
 def _plain(value):
@@ -79,9 +101,8 @@ def module_from_checkpoint(module_class, ckpt_path: str):
     state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     hparams = {k: v for k, v in state["hyper_parameters"].items() if not k.startswith("_")}  # LightningCLI adds _instantiator
     module = module_class(**hparams)
+    module.on_load_checkpoint(state)  # before the weights, as Lightning calls it (it may adapt the state dict)
     module.load_state_dict(state["state_dict"])
-    module.on_load_checkpoint(state)
-    module._fit_start = time.time()
     return module, state
 
 

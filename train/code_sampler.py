@@ -15,7 +15,6 @@ Run: ``python -m train.code_sampler fit --config configs/cifar10/code_sampler.ya
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import lightning as L
@@ -25,13 +24,15 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.utils import save_image
 
 from dgnam.errors import DgnamError
+from dgnam.nets.zoo import load_model
 from dgnam.prior.generator import load_generator
 from dgnam.prior.sampler import CodeSampler, load_code_sampler
 from dgnam.prior.stats import encode_all
 from train.cli import TrainCLI, module_from_checkpoint, run
 from train.data import load_uint8
-from train.generator import check_ddp, code_shape, load_encoder, refuse_own_start
+from train.generator import check_ddp, code_shape, refuse_own_start
 from train.networks import CodeCritic, ImageCritic
+from train.timing import TimedModule
 
 
 def critic_losses(critic: CodeCritic, real: torch.Tensor, fake: torch.Tensor, r1_gamma: float,
@@ -56,7 +57,7 @@ def critic_losses(critic: CodeCritic, real: torch.Tensor, fake: torch.Tensor, r1
 def load_prior(generator: str, encoder: str | None = None):
     """``(generator, encoder, code_shape)``: a generator file and the frozen encoder whose code it inverts."""
     gen = load_generator(generator)
-    enc = load_encoder(encoder or gen.encoder).eval()
+    enc = load_model(encoder or gen.encoder).eval()
     for p in [*gen.parameters(), *enc.parameters()]:
         p.requires_grad_(False)
     shape = code_shape(enc, gen.encoder_layer, gen.image_size)
@@ -106,7 +107,7 @@ class SamplerCLI(TrainCLI):
         parser.link_arguments("model.encoder", "data.encoder")
 
 
-class CodeSamplerModule(L.LightningModule):
+class CodeSamplerModule(TimedModule):
     """Trains a code sampler for ``generator``'s code (the encoder and layer it names).
 
     Args:
@@ -165,8 +166,6 @@ class CodeSamplerModule(L.LightningModule):
         self.register_buffer("grid_labels", torch.arange(64) // 8 % num_classes if num_classes else torch.zeros(0),
                              persistent=False)
         self.automatic_optimization = False
-        self._fit_start = time.time()
-        self._train_seconds_before = 0.0
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -211,7 +210,7 @@ class CodeSamplerModule(L.LightningModule):
         self.log_dict(stats)
         iteration = self.global_step
         if iteration % 100 == 0 and self.trainer.is_global_zero:
-            elapsed = self._train_seconds_before + time.time() - self._fit_start
+            elapsed = self.train_seconds()
             print(f"it {iteration}: sampler {stats['loss/sampler']:.3f} (image {stats['loss/image']:.3f}) "
                   f"critic {stats['loss/critic']:.3f} r1 {stats['loss/r1']:.3f} "
                   f"zeros {stats['codes/fake_zero_fraction']:.2f}/{stats['codes/real_zero_fraction']:.2f} "
@@ -236,16 +235,16 @@ class CodeSamplerModule(L.LightningModule):
         return [torch.optim.Adam(net.parameters(), lr=hp.lr, betas=tuple(hp.betas)) for net in nets]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["dgnam"] = {"train_seconds": self._train_seconds_before + time.time() - self._fit_start,
+        # train_seconds: also in the Timer's state; kept here for older readers.
+        checkpoint["dgnam"] = {"train_seconds": self.train_seconds(),
                                "classes": list(self.sampler.classes)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._train_seconds_before = float(checkpoint.get("dgnam", {}).get("train_seconds", 0.0))
+        self.restore_seconds(checkpoint)
         if self.hparams.num_classes and "classes" in checkpoint.get("dgnam", {}):
             self.sampler.classes = list(checkpoint["dgnam"]["classes"])
 
     def on_fit_start(self) -> None:
-        self._fit_start = time.time()
         data = self.trainer.datamodule
         if self.hparams.num_classes and data is not None and hasattr(data, "classes"):
             if len(data.classes) != self.hparams.num_classes:
@@ -263,7 +262,7 @@ class CodeSamplerModule(L.LightningModule):
         hp = self.hparams
         metadata = {"iterations": iterations, "generator": hp.generator,
                     "generator_iterations": self.generator.metadata.get("iterations"),
-                    "train_seconds": round(self._train_seconds_before + time.time() - self._fit_start),
+                    "train_seconds": round(self.train_seconds()),
                     "r1_gamma": hp.r1_gamma, "lr": hp.lr, "lambda_image": hp.lambda_image, "num_classes": hp.num_classes,
                     "conditional_image_critic": hp.conditional_image_critic,
                     "init_sampler": hp.init_sampler}

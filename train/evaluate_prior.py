@@ -90,7 +90,8 @@ def _class_gaussian_copula(codes: torch.Tensor, labels: torch.Tensor, n: int, ge
     for cls in labels.unique().tolist():
         members, drawn_here = codes[labels == cls], asked == cls
         if len(members) < 2:
-            raise ValueError(f"class {cls} has {len(members)} code(s); a copula needs at least 2 per class")
+            raise DgnamError(f"class {cls} has {len(members)} training code(s) and a copula needs at least 2 per "
+                             f"class; fit on more training images")
         out[drawn_here] = _gaussian_copula(members, int(drawn_here.sum()), gen)
     return out
 
@@ -294,6 +295,13 @@ def evaluate(encoder, generator, judges: dict, images_u8: torch.Tensor, labels: 
 
 
 def main() -> None:
+    try:
+        _main()
+    except DgnamError as exc:  # one line, not a traceback
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", default="checkpoints/cifar10/encoder.pt")
     parser.add_argument("--generator", default="checkpoints/cifar10/generator.pt")

@@ -16,25 +16,28 @@ Run: ``python -m train.generator fit --config configs/cifar10/generator.yaml``; 
 from __future__ import annotations
 
 import math
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.utils import save_image
 
-from dgnam.nets.classifiers import load_classifier
 from dgnam.errors import DgnamError
 from dgnam.prior.generator import UpconvGenerator, cifar_arch, fc6_arch, load_generator
 from dgnam.nets.model import Model
+from dgnam.nets.zoo import load_model
 from dgnam.prior.stats import code_statistics
 from dgnam.engine.transforms import GaussianBlur
 from train.cli import module_from_checkpoint, run
 from train.data import ImageFolderData
 from train.networks import Discriminator
+from train.timing import TimedModule
+
+# Where the moving average of G lives in a checkpoint's state dict (an AveragedModel named generator_ema).
+EMA_PREFIX = "generator_ema."
 
 
 @dataclass
@@ -107,16 +110,6 @@ def spectral_excess(fake: torch.Tensor, real: torch.Tensor, floor: float = 1e-2)
     return F.relu(torch.log(amplitude_fake + floor) - torch.log(amplitude_real + floor)).pow(2).mean()
 
 
-def load_encoder(spec: str, input_size: int | None = None) -> Model:
-    """A dgnam classifier file, or ``torchvision:NAME[:WEIGHTS]`` (``:none`` = random weights, for tests)."""
-    if spec.startswith("torchvision:"):
-        from dgnam.nets.zoo import load_torchvision
-        _, name, *weights = spec.split(":")
-        chosen = weights[0] if weights else "DEFAULT"
-        return load_torchvision(name, None if chosen.lower() == "none" else chosen, input_size=input_size)
-    return load_classifier(spec)
-
-
 @torch.no_grad()
 def code_shape(encoder: Model, layer: str, image_size: int) -> list[int]:
     """The shape of ``layer``'s activation for one image (the encoder's own input size if it has one)."""
@@ -130,14 +123,45 @@ def build_generator_arch(name: str, **kwargs) -> dict:
         return cifar_arch(**kwargs)
     if name == "fc6":
         return fc6_arch()
-    raise ValueError(f"unknown generator architecture {name!r}; use 'cifar' or 'fc6'")
+    raise DgnamError(f"--model.generator_arch {name!r} is unknown; use cifar or fc6")
 
 
-class GeneratorModule(L.LightningModule):
+def move_legacy_average(checkpoint: dict) -> dict:
+    """Move a moving average of G saved before it was an :class:`AveragedModel` into the state dict.
+
+    Such checkpoints kept it as ``checkpoint["dgnam"]["generator_ema"]`` (parameter name -> averaged
+    weight; buffers were never averaged). Here it becomes the ``generator_ema.*`` entries an
+    AveragedModel loads: its weights, G's own buffers, and one update counted. In place; returns
+    ``checkpoint``. A checkpoint without one is left as it is.
+    """
+    legacy = checkpoint.get("dgnam", {}).pop("generator_ema", None)
+    if legacy is None:
+        return checkpoint
+    state = checkpoint["state_dict"]
+    for key in [k for k in state if k.startswith("generator.")]:
+        name = key[len("generator."):]
+        state[f"{EMA_PREFIX}module.{name}"] = legacy.get(name, state[key])
+    state[f"{EMA_PREFIX}n_averaged"] = torch.tensor(1, dtype=torch.long)
+    return checkpoint
+
+
+def averaged_weights(checkpoint: dict) -> dict[str, torch.Tensor] | None:
+    """G's moving-average weights in a Lightning checkpoint (either layout), or None if it keeps none."""
+    state = move_legacy_average(checkpoint)["state_dict"]
+    counted = state.get(f"{EMA_PREFIX}n_averaged")
+    if counted is None or int(counted) == 0:
+        return None
+    prefix = f"{EMA_PREFIX}module."
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+class GeneratorModule(TimedModule):
     """Trains an :class:`~dgnam.generator.UpconvGenerator` to invert ``encoder``'s ``code_layer``.
 
     Args:
-        encoder: a dgnam classifier checkpoint (``.pt``), or ``torchvision:alexnet`` for the paper's setting.
+        encoder: any model spec :func:`dgnam.nets.zoo.load_model` reads: a dgnam classifier checkpoint
+            (``.pt``), or ``torchvision:alexnet`` for the paper's setting (``torchvision:NAME:none``:
+            random weights, for tests).
         code_layer: encoder layer whose (post-ReLU) activation is the code.
         comparator_layer: encoder layer used for the feature (perceptual) loss.
         generator_arch: ``cifar`` or ``fc6``; ``generator_kwargs`` its arguments.
@@ -158,8 +182,11 @@ class GeneratorModule(L.LightningModule):
         ema_decay: if > 0, keep an exponential moving average of G's weights (updated after each G
             step; e.g. 0.998 averages about the last 500 steps) and export, draw grids and validate
             with it. A GAN generator's single checkpoints swing (the robust-judge KID of 500-step
-            neighbours differed 2x here); the average does not. It travels in the Lightning
-            checkpoint; resuming a checkpoint without one starts it from the current weights.
+            neighbours differed 2x here); the average does not. It is a
+            :class:`~torch.optim.swa_utils.AveragedModel` of G's parameters (buffers are G's own),
+            saved in the Lightning checkpoint's state dict; resuming a checkpoint without one starts
+            it from the current weights, and one saved in the older ``dgnam.generator_ema`` entry
+            is moved over (:func:`move_legacy_average`).
         lr_g, lr_d: Adam learning rates. A resumed run uses these (not the checkpoint's), so a
             fine-tuning chunk can lower them.
         bound_k: code_upper_bound = mean + bound_k * std, stored in the exported generator.
@@ -171,8 +198,8 @@ class GeneratorModule(L.LightningModule):
         stats_limit: compute the exported code statistics over at most this many training images,
             spread over the whole set (ImageNet: 50k; all 1.28M would keep rank 0 busy for hours
             while the other ranks wait); None = all.
-        encoder_input_size, encoder_fit: the encoder's input side and how larger images reach it
-            (``crop`` = centre crop, as the paper crops 256 to 227).
+        encoder_input_size, encoder_fit: the encoder's input side (None: the model's own) and how
+            larger images reach it (``crop`` = centre crop, as the paper crops 256 to 227).
         export_dtype: ``float32`` or ``float16``: the type the exported weights are stored in (half the
             file; loaded back as float32; the code statistics stay float32).
     """
@@ -196,7 +223,7 @@ class GeneratorModule(L.LightningModule):
         if class_gradient_sigma < 0:
             raise DgnamError(f"class_gradient_sigma={class_gradient_sigma} is negative; use 0 (off) or e.g. 1.0")
         self.save_hyperparameters()
-        self.encoder = load_encoder(encoder, encoder_input_size)
+        self.encoder = load_model(encoder, input_size=encoder_input_size)
         self.encoder.fit = encoder_fit  # "crop": the paper's centre crop of G's 256 output to 227/224
         for p in self.encoder.parameters():
             p.requires_grad_(False)
@@ -208,9 +235,12 @@ class GeneratorModule(L.LightningModule):
         self.discriminator = Discriminator(self.generator.code_dim, discriminator_convs, discriminator_code_dims)
         self.balance = AdversarialBalance()
         self.automatic_optimization = False
-        self._fit_start = time.time()
-        self._train_seconds_before = 0.0
-        self._generator_ema: dict[str, torch.Tensor] | None = None  # parameter name -> averaged weight
+        # Averages G's parameters only; its buffers (the code statistics) are copied from G at each update.
+        self.generator_ema = None
+        if ema_decay > 0:
+            self.generator_ema = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay),
+                                               use_buffers=False)
+            self.generator_ema.requires_grad_(False)
 
     def _check_code_size(self) -> None:
         shape = code_shape(self.encoder, self.hparams.code_layer, self.generator.image_size)
@@ -287,13 +317,6 @@ class GeneratorModule(L.LightningModule):
                 "code": loss_code, "class": loss_class, "spectrum": loss_spectrum,
                 "d_real": d_loss_real, "d_fake": d_loss_fake}
 
-    def _rank_mean(self, values: list[torch.Tensor]) -> list[float]:
-        stacked = torch.stack([v.detach().float() for v in values])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(stacked)
-            stacked /= torch.distributed.get_world_size()
-        return stacked.tolist()
-
     def training_step(self, batch, batch_idx: int) -> None:
         hp = self.hparams
         images, _ = batch
@@ -302,7 +325,8 @@ class GeneratorModule(L.LightningModule):
         # Under DDP every rank must take the same pause decision, so the rule sees rank-averaged losses
         # (one all-reduce of eight numbers; a no-op on one process).
         logged = ("img", "feat", "adv", "code", "class", "spectrum", "d_real", "d_fake")
-        mean = dict(zip(logged, self._rank_mean([losses[k] for k in logged])))
+        stacked = torch.stack([losses[k].detach().float() for k in logged])
+        mean = dict(zip(logged, self.trainer.strategy.reduce(stacked, reduce_op="mean").tolist()))
         ratio = self.balance.update(mean["d_real"], mean["d_fake"], mean["adv"])
         # Lightning counts every wrapped optimizer step in global_step. G's step is always called
         # (with no gradients while G is paused, Adam leaves it untouched) and D's step goes to the
@@ -311,8 +335,8 @@ class GeneratorModule(L.LightningModule):
         if self.balance.train_g:
             self.manual_backward(losses["g"])
         opt_g.step()
-        if hp.ema_decay > 0 and self.balance.train_g:
-            self._update_ema()
+        if self.generator_ema is not None and self.balance.train_g:
+            self.generator_ema.update_parameters(self.generator)
         if self.balance.train_d:
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(losses["d"])
@@ -323,7 +347,7 @@ class GeneratorModule(L.LightningModule):
                        "balance/train_d": float(self.balance.train_d), "balance/train_g": float(self.balance.train_g)},
                       prog_bar=False)
         if iteration % 50 == 0 and self.trainer.is_global_zero:
-            elapsed = self._train_seconds_before + time.time() - self._fit_start
+            elapsed = self.train_seconds()
             losses_text = " ".join(f"{k} {mean[k]:.4f}" for k in ("img", "feat", "code", "class", "spectrum"))
             print(f"it {iteration}: {losses_text} adv {mean['adv']:.3f} "
                   f"d {mean['d_real']:.3f}/{mean['d_fake']:.3f} r {ratio:.2f} "
@@ -333,24 +357,22 @@ class GeneratorModule(L.LightningModule):
             self._save_grid()
 
     # --- the moving average of G's weights -----------------------------------------------------
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        if self._generator_ema is None:
-            self._generator_ema = {n: p.detach().clone() for n, p in self.generator.named_parameters()}
-        for name, param in self.generator.named_parameters():
-            self._generator_ema[name].lerp_(param.detach(), 1.0 - self.hparams.ema_decay)
+    @property
+    def has_average(self) -> bool:
+        """Whether G's moving average is on and has been updated at least once."""
+        return self.generator_ema is not None and int(self.generator_ema.n_averaged) > 0
 
     @contextmanager
     def averaged_generator(self):
         """Within the block, G holds its moving-average weights (if ``ema_decay`` > 0 and one exists)."""
-        if self.hparams.ema_decay <= 0 or self._generator_ema is None:
+        if not self.has_average:
             yield self.generator
             return
         params = dict(self.generator.named_parameters())
         live = {n: p.detach().clone() for n, p in params.items()}
         with torch.no_grad():
-            for name, param in params.items():
-                param.copy_(self._generator_ema[name])
+            for param, averaged in zip(params.values(), self.generator_ema.module.parameters(), strict=True):
+                param.copy_(averaged)
         try:
             yield self.generator
         finally:
@@ -393,21 +415,28 @@ class GeneratorModule(L.LightningModule):
 
     # --- resumable state -----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # train_seconds: also in the Timer's state; kept here for handoff files and older readers.
         checkpoint["dgnam"] = {"train_d": self.balance.train_d,
                                "train_g": self.balance.train_g,
-                               "train_seconds": self._train_seconds_before + time.time() - self._fit_start}
-        if self._generator_ema is not None:
-            checkpoint["dgnam"]["generator_ema"] = {n: t.clone() for n, t in self._generator_ema.items()}
+                               "train_seconds": self.train_seconds()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Runs before the state dict is loaded: fit the checkpoint's moving average to this run's setting."""
         state = checkpoint.get("dgnam", {})
         self.balance.train_d = bool(state.get("train_d", True))
         self.balance.train_g = bool(state.get("train_g", True))
-        self._train_seconds_before = float(state.get("train_seconds", 0.0))
-        self._generator_ema = state.get("generator_ema")  # moved to the training device in on_train_start
+        self.restore_seconds(checkpoint)
+        weights = move_legacy_average(checkpoint)["state_dict"]
+        saved = [k for k in weights if k.startswith(EMA_PREFIX)]
+        if self.generator_ema is None:  # the average is off in this run: drop the checkpoint's
+            for key in saved:
+                del weights[key]
+        elif not saved:  # the checkpoint has none: the first update starts it from the current weights
+            weights.update({f"{EMA_PREFIX}module.{k[len('generator.'):]}": v
+                            for k, v in list(weights.items()) if k.startswith("generator.")})
+            weights[f"{EMA_PREFIX}n_averaged"] = torch.tensor(0, dtype=torch.long)
 
     def on_fit_start(self) -> None:
-        self._fit_start = time.time()
         check_ddp(self.trainer.strategy.model)
 
     def on_train_start(self) -> None:
@@ -416,8 +445,6 @@ class GeneratorModule(L.LightningModule):
         for optimizer, lr in zip(self.optimizers(), (self.hparams.lr_g, self.hparams.lr_d)):
             for group in optimizer.optimizer.param_groups:
                 group["lr"] = lr
-        if self._generator_ema is not None:  # restored from a checkpoint loaded onto the CPU
-            self._generator_ema = {n: t.to(self.device) for n, t in self._generator_ema.items()}
 
     def on_fit_end(self) -> None:
         if self.hparams.export_path and self.trainer.is_global_zero:
@@ -436,12 +463,11 @@ class GeneratorModule(L.LightningModule):
         loader = torch.utils.data.DataLoader(train_set, batch_size=500, num_workers=num_workers)
         mean, std, summary = code_statistics(self.encoder, hp.code_layer, loader, self.device)
         self.generator.set_code_statistics(mean.to(self.device), std.to(self.device), hp.bound_k)
-        averaged = hp.ema_decay > 0 and self._generator_ema is not None
         metadata = {"iterations": iterations,
-                    "weights": f"moving average, decay {hp.ema_decay}" if averaged else "last step",
+                    "weights": f"moving average, decay {hp.ema_decay}" if self.has_average else "last step",
                     "bound_k": hp.bound_k, "code_layer": hp.code_layer,
                     "comparator_layer": hp.comparator_layer, "code_summary": summary,
-                    "train_seconds": round(self._train_seconds_before + time.time() - self._fit_start),
+                    "train_seconds": round(self.train_seconds()),
                     "lambdas": [hp.lambda_img, hp.lambda_feat, hp.lambda_adv], "lambda_code": hp.lambda_code,
                     "lambda_class": hp.lambda_class, "class_gradient_sigma": hp.class_gradient_sigma,
                     "lambda_spectrum": hp.lambda_spectrum, "lr_g": hp.lr_g, "classes": list(classes)}

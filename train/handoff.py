@@ -41,9 +41,11 @@ def _exported(generator_path: str | Path, step: int) -> UpconvGenerator:
 
 def pack(ckpt_path: str | Path, generator_path: str | Path, out: str | Path) -> Path:
     """Write the handoff of the Lightning checkpoint ``ckpt_path`` whose G was exported to ``generator_path``."""
+    from train.generator import averaged_weights  # the module is only needed here
+
     state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     generator = _exported(generator_path, state["global_step"])
-    ema = state.get("dgnam", {}).get("generator_ema")
+    ema = averaged_weights(state)  # either checkpoint layout
     if ema is None:
         raise DgnamError(f"'{ckpt_path}' keeps no moving average of G; a handoff restarts G from the exported "
                          f"average, so train with --model.ema_decay (e.g. 0.998)")
@@ -58,7 +60,7 @@ def pack(ckpt_path: str | Path, generator_path: str | Path, out: str | Path) -> 
         "discriminator": {k[len(prefix):]: v.half() if v.is_floating_point() else v
                           for k, v in state["state_dict"].items() if k.startswith(prefix)},
         "optimizer_param_groups": [opt["param_groups"] for opt in state["optimizer_states"]],
-        "dgnam": {k: v for k, v in state.get("dgnam", {}).items() if k != "generator_ema"},
+        "dgnam": dict(state.get("dgnam", {})),
     })
     return atomic_save(handoff, out)
 
@@ -80,6 +82,10 @@ def unpack(handoff_path: str | Path, generator_path: str | Path, out: str | Path
     hparams["init_generator"] = None
     module = GeneratorModule(**hparams)
     module.generator.load_state_dict(generator.state_dict())
+    if module.generator_ema is None:
+        raise DgnamError(f"'{handoff_path}' has ema_decay 0; a handoff restarts G from the exported average, "
+                         f"so pack a run trained with --model.ema_decay (e.g. 0.998)")
+    module.generator_ema.update_parameters(module.generator)  # the first update copies: the average is G
     module.discriminator.load_state_dict(handoff["discriminator"])
     checkpoint = {key: handoff[key] for key in CARRIED if key in handoff}
     checkpoint["hyper_parameters"] = {**handoff["hyper_parameters"], "init_generator": None}
@@ -88,7 +94,7 @@ def unpack(handoff_path: str | Path, generator_path: str | Path, out: str | Path
         # Adam's moments start afresh: only the settings of each parameter group are restored.
         "optimizer_states": [{"state": {}, "param_groups": groups} for groups in handoff["optimizer_param_groups"]],
         "lr_schedulers": [],
-        "dgnam": {**handoff["dgnam"], "generator_ema": {n: p.detach().clone() for n, p in module.generator.named_parameters()}},
+        "dgnam": dict(handoff["dgnam"]),
     })
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     return atomic_save(checkpoint, out)

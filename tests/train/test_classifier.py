@@ -67,3 +67,17 @@ def test_fgsm_examples_stay_in_the_eps_ball_and_the_image_range():
     # every pixel whose start was within 0.25 eps of the far side ends on the boundary (5/8 of them).
     assert 0.55 < float((delta > eps - 1e-6).float().mean()) < 0.7
     assert 0 <= adversarial.min() and adversarial.max() <= 1
+
+
+def test_test_accuracy_is_over_the_whole_set_not_a_mean_of_batches():
+    torch.manual_seed(0)
+    module = ClassifierModule(arch_kwargs=TRUNK).eval()
+    images = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        predicted = module(images).argmax(1)
+    wrong = (predicted + 1) % 10
+    labels = torch.stack([predicted[0], predicted[1], wrong[2], wrong[3]])
+    with torch.no_grad():  # a batch of 1 (all right), then one of 3 (1 in 3 right): batch means average to 2/3
+        module.validation_step((images[:1], labels[:1]), 0)
+        module.validation_step((images[1:], labels[1:]), 1)
+    assert float(module.test_acc.compute()) == 0.5  # 2 of the 4 images

@@ -38,3 +38,12 @@ def test_export_subcommand_and_module_from_checkpoint(tmp_path):
     for name, value in module.state_dict().items():
         assert torch.equal(rebuilt.state_dict()[name], value), name
     assert set(state) == {"hyper_parameters", "state_dict"}
+
+
+def test_train_cli_overrides_no_private_lightning_method():
+    from lightning.pytorch.cli import LightningCLI
+
+    from train.cli import TrainCLI
+
+    overridden = {name for name in vars(TrainCLI) if hasattr(LightningCLI, name) and not name.startswith("__")}
+    assert overridden == {"parse_arguments", "before_instantiate_classes"}  # public hooks only

@@ -78,7 +78,12 @@ def test_encoder_then_generator_then_resume(tmp_path, image_root, capsys):
     assert not torch.equal(resumed["state_dict"]["convs.conv0.weight"], first["state_dict"]["convs.conv0.weight"])
     assert resumed["metadata"]["weights"] == "moving average, decay 0.5"
     live = last["state_dict"]["generator.convs.conv0.weight"]
-    torch.testing.assert_close(resumed["state_dict"]["convs.conv0.weight"], last["dgnam"]["generator_ema"]["convs.conv0.weight"])
+    torch.testing.assert_close(resumed["state_dict"]["convs.conv0.weight"],
+                               last["state_dict"]["generator_ema.module.convs.conv0.weight"])
+    assert int(last["state_dict"]["generator_ema.n_averaged"]) > 0 and "generator_ema" not in last["dgnam"]
+    # Training seconds go on across the resume (the checkpoint's Timer state was dropped above: the
+    # count comes from its dgnam.train_seconds, as for a checkpoint saved before the Timer).
+    assert last["callbacks"]["Timer"]["time_elapsed"]["train"] >= ckpt["dgnam"]["train_seconds"] > 0
     assert not torch.equal(resumed["state_dict"]["convs.conv0.weight"], live)  # the average, not the last step
 
     # Export a stopped run's last checkpoint without training further.
@@ -120,18 +125,21 @@ def test_moving_average_of_the_generator_weights(tmp_path):
     module = _tiny_module(tmp_path, ema_decay=0.75)
     weight = module.generator.convs.conv0.weight
     start = weight.detach().clone()
-    module._update_ema()  # the first update starts the average at the current weights
+    assert not module.has_average
+    module.generator_ema.update_parameters(module.generator)  # the first update starts the average at the weights
     with torch.no_grad():
         weight.add_(1.0)
-    module._update_ema()  # 0.75 * start + 0.25 * (start + 1)
+    module.generator_ema.update_parameters(module.generator)  # 0.75 * start + 0.25 * (start + 1)
     with module.averaged_generator():
         torch.testing.assert_close(weight, start + 0.25)
     torch.testing.assert_close(weight, start + 1.0)  # the live weights come back after the block
+    assert not any(p.requires_grad for p in module.generator_ema.parameters())  # no optimizer or DDP reducer sees it
 
-    checkpoint = {}
+    # A checkpoint round trip, as Lightning does it: the hook first, then the state dict (strict).
+    checkpoint = {"state_dict": module.state_dict()}
     module.on_save_checkpoint(checkpoint)
-    other = generator.GeneratorModule(**{k: v for k, v in module.hparams.items()})
-    other.on_load_checkpoint(checkpoint)
+    assert "generator_ema" not in checkpoint["dgnam"]
+    other = _resumed(module, checkpoint)
     with other.averaged_generator():
         torch.testing.assert_close(other.generator.convs.conv0.weight, start + 0.25)
 
@@ -143,9 +151,63 @@ def test_moving_average_of_the_generator_weights(tmp_path):
     for bad in ({"ema_decay": 1.0}, {"class_gradient_sigma": -1.0}):
         with pytest.raises(DgnamError, match="use 0 \\(off\\)"):
             generator.GeneratorModule(**{**module.hparams, **bad})
-    module.hparams.ema_decay = 0.0  # off: the block is a no-op
-    with module.averaged_generator():
-        torch.testing.assert_close(weight, start + 1.0)
+    off = _tiny_module(tmp_path)  # ema_decay 0: no average, the block is a no-op
+    assert off.generator_ema is None
+    live = off.generator.convs.conv0.weight.detach().clone()
+    with off.averaged_generator():
+        torch.testing.assert_close(off.generator.convs.conv0.weight, live)
+
+
+def _resumed(module, checkpoint, **hparams):
+    """A new module of ``module``'s settings (with ``hparams`` changed) loading ``checkpoint`` as Lightning does."""
+    other = generator.GeneratorModule(**{**module.hparams, **hparams})
+    other.on_load_checkpoint(checkpoint)
+    other.load_state_dict(checkpoint["state_dict"])
+    return other
+
+
+def _legacy_checkpoint(module) -> dict:
+    """What a checkpoint of ``module`` looked like when the average was a dict beside the state dict."""
+    state = {k: v.clone() for k, v in module.state_dict().items() if not k.startswith("generator_ema.")}
+    average = {name: p.detach().clone() for name, p in module.generator_ema.module.named_parameters()}
+    return {"state_dict": state, "dgnam": {"train_d": False, "train_g": True, "train_seconds": 12.5,
+                                           "generator_ema": average}}
+
+
+def test_checkpoints_of_every_layout_load_into_the_averaged_model(tmp_path):
+    torch.manual_seed(0)
+    module = _tiny_module(tmp_path, ema_decay=0.75)
+    weight = module.generator.convs.conv0.weight
+    start = weight.detach().clone()
+    module.generator_ema.update_parameters(module.generator)
+    with torch.no_grad():
+        weight.add_(1.0)
+    module.generator_ema.update_parameters(module.generator)
+
+    # Saved before the average was an AveragedModel: it is moved into the state dict and used.
+    legacy = _legacy_checkpoint(module)
+    other = _resumed(module, legacy)
+    assert other.has_average and not other.balance.train_d and other.train_seconds() == 12.5
+    assert legacy["callbacks"]["Timer"] == {"time_elapsed": {"train": 12.5}}  # the Timer goes on from there
+    with other.averaged_generator():
+        torch.testing.assert_close(other.generator.convs.conv0.weight, start + 0.25)
+    torch.testing.assert_close(other.generator.convs.conv0.weight, start + 1.0)
+    averaged = generator.averaged_weights(_legacy_checkpoint(module))
+    torch.testing.assert_close(averaged["convs.conv0.weight"], start + 0.25)
+
+    # Saved with the average off, resumed with it on: the first update starts it from the weights.
+    plain = _tiny_module(tmp_path)
+    fresh = _resumed(plain, {"state_dict": plain.state_dict()}, ema_decay=0.5)
+    assert not fresh.has_average
+    fresh.generator_ema.update_parameters(fresh.generator)
+    with fresh.averaged_generator():
+        torch.testing.assert_close(fresh.generator.convs.conv0.weight, plain.generator.convs.conv0.weight)
+
+    # Saved with it on (either layout), resumed with it off: the average is dropped.
+    for checkpoint in ({"state_dict": module.state_dict()}, _legacy_checkpoint(module)):
+        off = _resumed(module, checkpoint, ema_decay=0.0)
+        assert off.generator_ema is None and not off.has_average
+        torch.testing.assert_close(off.generator.convs.conv0.weight, start + 1.0)
 
 
 def test_init_generator_starts_g_from_an_exported_file_and_refuses_a_mismatch(tmp_path):
@@ -224,6 +286,14 @@ def test_code_size_mismatch_is_one_line(tmp_path, image_root):
     with pytest.raises(DgnamError, match=r"gives 16 values \(16,\) but the generator takes code_dim=64"):
         GeneratorModule(encoder=str(enc_path), code_layer="relu6",
                         generator_kwargs={"code_dim": 64, "start_channels": 4, "widths": [8, 8, 8], "spatial_code": True})
+
+
+def test_the_encoder_loads_through_the_model_zoo_and_bad_settings_are_one_line(tmp_path):
+    # A classifier file at another input side (nets.zoo.load_model honours it): the 4x4 code becomes 6x6.
+    with pytest.raises(DgnamError, match=r"gives 144 values \(4, 6, 6\) but the generator takes code_dim=64"):
+        _tiny_module(tmp_path, encoder_input_size=48)
+    with pytest.raises(DgnamError, match="--model.generator_arch 'dcgan' is unknown; use cifar or fc6"):
+        _tiny_module(tmp_path, generator_arch="dcgan")
 
 
 def test_balance_rule_pauses_and_resumes():

@@ -1,5 +1,7 @@
 """train.generator_head: the fc6 recipe's stages on tiny nets, through the committed configs."""
 
+import csv
+
 import pytest
 import torch
 
@@ -64,6 +66,20 @@ def test_fc6_pipeline_trunk_head_conv_prior_fc_regression_then_deepsim(tmp_path,
     fitted = generator_head.GeneratorHeadModule(conv_generator=str(conv_path), encoder=str(enc_path), fc_dims=[48])
     fitted.generator.load_state_dict(start.state_dict())
     assert unexplained(fitted) < 0.5 * before  # the FC layers learned the fc6 -> conv-map regression
+    metrics = next((tmp_path / "ghead").rglob("metrics.csv"))
+    assert sum(1 for row in csv.DictReader(open(metrics)) if row.get("test/unexplained")) == 30  # once an epoch
+
+    # test/unexplained is 1 - R2 (variance-weighted) over the whole test set, not a mean of per-batch ratios.
+    torch.manual_seed(0)
+    codes = torch.rand(40, 32)
+    with torch.no_grad():
+        target = untrained.predicted_map(codes) + torch.randn(40, conv_code.shape[1]) + 3 * torch.rand(40, 1)
+        target[:10] *= 5  # batches of other spreads: a mean of their ratios would differ
+        untrained.validation_step((codes[:10], target[:10]), 0)
+        untrained.validation_step((codes[10:], target[10:]), 1)
+        residual = (untrained.predicted_map(codes) - target).double().pow(2).sum()
+    whole_set = float(residual / (target.double() - target.double().mean(0)).pow(2).sum())
+    assert abs(float(1 - untrained.test_r2.compute()) - whole_set) < 1e-4 * whole_set
     conv = load_generator(conv_path)
     assert start.encoder_layer == "relu6" and start.code_dim == 32 and torch.isfinite(start.code_upper_bound).all()
     # The bounds come from the training images' own codes (24), not their mirror images too (48).
