@@ -1,6 +1,6 @@
 import sys
 
-from dgnam.cli.main import main
+from dgnam.cli.entry import main
 
 if __name__ == "__main__":
     sys.exit(main())

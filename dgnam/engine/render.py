@@ -25,7 +25,7 @@ from dgnam.engine.param import Parametrization
 from dgnam.engine.transforms import RowRandom
 from dgnam.errors import DgnamError
 from dgnam.grid import html_card, labelled_grid, png_bytes, save_png, show_image
-from dgnam.nets.model import INPUT, PARAMS, Model, eval_mode
+from dgnam.nets.model import INPUT, PARAMS, Model, eval_mode, non_finite_cause
 
 
 @dataclass
@@ -119,11 +119,7 @@ def _non_finite_cause(step: int, images: torch.Tensor, acts: dict, recorded: tor
     for (model, layer), value in acts.items():
         if model is None or torch.isfinite(value).all():
             continue
-        if model.normalize and not (torch.isfinite(model.std).all() and (model.std > 0).all()
-                                    and torch.isfinite(model.mean).all()):
-            return f"{where}: {model.name}'s normalisation is not finite; fix --mean/--std (std > 0)"
-        return (f"{where}: the model's output ({model.name}, layer {layer!r}) is NaN/inf on finite images; "
-                f"check the model's weights and forward")
+        return f"{where}: {non_finite_cause(model, layer)}"
     if torch.isfinite(recorded).all():
         return f"{where}: the unit is finite but an added term is not; lower its weight (--code-prior)"
     return f"{where}: the objective's own arithmetic overflows; check its weights"

@@ -9,6 +9,7 @@ per batch; nothing loops over units.
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import time
 import warnings
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from dgnam import checks
 from dgnam.errors import DgnamError
 from dgnam.io import to_rgb
-from dgnam.nets.model import Model, as_model, eval_mode
+from dgnam.nets.model import Model, as_model, eval_mode, non_finite_cause
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 # The percentile strip: exact min and max, the rest from the reservoir sample.
@@ -223,9 +224,25 @@ class _Reservoir:
             self.keys, self.values = self.keys[keep], self.values[keep]
 
 
+def _quiet_worker(worker_id: int) -> None:
+    """A DataLoader worker's signals: Ctrl-C and a SIGTERM sent to the whole process group (``kill -TERM -PGID``,
+    a scheduler) reach the workers as well as the main process, which owns the shutdown: it raises, says one
+    line, and the DataLoader stops its workers. So a worker ignores SIGINT, and leaves on SIGTERM at once with
+    status 0 and no traceback. torch's own handler exits 0 only when the main process sends the SIGTERM and
+    otherwise dies by the signal, which the main process's SIGCHLD check turns into a "worker is killed by
+    signal" traceback over the one-line message; ignoring SIGTERM too would leave a stuck worker that the
+    DataLoader's terminate() could not stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _leave_quietly)
+
+
+def _leave_quietly(signum: int, frame) -> None:
+    os._exit(0)  # no cleanup to run: the worker holds no files, and the main process discards its queue
+
+
 def _batches(files: Sequence[Path], size: int, batch_size: int, workers: int) -> Iterator:
     loader = DataLoader(_Images(files, size), batch_size=batch_size, shuffle=False, num_workers=workers,
-                        persistent_workers=False)
+                        persistent_workers=False, worker_init_fn=_quiet_worker if workers else None)
     yield from loader
 
 
@@ -312,6 +329,10 @@ def dataset_examples(model: torch.nn.Module | Model, layer: str, data: str | os.
                     total = torch.zeros(len(chosen), dtype=torch.float64, device=device)
                     lowest = torch.full((len(chosen),), float("inf"), device=device)
                 values, where = read_units(act, unit_index, reading, position)
+                finite = torch.isfinite(values).all(1)
+                if not finite.all():  # at the first such batch: NaN sorts above every number, a result is garbage
+                    first = files[int(indices[~finite.cpu()][0])]
+                    raise DgnamError(f"{non_finite_cause(model, layer)} (first on '{first}')")
                 top.update(values, indices.to(device), where)
                 reservoir_.update(values)
                 total += values.sum(0, dtype=torch.float64)

@@ -432,6 +432,17 @@ def execution_order(model: Model | nn.Module, image_size: int | None = None) -> 
     return list(order)
 
 
+def non_finite_cause(model: Model, layer: str) -> str:
+    """Why ``model``'s ``layer`` is NaN/inf on finite images, in words that name the fix: its normalisation
+    (a zero or non-finite --std, a non-finite --mean) or else its own weights and forward. Shared by synthesis
+    and the dataset pass, so the same model fails with the same line in both."""
+    if model.normalize and not (torch.isfinite(model.std).all() and (model.std > 0).all()
+                                and torch.isfinite(model.mean).all()):
+        return f"{model.name}'s normalisation is not finite; fix --mean/--std (std > 0)"
+    return (f"the model's output ({model.name}, layer {layer!r}) is NaN/inf on finite images; check the model's "
+            f"weights and forward")
+
+
 @contextmanager
 def eval_mode(*modules: nn.Module):
     """Put modules in eval mode and freeze their parameters for the duration; restore afterwards."""

@@ -4,8 +4,14 @@ the arguments alone reported before any model or checkpoint is loaded."""
 
 import os
 import signal
+import subprocess
+import sys
 import textwrap
+import threading
+import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -18,7 +24,7 @@ from dgnam.nets.model import Model
 
 from helpers import USER_MODEL, USER_MODELS, _image, tiny_generator
 
-# Models a user may hand the CLI: one that takes 1-channel input, one whose output is NaN.
+# Models a user may hand the CLI: one that takes 1-channel input, one whose output is NaN, a slow one, ...
 ODD_MODELS = textwrap.dedent("""
     import torch
     from torch import nn
@@ -64,6 +70,22 @@ ODD_MODELS = textwrap.dedent("""
 
     def flat():
         return Picked(flat=True)
+
+    # a dataset pass that takes its time: a second per batch, the file DGNAM_TEST_STARTED once it runs
+    class Slow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            if len(x) > 1:  # a batch of the data, not the one-image check of the layer's size
+                import os, time
+                open(os.environ["DGNAM_TEST_STARTED"], "a").close()
+                time.sleep(1)
+            return self.fc(x.mean((2, 3)))
+
+    def slow():
+        return Slow()
 """)
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -173,6 +195,9 @@ CASES = [
     (["attribute", *M, "--image", "DIR", "--input-size", "32"], "is a directory", True),
     (["synthesize", "--model", "ODD:grey", "--generator", "G", "--steps", "1", "--quiet"], "3-channel", False),
     (["synthesize", "--model", "ODD:nan", "--generator", "G", "--steps", "1", "--quiet"], "model's output", False),
+    # (the dataset pass alone: it wrote a json of NaNs, then a traceback, after the full pass)
+    (["probe", "--model", "ODD:nan", "--input-size", "8", "--data", "IMGS", "--steps", "0", "--workers", "0",
+      "--quiet"], "model's output (nan, layer 'output') is NaN/inf on finite images", False),
     (["evaluate", "--data", "TWELVE", "--steps", "1", "--restarts", "2"], "12 class folders", False),
     # factories whose model cannot be fed float32 images or read as (batch, units) scores
     (["synthesize", "--model", "ODD:meta", "--generator", "G", "--steps", "1", "--quiet"], "on the meta device", False),
@@ -269,6 +294,63 @@ def test_sigterm_while_writing_removes_the_staging_folder(inputs, tmp_path, monk
     assert err.strip().splitlines() == ["dgnam: terminated"]
     assert list(tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) is before  # main restores the caller's handler
+
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def many_images(tmp_path_factory):
+    """200 tiny images: 100 batches of two, a second each under ODD:slow, so the pass outlasts any test."""
+    root = tmp_path_factory.mktemp("many")
+    rng = np.random.default_rng(0)
+    for i in range(200):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / f"{i:03d}.png")
+    return root
+
+
+# (signal, sent to the whole process group as a terminal's Ctrl-C or `kill -TERM -PGID` does, DataLoader
+# workers, exit code, the line). A group signal reaches the workers too: it gave a worker's traceback.
+SIGNALS = [
+    (signal.SIGINT, True, 2, 130, "dgnam: interrupted"),
+    (signal.SIGTERM, True, 2, 143, "dgnam: terminated"),
+    (signal.SIGTERM, False, 2, 143, "dgnam: terminated"),
+    (signal.SIGINT, False, 0, 130, "dgnam: interrupted"),
+]
+
+
+@pytest.mark.parametrize("signum, group, workers, code, line", SIGNALS,
+                         ids=[f"{s[0].name}-{'group' if s[1] else 'process'}-workers{s[2]}" for s in SIGNALS])
+def test_a_signal_during_the_dataset_pass_stops_it_at_once_in_one_line(signum, group, workers, code, line, inputs,
+                                                                       many_images, tmp_path):
+    """Ctrl-C or SIGTERM while probe reads --data: one line, exit 130 or 143, no traceback from the main
+    process or a worker, and nothing left where the run would have gone (the default --out, dgnam-runs/)."""
+    work, started = tmp_path / "work", tmp_path / "started"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "DGNAM_TEST_STARTED": str(started), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "dgnam", "probe", "--model", f"{inputs / 'odd.py'}:slow",
+                             "--input-size", "8", "--data", str(many_images), "--steps", "0", "--data-batch-size", "2",
+                             "--workers", str(workers), "--device", "cpu", "--quiet"],
+                            cwd=work, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    guard = threading.Timer(300, proc.kill)  # a hang fails the test instead of stalling the suite
+    guard.start()
+    try:
+        while not started.exists() and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read()
+        sent = time.monotonic()
+        os.killpg(proc.pid, signum) if group else os.kill(proc.pid, signum)
+        first = proc.stderr.readline()
+        said = time.monotonic() - sent
+        err = first + proc.stderr.read()
+        proc.wait()
+    finally:
+        guard.cancel()
+    assert said < 10, said  # the pass had over a minute left (the interpreter's own exit is not timed)
+    assert proc.returncode == code, err
+    assert err.splitlines() == [line], err
+    assert list(work.iterdir()) == []
 
 
 def test_an_unwritable_parent_is_refused_before_loading(inputs, tmp_path, monkeypatch, capsys, no_loading):

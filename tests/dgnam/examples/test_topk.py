@@ -148,3 +148,27 @@ def test_the_dataset_pass_counts_fifos_and_files_pil_warns_about_as_skipped(tmp_
 def test_a_16_bit_greyscale_png_is_read_as_its_grey(tmp_path):
     Image.fromarray(np.full((32, 32), 16384, np.uint16)).save(tmp_path / "deep.png")  # a quarter of 65535
     assert load_image(tmp_path / "deep.png", 32).mean().item() == pytest.approx(64 / 255)
+
+
+class _NaNOnBright(torch.nn.Module):
+    """Unit 0: the image's mean; unit 1: the same, but NaN on images brighter than 0.5."""
+
+    def forward(self, x):
+        mean = x.mean((1, 2, 3))
+        return torch.stack([mean, torch.where(mean > 0.5, float("nan"), mean)], 1)
+
+
+def test_a_model_nan_on_the_data_is_one_line_naming_the_model_and_the_first_image(tmp_path):
+    """NaN would sort above every number and fill the top-k and the statistics; the pass stops at the first
+    batch with one, even one after finite batches (here the third), and names the cause and the image."""
+    for name, grey in (("a", 20), ("b", 40), ("c", 60), ("d", 80), ("z", 230)):
+        Image.fromarray(np.full((8, 8, 3), grey, np.uint8)).save(tmp_path / f"{name}.png")
+    model = Model(_NaNOnBright(), input_size=8, name="bright")
+    with pytest.raises(DgnamError) as info:
+        dataset_examples(model, "output", tmp_path, batch_size=2)
+    message = str(info.value)
+    assert "the model's output (bright, layer 'output') is NaN/inf on finite images" in message
+    assert message.endswith(f"(first on '{tmp_path / 'z.png'}')") and "\n" not in message
+    with pytest.raises(DgnamError, match="is NaN/inf on finite images"):  # the probe's pass, through the API
+        dgnam.probe(model, "output", data=tmp_path, steps=0, data_batch_size=2)
+    assert dataset_examples(model, "output", tmp_path, units=[0], batch_size=2).n_images == 5  # unit 1 unread
