@@ -15,10 +15,10 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _HOMES = {
-    "dgnam.engine.objectives": ("channel", "class_logit", "code_prior", "match", "total_variation", "unit"),
+    "dgnam.engine.objectives": ("capped", "channel", "class_logit", "code_prior", "match", "total_variation", "unit"),
     "dgnam.engine.optim": ("Adam", "NormalizedAscent"),
-    "dgnam.engine.param": ("Fourier", "GeneratorCode", "Pixels"),
-    "dgnam.engine.preferred": ("visualize",),
+    "dgnam.engine.param": ("Fourier", "GeneratorCode", "Pixels", "SeededCode"),
+    "dgnam.engine.preferred": ("accentuate", "visualize"),
     "dgnam.engine.render": ("Result", "synthesize"),
     "dgnam.engine.transforms": ("GaussianBlur", "Jitter"),
     "dgnam.errors": ("DgnamError",),
@@ -31,13 +31,7 @@ _HOMES = {
     "dgnam.prior.sampler": ("CodeSampler", "load_code_sampler"),
 }
 
-__all__ = [
-    "OUTPUT", "Adam", "CodeSampler", "DgnamError", "Fourier", "GaussianBlur", "GeneratorCode", "Jitter", "LayerCapture",
-    "Layout", "Model", "NormalizedAscent", "Pixels", "Probe", "Result", "UpconvGenerator", "channel", "cifar_arch",
-    "class_logit", "code_prior", "describe_layers", "fc6_arch", "load_classifier", "load_code_sampler", "load_generator",
-    "load_model", "match",
-    "probe", "synthesize", "total_variation", "unit", "visualize",
-]
+__all__ = sorted(name for names in _HOMES.values() for name in names)
 
 
 def _load() -> None:
@@ -67,10 +61,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and editors read: the same names, imported eagerly
-    from dgnam.engine.objectives import channel, class_logit, code_prior, match, total_variation, unit
+    from dgnam.engine.objectives import capped, channel, class_logit, code_prior, match, total_variation, unit
     from dgnam.engine.optim import Adam, NormalizedAscent
-    from dgnam.engine.param import Fourier, GeneratorCode, Pixels
-    from dgnam.engine.preferred import visualize
+    from dgnam.engine.param import Fourier, GeneratorCode, Pixels, SeededCode
+    from dgnam.engine.preferred import accentuate, visualize
     from dgnam.engine.render import Result, synthesize
     from dgnam.engine.transforms import GaussianBlur, Jitter
     from dgnam.errors import DgnamError

@@ -19,6 +19,7 @@ from PIL import Image
 import dgnam
 # parse_units and resolve_device are re-exported: the commands take their argument helpers from here.
 from dgnam.cli.validate import existing_file, existing_folder, generator_name, output, parse_units, resolve_device  # noqa: F401
+from dgnam.engine.render import DEFAULT_STEPS
 from dgnam.errors import DgnamError, terminal_safe
 from dgnam.examples.topk import list_images
 from dgnam.io import atomic_write_json, atomic_write_text, fit_name, name_max, reading, shipped, to_rgb
@@ -127,9 +128,11 @@ def add_generator_arg(p: argparse.ArgumentParser) -> None:
                    help="generator checkpoint, or a shipped one by name: conv (the default CIFAR-10 prior) or fc6 (the paper's fc6-code prior)")
 
 
-def add_run_args(p: argparse.ArgumentParser, quiet: bool = True) -> None:
-    """``--steps``, ``--seed``, ``--out`` (a fresh directory) and, with ``quiet``, ``--quiet``."""
-    p.add_argument("--steps", type=int, default=200)
+def add_run_args(p: argparse.ArgumentParser, quiet: bool = True, steps: bool = True) -> None:
+    """``--steps`` (unless the command declares its own), ``--seed``, ``--out`` (a fresh directory) and, with
+    ``quiet``, ``--quiet``."""
+    if steps:
+        p.add_argument("--steps", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output directory (must not exist or be empty)")
     if quiet:
@@ -150,7 +153,7 @@ def add_synthesis_args(p: argparse.ArgumentParser, restarts: int, restarts_help:
     ``--restarts`` (default ``restarts``), ``--seed``, ``--batch-size``, ``--out`` and ``--quiet``."""
     p.add_argument("--code-prior", type=float, default=None, metavar="EPS",
                    help="DGN-AM's code prior weight (default: the generator's recommended one, as in synthesize)")
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimisation steps (default {DEFAULT_STEPS}; the paper: 200)")
     p.add_argument("--restarts", type=int, default=restarts, help=restarts_help)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
@@ -273,7 +276,7 @@ def load_code_encoder(generator: UpconvGenerator, device: torch.device, encoder_
     ``--encoder``)."""
     if encoder_path is None:
         if not generator.encoder:
-            raise DgnamError("the generator does not name its encoder; pass --encoder")
+            raise DgnamError(f"the generator does not name its encoder (metadata 'encoder'); {fix}")
         spec = resolve_shipped(generator.encoder)
         file = spec.rpartition(":")[0] if spec.rpartition(":")[0].endswith(".py") else spec
         if file.endswith((".py", ".pt", ".pth", ".ts", ".jit")) and not Path(file).is_file():
@@ -314,12 +317,12 @@ def _is_generator_encoder(model_spec: str, generator: UpconvGenerator) -> bool:
     return bool(generator.encoder) and same_file(model_spec) == same_file(resolve_shipped(generator.encoder))
 
 
-def load_code_prior_encoder(weight: float, generator: UpconvGenerator | None, device: torch.device,
+def load_code_prior_encoder(needed: float | bool, generator: UpconvGenerator | None, device: torch.device,
                             model_spec: str | None, target: Model) -> Model | None:
-    """The encoder for a code prior of ``weight`` (the generator's own), or None when it is 0. When the
-    target (``model_spec``, default: the shipped classifier) is that encoder, the target itself: one
-    forward per step then serves both objectives."""
-    if not weight:
+    """The generator's own encoder when ``needed`` (a code prior's weight > 0, or seeded starts, which read a
+    seed's code with it), else None. When the target (``model_spec``, default: the shipped classifier) is
+    that encoder, the target itself: one forward per step then serves both objectives."""
+    if not needed:
         return None
     if generator.encoder and same_file(model_spec or str(DEFAULT_MODEL)) == same_file(resolve_shipped(generator.encoder)):
         return target

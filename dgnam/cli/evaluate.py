@@ -16,7 +16,7 @@ from dgnam.cli.common import (DEFAULT_JUDGES, DEFAULT_MODEL, add_generator_arg, 
                               load_code_prior_encoder, load_images, load_model_from_args, recommended_code_prior,
                               resolve_device, resolve_shipped, same_file)
 from dgnam.errors import DgnamError
-from dgnam.evaluation.evaluate import STANDARD_METHODS, evaluate
+from dgnam.evaluation.evaluate import STANDARD_METHODS, Method, evaluate
 from dgnam.examples.topk import IMAGE_SUFFIXES
 from dgnam.grid import labelled_grid, save_png
 from dgnam.io import atomic_write_json, atomic_write_text, write_directory
@@ -34,6 +34,16 @@ def _sweep(text: str) -> list[tuple[float, float]]:
     return pairs
 
 
+def _steps_list(text: str) -> list[int]:
+    try:
+        steps = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a step count or a list like 25,50,100,200") from None
+    if not steps:
+        raise argparse.ArgumentTypeError("give a step count, e.g. 50, or a list like 25,50,100,200")
+    return steps
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``dgnam evaluate`` to the parser's subcommands."""
     e = sub.add_parser("evaluate", help="DGN-AM vs pixel baselines, scored by independent judges (report + grid)",
@@ -44,8 +54,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--judge", action="append", default=None,
                    help="judge classifier (repeatable; default: every .pt in the shipped checkpoints/cifar10/judges)")
     add_generator_arg(e)
-    e.add_argument("--methods", default=",".join(STANDARD_METHODS),
-                   help="comma list of " + ", ".join(STANDARD_METHODS))
+    e.add_argument("--methods", default=None,
+                   help="comma list of " + ", ".join(STANDARD_METHODS) + " (default: all; dgn_seeded only when the "
+                        "generator names its encoder, which reads a seed's code)")
+    e.add_argument("--steps", type=_steps_list, default=[50],
+                   help="steps per image; a list (25,50,100,200) runs every method at each count (rows method@steps)")
+    e.add_argument("--target", type=float, default=None, metavar="X",
+                   help="DGN-AM: stop pushing each class logit at X times its max over the real test images")
+    e.add_argument("--lr", type=float, default=None,
+                   help="DGN-AM: first normalised step in code-scale units (default: 8 from noise, 1 seeded)")
     e.add_argument("--restarts", type=int, default=10, help="images per class and method")
     e.add_argument("--sweep", type=_sweep, default=_sweep("1:0.99,3:0.99,0.5:1,3:1"),
                    help="extra DGN-AM runs as k:decay pairs (bound a_i = mean_i + k std_i); '' for none")
@@ -57,8 +74,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--fp32", action="store_true", help="on CUDA, synthesise without bf16 autocast (slower)")
     e.add_argument("--real-limit", type=int, default=1000, help="real images per split (spread over classes)")
     e.add_argument("--batch-size", type=int, default=100)
-    add_run_args(e, quiet=False)
+    add_run_args(e, quiet=False, steps=False)
     e.set_defaults(handler=cmd_evaluate, validate=validate)
+
+
+def _method_names(text: str | None, generator) -> list[str]:
+    """``--methods``, or every standard method, the seeded one only when the generator can read a seed's code."""
+    can_seed = bool(generator.encoder) and bool(generator.encoder_layer)
+    if text is None:
+        return [name for name, m in STANDARD_METHODS.items() if m.init == "noise" or can_seed]
+    names = comma_choices(text, "--methods", STANDARD_METHODS)
+    if not can_seed and any(STANDARD_METHODS[n].init == "data" for n in names):
+        raise DgnamError("dgn_seeded reads each seed's code with the generator's encoder, but the generator names "
+                         "none (metadata encoder/encoder_layer); drop dgn_seeded from --methods")
+    return names
+
+
+def methods(names: list[str], steps: list[int], target: float | None, lr: float | None) -> list[Method]:
+    """The standard methods ``names``, each at every count of ``steps`` (named ``name@steps`` when there are
+    several), DGN-AM ones with the activation target and first step given."""
+    chosen = []
+    for name in names:
+        method = STANDARD_METHODS[name]
+        if method.param == "dgn":
+            method = dataclasses.replace(method, target=target, lr=lr)
+        chosen += [method.with_steps(s) for s in steps] if len(steps) > 1 else [dataclasses.replace(method, steps=steps[0])]
+    return chosen
 
 
 def _judge_name(spec: str) -> str:
@@ -85,7 +126,11 @@ def load_labelled(root: Path, limit: int, size: int) -> tuple[torch.Tensor, torc
 def validate(args: argparse.Namespace) -> None:
     """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
     check.model_args(args)
-    check.at_least(args, 1, "--steps", "--batch-size", "--real-limit")
+    check.at_least(args, 1, "--batch-size", "--real-limit")
+    for steps in args.steps:
+        check.finite(steps, "--steps", minimum=1)
+    check.finite(args.target, "--target", minimum=0)
+    check.finite(args.lr, "--lr", minimum=0)
     check.at_least(args, 2, "--restarts", *(["--sweep-restarts"] if args.sweep else []),
                    why=" (diversity compares the images of each class with each other)")
     check.seed(args.seed, max(args.restarts, args.sweep_restarts))
@@ -93,7 +138,8 @@ def validate(args: argparse.Namespace) -> None:
         check.finite(k, "--sweep k", minimum=0)
         check.finite(decay, "--sweep decay", minimum=0)
     check.finite(args.code_prior, "--code-prior", minimum=0)
-    comma_choices(args.methods, "--methods", STANDARD_METHODS)
+    if args.methods is not None:
+        comma_choices(args.methods, "--methods", STANDARD_METHODS)
     check.existing_file(args.generator, "--generator")
     for judge in args.judge or []:
         check.model_spec(judge, "--judge")
@@ -125,9 +171,9 @@ def _class_mismatch(data: Path, classes: list[str], target_classes: list[str]) -
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    names = comma_choices(args.methods, "--methods", STANDARD_METHODS)
     target = load_model_from_args(args, device)
     generator = load_generator(generator_path(args.generator), device)
+    names = _method_names(args.methods, generator)
     fit_to_generator(target, generator)
     judge_paths = args.judge or sorted(str(p) for p in DEFAULT_JUDGES.glob("*.pt"))
     if not judge_paths:
@@ -147,7 +193,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         name = _judge_name(path)
         judges[name if name not in judges else f"{name}_{len(judges)}"] = judge
     args.code_prior = recommended_code_prior(args.code_prior, generator)
-    code_encoder = load_code_prior_encoder(args.code_prior, generator, device, args.model, target)
+    seeded = any(STANDARD_METHODS[m].init == "data" for m in names)
+    # Seeded runs read their start codes with the generator's encoder even when no code prior is asked for.
+    code_encoder = load_code_prior_encoder(args.code_prior > 0 or seeded, generator,
+                                           device, args.model, target)
     data = Path(args.data)
     test_x, test_y, classes = load_labelled(data / "test", args.real_limit, target.input_size)
     train_x, _, train_classes = load_labelled(data / "train", args.real_limit, target.input_size)
@@ -158,7 +207,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out_dir = fresh_out_dir(args.out, f"evaluate-{target.name}")
 
     ev = evaluate(target, judges, generator, real_test=(test_x, test_y), real_train=train_x, classes=classes,
-                  methods=[STANDARD_METHODS[m] for m in names], restarts=args.restarts, steps=args.steps,
+                  methods=methods(names, args.steps, args.target, args.lr), restarts=args.restarts, steps=args.steps[0],
                   sweep=args.sweep, sweep_restarts=args.sweep_restarts, seed=args.seed,
                   batch_size=args.batch_size, device=device, amp=not args.fp32, code_prior=args.code_prior,
                   code_encoder=code_encoder)

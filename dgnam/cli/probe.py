@@ -12,8 +12,9 @@ from dgnam.cli import validate as check
 from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_layout_arg, add_model_args, add_output_args,
                               fit_to_generator, fresh_out_dir,
                               generator_path, image_files, layer_size, load_code_prior_encoder, load_model_from_args,
-                              parse_units, position, print_table, recommended_code_prior, resolve_device, versions)
-from dgnam.engine.param import PARAMETRIZATIONS
+                              notice, parse_units, position, print_table, recommended_code_prior, resolve_device, versions)
+from dgnam.engine.param import PARAMETRIZATIONS, SEEDED_CODE_PRIOR
+from dgnam.engine.render import DEFAULT_STEPS
 from dgnam.errors import DgnamError
 from dgnam.examples.probe import Probe, probe
 from dgnam.examples.topk import READINGS, RESERVOIR
@@ -47,7 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also synthesise with this parametrisation (jitter and blur), shown beside DGN-AM")
     p.add_argument("--code-prior", type=float, default=None, metavar="EPS",
                    help="dgn only: PPGN's code prior weight (default: the generator's recommended one; 0: off)")
-    p.add_argument("--steps", type=int, default=200, help="synthesis steps (0: dataset examples only)")
+    p.add_argument("--init", choices=["data", "noise"], default=None,
+                   help="dgn: start each unit's restart r as its r-th top image, changed through the prior (data; "
+                        "the default when the generator names its encoder), or from h ~ N(0, 1), the paper's start")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                   help=f"synthesis steps (default {DEFAULT_STEPS}; 0: dataset examples only)")
     p.add_argument("--restarts", type=int, default=1, help="synthesised images per unit (seeds seed, seed+1, ...)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64, help="images per synthesis batch")
@@ -65,6 +70,9 @@ def validate(args: argparse.Namespace) -> None:
     check.at_least(args, 0, "--steps", why=" (0: no synthesis)")
     check.at_least(args, 0, "--workers")
     check.seed(args.seed, args.restarts)
+    if args.init != "noise" and args.param == "dgn" and args.steps and args.restarts > args.k:
+        raise DgnamError(f"--init data starts restart r from a unit's r-th top image: --restarts ({args.restarts}) "
+                         f"must be <= --k ({args.k}); raise --k or pass --init noise")
     if args.units is not None:
         check.unit_ranges(args.units)
     check.finite(args.code_prior, "--code-prior", minimum=0)
@@ -89,17 +97,24 @@ def cmd_probe(args: argparse.Namespace) -> int:
              else list(range(n_units)))
     if args.position is not None and args.layer == "output":
         raise DgnamError("--position applies to conv layers; the model output has no spatial positions")
-    code_prior = (recommended_code_prior(args.code_prior, generator, args.model or str(DEFAULT_MODEL), args.quiet)
-                  if args.param == "dgn" else 0.0)
+    args.init = _init(args, generator)
+    seeded = args.init == "data" and args.param == "dgn" and args.steps > 0
+    if seeded:  # the seeded start's own weight, chosen on two targets (docs/evaluation.md)
+        code_prior = SEEDED_CODE_PRIOR if args.code_prior is None else args.code_prior
+    else:
+        code_prior = (recommended_code_prior(args.code_prior, generator, args.model or str(DEFAULT_MODEL), args.quiet)
+                      if args.param == "dgn" else 0.0)
     if args.param != "dgn" and args.code_prior:
         raise DgnamError(f"--code-prior applies to --param dgn (a code), not {args.param!r}; drop it")
     out_dir = fresh_out_dir(args.out, model.name)
     result = probe(model, args.layer, units, data=files, generator=generator, param=args.param,
-                   restarts=args.restarts, steps=args.steps, seed=args.seed, k=args.k, reading=args.reading,
+                   restarts=args.restarts, steps=args.steps, seed=args.seed, k=args.k, init=args.init,
+                   reading=args.reading,
                    position=args.position, baseline=args.baseline, batch_size=args.batch_size,
                    data_batch_size=args.data_batch_size, device=device, amp=device.type == "cuda" and not args.fp32,
                    workers=args.workers, progress=not args.quiet, code_prior=code_prior,
-                   code_encoder=load_code_prior_encoder(code_prior, generator, device, args.model, model),
+                   code_encoder=load_code_prior_encoder(code_prior > 0 or seeded, generator, device, args.model,
+                                                        model),
                    fixed_batch=args.fixed_batch, thumbnail_format=args.thumbnails)
     shipped_generator = "shipped generator (cifar10/generator.pt)"
     result.settings.update({"command": "probe", "model": args.model or "shipped classifier (cifar10/encoder.pt)",
@@ -114,6 +129,23 @@ def cmd_probe(args: argparse.Namespace) -> int:
           + (f", synthesised {len(result.synthesis)} images in {result.synthesis.seconds:.1f}s" if result.synthesis else ""))
     print(f"wrote the gallery of {len(units)} units to {out_dir}/index.html ({time.time() - start:.1f}s)")
     return 0
+
+
+def _init(args: argparse.Namespace, generator) -> str:
+    """``--init``, or by default ``data`` when the generator can read a seed's code (it names its encoder and
+    layer), else ``noise`` with a notice."""
+    can_seed = generator is not None and bool(generator.encoder) and bool(generator.encoder_layer)
+    if args.init is not None:
+        if args.init == "data" and args.param == "dgn" and args.steps and not can_seed:
+            raise DgnamError("--init data reads each seed's code with the generator's encoder, but the generator "
+                             "names none (metadata encoder/encoder_layer); pass --init noise")
+        return args.init
+    if args.param == "dgn" and args.steps and not can_seed:
+        if not args.quiet:
+            notice("the generator names no encoder to read seed images with; synthesis starts from noise "
+                   "(--init noise silences this)")
+        return "noise"
+    return "data"
 
 
 def print_summary(result: Probe) -> None:

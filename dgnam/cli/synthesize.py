@@ -22,19 +22,21 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import dgnam
 from dgnam.cli import validate as check
+from dgnam.cli.validate import activation_target
 from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_layout_arg, add_model_args, add_output_args,
                               fit_to_generator,
                               fresh_out_dir, generator_path, image_files, layer_size, load_code_prior_encoder,
                               load_images, load_model_from_args, parse_units, position, print_table,
                               recommended_code_prior, resolve_device)
 from dgnam.engine.objectives import channel, unit
-from dgnam.engine.param import PARAMETRIZATIONS, Parametrization, make_param
+from dgnam.engine.param import PARAMETRIZATIONS, SEEDED_CODE_PRIOR, Parametrization, SeededCode, make_param
 from dgnam.engine.preferred import baseline_transforms, visualize
-from dgnam.engine.render import Result
+from dgnam.engine.render import DEFAULT_STEPS, Result
 from dgnam.errors import DgnamError
 from dgnam.grid import labelled_grid, save_png
 from dgnam.io import atomic_write_json, publish_directory, staging_directory, to_rgb, writing
@@ -71,7 +73,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="dgn only: add EPS x PPGN's code prior, pulling h towards what the generator's encoder reads "
                         "from G(h) (fewer blown-out pixels, lower activation); default: the generator's recommended "
                         "EPS (metadata code_prior); 0: the paper's DGN-AM")
-    s.add_argument("--steps", type=int, default=200)
+    s.add_argument("--init-data", default=None, metavar="DIR",
+                   help="dgn only: image-seeded starts: restart r of a unit starts as its r-th strongest image in DIR "
+                        "(at most --data-limit, spread over the folder) and is changed through the prior "
+                        "(implies --data DIR unless --data is given)")
+    s.add_argument("--target", type=activation_target, default=None,
+                   help="activation target: push each unit up to 12.5, 1.5x its max or its p99 over --data, no "
+                        "further (the remaining steps only keep the code natural)")
+    s.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimisation steps (default {DEFAULT_STEPS}; "
+                                                                     f"the paper: 200)")
     s.add_argument("--restarts", type=int, default=2, help="images per unit (seeds seed, seed+1, ...)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=64)
@@ -102,6 +112,13 @@ def validate(args: argparse.Namespace) -> None:
     check.finite(args.code_prior, "--code-prior", minimum=0)
     check.existing_file(args.generator, "--generator")
     check.existing_file(args.init_sampler, "--init-sampler")
+    if args.init_data is not None:
+        if args.param != "dgn":
+            raise DgnamError(f"--init-data seeds a generator's code (--param dgn), not {args.param!r}; drop it")
+        if args.init_sampler:
+            raise DgnamError("--init-data and --init-sampler both choose the start; pass one")
+        check.existing_folder(args.init_data, "--init-data")
+        args.data = args.data or args.init_data
     check.existing_folder(args.data, "--data")
     check.synthesis_size(args)
     check.output(args.out)
@@ -130,6 +147,7 @@ class Plan:
     units: list[int]
     classes: list[str]
     real_images: torch.Tensor | None
+    seeded: bool  # --init-data: each row starts from its unit's top real images (SeededCode)
     code_prior: float
     code_encoder: Model | None  # the code prior's reader of the code
     amp: bool
@@ -173,6 +191,9 @@ def prepare(args: argparse.Namespace, device: torch.device, sharded: bool) -> Pl
     model = load_model_from_args(args, device)
     generator = load_generator(generator_path(args.generator), device) if args.param == "dgn" or args.generator else None
     fit_to_generator(model, generator, quiet=args.quiet)
+    if args.init_data is not None and not (generator.encoder and generator.encoder_layer):
+        raise DgnamError("--init-data needs the generator's encoder and encoder_layer (metadata) to read a seed's "
+                         "code; use a generator trained by dgnam, or drop --init-data")
     n_units = layer_size(model, args.layer, device)
     if args.position is not None and args.layer == "output":
         raise DgnamError("--position applies to conv layers; the model output has no spatial positions")
@@ -182,15 +203,19 @@ def prepare(args: argparse.Namespace, device: torch.device, sharded: bool) -> Pl
     real_images = load_images(image_files(Path(args.data), args.data_limit), model.input_size) if args.data else None
     sampler = load_code_sampler(args.init_sampler, device) if args.init_sampler else None
     param = make_param(args.param, generator, model.input_size, sampler)
-    code_prior = recommended_code_prior(args.code_prior, generator, args.model or str(DEFAULT_MODEL), args.quiet)
+    seeded = args.init_data is not None
+    # A seeded run's own code prior was chosen on two targets (SEEDED_CODE_PRIOR), so it applies to any model.
+    code_prior = (SEEDED_CODE_PRIOR if args.code_prior is None else args.code_prior) if seeded else \
+        recommended_code_prior(args.code_prior, generator, args.model or str(DEFAULT_MODEL), args.quiet)
     if param.generator is None:  # pixels and Fourier have no code
         if args.code_prior:
             raise DgnamError(f"--code-prior applies to --param dgn (a code), not {args.param!r}; drop it")
         code_prior = 0.0
     speed = speed_up(device, models=[model], generator=generator, channels_last=not args.no_channels_last,
                      compile_generator=args.compile) if sharded else {}
-    return Plan(model, generator, param, units, model.classes if args.layer == "output" else [], real_images,
-                code_prior, load_code_prior_encoder(code_prior, generator, device, args.model, model),
+    encoder = load_code_prior_encoder(code_prior > 0 or seeded, generator, device, args.model, model)
+    return Plan(model, generator, param, units, model.classes if args.layer == "output" else [], real_images, seeded,
+                code_prior, encoder,
                 amp=device.type == "cuda" and not args.fp32, speed=speed)
 
 
@@ -217,13 +242,17 @@ def synthesize_units(args: argparse.Namespace, plan: Plan, units: list[int], out
     """Synthesise ``units`` (this rank's), write their PNGs into ``staging``, return their manifest entries."""
     if not units:  # more ranks than units
         return {"entries": [], "engine": None, "seconds": 0.0}
-    result = visualize(plan.model, units, layer=args.layer, generator=plan.generator, param=plan.param,
+    real_values = _real_values(args, plan, units, device) if plan.real_images is not None else None
+    param = _seeded_param(args, plan, real_values) if plan.seeded else plan.param
+    target = args.target.levels(real_values) if args.target is not None else None
+    result = visualize(plan.model, units, layer=args.layer, generator=plan.generator, param=param,
                        restarts=args.restarts, seed=args.seed, steps=args.steps, position=args.position,
                        token=args.token, spatial_mean=args.spatial_mean,
                        transforms=[] if plan.param.has_prior else baseline_transforms(), batch_size=args.batch_size,
                        device=device, amp=plan.amp, progress=progress, unit_names=plan.classes or None,
-                       fixed_batch=args.fixed_batch, code_prior=plan.code_prior, code_encoder=plan.code_encoder)
-    relative = _relative_to_real(args, plan, units, result, device) if plan.real_images is not None else None
+                       fixed_batch=args.fixed_batch, code_prior=plan.code_prior, code_encoder=plan.code_encoder,
+                       target=target)
+    relative = _relative_to_real(units, result, real_values) if real_values is not None else None
     entries = [manifest_entry(args.layer, result, i, relative) for i in range(len(result))]
     with writing(out_dir):
         for image, entry in zip(result.images, entries):
@@ -231,20 +260,36 @@ def synthesize_units(args: argparse.Namespace, plan: Plan, units: list[int], out
     return {"entries": entries, "engine": result.settings, "seconds": result.seconds}
 
 
-def _relative_to_real(args: argparse.Namespace, plan: Plan, units: list[int], result: Result,
-                      device: torch.device) -> list[float | None]:
-    """Each image's activation over its unit's max on the real images of ``--data``; None where the unit
-    never fires on them (a ratio to <= 0 means nothing)."""
-    objectives = [channel(args.layer, u, model=plan.model) if args.spatial_mean else
-                  unit(args.layer, u, model=plan.model, position=args.position, token=args.token) for u in units]
-    best = torch.full((len(units),), -float("inf"))
-    with torch.no_grad(), eval_mode(plan.model):  # the max over real images of what the objective maximises
+def _real_values(args: argparse.Namespace, plan: Plan, units: list[int], device: torch.device) -> torch.Tensor:
+    """(N, U): what the objective maximises (each unit as it is read) on each real image of ``--data``."""
+    objective = (channel(args.layer, units, model=plan.model) if args.spatial_mean else
+                 unit(args.layer, units, model=plan.model, position=args.position, token=args.token))
+    out = []
+    with torch.no_grad(), eval_mode(plan.model):
         for start in range(0, len(plan.real_images), args.batch_size):
             batch = plan.real_images[start:start + args.batch_size].to(device)
-            acts = {(plan.model, args.layer): plan.model.run(batch, [args.layer])[args.layer]}
-            values = torch.stack([obj(acts).cpu() for obj in objectives], dim=1)
-            best = torch.maximum(best, values.max(0).values)
-    unit_max = dict(zip(units, best.tolist()))
+            act = plan.model.run(batch, [args.layer])[args.layer]
+            out.append(objective.read_all(act).cpu())
+    return torch.cat(out)
+
+
+def _seeded_param(args: argparse.Namespace, plan: Plan, real_values: torch.Tensor) -> SeededCode:
+    """Image-seeded starts: restart r of unit u starts as the real image with u's r-th highest value."""
+    if len(real_values) < args.restarts:
+        raise DgnamError(f"--init-data has {len(real_values)} readable image(s) but --restarts is {args.restarts}; "
+                         f"lower --restarts or add images")
+    top = real_values.topk(args.restarts, dim=0).indices.T.flatten()  # unit-major, as visualize orders rows
+    size = plan.generator.image_size
+    seeds = plan.real_images[top]
+    if seeds.shape[-1] != size:
+        seeds = F.interpolate(seeds, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return SeededCode(plan.generator, seeds.clamp(0, 1), plan.code_encoder, bound_k=plan.param.bound_k)
+
+
+def _relative_to_real(units: list[int], result: Result, real_values: torch.Tensor) -> list[float | None]:
+    """Each image's activation over its unit's max on the real images of ``--data``; None where the unit
+    never fires on them (a ratio to <= 0 means nothing)."""
+    unit_max = dict(zip(units, real_values.max(0).values.tolist()))
     return [v / unit_max[u] if unit_max[u] > 0 else None for u, v in zip(result.extra["unit"], result.values.tolist())]
 
 
@@ -270,7 +315,8 @@ def run_settings(args: argparse.Namespace, plan: Plan, device: torch.device, sec
             "layer": args.layer, "layout": str(plan.model.layout(args.layer)), "units": plan.units,
             "position": list(args.position) if args.position else None, "token": args.token,
             "spatial_mean": args.spatial_mean,
-            "param": args.param, "init_sampler": args.init_sampler, "code_prior": plan.code_prior,
+            "param": args.param, "init_sampler": args.init_sampler, "init_data": args.init_data,
+            "target": str(args.target) if args.target is not None else None, "code_prior": plan.code_prior,
             "steps": args.steps, "restarts": args.restarts, "seed": args.seed, "batch_size": args.batch_size,
             "fixed_batch": args.fixed_batch, "device": str(device), **plan.model.preprocessing(),
             "generator_image_size": generator.image_size if generator else None, "data": args.data,

@@ -8,6 +8,7 @@ import argparse
 import math
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -250,3 +251,43 @@ def synthesis_args(args: argparse.Namespace, min_restarts: int = 1, why: str = "
 
 def _dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
+
+
+@dataclass(frozen=True)
+class ActivationTarget:
+    """``--target``: an activation level, absolute (``12.5``), a multiple of the unit's max over the real images
+    (``1.5x``) or a percentile of the unit over them (``p99``)."""
+
+    value: float
+    relative_to: str | None  # None (absolute), "max" or "percentile"
+
+    def __str__(self) -> str:
+        return {None: f"{self.value:g}", "max": f"{self.value:g}x", "percentile": f"p{self.value:g}"}[self.relative_to]
+
+    def levels(self, real_values: torch.Tensor | None) -> torch.Tensor | float:
+        """One level per unit from ``real_values`` (N images, U units), or the absolute number."""
+        if self.relative_to is None:
+            return self.value
+        if real_values is None:
+            raise DgnamError(f"--target {self} is relative to real images; pass --data DIR (or --init-data DIR)")
+        if self.relative_to == "max":
+            return self.value * real_values.max(0).values
+        return torch.quantile(real_values.float(), self.value / 100, dim=0)
+
+
+def activation_target(text: str) -> ActivationTarget:
+    """argparse type of ``--target``: ``12.5``, ``1.5x`` or ``p99``."""
+    text = text.strip()
+    try:
+        if text.lower().endswith("x"):
+            target = ActivationTarget(float(text[:-1]), "max")
+        elif text.lower().startswith("p"):
+            target = ActivationTarget(float(text[1:]), "percentile")
+        else:
+            target = ActivationTarget(float(text), None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a target like 12.5, 1.5x (the unit's real max) or p99") from None
+    if not math.isfinite(target.value) or (target.relative_to == "percentile" and not 0 <= target.value <= 100) \
+            or (target.relative_to == "max" and target.value <= 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: a multiple must be > 0 and a percentile within 0-100")
+    return target

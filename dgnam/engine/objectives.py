@@ -196,6 +196,16 @@ class LayerObjective(Objective):
         self._check_range(values.shape[1], what)
         return values.gather(1, self._rows(act.shape[0], act.device)[:, None]).squeeze(1)
 
+    def read_all(self, act: torch.Tensor) -> torch.Tensor:
+        """(B, U): every one of this objective's units (``index``, in order) on every image of a batch's
+        activation ``act``, read as the objective reads its row's unit (e.g. a unit's max over real images)."""
+        values = self._layout(act).read(act, layer=self.layer, **self._where(act))
+        self._check_range(values.shape[1], "unit")
+        return values[:, self.index.reshape(-1).to(act.device)]
+
+    def _where(self, act: torch.Tensor) -> dict:
+        raise NotImplementedError
+
     def _rows(self, batch: int, device: torch.device) -> torch.Tensor:
         if self.index.ndim == 0:
             return self.index.expand(batch).to(device)
@@ -229,7 +239,10 @@ class Unit(LayerObjective):
 
     def __call__(self, acts: Activations) -> torch.Tensor:
         kind = "unit" if self._layout(self._activation(acts)).kind in ("units", "tokens") else "channel"
-        return self._read(acts, kind, position=self.position, token=self.token)
+        return self._read(acts, kind, **self._where(self._activation(acts)))
+
+    def _where(self, act: torch.Tensor) -> dict:
+        return {"position": self.position, "token": self.token}
 
 
 class Channel(LayerObjective):
@@ -246,6 +259,12 @@ class Channel(LayerObjective):
             raise DgnamError(f"channel() needs a spatial or token layer; {self.layer!r} has shape "
                              f"{tuple(act.shape[1:])}, use unit() instead")
         return self._read(acts, "channel", mean=True)
+
+    def _where(self, act: torch.Tensor) -> dict:
+        if self._layout(act).kind == "units":
+            raise DgnamError(f"channel() needs a spatial or token layer; {self.layer!r} has shape "
+                             f"{tuple(act.shape[1:])}, use unit() instead")
+        return {"mean": True}
 
 
 class Match(Objective):
@@ -332,6 +351,45 @@ class RowScaled(Objective):
     @property
     def n_rows(self) -> int | None:
         return len(self.scales)
+
+
+class Capped(Objective):
+    """``min(inner, level)`` per row: an activation target. Once a row's value reaches its level the
+    objective gives it no more gradient, so the rest of the steps only pull the code towards natural
+    codes (the code prior, the decay) instead of pushing the unit ever further past real activations.
+    DGN-AM's normalised ascent stops a row whose gradient vanishes; Adam's momentum carries it past the level
+    for a few steps."""
+
+    def __init__(self, inner: Objective, levels: float | Sequence[float] | torch.Tensor) -> None:
+        levels_t = torch.as_tensor(levels, dtype=torch.float32)
+        if levels_t.ndim > 1:
+            raise DgnamError("an activation target is one number, or one per row")
+        if not torch.isfinite(levels_t).all():
+            raise DgnamError("an activation target must be finite; give a number, e.g. 1.5x the unit's real max")
+        if levels_t.ndim == 1 and inner.n_rows is not None and inner.n_rows != len(levels_t):
+            raise DgnamError(f"{len(levels_t)} activation targets for an objective with {inner.n_rows} rows; "
+                             f"give one per row")
+        self.inner, self.levels = inner, levels_t
+        self.name = f"min({inner.name}, {float(levels_t):g})" if levels_t.ndim == 0 else f"min({inner.name}, target)"
+
+    def requirements(self) -> set[ActivationKey]:
+        return self.inner.requirements()
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        values = self.inner(acts)
+        if self.levels.ndim == 1 and len(values) != len(self.levels):
+            raise DgnamError(f"objective has {len(self.levels)} activation targets but the batch has {len(values)} rows")
+        return torch.minimum(values, self.levels.to(values.device, values.dtype))
+
+    def bind(self, model: Model) -> Objective:
+        return Capped(self.inner.bind(model), self.levels)
+
+    def take(self, rows: torch.Tensor) -> Objective:
+        return Capped(self.inner.take(rows), self.levels if self.levels.ndim == 0 else self.levels[rows.cpu()])
+
+    @property
+    def n_rows(self) -> int | None:
+        return len(self.levels) if self.levels.ndim == 1 else self.inner.n_rows
 
 
 class TotalVariation(Objective):
@@ -443,3 +501,12 @@ def scale_rows(objective: Objective, scales: Sequence[float] | torch.Tensor) -> 
     gives A+B, A-B and B-A in three rows.
     """
     return RowScaled(objective, scales)
+
+
+def capped(objective: Objective, levels: float | Sequence[float] | torch.Tensor) -> Capped:
+    """An activation target: maximise ``objective`` up to ``levels`` (one number, or one per row), no further.
+
+    Example: ``capped(class_logit(range(10), model=net), 1.5 * real_max) + 0.5 * code_prior(...)``: each class
+    logit is pushed to 1.5x its max over real images, then the code prior keeps the image natural.
+    """
+    return Capped(objective, levels)

@@ -8,13 +8,13 @@ import torch
 from torch import nn
 
 from dgnam import checks
-from dgnam.engine.objectives import Objective
+from dgnam.engine.objectives import Objective, capped
 from dgnam.engine.objectives import channel as channel_objective
 from dgnam.engine.objectives import code_prior as code_prior_objective
 from dgnam.engine.objectives import unit as unit_objective
 from dgnam.engine.optim import Optimizer
-from dgnam.engine.param import Parametrization, make_param
-from dgnam.engine.render import Result, synthesize
+from dgnam.engine.param import SEEDED_CODE_PRIOR, Parametrization, SeededCode, make_param
+from dgnam.engine.render import DEFAULT_STEPS, Result, synthesize
 from dgnam.engine.transforms import GaussianBlur, Jitter
 from dgnam.errors import DgnamError
 from dgnam.nets.layout import Layout
@@ -47,12 +47,13 @@ def add_code_prior(objective: Objective, weight: float, generator: UpconvGenerat
 
 def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OUTPUT,
               generator: UpconvGenerator | None = None, param: str | Parametrization = "dgn",
-              restarts: int = 1, seed: int = 0, steps: int = 200, position: tuple[int, int] | None = None,
+              restarts: int = 1, seed: int = 0, steps: int = DEFAULT_STEPS, position: tuple[int, int] | None = None,
               spatial_mean: bool = False, token: int | str | None = None, layout: str | Layout | None = None,
               optimizer: Optimizer | None = None, transforms: Sequence = (),
               batch_size: int = 64, device: str | torch.device = "cpu", amp: bool = False,
               progress: bool = False, unit_names: Sequence[str] | None = None, fixed_batch: bool = False,
-              code_prior: float = 0.0, code_encoder: nn.Module | Model | None = None) -> Result:
+              code_prior: float = 0.0, code_encoder: nn.Module | Model | None = None,
+              target: float | Sequence[float] | None = None) -> Result:
     """Synthesise preferred images for ``units`` of ``layer``, ``restarts`` images per unit, in batches.
 
     Image (unit u, restart r) uses seed ``seed + r``, whatever else is in the batch, so any single
@@ -64,6 +65,10 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
     ``code_encoder`` (the encoder whose ``generator.encoder_layer`` the generator inverts): the code
     is pulled towards what the encoder reads back from its image (:func:`dgnam.code_prior`); the
     result's values and history are still the unit's activation alone.
+    ``target`` (one number, or one per unit) is an activation target: each unit is pushed up to it, no
+    further (:func:`dgnam.capped`); the rest of the steps only pull the code towards natural ones.
+    ``param`` may be a :class:`~dgnam.engine.param.SeededCode` (image-seeded starts, one seed per row:
+    unit-major, ``restarts`` rows per unit).
 
     Example::
 
@@ -95,6 +100,11 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
     else:
         objective = unit_objective(layer, row_units, position=position, token=token, layout=layout)
     unit_objective_only = objective
+    if target is not None:
+        levels = torch.as_tensor(target, dtype=torch.float32)
+        if levels.ndim == 1 and len(levels) != len(units):
+            raise DgnamError(f"{len(levels)} activation targets for {len(units)} units; give one per unit or one number")
+        objective = capped(objective, levels.repeat_interleave(restarts) if levels.ndim == 1 else levels)
     if code_prior and param.generator is None:
         raise DgnamError("code_prior needs param 'dgn' (a generator's code); pixels and Fourier have no code")
     objective = add_code_prior(objective, code_prior, param.generator, code_encoder)
@@ -104,6 +114,42 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
                       transforms=transforms, batch_size=batch_size, device=device, amp=amp,
                       progress=progress, labels=labels, fixed_batch=fixed_batch, record=unit_objective_only,
                       extra={"layer": [layer] * len(row_units), "unit": row_units, "restart": row_restarts})
+
+
+def accentuate(model: nn.Module | Model, images: torch.Tensor, units: Sequence[int], *, layer: str = OUTPUT,
+               generator: UpconvGenerator, code_encoder: nn.Module | Model, steps: int = DEFAULT_STEPS,
+               code_prior: float = SEEDED_CODE_PRIOR, target: float | Sequence[float] | None = None,
+               position: tuple[int, int] | None = None, spatial_mean: bool = False, token: int | str | None = None,
+               layout: str | Layout | None = None, bound_k: float | None = None, optimizer: Optimizer | None = None,
+               batch_size: int = 64, device: str | torch.device = "cpu", amp: bool = False, progress: bool = False,
+               unit_names: Sequence[str] | None = None) -> Result:
+    """Image-seeded synthesis: each of ``images`` changed through the prior until each of ``units`` responds.
+
+    Every (unit, image) pair is one row, unit-major (``extra["image"]`` says which image): the row starts as the
+    image itself, and the prior changes it (:class:`~dgnam.engine.param.SeededCode`: image + G(h) - G(h0), h0 =
+    the image's code). ``history[0]`` is each unit's activation on the unchanged image, ``values`` after
+    ``steps``. ``code_prior`` (PPGN's, read by ``code_encoder``, the encoder the generator inverts) keeps the
+    change natural; ``target`` stops pushing a unit at that activation.
+
+    Example::
+
+        res = dgnam.accentuate(net, load_images(["dog.png"]), [5], generator=G, code_encoder=net)
+        res.history[0], res.values    # the dog logit before and after
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise DgnamError("images must be a (N, 3, H, W) tensor of RGB images in [0, 1]")
+    units = checks.indices(units, "units")
+    if not units:
+        raise DgnamError("no units given; pass at least one unit index")
+    seeds = images.repeat(len(units), 1, 1, 1)  # row order of visualize: each unit's rows, one per image
+    param = SeededCode(generator, seeds, code_encoder, **({"bound_k": bound_k} if bound_k is not None else {}))
+    result = visualize(model, units, layer=layer, generator=generator, param=param, restarts=len(images), steps=steps,
+                       position=position, spatial_mean=spatial_mean, token=token, layout=layout, optimizer=optimizer,
+                       batch_size=batch_size, device=device, amp=amp, progress=progress, unit_names=unit_names,
+                       code_prior=code_prior, code_encoder=code_encoder, target=target)
+    result.extra["image"] = result.extra.pop("restart")
+    result.settings["command"] = "accentuate"
+    return result
 
 
 def baseline_transforms(jitter: int = 2, blur_sigma: float = 0.5) -> list:

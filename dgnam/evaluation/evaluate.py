@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import torch
 
-from dgnam.engine.objectives import class_logit, total_variation
-from dgnam.engine.optim import Optimizer
-from dgnam.engine.param import Parametrization, make_param
+from dgnam.engine.objectives import capped, class_logit, total_variation
+from dgnam.engine.optim import NormalizedAscent, Optimizer
+from dgnam.engine.param import SEEDED_CODE_PRIOR, GeneratorCode, Parametrization, SeededCode, make_param
 from dgnam.engine.preferred import add_code_prior, check_code_prior
-from dgnam.engine.render import Result, synthesize
+from dgnam.engine.render import DEFAULT_STEPS, Result, synthesize
 from dgnam.engine.transforms import GaussianBlur, Jitter
 from dgnam.errors import DgnamError
 from dgnam.evaluation.metrics import (agreement, judge_outputs, kid, pgd_accuracy, predict_logits,
@@ -44,7 +44,15 @@ class Method:
         bound_k, l2_decay: DGN-AM only: the code box a_i = mean_i + k std_i and the decay per step
             (None: the generator's stored bound, the paper's 0.99).
         code_prior: DGN-AM only: objective = logit + code_prior * PPGN's code prior
-            (:func:`~dgnam.engine.objectives.code_prior`; needs the generator's encoder).
+            (:func:`~dgnam.engine.objectives.code_prior`; needs the generator's encoder); None: the
+            evaluation's weight for a start from noise, :data:`~dgnam.engine.param.SEEDED_CODE_PRIOR` for a
+            seeded one.
+        init: DGN-AM only: ``noise`` (the paper: h ~ N(0, 1)) or ``data`` (image-seeded,
+            :class:`~dgnam.engine.param.SeededCode`: restart r of class c starts from the r-th train image
+            that drives the class logit hardest).
+        steps: this method's steps (None: the evaluation's).
+        lr: DGN-AM only: the first normalised step in code-scale units (None: the start's default; paper 8).
+        target: DGN-AM only: an activation target, a multiple of the class logit's max over real test images.
     """
 
     name: str
@@ -55,17 +63,40 @@ class Method:
     tv_weight: float = 0.0
     bound_k: float | None = None
     l2_decay: float | None = None
-    code_prior: float = 0.0
+    code_prior: float | None = None
+    init: str = "noise"
+    steps: int | None = None
+    lr: float | None = None
+    target: float | None = None
 
-    def parametrization(self, generator: UpconvGenerator | None, image_size: int) -> Parametrization:
+    def __post_init__(self) -> None:
+        if self.init not in ("noise", "data"):
+            raise DgnamError(f"method {self.name!r}: init must be 'noise' or 'data', got {self.init!r}")
+        if self.param != "dgn" and (self.init != "noise" or self.lr is not None or self.target is not None):
+            raise DgnamError(f"method {self.name!r}: init, lr and target apply to DGN-AM (param 'dgn') only")
+
+    def parametrization(self, generator: UpconvGenerator | None, image_size: int,
+                        seed_images: torch.Tensor | None = None, encoder: Model | None = None) -> Parametrization:
         options = {"bound_k": self.bound_k} if self.bound_k is not None else {}
+        if self.init == "data":
+            if encoder is None or generator is None:
+                raise DgnamError("a seeded method needs the generator and its encoder (--generator with metadata "
+                                 "'encoder')")
+            return SeededCode(generator, seed_images, encoder, **options)
         return make_param(self.param, generator, image_size, **options)
 
     def optimizer(self, param: Parametrization) -> Optimizer:
         opt = param.default_optimizer()
         if self.l2_decay is not None:
             opt.l2_decay = self.l2_decay
+        if self.lr is not None and isinstance(opt, NormalizedAscent):
+            scale = param.code_scale() if isinstance(param, GeneratorCode) else 1.0
+            opt.lr_start = self.lr * scale
         return opt
+
+    def with_steps(self, steps: int) -> Method:
+        """This method at ``steps`` steps, named ``name@steps`` in tables."""
+        return dataclasses.replace(self, name=f"{self.name}@{steps}", title=f"{self.title}, {steps} steps", steps=steps)
 
     def transforms(self) -> list:
         return ([Jitter(self.jitter)] if self.jitter else []) + ([GaussianBlur(self.blur_sigma)] if self.blur_sigma else [])
@@ -75,6 +106,7 @@ class Method:
 #: usual hand-made regularisers, and Lucid's Fourier parametrisation. Same steps/restarts for all.
 STANDARD_METHODS: dict[str, Method] = {
     "dgn": Method("dgn", "DGN-AM (generator prior)", "dgn"),
+    "dgn_seeded": Method("dgn_seeded", "DGN-AM seeded with the class's top train images", "dgn", init="data"),
     "pixel": Method("pixel", "pixel ascent", "pixel"),
     "pixel_reg": Method("pixel_reg", "pixel + jitter + blur + TV", "pixel", jitter=2, blur_sigma=0.5, tv_weight=5.0),
     "fourier": Method("fourier", "Fourier (decorrelated) + jitter + blur", "fourier", jitter=2, blur_sigma=0.5),
@@ -93,22 +125,35 @@ def _judge_scores(judge: Model, images: torch.Tensor, classes: torch.Tensor, rea
 
 def _synthesize_classes(method: Method, target: Model, generator: UpconvGenerator | None, n_classes: int,
                         restarts: int, steps: int, seed: int, batch_size: int, device, amp: bool,
-                        code_encoder: Model | None = None) -> Result:
-    param = method.parametrization(generator, target.input_size)
+                        code_encoder: Model | None, seed_images: torch.Tensor | None,
+                        real_max: torch.Tensor) -> Result:
+    param = method.parametrization(generator, target.input_size, seed_images, code_encoder)
     row_classes = [c for c in range(n_classes) for _ in range(restarts)]
-    objective = class_logit(row_classes, model=target)
-    objective = add_code_prior(objective, method.code_prior, generator, code_encoder)
+    logit = class_logit(row_classes, model=target)
+    objective = logit if method.target is None else capped(logit, method.target * real_max[row_classes])
+    objective = add_code_prior(objective, method.code_prior or 0.0, generator, code_encoder)
     if method.tv_weight:
         objective = objective - method.tv_weight * total_variation()
     seeds = [seed + r for _ in range(n_classes) for r in range(restarts)]
-    return synthesize(objective, param, seeds=seeds, steps=steps, optimizer=method.optimizer(param),
+    return synthesize(objective, param, seeds=seeds, steps=method.steps or steps, optimizer=method.optimizer(param),
                       transforms=method.transforms(), batch_size=batch_size, device=device,
-                      amp=amp and torch.device(device).type == "cuda")
+                      amp=amp and torch.device(device).type == "cuda", record=logit)
+
+
+def top_seed_images(target: Model, pool: torch.Tensor, n_classes: int, restarts: int, batch_size: int,
+                    device) -> torch.Tensor:
+    """(n_classes * restarts, 3, H, W), class-major: for class c, the ``restarts`` images of ``pool`` with the
+    highest class-c logit, highest first (a class's seeds differ as its restarts do)."""
+    if len(pool) < restarts:
+        raise DgnamError(f"seeded starts need at least {restarts} real train images, got {len(pool)}; "
+                         f"raise --real-limit or lower --restarts")
+    logits = predict_logits(target, pool, batch_size, device)[:, :n_classes]
+    return pool[logits.topk(restarts, dim=0).indices.T.flatten()]
 
 
 def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator | None, *,
              real_test: tuple[torch.Tensor, torch.Tensor], real_train: torch.Tensor, classes: Sequence[str],
-             methods: Sequence[Method] = tuple(STANDARD_METHODS.values()), restarts: int = 10, steps: int = 200,
+             methods: Sequence[Method] | None = None, restarts: int = 10, steps: int = DEFAULT_STEPS,
              sweep: Sequence[tuple[float, float]] = (), sweep_restarts: int = 5, seed: int = 0,
              batch_size: int = 100, device: str | torch.device = "cpu", amp: bool = True,
              code_prior: float = 0.0, code_encoder: Model | None = None, progress: bool = True) -> Evaluation:
@@ -120,6 +165,7 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
         generator: the DGN-AM prior (needed by ``dgn`` methods).
         real_test: (images (N, 3, H, W) in [0, 1], labels (N,)): KID reference, real diversity/accuracy.
         real_train: real images from another split: KID(train, test) is the floor a perfect method reaches.
+        methods: what to compare (default: :data:`STANDARD_METHODS`, the seeded one only with ``code_encoder``).
         sweep: (k, l2_decay) pairs for extra DGN-AM runs with ``sweep_restarts`` images per class.
         amp: bf16 autocast while synthesising on CUDA (no effect on the CPU); judges always run in float32.
         code_prior, code_encoder: every DGN-AM run (methods and sweep) maximises logit + ``code_prior`` *
@@ -131,12 +177,16 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
         Path("report.md").write_text(ev.to_markdown())
     """
     n_classes = len(classes)
+    if methods is None:
+        methods = [m for m in STANDARD_METHODS.values() if m.init == "noise" or code_encoder is not None]
     test_images, test_labels = real_test
     if len(test_images) != len(test_labels):
         raise DgnamError("real test images and labels differ in number")
     if not judges:
         raise DgnamError("evaluation needs at least one judge; pass --judge PATH")
     check_code_prior(code_prior, generator, code_encoder)
+    if any(m.init == "data" for m in methods) and code_encoder is None:
+        raise DgnamError("seeded methods need code_encoder: the encoder whose layer the generator inverts")
     if any(j is target for j in judges.values()):
         raise DgnamError("the target cannot be its own judge; pass judges that made none of the images")
     say = print if progress else (lambda *a, **k: None)
@@ -160,15 +210,18 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
     if target_logits.shape[1] < n_classes:
         raise DgnamError(f"the target has {target_logits.shape[1]} outputs but {n_classes} classes were given")
     real_max = {c: float(target_logits[:, c].max()) for c in range(n_classes)}
+    max_tensor = torch.tensor([real_max[c] for c in range(n_classes)])
+    seeded = [m for m in methods if m.init == "data"]
+    seed_images = top_seed_images(target, real_train, n_classes, restarts, batch_size, device) if seeded else None
     real = MethodScores("real test images", real_scores,
                         target_top1=float((target_logits.argmax(1) == test_labels).float().mean()))
 
     def score(method: Method, n_restarts: int) -> tuple[MethodScores, torch.Tensor]:
         start = time.time()
-        if method.param == "dgn" and code_prior:
-            method = dataclasses.replace(method, code_prior=code_prior)
+        if method.param == "dgn" and method.code_prior is None:
+            method = dataclasses.replace(method, code_prior=SEEDED_CODE_PRIOR if method.init == "data" else code_prior)
         result = _synthesize_classes(method, target, generator, n_classes, n_restarts, steps, seed, batch_size, device,
-                                     amp, code_encoder)
+                                     amp, code_encoder, seed_images, max_tensor)
         row_classes = torch.arange(n_classes).repeat_interleave(n_restarts)
         target_out = predict_logits(target, result.images, batch_size, device)
         activation = target_out.gather(1, row_classes[:, None])[:, 0]
@@ -199,6 +252,8 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
         if eps > 0:
             pgd[name] = (eps, pgd_accuracy(judge, test_images, test_labels, eps=eps, step_size=eps / 4, steps=10,
                                            batch_size=batch_size, device=device, seed=seed))
-    return Evaluation(target_name=target.name, classes=list(classes), restarts=restarts, steps=steps, real=real,
+    method_steps = sorted({m.steps or steps for m in methods})
+    return Evaluation(target_name=target.name, classes=list(classes), restarts=restarts,
+                      steps=method_steps[0] if len(method_steps) == 1 else method_steps, real=real,
                       methods=method_scores, sweep=sweep_scores, judge_accuracy=judge_accuracy, judge_notes=notes, judge_pgd=pgd,
                       images=images, n_real=(len(test_images), len(real_train)), code_prior=code_prior)

@@ -40,7 +40,7 @@ class Evaluation:
     target_name: str
     classes: list[str]
     restarts: int
-    steps: int
+    steps: int | list[int]  # a list when methods ran at several step counts (their names say which)
     real: MethodScores
     methods: dict[str, MethodScores]
     sweep: list[tuple[float, float, MethodScores]]
@@ -105,12 +105,17 @@ def verdict(ev: Evaluation, judge: str) -> list[str]:
 
 def evaluation_markdown(ev: Evaluation) -> str:
     """The report: setup, one table per judge, the k/decay sweep, and the verdict per judge."""
+    steps = (f"{ev.steps} steps per method" if isinstance(ev.steps, int)
+             else f"{', '.join(map(str, ev.steps))} steps (method@steps)")
     out = [f"# dgnam evaluate: {ev.target_name}", "",
-           f"Target `{ev.target_name}`; {len(ev.classes)} class logits x {ev.restarts} restarts, {ev.steps} steps "
-           f"per method (same seeds). Real references: {ev.n_real[0]} test images (KID reference, diversity, "
+           f"Target `{ev.target_name}`; {len(ev.classes)} class logits x {ev.restarts} restarts, {steps} "
+           f"(same seeds). Real references: {ev.n_real[0]} test images (KID reference, diversity, "
            f"accuracy) and {ev.n_real[1]} train images (the KID floor: real train vs real test). "
-           + (f"Every DGN-AM run adds {ev.code_prior:g} x PPGN's code prior (pulls h towards E(G(h)))."
-              if ev.code_prior else "DGN-AM runs are the paper's (no code prior)."), "",
+           + (f"Every DGN-AM run from noise adds {ev.code_prior:g} x PPGN's code prior (pulls h towards E(G(h)))."
+              if ev.code_prior else "DGN-AM runs from noise are the paper's (no code prior).")
+           + (" Seeded runs (image-seeded DGN-AM) start from each class's top train images "
+              "and add their own code prior (see their settings in results.json)."
+              if any(m.settings.get("param") == "SeededCode" for m in ev.methods.values()) else ""), "",
            "Judges (never used to make any image):", ""]
     for name, acc in ev.judge_accuracy.items():
         note = ev.judge_notes.get(name) or ""

@@ -16,9 +16,9 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from dgnam import checks
-from dgnam.engine.param import Parametrization, make_param
+from dgnam.engine.param import GeneratorCode, Parametrization, SeededCode, make_param
 from dgnam.engine.preferred import baseline_transforms, visualize
-from dgnam.engine.render import Result
+from dgnam.engine.render import DEFAULT_STEPS, Result
 from dgnam.errors import DgnamError
 from dgnam.examples.topk import DatasetExamples, dataset_examples, load_image, read_units
 from dgnam.gallery import write_site
@@ -221,7 +221,8 @@ def read_images(model: Model, layer: str, images: torch.Tensor, row_units: Seque
 
 def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | None = None, *,
           data: str | os.PathLike | Sequence[Path], generator: UpconvGenerator | None = None,
-          param: str | Parametrization = "dgn", restarts: int = 1, steps: int = 200, seed: int = 0, k: int = 9,
+          param: str | Parametrization = "dgn", restarts: int = 1, steps: int = DEFAULT_STEPS, seed: int = 0,
+          k: int = 9, init: str | None = None,
           reading: str = "max", position: tuple[int, int] | None = None, baseline: str | None = None,
           batch_size: int = 64, data_batch_size: int = 256, device: str | torch.device = "cpu", amp: bool = False,
           workers: int = 0, limit: int | None = None, progress: bool = False, code_prior: float = 0.0,
@@ -235,6 +236,10 @@ def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | 
     ``position`` (default: the centre, as in the paper), and each synthesised image is then read the same
     way as the real ones, so "relative to the real max" compares like with like. ``baseline="fourier"``
     (or ``"pixel"``) adds that parametrisation's images beside DGN-AM's. ``steps=0`` skips synthesis.
+    ``init="data"`` (DGN-AM): restart r of a unit starts as the unit's r-th top image and is changed through
+    the prior (:class:`~dgnam.engine.param.SeededCode`; needs ``code_encoder``, the encoder the generator
+    inverts, and ``restarts <= k``); ``"noise"``: the paper's start, h ~ N(0, 1); None: ``"data"`` when
+    ``code_encoder`` is given, else ``"noise"``.
 
     Example::
 
@@ -249,6 +254,17 @@ def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | 
         raise DgnamError(f"thumbnail_format must be png or jpg, got {thumbnail_format!r}")
     device = checks.resolve_device(device)
     checks.seed(seed, restarts)
+    if init is None:
+        init = "data" if code_encoder is not None else "noise"
+    if init not in ("data", "noise"):
+        raise DgnamError(f"init must be 'data' (the unit's top images) or 'noise', got {init!r}")
+    seeded = steps > 0 and init == "data" and (param == "dgn" if isinstance(param, str) else isinstance(param, GeneratorCode))
+    if seeded:
+        if code_encoder is None:
+            raise DgnamError("seeded starts (init='data') read each seed's code with the generator's encoder: pass "
+                             "code_encoder=, or init='noise'")
+        if restarts > k:
+            raise DgnamError(f"seeded starts use a unit's top-k images: restarts ({restarts}) must be <= k ({k})")
     params = []  # built before the dataset pass, so a synthesis that cannot fit is refused before any compute
     if steps > 0:
         params.append(make_param(param, generator, model.input_size) if isinstance(param, str) else param)
@@ -274,6 +290,16 @@ def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | 
     label_list = [by_unit.get(u, "") for u in range(max(units) + 1)]  # visualize names unit u by index u
     reading_synth = "max" if examples.reading == "unit" else examples.reading  # fc layers ignore it
 
+    if seeded:  # restart r of unit u starts as u's r-th strongest real image
+        if int((examples.indices[:, :restarts] < 0).sum()):
+            raise DgnamError(f"seeded starts need {restarts} real image(s) per unit but the data gave "
+                             f"{examples.n_images}; lower restarts or add images")
+        seeds = torch.stack([load_image(examples.top_files(row)[r], params[0].image_size)
+                             for row in range(len(units)) for r in range(restarts)])
+        base = params[0]
+        params[0] = SeededCode(base.generator, seeds, code_encoder, lower_bound=base.lower_bound,
+                               bound_scale=base.bound_scale, bound_k=base.bound_k)
+
     def run(parametrization: Parametrization, prior: float) -> tuple[Result, torch.Tensor]:
         # The generator is the prior; pixel and Fourier images need the usual jitter and blur.
         transforms = [] if parametrization.has_prior else baseline_transforms()
@@ -289,7 +315,8 @@ def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | 
         synthesis, values = run(params[0], code_prior)
         if baseline:
             base, base_values = run(params[1], 0.0)
-    settings = {"param": param if isinstance(param, str) else param.name, "baseline": baseline, "restarts": restarts,
+    settings = {"param": param if isinstance(param, str) else param.name, "init": "data" if seeded else "noise",
+                "baseline": baseline, "restarts": restarts,
                 "steps": steps, "seed": seed, "k": k, "reading": reading, "position": list(position) if position else None,
                 "batch_size": batch_size, "data_batch_size": data_batch_size, "device": str(device),
                 "code_prior": code_prior, "input_size": model.input_size, "data": str(data) if isinstance(

@@ -86,12 +86,13 @@ def test_manifest_round_trip_is_bit_exact(tmp_path, user_files):
     (["--generator", "BROKEN"], "corrupt or not a PyTorch checkpoint"),
     (["--code-prior", "-1"], "--code-prior must be >= 0"),
     (["--param", "pixel", "--code-prior", "0.1"], "--code-prior applies to --param dgn"),
-    (["--code-prior", "0.1"], "the generator does not name its encoder; pass --encoder"),
+    (["--code-prior", "0.1"], "the generator does not name its encoder (metadata 'encoder'); pass --code-prior 0"),
+    (["--init-data", "USER"], "--init-data needs the generator's encoder and encoder_layer"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, user_files, extra, message):
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"\x00garbage")
-    extra = [str(broken) if e == "BROKEN" else e for e in extra]
+    extra = [str(broken) if e == "BROKEN" else str(user_files) if e == "USER" else e for e in extra]
     out = tmp_path / "run"
     args = ["synthesize", "--model", f"{user_files / 'mynet.py'}:make", "--generator", user_files / "gen.pt",
             "--steps", 2, "--out", out, "--quiet", *extra]
@@ -191,3 +192,36 @@ def test_code_prior_on_shipped_checkpoints(tmp_path):
     assert clipped < 0.5 * runs[0][1], (clipped, runs[0][1])
     # The manifest's activation is the logit (about 20-30 here), not logit + the prior's penalty (about -300).
     assert all(e["activation"] > 5 for e in manifest["images"]), [e["activation"] for e in manifest["images"]]
+
+
+def _noise_images(folder, n, seed=0):
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        small = rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)  # smooth blobs, not pixel noise
+        Image.fromarray(small).resize((32, 32), Image.BILINEAR).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def test_seeded_synthesis_starts_from_each_units_top_images_and_holds_a_target(tmp_path):
+    """The shipped classifier and prior: restart r of a unit starts as the folder's image with the unit's r-th
+    highest logit (so its first reading is that logit), and --target 1.2x stops it at 1.2 x the folder's max."""
+    import torch
+
+    from dgnam.cli.common import load_images
+    from dgnam.nets.classifiers import load_classifier
+    data = _noise_images(tmp_path / "real", 12)
+    out = tmp_path / "run"
+    proc = run_cli("synthesize", "--units", "3,5", "--restarts", 2, "--init-data", data, "--target", "1.2x",
+                   "--steps", 30, "--out", out, "--quiet", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["init_data"] == str(data) and manifest["settings"]["engine"]["param"] == "SeededCode"
+    net = load_classifier(DEFAULT_MODEL)
+    with torch.no_grad():
+        logits = net(load_images(sorted(data.glob("*.png")), 32))
+    for entry in manifest["images"]:
+        top = logits[:, entry["unit"]].topk(2).values
+        assert entry["start_activation"] == pytest.approx(float(top[entry["restart"]]), abs=1e-3)
+        assert entry["activation"] <= 1.2 * float(top[0]) + 0.5  # held near the target, not pushed past it
+        assert entry["activation"] > entry["start_activation"]

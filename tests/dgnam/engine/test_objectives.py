@@ -5,7 +5,7 @@ inverts."""
 import pytest
 import torch
 
-from dgnam import DgnamError, GeneratorCode, Pixels, class_logit, code_prior, synthesize, unit
+from dgnam import DgnamError, GeneratorCode, NormalizedAscent, Pixels, class_logit, code_prior, synthesize, unit
 from dgnam.engine import objectives
 from dgnam.engine.objectives import channel, match, scale_rows, total_variation
 from dgnam.evaluation.evaluate import Method, evaluate
@@ -124,3 +124,29 @@ def test_objective_algebra_on_known_activations():
         unit("fc1", [0, 1]) + unit("fc1", [0, 1, 2])
     with pytest.raises(DgnamError, match="multiplied by numbers"):
         unit("fc1", 0) * unit("fc1", 1)
+
+
+# --- activation targets (capped) ------------------------------------------------------------------------
+class _RedMean(torch.nn.Module):
+    """Known answer: the output is the image's mean red value, in [0, 1]."""
+
+    def forward(self, x):
+        return x[:, :1].mean((2, 3))
+
+
+def test_an_activation_target_is_reached_and_held():
+    model = Model(_RedMean(), input_size=8)
+    free = synthesize(unit("output", 0), Pixels(8), model=model, seeds=[0, 1], steps=120)
+    # DGN-AM's normalised ascent, small steps (each moves red by 0.009): a row stops where its gradient vanishes.
+    held = synthesize(objectives.capped(unit("output", 0), [0.6, 0.7]), Pixels(8), model=model, seeds=[0, 1],
+                      steps=120, record=unit("output", 0), optimizer=NormalizedAscent(0.003, 0.003, l2_decay=1.0))
+    assert (free.values > 0.95).all()  # uncapped, red goes to its maximum
+    torch.testing.assert_close(held.values, torch.tensor([0.6, 0.7]), atol=0.01, rtol=0)  # capped: held at the target
+    assert held.history[:, 0].max() < 0.61 and held.history[:, 1].max() < 0.71  # never pushed past it
+
+
+def test_capped_refuses_bad_targets_in_one_line():
+    with pytest.raises(DgnamError, match="finite"):
+        objectives.capped(unit("output", 0), float("inf"))
+    with pytest.raises(DgnamError, match="one per row"):
+        objectives.capped(unit("output", [0, 1, 2]), [1.0, 2.0])

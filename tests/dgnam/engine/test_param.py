@@ -100,3 +100,44 @@ def test_fourier_and_pixel_starts_and_the_registry():
         make_param("pixels", image_size=16)
     with pytest.raises(DgnamError, match="needs an image size"):
         make_param("fourier")
+
+
+# --- image-seeded starts (SeededCode) -------------------------------------------------------------------
+def _seeds(n=3):
+    from helpers import _image
+    return torch.stack([_image(seed) for seed in range(n)])
+
+
+def test_a_seeded_run_starts_at_the_seeds_code_and_shows_the_seed_itself(gen32, encoder):
+    from dgnam import SeededCode
+    from helpers import CODE_LAYER
+    seeds = _seeds()
+    param = SeededCode(gen32, seeds, encoder)
+    codes = param.init([0, 1, 2], torch.arange(3), torch.device("cpu"))
+    with torch.no_grad():
+        expected = encoder.run(seeds, [CODE_LAYER])[CODE_LAYER]
+    torch.testing.assert_close(codes, expected)  # h0 = E(seed), row by row
+    torch.testing.assert_close(param.images(codes), seeds, atol=1e-5, rtol=0)  # the image is the seed, not G(h0)
+    assert (gen32.to_rgb(gen32(codes)).clamp(0, 1) - seeds).abs().max() > 0.05  # which would differ
+
+
+def test_a_seeded_run_changes_the_image_through_the_prior_and_raises_the_unit(gen32, encoder, tiny_model):
+    from dgnam import SeededCode
+    seeds = _seeds()
+    res = synthesize(class_logit([1, 2, 3]), SeededCode(gen32, seeds, encoder), model=tiny_model, seeds=[0, 1, 2],
+                     steps=30)
+    with torch.no_grad():
+        start = tiny_model.module(seeds).gather(1, torch.tensor([[1], [2], [3]]))[:, 0]
+    torch.testing.assert_close(res.history[0], start, atol=1e-4, rtol=0)  # step 0 reads the seed itself
+    assert (res.values > start).all()  # raised through the prior
+    assert 0 < (res.images - seeds).abs().mean() < 0.25  # changed, and still near its seed
+
+
+def test_seeded_code_refuses_what_it_cannot_read_in_one_line(gen32, encoder, tiny_gen):
+    from dgnam import SeededCode
+    with pytest.raises(DgnamError, match=r"expected \(N, 3, 32, 32\)"):
+        SeededCode(gen32, torch.rand(2, 3, 16, 16), encoder)
+    with pytest.raises(DgnamError, match="NaN"):
+        SeededCode(gen32, torch.full((1, 3, 32, 32), float("nan")), encoder)
+    with pytest.raises(DgnamError, match="encoder_layer"):
+        SeededCode(tiny_gen, _seeds(1), encoder)  # a generator that does not say which code it inverts

@@ -62,3 +62,16 @@ def test_token_and_channels_last_units_synthesise_with_every_parametrisation(nam
     read = act[:, 0, :] if layout.startswith("tokens") else act[:, act.shape[1] // 2, act.shape[2] // 2, :]
     torch.testing.assert_close(res.values, read[torch.arange(2), torch.tensor(units)], atol=1e-4, rtol=1e-4)
     assert act.shape[-1] == width and res.images.shape[-1] == 32
+
+
+def test_accentuate_changes_each_image_for_each_unit_and_reports_before_and_after(gen32, encoder, tiny_model):
+    from helpers import _image
+    images = torch.stack([_image(4), _image(5)])
+    res = dgnam.accentuate(tiny_model, images, [2, 7], generator=gen32, code_encoder=encoder, steps=20)
+    assert res.extra["unit"] == [2, 2, 7, 7] and res.extra["image"] == [0, 1, 0, 1]
+    with torch.no_grad():
+        logits = tiny_model.module(images)
+    torch.testing.assert_close(res.history[0], logits[:, [2, 7]].T.flatten(), atol=1e-4, rtol=0)  # before: the images
+    assert (res.values > res.history[0]).all()  # after: every unit raised
+    with pytest.raises(dgnam.DgnamError, match=r"\(N, 3, H, W\)"):
+        dgnam.accentuate(tiny_model, images[0], [2], generator=gen32, code_encoder=encoder)

@@ -9,7 +9,7 @@ from dgnam.errors import DgnamError
 from dgnam.evaluation.evaluate import STANDARD_METHODS, Method, evaluate
 from dgnam.nets.model import Model
 
-from helpers import TinyNet, tiny_generator
+from helpers import CODE_LAYER, TinyNet, tiny_generator
 
 
 def _real_set(n_per_class: int, n_classes: int = 10, seed: int = 0):
@@ -30,9 +30,12 @@ def test_evaluate_scores_every_method_and_renders_a_report():
     classes = [f"c{i}" for i in range(10)]
     # The tiny net's logits are ~0.1, so the TV weight tuned for real logits (~10) is scaled down with them.
     methods = [*STANDARD_METHODS.values()]
-    methods[2] = dataclasses.replace(methods[2], tv_weight=0.01)
-    ev = evaluate(target, judges, tiny_generator(), real_test=(test_x, test_y), real_train=train_x, classes=classes,
-                  methods=methods, restarts=2, steps=8, sweep=[(1.0, 0.99)], sweep_restarts=2, progress=False)
+    methods[3] = dataclasses.replace(methods[3], tv_weight=0.01)
+    generator = tiny_generator(code_dim=32)
+    generator.encoder_layer = CODE_LAYER  # the target's relu1 is the code: seeded starts read it there
+    ev = evaluate(target, judges, generator, real_test=(test_x, test_y), real_train=train_x, classes=classes,
+                  methods=methods, restarts=2, steps=8, sweep=[(1.0, 0.99)], sweep_restarts=2, progress=False,
+                  code_encoder=target)
     assert list(ev.methods) == list(STANDARD_METHODS)
     for scores in ev.methods.values():
         assert set(scores.judges) == {"judge_a", "judge_b"}
@@ -42,7 +45,7 @@ def test_evaluate_scores_every_method_and_renders_a_report():
         assert scores.judges["judge_a"].agreement.n == 20
     assert ev.images["dgn"].shape == (20, 3, 32, 32)
     grid, captions = ev.grid()
-    assert grid.shape[0] == 4 * 10 and captions[10] == "pixel: c0"
+    assert grid.shape[0] == 5 * 10 and captions[20] == "pixel: c0"
     text = ev.to_markdown()
     assert "## Judge `judge_a`" in text and "| 1 | 0.99 |" in text and "Verdict on this judge" in text
     eps, pgd = ev.judge_pgd["judge_b"]
@@ -77,3 +80,16 @@ def test_evaluate_applies_the_prior_to_every_dgn_run(encoder, gen32):
     assert "the paper's (no code prior)" in plain.to_markdown()
     assert not torch.equal(plain.images["dgn"], ev.images["dgn"])
     torch.testing.assert_close(plain.images["pixel"], ev.images["pixel"])
+
+
+def test_seeded_methods_start_from_each_classs_top_train_images():
+    from dgnam.evaluation.evaluate import top_seed_images
+    target = Model(TinyNet(seed=0), input_size=32)
+    pool, _ = _real_set(6, seed=1)
+    seeds = top_seed_images(target, pool, n_classes=10, restarts=3, batch_size=7, device="cpu")
+    with torch.no_grad():
+        logits = target(pool)
+    for c in range(10):  # class c's restarts are the pool's 3 highest class-c logits, highest first
+        torch.testing.assert_close(seeds[3 * c:3 * c + 3], pool[logits[:, c].topk(3).indices])
+    with pytest.raises(DgnamError, match="--real-limit"):
+        top_seed_images(target, pool[:2], n_classes=10, restarts=3, batch_size=7, device="cpu")

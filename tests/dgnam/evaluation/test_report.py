@@ -42,7 +42,7 @@ def test_markdown_report_and_grid():
     ev = _evaluation()
     text = ev.to_markdown()
     assert text.startswith("# dgnam evaluate: net\n")
-    assert "DGN-AM runs are the paper's (no code prior)." in text
+    assert "DGN-AM runs from noise are the paper's (no code prior)." in text
     assert "- `judge`: 90.0% on the real test images" in text
     assert "| DGN-AM | 12.00 | - | - | 80.0% [70.0, 90.0] | 0.0100 ± 0.0010 | 1.50 | 50.0% [40.0, 60.0] | 3 |" in text
     assert "## Code bound k and L2 decay" not in text  # no sweep, no sweep table

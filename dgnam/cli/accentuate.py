@@ -1,0 +1,125 @@
+"""``dgnam accentuate``: your images, changed through the generator prior until chosen units respond.
+
+Each image starts as itself; the prior changes it (image + G(h) - G(h0), h0 = the code its encoder reads
+from the image) while the unit rises, and a code prior keeps the change natural. Writes one PNG per
+(unit, image), grid.png (each original beside its accentuated versions, with the activation before and
+after) and manifest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+import dgnam
+from dgnam.cli import validate as check
+from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_layout_arg, add_model_args, add_output_args,
+                              fit_to_generator, fresh_out_dir, generator_path, layer_size, load_code_prior_encoder,
+                              load_images, load_model_from_args, parse_units, position, print_table, resolve_device)
+from dgnam.cli.validate import activation_target
+from dgnam.engine.param import SEEDED_CODE_PRIOR
+from dgnam.engine.preferred import accentuate
+from dgnam.engine.render import DEFAULT_STEPS
+from dgnam.errors import DgnamError, terminal_safe
+from dgnam.grid import labelled_grid, save_png
+from dgnam.io import atomic_write_json, write_directory
+from dgnam.prior.generator import load_generator
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``dgnam accentuate`` to the parser's subcommands."""
+    a = sub.add_parser("accentuate", help="change your images through the prior until chosen units respond",
+                       description=__doc__)
+    a.add_argument("images", nargs="+", metavar="IMAGE", help="image files (.png, .jpg, ...)")
+    add_model_args(a)
+    a.add_argument("--layer", default="output", help="layer name (see `dgnam layers`); default: the model output")
+    a.add_argument("--units", required=True, help="e.g. 3 or 0-9,15")
+    a.add_argument("--position", type=position, default=None,
+                   help="row,column of a conv or channels-last unit, or of a token layer's patch (default: centre)")
+    a.add_argument("--spatial-mean", action="store_true",
+                   help="read a spatial unit as its channel's mean over all positions (token layers: patch tokens)")
+    add_layout_arg(a, token=True)
+    add_generator_arg(a)
+    a.add_argument("--code-prior", type=float, default=None, metavar="EPS",
+                   help=f"PPGN's code prior weight, which keeps the change natural (default {SEEDED_CODE_PRIOR:g}; "
+                        f"0: off)")
+    a.add_argument("--target", type=float, default=None, metavar="LEVEL",
+                   help="stop pushing a unit once it reaches this activation")
+    a.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimisation steps (default {DEFAULT_STEPS})")
+    a.add_argument("--batch-size", type=int, default=64)
+    add_output_args(a)
+    a.set_defaults(handler=cmd_accentuate, validate=validate)
+
+
+def validate(args: argparse.Namespace) -> None:
+    """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
+    check.model_args(args)
+    check.at_least(args, 1, "--steps", "--batch-size")
+    check.unit_ranges(args.units)
+    check.finite(args.code_prior, "--code-prior", minimum=0)
+    check.finite(args.target, "--target")
+    check.existing_file(args.generator, "--generator")
+    for image in args.images:
+        check.existing_file(image, "IMAGE")
+    check.output(args.out)
+
+
+def cmd_accentuate(args: argparse.Namespace) -> int:
+    start = time.time()
+    device = resolve_device(args.device)
+    model = load_model_from_args(args, device)
+    generator = load_generator(generator_path(args.generator), device)
+    if not generator.encoder_layer:
+        raise DgnamError("accentuate needs the generator's encoder_layer (the layer it inverts) to read an image's "
+                         "code; use a generator trained by dgnam or set it with `dgnam import-generator`")
+    fit_to_generator(model, generator, quiet=args.quiet)
+    n_units = layer_size(model, args.layer, device)
+    units = parse_units(args.units, n_units, of=f"layer {args.layer!r}")
+    if args.position is not None and args.layer == "output":
+        raise DgnamError("--position applies to conv layers; the model output has no spatial positions")
+    files = [Path(f) for f in args.images]
+    images = load_images(files, generator.image_size)
+    code_prior = SEEDED_CODE_PRIOR if args.code_prior is None else args.code_prior
+    encoder = load_code_prior_encoder(True, generator, device, args.model, model)
+    out_dir = fresh_out_dir(args.out, model.name)
+    names = model.classes if args.layer == "output" else None
+    result = accentuate(model, images, units, layer=args.layer, generator=generator, code_encoder=encoder,
+                        steps=args.steps, code_prior=code_prior, target=args.target, position=args.position,
+                        spatial_mean=args.spatial_mean, token=args.token, batch_size=args.batch_size, device=device,
+                        amp=device.type == "cuda" and not args.fp32, progress=not args.quiet, unit_names=names)
+    before, after = result.history[0], result.values
+    entries = [{"file": f"images/unit{u:04d}_image{i}.png", "source": str(files[i]), "layer": args.layer, "unit": u,
+                "label": result.labels[row], "activation_before": float(before[row]),
+                "activation_after": float(after[row])}
+               for row, (u, i) in enumerate(zip(result.extra["unit"], result.extra["image"]))]
+    settings = {"command": "accentuate", "model": args.model or str(DEFAULT_MODEL), "model_name": model.name,
+                "generator": generator_path(args.generator), "layer": args.layer, "units": units,
+                "layout": str(model.layout(args.layer)), "position": list(args.position) if args.position else None,
+                "token": args.token, "spatial_mean": args.spatial_mean, "code_prior": code_prior,
+                "target": args.target, "steps": args.steps, "device": str(device), **model.preprocessing(),
+                "dgnam_version": dgnam.__version__, "torch_version": torch.__version__,
+                "seconds": round(result.seconds, 2), "engine": result.settings}
+
+    def write(staging: Path) -> None:
+        (staging / "images").mkdir()
+        for image, entry in zip(result.images, entries):
+            save_png(image, staging / entry["file"])
+        # One row per image: the original, then its version for each unit.
+        tiles, captions = [], []
+        for i, file in enumerate(files):
+            tiles.append(images[i])
+            captions.append(f"original {file.stem}"[:40])
+            for row in (r for r, img in enumerate(result.extra["image"]) if img == i):
+                tiles.append(result.images[row])
+                captions.append(f"{result.labels[row]} {float(before[row]):.1f}->{float(after[row]):.1f}")
+        save_png(labelled_grid(torch.stack(tiles), captions, ncol=len(units) + 1), staging / "grid.png")
+        atomic_write_json({"settings": settings, "images": entries}, staging / "manifest.json")
+
+    out_dir = write_directory(out_dir, write, unique=args.out is None)
+    print_table([[terminal_safe(e["label"]), terminal_safe(e["source"]), f"{e['activation_before']:.2f}",
+                  f"{e['activation_after']:.2f}"] for e in entries], ["unit", "image", "before", "after"])
+    print(f"wrote {len(entries)} images, grid.png and manifest.json to {out_dir} ({time.time() - start:.1f}s)")
+    return 0
