@@ -243,13 +243,14 @@ class SeededCode(GeneratorCode):
     Args:
         generator: the prior; its ``encoder_layer`` names the code.
         seed_images: (3, H, W) for every row or (N, 3, H, W), one per row, RGB in [0, 1] at the generator's size.
-        encoder: the encoder whose ``generator.encoder_layer`` the generator inverts (it reads h0 from a seed).
+        encoder: the encoder whose ``generator.encoder_layer`` the generator inverts (it reads h0 from a seed);
+            a :class:`~dgnam.nets.model.Model` or a plain module.
         bound_k, bound_scale, lower_bound: the code's box, as in :class:`GeneratorCode`.
     """
 
     name = "seeded"
 
-    def __init__(self, generator: UpconvGenerator, seed_images: torch.Tensor, encoder, *,
+    def __init__(self, generator: UpconvGenerator, seed_images: torch.Tensor, encoder: torch.nn.Module, *,
                  lower_bound: float | None = 0.0, bound_scale: float = 1.0, bound_k: float | None = None) -> None:
         super().__init__(generator, lower_bound=lower_bound, bound_scale=bound_scale, bound_k=bound_k)
         if not generator.encoder_layer:

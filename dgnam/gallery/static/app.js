@@ -119,7 +119,8 @@
     view.appendChild(el("p", { "class": "percentiles", text: "percentiles over the data: " + u.percentiles.map(function (v, i) {
       return "p" + data.percentile_levels[i] + " " + fmt(v, 2);
     }).join(" · ") + (u.synthesized.length ? " · best synthesised " + fmt(u.synthesized[0].activation, 2) : "") }));
-    view.appendChild(el("h3", { text: "Synthesised (" + data.settings.param + ")" }));
+    view.appendChild(el("h3", { text: "Synthesised (" + data.settings.param + (data.settings.init === "data" ?
+      ", restart r seeded with real image r below, changed through the prior" : ", from noise") + ")" }));
     view.appendChild(figureRow(u.synthesized, synthCaption, false));
     if (u.baseline && u.baseline.length) {
       view.appendChild(el("h3", { text: "Baseline (" + data.settings.baseline + ")" }));
@@ -139,7 +140,9 @@
 
   $("title").textContent = "dgnam probe: " + data.model + " · " + data.layer;
   $("summary").textContent = data.units.length + " units · top " + data.k + " of " + data.n_images + " images" +
-    (data.skipped_count ? " (" + data.skipped_count + " unreadable, skipped)" : "") + " · read as " + data.reading;
+    (data.skipped_count ? " (" + data.skipped_count + " unreadable, skipped)" : "") + " · read as " + data.reading +
+    (data.settings.steps ? " · synthesised " + (data.settings.init === "data" ? "from each unit's top images" :
+      "from noise") + ", " + data.settings.steps + " steps" : "");
   $("sort").addEventListener("change", function (e) { state.sort = e.target.value; state.page = 0; renderIndex(); });
   $("filter").addEventListener("input", function (e) { state.filter = e.target.value; state.page = 0; renderIndex(); });
   $("prev").addEventListener("click", function () { state.page -= 1; renderIndex(); });
