@@ -20,9 +20,8 @@ from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_layout_arg, 
                               fit_to_generator, fresh_out_dir, generator_path, layer_size, load_code_prior_encoder,
                               load_images, load_model_from_args, parse_units, position, print_table, resolve_device)
 from dgnam.cli.validate import activation_target
-from dgnam.engine.param import SEEDED_CODE_PRIOR
+from dgnam.engine.param import SEEDED_CODE_PRIOR, SEEDED_STEPS
 from dgnam.engine.preferred import accentuate
-from dgnam.engine.render import DEFAULT_STEPS
 from dgnam.errors import DgnamError, terminal_safe
 from dgnam.grid import labelled_grid, save_png
 from dgnam.io import atomic_write_json, write_directory
@@ -48,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"0: off)")
     a.add_argument("--target", type=float, default=None, metavar="LEVEL",
                    help="stop pushing a unit once it reaches this activation")
-    a.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimisation steps (default {DEFAULT_STEPS})")
+    a.add_argument("--steps", type=int, default=SEEDED_STEPS, help=f"optimisation steps (default {SEEDED_STEPS})")
     a.add_argument("--batch-size", type=int, default=64)
     add_output_args(a)
     a.set_defaults(handler=cmd_accentuate, validate=validate)

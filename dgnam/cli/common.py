@@ -19,7 +19,7 @@ from PIL import Image
 import dgnam
 # parse_units and resolve_device are re-exported: the commands take their argument helpers from here.
 from dgnam.cli.validate import existing_file, existing_folder, generator_name, output, parse_units, resolve_device  # noqa: F401
-from dgnam.engine.render import DEFAULT_STEPS
+from dgnam.engine.param import PAPER_STEPS
 from dgnam.errors import DgnamError, terminal_safe
 from dgnam.examples.topk import list_images
 from dgnam.io import atomic_write_json, atomic_write_text, fit_name, name_max, reading, shipped, to_rgb
@@ -153,7 +153,7 @@ def add_synthesis_args(p: argparse.ArgumentParser, restarts: int, restarts_help:
     ``--restarts`` (default ``restarts``), ``--seed``, ``--batch-size``, ``--out`` and ``--quiet``."""
     p.add_argument("--code-prior", type=float, default=None, metavar="EPS",
                    help="DGN-AM's code prior weight (default: the generator's recommended one, as in synthesize)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimisation steps (default {DEFAULT_STEPS}; the paper: 200)")
+    p.add_argument("--steps", type=int, default=PAPER_STEPS, help=f"optimisation steps (default {PAPER_STEPS}, the paper's)")
     p.add_argument("--restarts", type=int, default=restarts, help=restarts_help)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)

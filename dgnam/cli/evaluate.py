@@ -57,8 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--methods", default=None,
                    help="comma list of " + ", ".join(STANDARD_METHODS) + " (default: all; dgn_seeded only when the "
                         "generator names its encoder, which reads a seed's code)")
-    e.add_argument("--steps", type=_steps_list, default=[50],
-                   help="steps per image; a list (25,50,100,200) runs every method at each count (rows method@steps)")
+    e.add_argument("--steps", type=_steps_list, default=None,
+                   help="steps per image (default: each method's own, 50 seeded, 200 from noise); a list "
+                        "(25,50,100,200) runs every method at each count (rows method@steps)")
     e.add_argument("--target", type=float, default=None, metavar="X",
                    help="DGN-AM: stop pushing each class logit at X times its max over the real test images")
     e.add_argument("--lr", type=float, default=None,
@@ -90,15 +91,18 @@ def _method_names(text: str | None, generator) -> list[str]:
     return names
 
 
-def methods(names: list[str], steps: list[int], target: float | None, lr: float | None) -> list[Method]:
+def methods(names: list[str], steps: list[int] | None, target: float | None, lr: float | None) -> list[Method]:
     """The standard methods ``names``, each at every count of ``steps`` (named ``name@steps`` when there are
-    several), DGN-AM ones with the activation target and first step given."""
+    several; None: each at its own default), DGN-AM ones with the activation target and first step given."""
     chosen = []
     for name in names:
         method = STANDARD_METHODS[name]
         if method.param == "dgn":
             method = dataclasses.replace(method, target=target, lr=lr)
-        chosen += [method.with_steps(s) for s in steps] if len(steps) > 1 else [dataclasses.replace(method, steps=steps[0])]
+        if steps is None:
+            chosen.append(method)
+        else:
+            chosen += [method.with_steps(s) for s in steps] if len(steps) > 1 else [dataclasses.replace(method, steps=steps[0])]
     return chosen
 
 
@@ -127,7 +131,7 @@ def validate(args: argparse.Namespace) -> None:
     """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
     check.model_args(args)
     check.at_least(args, 1, "--batch-size", "--real-limit")
-    for steps in args.steps:
+    for steps in args.steps or []:
         check.finite(steps, "--steps", minimum=1)
     check.finite(args.target, "--target", minimum=0)
     check.finite(args.lr, "--lr", minimum=0)
@@ -207,7 +211,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out_dir = fresh_out_dir(args.out, f"evaluate-{target.name}")
 
     ev = evaluate(target, judges, generator, real_test=(test_x, test_y), real_train=train_x, classes=classes,
-                  methods=methods(names, args.steps, args.target, args.lr), restarts=args.restarts, steps=args.steps[0],
+                  methods=methods(names, args.steps, args.target, args.lr), restarts=args.restarts,
                   sweep=args.sweep, sweep_restarts=args.sweep_restarts, seed=args.seed,
                   batch_size=args.batch_size, device=device, amp=not args.fp32, code_prior=args.code_prior,
                   code_encoder=code_encoder)
@@ -217,7 +221,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         save_png(labelled_grid(images, captions, ncol=len(classes)), staging / "grid.png")
         atomic_write_text(ev.to_markdown() + "\n![methods x classes](grid.png)\n", staging / "report.md")
         results = {"target": args.model or "shipped encoder", "judges": judge_paths, "data": args.data,
-                   "restarts": args.restarts, "steps": args.steps, "seed": args.seed, "code_prior": args.code_prior,
+                   "restarts": args.restarts, "steps": ev.steps, "seed": args.seed, "code_prior": args.code_prior,
                    "judge_accuracy": ev.judge_accuracy, "judge_pgd": ev.judge_pgd,
                    "real": dataclasses.asdict(ev.real),
                    "methods": {k: dataclasses.asdict(v) for k, v in ev.methods.items()},

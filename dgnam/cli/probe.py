@@ -13,8 +13,7 @@ from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_layout_arg, 
                               fit_to_generator, fresh_out_dir,
                               generator_path, image_files, layer_size, load_code_prior_encoder, load_model_from_args,
                               notice, parse_units, position, print_table, recommended_code_prior, resolve_device, versions)
-from dgnam.engine.param import PARAMETRIZATIONS, SEEDED_CODE_PRIOR
-from dgnam.engine.render import DEFAULT_STEPS
+from dgnam.engine.param import PAPER_STEPS, PARAMETRIZATIONS, SEEDED_CODE_PRIOR, SEEDED_STEPS
 from dgnam.errors import DgnamError
 from dgnam.examples.probe import Probe, probe
 from dgnam.examples.topk import READINGS, RESERVOIR
@@ -51,8 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", choices=["data", "noise"], default=None,
                    help="dgn: start each unit's restart r as its r-th top image, changed through the prior (data; "
                         "the default when the generator names its encoder), or from h ~ N(0, 1), the paper's start")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                   help=f"synthesis steps (default {DEFAULT_STEPS}; 0: dataset examples only)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"synthesis steps (default {SEEDED_STEPS} seeded, {PAPER_STEPS} from noise; 0: dataset "
+                        f"examples only)")
     p.add_argument("--restarts", type=int, default=1, help="synthesised images per unit (seeds seed, seed+1, ...)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64, help="images per synthesis batch")
@@ -70,7 +70,8 @@ def validate(args: argparse.Namespace) -> None:
     check.at_least(args, 0, "--steps", why=" (0: no synthesis)")
     check.at_least(args, 0, "--workers")
     check.seed(args.seed, args.restarts)
-    if args.init != "noise" and args.param == "dgn" and args.steps and args.restarts > args.k:
+    synthesis = args.steps != 0  # None: the start's default steps
+    if args.init != "noise" and args.param == "dgn" and synthesis and args.restarts > args.k:
         raise DgnamError(f"--init data starts restart r from a unit's r-th top image: --restarts ({args.restarts}) "
                          f"must be <= --k ({args.k}); raise --k or pass --init noise")
     if args.units is not None:
@@ -79,8 +80,8 @@ def validate(args: argparse.Namespace) -> None:
     check.existing_file(args.generator, "--generator")
     check.existing_folder(args.data, "--data")
     check.dataset_pass_size(args, RESERVOIR)
-    if args.steps:
-        check.synthesis_size(args)
+    if synthesis:  # sized for the longer default when the start (and so the steps) is chosen later
+        check.synthesis_size(argparse.Namespace(**{**vars(args), "steps": args.steps or PAPER_STEPS}))
     check.output(args.out)
 
 
@@ -89,7 +90,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     files = image_files(Path(args.data), args.data_limit or 2**62)
     model = load_model_from_args(args, device)
-    generator = load_generator(generator_path(args.generator), device) if args.steps and (
+    generator = load_generator(generator_path(args.generator), device) if args.steps != 0 and (
         args.param == "dgn" or args.generator) else None
     fit_to_generator(model, generator, quiet=args.quiet)
     n_units = layer_size(model, args.layer, device)
@@ -98,7 +99,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if args.position is not None and args.layer == "output":
         raise DgnamError("--position applies to conv layers; the model output has no spatial positions")
     args.init = _init(args, generator)
-    seeded = args.init == "data" and args.param == "dgn" and args.steps > 0
+    seeded = args.init == "data" and args.param == "dgn" and args.steps != 0
+    if args.steps is None:
+        args.steps = SEEDED_STEPS if seeded else PAPER_STEPS
     if seeded:  # the seeded start's own weight, chosen on two targets (docs/evaluation.md)
         code_prior = SEEDED_CODE_PRIOR if args.code_prior is None else args.code_prior
     else:
@@ -136,11 +139,11 @@ def _init(args: argparse.Namespace, generator) -> str:
     layer), else ``noise`` with a notice."""
     can_seed = generator is not None and bool(generator.encoder) and bool(generator.encoder_layer)
     if args.init is not None:
-        if args.init == "data" and args.param == "dgn" and args.steps and not can_seed:
+        if args.init == "data" and args.param == "dgn" and args.steps != 0 and not can_seed:
             raise DgnamError("--init data reads each seed's code with the generator's encoder, but the generator "
                              "names none (metadata encoder/encoder_layer); pass --init noise")
         return args.init
-    if args.param == "dgn" and args.steps and not can_seed:
+    if args.param == "dgn" and args.steps != 0 and not can_seed:
         if not args.quiet:
             notice("the generator names no encoder to read seed images with; synthesis starts from noise "
                    "(--init noise silences this)")

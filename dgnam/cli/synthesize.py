@@ -34,9 +34,10 @@ from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_layout_arg, 
                               load_images, load_model_from_args, parse_units, position, print_table,
                               recommended_code_prior, resolve_device)
 from dgnam.engine.objectives import channel, unit
-from dgnam.engine.param import PARAMETRIZATIONS, SEEDED_CODE_PRIOR, Parametrization, SeededCode, make_param
+from dgnam.engine.param import (PAPER_STEPS, PARAMETRIZATIONS, SEEDED_CODE_PRIOR, SEEDED_STEPS, Parametrization,
+                                SeededCode, make_param)
 from dgnam.engine.preferred import baseline_transforms, visualize
-from dgnam.engine.render import DEFAULT_STEPS, Result
+from dgnam.engine.render import Result
 from dgnam.errors import DgnamError
 from dgnam.grid import labelled_grid, save_png
 from dgnam.io import atomic_write_json, publish_directory, staging_directory, to_rgb, writing
@@ -80,8 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--target", type=activation_target, default=None,
                    help="activation target: push each unit up to 12.5, 1.5x its max or its p99 over --data, no "
                         "further (the remaining steps only keep the code natural)")
-    s.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimisation steps (default {DEFAULT_STEPS}; "
-                                                                     f"the paper: 200)")
+    s.add_argument("--steps", type=int, default=None,
+                   help=f"optimisation steps (default {PAPER_STEPS}, the paper's; {SEEDED_STEPS} with --init-data)")
     s.add_argument("--restarts", type=int, default=2, help="images per unit (seeds seed, seed+1, ...)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=64)
@@ -104,6 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def validate(args: argparse.Namespace) -> None:
     """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
+    if args.steps is None:  # the start's own default: seeded runs stay near their seeds in few steps
+        args.steps = SEEDED_STEPS if args.init_data is not None else PAPER_STEPS
     check.model_args(args)
     check.at_least(args, 1, "--steps", "--restarts", "--batch-size", "--data-limit")
     check.seed(args.seed, args.restarts)

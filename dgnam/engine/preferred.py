@@ -14,7 +14,7 @@ from dgnam.engine.objectives import code_prior as code_prior_objective
 from dgnam.engine.objectives import unit as unit_objective
 from dgnam.engine.optim import Optimizer
 from dgnam.engine.param import SEEDED_CODE_PRIOR, Parametrization, SeededCode, make_param
-from dgnam.engine.render import DEFAULT_STEPS, Result, synthesize
+from dgnam.engine.render import Result, synthesize
 from dgnam.engine.transforms import GaussianBlur, Jitter
 from dgnam.errors import DgnamError
 from dgnam.nets.layout import Layout
@@ -47,7 +47,7 @@ def add_code_prior(objective: Objective, weight: float, generator: UpconvGenerat
 
 def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OUTPUT,
               generator: UpconvGenerator | None = None, param: str | Parametrization = "dgn",
-              restarts: int = 1, seed: int = 0, steps: int = DEFAULT_STEPS, position: tuple[int, int] | None = None,
+              restarts: int = 1, seed: int = 0, steps: int | None = None, position: tuple[int, int] | None = None,
               spatial_mean: bool = False, token: int | str | None = None, layout: str | Layout | None = None,
               optimizer: Optimizer | None = None, transforms: Sequence = (),
               batch_size: int = 64, device: str | torch.device = "cpu", amp: bool = False,
@@ -80,6 +80,7 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
         raise DgnamError(f"restarts must be >= 1, got {restarts}")
     if isinstance(param, str):
         param = make_param(param, generator, model.input_size)
+    steps = param.default_steps if steps is None else steps
     device = checks.resolve_device(device)
     if hasattr(units, "__len__") and not isinstance(units, (str, bytes)):  # before range(10**9) becomes a list
         rows = len(units) * restarts
@@ -117,7 +118,7 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
 
 
 def accentuate(model: nn.Module | Model, images: torch.Tensor, units: Sequence[int], *, layer: str = OUTPUT,
-               generator: UpconvGenerator, code_encoder: nn.Module | Model, steps: int = DEFAULT_STEPS,
+               generator: UpconvGenerator, code_encoder: nn.Module | Model, steps: int | None = None,
                code_prior: float = SEEDED_CODE_PRIOR, target: float | Sequence[float] | None = None,
                position: tuple[int, int] | None = None, spatial_mean: bool = False, token: int | str | None = None,
                layout: str | Layout | None = None, bound_k: float | None = None, optimizer: Optimizer | None = None,

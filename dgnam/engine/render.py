@@ -28,11 +28,6 @@ from dgnam.grid import html_card, labelled_grid, png_bytes, save_png, show_image
 from dgnam.nets.model import INPUT, PARAMS, Model, eval_mode, non_finite_cause
 
 
-#: Steps per image unless told otherwise. 50: on the CIFAR-10 targets 50 steps from noise gave the same judge
-#: agreement and KID as the paper's 200, more diverse, in a quarter of the time (docs/evaluation.md).
-DEFAULT_STEPS = 50
-
-
 @dataclass
 class Result:
     """What a synthesis run produced; row i of every tensor belongs to ``seeds[i]`` / ``labels[i]``.
@@ -131,7 +126,7 @@ def _non_finite_cause(step: int, images: torch.Tensor, acts: dict, recorded: tor
 
 
 def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[int],
-               model: Model | None = None, steps: int = DEFAULT_STEPS, optimizer: Optimizer | None = None,
+               model: Model | None = None, steps: int | None = None, optimizer: Optimizer | None = None,
                transforms: Sequence = (), batch_size: int = 64, device: str | torch.device = "cpu",
                amp: bool = False, progress: bool = False, labels: Sequence[str] | None = None,
                extra: dict[str, list] | None = None,
@@ -143,7 +138,7 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
         objective: per-row or shared :class:`~dgnam.engine.objectives.Objective`; model-less leaves use ``model``.
         param: :class:`~dgnam.engine.param.GeneratorCode` (DGN-AM), ``Pixels`` or ``Fourier``.
         seeds: one seed per image; a per-row objective must have ``len(seeds)`` rows.
-        steps: optimisation steps (the paper: 200).
+        steps: optimisation steps (default: ``param.default_steps``: the paper's 200 from noise, 50 seeded).
         optimizer: update rule; default ``param.default_optimizer()`` (DGN-AM's normalised ascent for codes).
         transforms: callables ``(images, RowRandom) -> images`` applied before the models each step.
         batch_size: rows per forward/backward; bounds memory.
@@ -162,6 +157,7 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
         res = synthesize(class_logit(range(10)), GeneratorCode(G), model=net, seeds=range(10))
         res.save_grid("classes.png")
     """
+    steps = param.default_steps if steps is None else steps
     if steps < 1:
         raise DgnamError(f"steps must be >= 1, got {steps}")
     if batch_size < 1:

@@ -21,7 +21,7 @@ from dgnam.engine.objectives import capped, class_logit, total_variation
 from dgnam.engine.optim import NormalizedAscent, Optimizer
 from dgnam.engine.param import SEEDED_CODE_PRIOR, GeneratorCode, Parametrization, SeededCode, make_param
 from dgnam.engine.preferred import add_code_prior, check_code_prior
-from dgnam.engine.render import DEFAULT_STEPS, Result, synthesize
+from dgnam.engine.render import Result, synthesize
 from dgnam.engine.transforms import GaussianBlur, Jitter
 from dgnam.errors import DgnamError
 from dgnam.evaluation.metrics import (agreement, judge_outputs, kid, pgd_accuracy, predict_logits,
@@ -153,7 +153,7 @@ def top_seed_images(target: Model, pool: torch.Tensor, n_classes: int, restarts:
 
 def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator | None, *,
              real_test: tuple[torch.Tensor, torch.Tensor], real_train: torch.Tensor, classes: Sequence[str],
-             methods: Sequence[Method] | None = None, restarts: int = 10, steps: int = DEFAULT_STEPS,
+             methods: Sequence[Method] | None = None, restarts: int = 10, steps: int | None = None,
              sweep: Sequence[tuple[float, float]] = (), sweep_restarts: int = 5, seed: int = 0,
              batch_size: int = 100, device: str | torch.device = "cpu", amp: bool = True,
              code_prior: float = 0.0, code_encoder: Model | None = None, progress: bool = True) -> Evaluation:
@@ -252,7 +252,7 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
         if eps > 0:
             pgd[name] = (eps, pgd_accuracy(judge, test_images, test_labels, eps=eps, step_size=eps / 4, steps=10,
                                            batch_size=batch_size, device=device, seed=seed))
-    method_steps = sorted({m.steps or steps for m in methods})
+    method_steps = sorted({s.settings["steps"] for s in method_scores.values()})
     return Evaluation(target_name=target.name, classes=list(classes), restarts=restarts,
                       steps=method_steps[0] if len(method_steps) == 1 else method_steps, real=real,
                       methods=method_scores, sweep=sweep_scores, judge_accuracy=judge_accuracy, judge_notes=notes, judge_pgd=pgd,

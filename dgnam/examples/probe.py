@@ -16,9 +16,9 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from dgnam import checks
-from dgnam.engine.param import GeneratorCode, Parametrization, SeededCode, make_param
+from dgnam.engine.param import PAPER_STEPS, SEEDED_STEPS, GeneratorCode, Parametrization, SeededCode, make_param
 from dgnam.engine.preferred import baseline_transforms, visualize
-from dgnam.engine.render import DEFAULT_STEPS, Result
+from dgnam.engine.render import Result
 from dgnam.errors import DgnamError
 from dgnam.examples.topk import DatasetExamples, dataset_examples, load_image, read_units
 from dgnam.gallery import write_site
@@ -221,7 +221,7 @@ def read_images(model: Model, layer: str, images: torch.Tensor, row_units: Seque
 
 def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | None = None, *,
           data: str | os.PathLike | Sequence[Path], generator: UpconvGenerator | None = None,
-          param: str | Parametrization = "dgn", restarts: int = 1, steps: int = DEFAULT_STEPS, seed: int = 0,
+          param: str | Parametrization = "dgn", restarts: int = 1, steps: int | None = None, seed: int = 0,
           k: int = 9, init: str | None = None,
           reading: str = "max", position: tuple[int, int] | None = None, baseline: str | None = None,
           batch_size: int = 64, data_batch_size: int = 256, device: str | torch.device = "cpu", amp: bool = False,
@@ -235,7 +235,8 @@ def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | 
     boxed), at ``position`` (``"position"``) or as the mean (``"mean"``); DGN-AM maximises the unit at
     ``position`` (default: the centre, as in the paper), and each synthesised image is then read the same
     way as the real ones, so "relative to the real max" compares like with like. ``baseline="fourier"``
-    (or ``"pixel"``) adds that parametrisation's images beside DGN-AM's. ``steps=0`` skips synthesis.
+    (or ``"pixel"``) adds that parametrisation's images beside DGN-AM's. ``steps=0`` skips synthesis; None: 50
+    seeded, the paper's 200 from noise.
     ``init="data"`` (DGN-AM): restart r of a unit starts as the unit's r-th top image and is changed through
     the prior (:class:`~dgnam.engine.param.SeededCode`; needs ``code_encoder``, the encoder the generator
     inverts, and ``restarts <= k``); ``"noise"``: the paper's start, h ~ N(0, 1); None: ``"data"`` when
@@ -258,13 +259,15 @@ def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | 
         init = "data" if code_encoder is not None else "noise"
     if init not in ("data", "noise"):
         raise DgnamError(f"init must be 'data' (the unit's top images) or 'noise', got {init!r}")
-    seeded = steps > 0 and init == "data" and (param == "dgn" if isinstance(param, str) else isinstance(param, GeneratorCode))
+    seeded = steps != 0 and init == "data" and (param == "dgn" if isinstance(param, str) else isinstance(param, GeneratorCode))
     if seeded:
         if code_encoder is None:
             raise DgnamError("seeded starts (init='data') read each seed's code with the generator's encoder: pass "
                              "code_encoder=, or init='noise'")
         if restarts > k:
             raise DgnamError(f"seeded starts use a unit's top-k images: restarts ({restarts}) must be <= k ({k})")
+    if steps is None:
+        steps = SEEDED_STEPS if seeded else PAPER_STEPS
     params = []  # built before the dataset pass, so a synthesis that cannot fit is refused before any compute
     if steps > 0:
         params.append(make_param(param, generator, model.input_size) if isinstance(param, str) else param)
