@@ -47,7 +47,8 @@ def add_code_prior(objective: Objective, weight: float, generator: UpconvGenerat
 
 def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OUTPUT,
               generator: UpconvGenerator | None = None, param: str | Parametrization = "dgn",
-              restarts: int = 1, seed: int = 0, steps: int | None = None, position: tuple[int, int] | None = None,
+              restarts: int = 1, seed: int = 0, steps: int | None = None,
+              position: tuple[int, int] | torch.Tensor | None = None,
               spatial_mean: bool = False, token: int | str | None = None, layout: str | Layout | None = None,
               optimizer: Optimizer | None = None, transforms: Sequence = (),
               batch_size: int = 64, device: str | torch.device = "cpu", amp: bool = False,
@@ -59,7 +60,8 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
     Image (unit u, restart r) uses seed ``seed + r``, whatever else is in the batch, so any single
     image can be reproduced from its (unit, seed) (bit for bit with ``fixed_batch=True``).
     A unit is read as the layer's layout says (:mod:`dgnam.nets.layout`; ``layout`` overrides the detected one):
-    a conv or channels-last channel at ``position`` (default: the centre) or its spatial mean
+    a conv or channels-last channel at ``position`` (default: the centre; a (rows, 2) tensor: one per row,
+    unit-major) or its spatial mean
     (``spatial_mean``); a token layer's neuron at ``token`` (an index, ``"cls"``, ``"mean"``; default: CLS).
     ``code_prior`` > 0 (DGN-AM only) adds that multiple of PPGN's code prior, read by
     ``code_encoder`` (the encoder whose ``generator.encoder_layer`` the generator inverts): the code

@@ -302,12 +302,17 @@ def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | 
         base = params[0]
         params[0] = SeededCode(base.generator, seeds, code_encoder, lower_bound=base.lower_bound,
                                bound_scale=base.bound_scale, bound_k=base.bound_k)
+    # A seeded image is raised where its seed peaks (the cell the gallery boxes), not at the centre: there the
+    # seed already drives the unit hardest, so the ratio compares the change with the best real image.
+    positions = (examples.locations[:, :restarts].reshape(-1, 2)
+                 if seeded and examples.locations is not None and examples.reading == "max" else None)
 
     def run(parametrization: Parametrization, prior: float) -> tuple[Result, torch.Tensor]:
         # The generator is the prior; pixel and Fourier images need the usual jitter and blur.
         transforms = [] if parametrization.has_prior else baseline_transforms()
         result = visualize(model, units, layer=layer, generator=generator, param=parametrization,
-                           restarts=restarts, seed=seed, steps=steps, position=synth_position, transforms=transforms,
+                           restarts=restarts, seed=seed, steps=steps, position=positions if parametrization is
+                           params[0] and positions is not None else synth_position, transforms=transforms,
                            batch_size=batch_size, device=device, amp=amp, progress=progress, unit_names=label_list,
                            fixed_batch=fixed_batch, code_prior=prior, code_encoder=code_encoder)
         return result, read_images(model, layer, result.images, result.extra["unit"], reading_synth, position,

@@ -150,3 +150,13 @@ def test_capped_refuses_bad_targets_in_one_line():
         objectives.capped(unit("output", 0), float("inf"))
     with pytest.raises(DgnamError, match="one per row"):
         objectives.capped(unit("output", [0, 1, 2]), [1.0, 2.0])
+
+
+def test_per_row_positions_read_each_row_where_it_asks():
+    act = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    objective = unit("conv", [1, 2], position=torch.tensor([[0, 3], [2, 1]]), layout="conv")
+    values = objective({(None, "conv"): act})
+    torch.testing.assert_close(values, torch.stack([act[0, 1, 0, 3], act[1, 2, 2, 1]]))
+    torch.testing.assert_close(objective.take(torch.tensor([1]))({(None, "conv"): act[1:]}), act[1, 2, 2, 1][None])
+    with pytest.raises(DgnamError, match="per-row positions must be"):
+        unit("conv", [1, 2], position=torch.tensor([[0, 3]]), layout="conv")

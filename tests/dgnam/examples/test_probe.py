@@ -95,3 +95,18 @@ def test_synthesised_readings_equal_what_synthesis_reports_run_to_run(colours, t
         torch.testing.assert_close(p.synthesis_values, p.synthesis.values, rtol=0, atol=1e-5)
     torch.testing.assert_close(runs[0].synthesis_values, runs[1].synthesis_values, rtol=0, atol=0)
     assert not net.training
+
+
+def test_a_seeded_probe_starts_each_unit_at_its_top_image_and_raises_it_where_that_image_peaks(image_root, gen32):
+    from dgnam import Model, probe
+
+    from helpers import TinyNet
+    net = Model(TinyNet(seed=0), input_size=32)  # its relu1 is gen32's code: it reads the seeds' codes too
+    p = probe(net, "conv", [0, 3, 5], data=image_root / "test", generator=gen32, code_encoder=net, k=2, restarts=2,
+              steps=5, code_prior=0.5)
+    assert p.settings["init"] == "data" and p.settings["steps"] == 5
+    # Step 0 reads each seed itself at its own peak: exactly the dataset pass's value of that image.
+    torch.testing.assert_close(p.synthesis.history[0], p.examples.values[:, :2].flatten(), atol=1e-4, rtol=0)
+    assert p.synthesis.settings["param"] == "SeededCode"
+    noise = probe(net, "conv", [0], data=image_root / "test", generator=gen32, k=2, steps=3)  # no encoder: noise
+    assert noise.settings["init"] == "noise"
