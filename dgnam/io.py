@@ -130,7 +130,7 @@ def reading(path: str | os.PathLike, what: str, fix: str) -> Iterator[None]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DgnamError(f"{what} '{path}' has more than PIL's limit of {Image.MAX_IMAGE_PIXELS} pixels; "
                          f"downscale it (or remove it)") from None
-    except Exception as exc:  # noqa: BLE001 - any reader's failure, reported in one line
+    except Exception as exc:  # any reader's failure (PIL raises many types), reported in one line
         raise DgnamError(f"cannot read {what} '{path}' ({first_line(exc, 120)}); {fix}") from None
 
 

@@ -16,10 +16,24 @@ import torch
 
 import dgnam
 from dgnam.cli import validate as check
-from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_layout_arg, add_model_args, add_output_args,
-                              fit_to_generator, fresh_out_dir, generator_path, layer_size, load_code_prior_encoder,
-                              load_images, load_model_from_args, parse_units, position, print_table, resolve_device)
-from dgnam.cli.validate import activation_target
+from dgnam.cli.common import (
+    DEFAULT_MODEL,
+    add_generator_arg,
+    add_layout_arg,
+    add_model_args,
+    add_output_args,
+    fit_to_generator,
+    fresh_out_dir,
+    generator_path,
+    layer_size,
+    load_code_prior_encoder,
+    load_images,
+    load_model_from_args,
+    parse_units,
+    position,
+    print_table,
+    resolve_device,
+)
 from dgnam.engine.param import SEEDED_CODE_PRIOR
 from dgnam.engine.preferred import accentuate
 from dgnam.engine.render import DEFAULT_STEPS

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 import dgnam
+
 # parse_units and resolve_device are re-exported: the commands take their argument helpers from here.
 from dgnam.cli.validate import existing_file, existing_folder, generator_name, output, parse_units, resolve_device  # noqa: F401
 from dgnam.engine.render import DEFAULT_STEPS
@@ -80,7 +81,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="torchvision:NAME[:WEIGHTS], timm:NAME[:none], hf:NAME_OR_FOLDER[:none], FILE.py:factory, "
                         "module:factory, a dgnam .pt or TorchScript file (default: the shipped CIFAR-10 classifier); "
                         "timm and Hugging Face models bring their own mean, std and input size")
-    p.add_argument("--mean", type=rgb_floats, default=None, help="normalisation mean R,G,B (the model then gets normalised input)")
+    p.add_argument("--mean", type=rgb_floats, default=None,
+                   help="normalisation mean R,G,B (the model then gets normalised input)")
     p.add_argument("--std", type=rgb_floats, default=None, help="normalisation std R,G,B")
     p.add_argument("--input-size", type=int, default=None, help="the model's input side in pixels (images are resized)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
@@ -125,7 +127,8 @@ def notice(text: str) -> None:
 def add_generator_arg(p: argparse.ArgumentParser) -> None:
     """``--generator`` (default: the shipped one, see :func:`generator_path`)."""
     p.add_argument("--generator", default=None, type=generator_name,
-                   help="generator checkpoint, or a shipped one by name: conv (the default CIFAR-10 prior) or fc6 (the paper's fc6-code prior)")
+                   help="generator checkpoint, or a shipped one by name: conv (the default CIFAR-10 prior) or fc6 (the "
+                        "paper's fc6-code prior)")
 
 
 def add_run_args(p: argparse.ArgumentParser, quiet: bool = True, steps: bool = True) -> None:
@@ -140,8 +143,10 @@ def add_run_args(p: argparse.ArgumentParser, quiet: bool = True, steps: bool = T
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
-    """``--out``, ``--fixed-batch``, ``--quiet`` and ``--fp32``, as ``dgnam synthesize`` and ``dgnam probe`` take them."""
-    p.add_argument("--out", default=None, help="output directory (must not exist or be empty; default: dgnam-runs/<time>)")
+    """``--out``, ``--fixed-batch``, ``--quiet`` and ``--fp32``, as ``dgnam synthesize`` and ``dgnam probe`` take
+    them."""
+    p.add_argument("--out", default=None,
+                   help="output directory (must not exist or be empty; default: dgnam-runs/<time>)")
     p.add_argument("--fixed-batch", action="store_true",
                    help="pad every synthesis batch to --batch-size so any single image re-runs bit for bit on its own")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -153,7 +158,8 @@ def add_synthesis_args(p: argparse.ArgumentParser, restarts: int, restarts_help:
     ``--restarts`` (default ``restarts``), ``--seed``, ``--batch-size``, ``--out`` and ``--quiet``."""
     p.add_argument("--code-prior", type=float, default=None, metavar="EPS",
                    help="DGN-AM's code prior weight (default: the generator's recommended one, as in synthesize)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimisation steps (default {DEFAULT_STEPS}; the paper: 200)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                   help=f"optimisation steps (default {DEFAULT_STEPS}; the paper: 200)")
     p.add_argument("--restarts", type=int, default=restarts, help=restarts_help)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
@@ -215,7 +221,8 @@ def layer_size(model: Model, layer: str, device: torch.device) -> int:
     if info.calls == 0:
         raise DgnamError(f"layer {name!r} does not run in {model.name}'s forward pass; pick one from `dgnam layers`")
     if call >= info.calls:
-        raise DgnamError(f"layer {name!r} runs {info.calls} time(s) per forward; use {name}@0 to {name}@{max(info.calls - 1, 0)}")
+        raise DgnamError(f"layer {name!r} runs {info.calls} time(s) per forward; use {name}@0 to "
+                         f"{name}@{max(info.calls - 1, 0)}")
     shape = info.call_shapes[call]
     if not shape:
         raise DgnamError(f"layer {layer!r} does not return a tensor; pick another from `dgnam layers`")
@@ -324,7 +331,8 @@ def load_code_prior_encoder(needed: float | bool, generator: UpconvGenerator | N
     that encoder, the target itself: one forward per step then serves both objectives."""
     if not needed:
         return None
-    if generator.encoder and same_file(model_spec or str(DEFAULT_MODEL)) == same_file(resolve_shipped(generator.encoder)):
+    if (generator.encoder
+            and same_file(model_spec or str(DEFAULT_MODEL)) == same_file(resolve_shipped(generator.encoder))):
         return target
     return load_code_encoder(generator, device)
 

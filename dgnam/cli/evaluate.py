@@ -11,10 +11,25 @@ from pathlib import Path
 import torch
 
 from dgnam.cli import validate as check
-from dgnam.cli.common import (DEFAULT_JUDGES, DEFAULT_MODEL, add_generator_arg, add_model_args, add_run_args,
-                              comma_choices, fit_to_generator, fresh_out_dir, generator_path, image_files,
-                              load_code_prior_encoder, load_images, load_model_from_args, recommended_code_prior,
-                              resolve_device, resolve_shipped, same_file)
+from dgnam.cli.common import (
+    DEFAULT_JUDGES,
+    DEFAULT_MODEL,
+    add_generator_arg,
+    add_model_args,
+    add_run_args,
+    comma_choices,
+    fit_to_generator,
+    fresh_out_dir,
+    generator_path,
+    image_files,
+    load_code_prior_encoder,
+    load_images,
+    load_model_from_args,
+    recommended_code_prior,
+    resolve_device,
+    resolve_shipped,
+    same_file,
+)
 from dgnam.errors import DgnamError
 from dgnam.evaluation.evaluate import STANDARD_METHODS, Method, evaluate
 from dgnam.examples.topk import IMAGE_SUFFIXES
@@ -98,7 +113,8 @@ def methods(names: list[str], steps: list[int], target: float | None, lr: float 
         method = STANDARD_METHODS[name]
         if method.param == "dgn":
             method = dataclasses.replace(method, target=target, lr=lr)
-        chosen += [method.with_steps(s) for s in steps] if len(steps) > 1 else [dataclasses.replace(method, steps=steps[0])]
+        chosen += ([method.with_steps(s) for s in steps] if len(steps) > 1
+                   else [dataclasses.replace(method, steps=steps[0])])
     return chosen
 
 

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "or set a new k on the statistics it stores")
     st.add_argument("--generator", required=True, type=check.generator_name)
     st.add_argument("--data", default=None, help="folder of real images (ImageFolder tree or flat); without it, "
-                                                 "the generator's stored per-unit mean and std are kept and only k changes")
+                                                 "the generator's stored per-unit mean and std are kept and only k "
+                                                 "changes")
     st.add_argument("--encoder", default=None, help="encoder checkpoint (default: the one named in the generator)")
     st.add_argument("--k", type=float, default=3.0, help="bound = mean + k * std (paper: 3)")
     st.add_argument("--code-prior", type=float, default=None, metavar="EPS",

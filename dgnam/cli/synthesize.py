@@ -27,12 +27,27 @@ from PIL import Image
 
 import dgnam
 from dgnam.cli import validate as check
+from dgnam.cli.common import (
+    DEFAULT_MODEL,
+    add_generator_arg,
+    add_layout_arg,
+    add_model_args,
+    add_output_args,
+    fit_to_generator,
+    fresh_out_dir,
+    generator_path,
+    image_files,
+    layer_size,
+    load_code_prior_encoder,
+    load_images,
+    load_model_from_args,
+    parse_units,
+    position,
+    print_table,
+    recommended_code_prior,
+    resolve_device,
+)
 from dgnam.cli.validate import activation_target
-from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_layout_arg, add_model_args, add_output_args,
-                              fit_to_generator,
-                              fresh_out_dir, generator_path, image_files, layer_size, load_code_prior_encoder,
-                              load_images, load_model_from_args, parse_units, position, print_table,
-                              recommended_code_prior, resolve_device)
 from dgnam.engine.objectives import channel, unit
 from dgnam.engine.param import PARAMETRIZATIONS, SEEDED_CODE_PRIOR, Parametrization, SeededCode, make_param
 from dgnam.engine.preferred import baseline_transforms, visualize
@@ -44,8 +59,15 @@ from dgnam.nets.model import Model, eval_mode
 from dgnam.prior.generator import UpconvGenerator, load_generator
 from dgnam.prior.sampler import load_code_sampler
 from dgnam.scale.accel import speed_up
-from dgnam.scale.distributed import (all_gather, broadcast, launched_world_size, on_every_rank, process_group,
-                                     rank_zero_first, shard)
+from dgnam.scale.distributed import (
+    all_gather,
+    broadcast,
+    launched_world_size,
+    on_every_rank,
+    process_group,
+    rank_zero_first,
+    shard,
+)
 
 # grid.png of a sharded run shows at most this many images (the first ones, in manifest order): a grid
 # of every unit of an ImageNet layer would be gigabytes. Smaller runs get the same grid as `dgnam synthesize`.
@@ -85,7 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--restarts", type=int, default=2, help="images per unit (seeds seed, seed+1, ...)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--data", default=None, help="folder of real images: report activations relative to each unit's max on them")
+    s.add_argument("--data", default=None,
+                   help="folder of real images: report activations relative to each unit's max on them")
     s.add_argument("--data-limit", type=int, default=2000, help="at most this many real images from --data")
     add_output_args(s)
     s.set_defaults(handler=cmd_synthesize, validate=validate)
@@ -189,7 +212,8 @@ def run(args: argparse.Namespace, sharded: bool) -> int:
 def prepare(args: argparse.Namespace, device: torch.device, sharded: bool) -> Plan:
     """The loading and checks before synthesis, run on every rank (rank 0 first, see the caller)."""
     model = load_model_from_args(args, device)
-    generator = load_generator(generator_path(args.generator), device) if args.param == "dgn" or args.generator else None
+    wants_generator = args.param == "dgn" or args.generator
+    generator = load_generator(generator_path(args.generator), device) if wants_generator else None
     fit_to_generator(model, generator, quiet=args.quiet)
     if args.init_data is not None and not (generator.encoder and generator.encoder_layer):
         raise DgnamError("--init-data needs the generator's encoder and encoder_layer (metadata) to read a seed's "
@@ -363,7 +387,8 @@ def print_summary(entries: list[dict[str, Any]]) -> None:
         acts = [e["activation"] for e in group]
         row = [group[0]["label"], f"{sum(acts) / len(acts):.2f}", f"{max(acts):.2f}"]
         if with_real:
-            ratios = [e["activation_relative_to_real_max"] for e in group if e["activation_relative_to_real_max"] is not None]
+            ratios = [e["activation_relative_to_real_max"] for e in group
+                      if e["activation_relative_to_real_max"] is not None]
             row.append(f"{max(ratios):.2f}" if ratios else "n/a")
         rows.append(row)
     print_table(rows, ["unit", "mean act", "max act"] + (["max / real max"] if with_real else []))

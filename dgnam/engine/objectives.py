@@ -99,7 +99,8 @@ class Sum(Objective):
         self.name = " + ".join(t.name for t in flat).replace("+ -", "- ")
         rows = {t.n_rows for t in flat if t.n_rows is not None}
         if len(rows) > 1:
-            raise DgnamError(f"per-row objectives disagree on the number of rows ({sorted(rows)}); give each the same units")
+            raise DgnamError(f"per-row objectives disagree on the number of rows ({sorted(rows)}); give each the same "
+                             "units")
 
     def requirements(self) -> set[ActivationKey]:
         return set().union(*(t.requirements() for t in self.terms))
@@ -378,7 +379,8 @@ class Capped(Objective):
     def __call__(self, acts: Activations) -> torch.Tensor:
         values = self.inner(acts)
         if self.levels.ndim == 1 and len(values) != len(self.levels):
-            raise DgnamError(f"objective has {len(self.levels)} activation targets but the batch has {len(values)} rows")
+            raise DgnamError(f"objective has {len(self.levels)} activation targets but the batch has {len(values)} "
+                             "rows")
         return torch.minimum(values, self.levels.to(values.device, values.dtype))
 
     def bind(self, model: Model) -> Objective:

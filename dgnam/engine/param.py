@@ -22,7 +22,6 @@ from dgnam.nets.model import as_model, eval_mode
 from dgnam.prior.generator import UpconvGenerator
 from dgnam.prior.sampler import CodeSampler
 
-
 # Mean of a_i = mean_i + 3 std_i over CaffeNet's fc6 units (Nguyen et al. 2016: bounds 3-17, mean ~12).
 PAPER_FC6_MEAN_BOUND = 12.0
 # Adam's step for matching a target (inversion, mimicry) in pixels: 0.01 (the synthesis default) moves
@@ -318,7 +317,8 @@ class Pixels(Parametrization):
         super().__init__(image_size)
         self.init_std = init_std
         if init_images is not None and tuple(init_images.shape[-3:]) != (3, image_size, image_size):
-            raise DgnamError(f"init images have shape {tuple(init_images.shape)}; expected (N, 3, {image_size}, {image_size})")
+            raise DgnamError(f"init images have shape {tuple(init_images.shape)}; expected (N, 3, {image_size}, "
+                             f"{image_size})")
         self.init_images = init_images
 
     def init(self, seeds: Sequence[int], rows: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -344,7 +344,8 @@ class Pixels(Parametrization):
 
 
 # Lucid's colour decorrelation: square root of the ImageNet colour covariance (SVD), column-normalised.
-_COLOR_CORRELATION_SVD_SQRT = np.asarray([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32)
+_COLOR_CORRELATION_SVD_SQRT = np.asarray([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]],
+                                         dtype=np.float32)
 COLOR_CORRELATION = torch.from_numpy(
     _COLOR_CORRELATION_SVD_SQRT / np.max(np.linalg.norm(_COLOR_CORRELATION_SVD_SQRT, axis=0)))
 

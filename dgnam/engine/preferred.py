@@ -103,7 +103,8 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
     if target is not None:
         levels = torch.as_tensor(target, dtype=torch.float32)
         if levels.ndim == 1 and len(levels) != len(units):
-            raise DgnamError(f"{len(levels)} activation targets for {len(units)} units; give one per unit or one number")
+            raise DgnamError(f"{len(levels)} activation targets for {len(units)} units; give one per unit or one "
+                             "number")
         objective = capped(objective, levels.repeat_interleave(restarts) if levels.ndim == 1 else levels)
     if code_prior and param.generator is None:
         raise DgnamError("code_prior needs param 'dgn' (a generator's code); pixels and Fourier have no code")

@@ -27,7 +27,6 @@ from dgnam.errors import DgnamError
 from dgnam.grid import html_card, labelled_grid, png_bytes, save_png, show_image
 from dgnam.nets.model import INPUT, PARAMS, Model, eval_mode, non_finite_cause
 
-
 #: Steps per image unless told otherwise. 50: on the CIFAR-10 targets 50 steps from noise gave the same judge
 #: agreement and KID as the paper's 200, more diverse, in a quarter of the time (docs/evaluation.md).
 DEFAULT_STEPS = 50
@@ -106,7 +105,8 @@ def _gather_activations(requirements, images_for_models: torch.Tensor, raw_image
             acts[(None, PARAMS)] = params
             continue
         if model is None:
-            raise DgnamError("an objective has no model; pass model= to synthesize() or bind it with unit(..., model=m)")
+            raise DgnamError("an objective has no model; pass model= to synthesize() or bind it with unit(..., "
+                             "model=m)")
         by_model.setdefault(model, []).append(layer)
     for model, layers in by_model.items():
         for layer, value in model.run(images_for_models, layers).items():

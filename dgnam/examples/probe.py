@@ -258,7 +258,8 @@ def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | 
         init = "data" if code_encoder is not None else "noise"
     if init not in ("data", "noise"):
         raise DgnamError(f"init must be 'data' (the unit's top images) or 'noise', got {init!r}")
-    seeded = steps > 0 and init == "data" and (param == "dgn" if isinstance(param, str) else isinstance(param, GeneratorCode))
+    seeded = steps > 0 and init == "data" and (param == "dgn" if isinstance(param, str) else isinstance(param,
+                                                                                                        GeneratorCode))
     if seeded:
         if code_encoder is None:
             raise DgnamError("seeded starts (init='data') read each seed's code with the generator's encoder: pass "
@@ -317,7 +318,8 @@ def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | 
             base, base_values = run(params[1], 0.0)
     settings = {"param": param if isinstance(param, str) else param.name, "init": "data" if seeded else "noise",
                 "baseline": baseline, "restarts": restarts,
-                "steps": steps, "seed": seed, "k": k, "reading": reading, "position": list(position) if position else None,
+                "steps": steps, "seed": seed, "k": k, "reading": reading,
+                "position": list(position) if position else None,
                 "batch_size": batch_size, "data_batch_size": data_batch_size, "device": str(device),
                 "code_prior": code_prior, "input_size": model.input_size, "data": str(data) if isinstance(
                     data, (str, os.PathLike)) else None, "limit": limit, "thumbnail_format": thumbnail_format}

@@ -125,7 +125,8 @@ def check_arch(arch: Any) -> None:
         n_weights += d_in * width(layer[1], f"fc layer {layer[0]!r}'s width")
         d_in = layer[1]
     for name, c_in, c_out, stride, _bias in _entries(arch, "convs", 5):
-        n_weights += width(c_in, f"conv {name!r}'s input channels") * width(c_out, f"conv {name!r}'s output channels") * 16
+        n_weights += (width(c_in, f"conv {name!r}'s input channels")
+                      * width(c_out, f"conv {name!r}'s output channels") * 16)
         if stride not in (1, 2):
             raise DgnamError(f"generator arch: conv {name!r}'s stride must be 1 or 2, got {stride!r}")
     checks.check_fits(4 * n_weights, f"a generator of {n_weights:,} weights", "its widths (re-export it)")
@@ -238,7 +239,7 @@ class UpconvGenerator(nn.Module):
         return x
 
     def to_rgb(self, raw: torch.Tensor) -> torch.Tensor:
-        """Map raw output to RGB in [0, 1] (not clamped; see ``dgnam.param``)."""
+        """Map raw output to RGB in [0, 1] (not clamped; see ``dgnam.engine.param``)."""
         if self.output_space == "rgb01":
             return raw
         if self.output_space == "rgb11":
@@ -340,7 +341,8 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
     except (KeyError, TypeError, ValueError) as exc:
         raise DgnamError(f"'{path}' has an invalid generator architecture ({exc}); re-export it") from None
     bound_k = gen.metadata.get("bound_k")
-    if not rebounding and isinstance(bound_k, float) and not math.isfinite(bound_k):  # written before `dgnam stats` refused it
+    # written before `dgnam stats` refused it
+    if not rebounding and isinstance(bound_k, float) and not math.isfinite(bound_k):
         raise DgnamError(f"'{path}' records code bounds with k = {bound_k}; rewrite it with "
                          f"`dgnam stats --generator {path} --k 3 --out NEW.pt`")
     try:

@@ -2,6 +2,7 @@
 
 import builtins
 import os
+import pickle
 import warnings
 import zipfile
 
@@ -10,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dgnam.errors import DgnamError
 import dgnam.io
+from dgnam.errors import DgnamError
 from dgnam.io import atomic_save, atomic_write, load_checkpoint, to_rgb, write_directory, writing
 
 
@@ -35,7 +36,7 @@ def test_atomic_save_replaces_the_file_whole_or_not_at_all(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         atomic_write(path, half_then_fail)
     assert path.read_bytes() == before  # the old file, untouched
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.PicklingError):
         atomic_save({"f": lambda: 0}, path)  # torch.save cannot pickle a lambda
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt"]  # no temporary file left

@@ -56,10 +56,12 @@ def test_param_pixel(tmp_path, user_files):
 
 
 def test_manifest_round_trip_is_bit_exact(tmp_path, user_files):
-    common = ["--model", f"{user_files / 'mynet.py'}:make", "--generator", user_files / "gen.pt", "--steps", 15, "--quiet",
+    common = ["--model", f"{user_files / 'mynet.py'}:make", "--generator", user_files / "gen.pt", "--steps", 15,
+              "--quiet",
               "--fixed-batch", "--batch-size", 8]
     first = tmp_path / "first"
-    assert run_cli("synthesize", *common, "--units", "0-3", "--restarts", 2, "--seed", 7, "--out", first).returncode == 0
+    proc = run_cli("synthesize", *common, "--units", "0-3", "--restarts", 2, "--seed", 7, "--out", first)
+    assert proc.returncode == 0
     manifest = json.loads((first / "manifest.json").read_text())
     s = manifest["settings"]
     again = tmp_path / "again"
@@ -71,7 +73,8 @@ def test_manifest_round_trip_is_bit_exact(tmp_path, user_files):
     # One image alone, from its manifest entry (unit, seed): the same bytes (--fixed-batch).
     entry = manifest["images"][5]
     single = tmp_path / "single"
-    proc = run_cli("synthesize", *common, "--units", entry["unit"], "--restarts", 1, "--seed", entry["seed"], "--out", single)
+    proc = run_cli("synthesize", *common, "--units", entry["unit"], "--restarts", 1, "--seed", entry["seed"], "--out",
+                   single)
     assert proc.returncode == 0, proc.stderr
     single_entry = json.loads((single / "manifest.json").read_text())["images"][0]
     assert single_entry["file"] == entry["file"].replace("restart1", "restart0")

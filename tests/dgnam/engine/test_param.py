@@ -49,8 +49,7 @@ def test_bound_k_needs_code_statistics():
 
 
 def test_generator_code_starts_from_the_sampler_per_seed(tiny_gen):
-    from dgnam.engine.param import GeneratorCode
-    from dgnam.engine.param import make_param
+    from dgnam.engine.param import GeneratorCode, make_param
 
     torch.manual_seed(0)
     sampler = CodeSampler([16], latent_dim=4, width=8)
@@ -110,6 +109,7 @@ def _seeds(n=3):
 
 def test_a_seeded_run_starts_at_the_seeds_code_and_shows_the_seed_itself(gen32, encoder):
     from dgnam import SeededCode
+
     from helpers import CODE_LAYER
     seeds = _seeds()
     param = SeededCode(gen32, seeds, encoder)

@@ -15,6 +15,7 @@ from dgnam.nets.model import Model
 
 from helpers import ColourNet, colour_folder
 
+
 @pytest.fixture
 def colours(tmp_path):
     return colour_folder(tmp_path), tmp_path
@@ -47,7 +48,7 @@ def test_conv_channel_spatial_max_marks_the_patch(colours):
                           position=(16, 16))
     assert at.locations is None and at.position == (16, 16)
     for row, u in enumerate(at.units):
-        covering = sum(1 for c, s, (t, l) in truth.values() if c == u and t <= 16 < t + s and l <= 16 < l + s)
+        covering = sum(1 for c, s, (t, left) in truth.values() if c == u and t <= 16 < t + s and left <= 16 < left + s)
         assert int((at.values[row] == 1.0).sum()) == covering
 
 
@@ -132,7 +133,7 @@ def test_the_dataset_pass_counts_fifos_and_files_pil_warns_about_as_skipped(tmp_
 
     def warns_on_the_first(image):
         if image.filename.endswith(sorted(p.name for p in folder.rglob("*.png"))[0]):
-            warnings.warn("Corrupt EXIF data", UserWarning)
+            warnings.warn("Corrupt EXIF data", UserWarning, stacklevel=2)
         return to_rgb(image)
 
     monkeypatch.setattr(dgnam.examples.topk, "to_rgb", warns_on_the_first)
