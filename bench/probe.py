@@ -18,7 +18,8 @@ import time
 
 import torch
 
-from dgnam.examples.topk import RESERVOIR, _batches, dataset_examples, list_images
+from dgnam.examples.topk import RESERVOIR, _batches, dataset_examples
+from dgnam.images import list_images
 from dgnam.io import shipped
 from dgnam.nets.zoo import load_model
 

@@ -27,7 +27,6 @@ from dgnam.cli.common import (
     generator_path,
     layer_size,
     load_code_prior_encoder,
-    load_images,
     load_model_from_args,
     parse_units,
     position,
@@ -39,6 +38,7 @@ from dgnam.engine.preferred import accentuate
 from dgnam.engine.render import DEFAULT_STEPS
 from dgnam.errors import DgnamError, terminal_safe
 from dgnam.grid import labelled_grid, save_png
+from dgnam.images import load_images, suffixes_text
 from dgnam.io import atomic_write_json, write_directory
 from dgnam.prior.generator import load_generator
 
@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``dgnam accentuate`` to the parser's subcommands."""
     a = sub.add_parser("accentuate", help="change your images through the prior until chosen units respond",
                        description=__doc__)
-    a.add_argument("images", nargs="+", metavar="IMAGE", help="image files (.png, .jpg, ...)")
+    a.add_argument("images", nargs="+", metavar="IMAGE", help=f"image files ({suffixes_text()})")
     add_model_args(a)
     a.add_argument("--layer", default="output", help="layer name (see `dgnam layers`); default: the model output")
     a.add_argument("--units", required=True, help="e.g. 3 or 0-9,15")

@@ -12,9 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 import dgnam
 
@@ -22,8 +20,8 @@ import dgnam
 from dgnam.cli.validate import existing_file, existing_folder, generator_name, output, parse_units, resolve_device  # noqa: F401
 from dgnam.engine.render import DEFAULT_STEPS
 from dgnam.errors import DgnamError, terminal_safe
-from dgnam.examples.topk import list_images
-from dgnam.io import atomic_write_json, atomic_write_text, fit_name, name_max, reading, shipped, to_rgb
+from dgnam.images import list_images, load_images, spread
+from dgnam.io import atomic_write_json, atomic_write_text, fit_name, name_max, shipped
 from dgnam.nets.layout import LAYOUT_HELP, parse_layout
 from dgnam.nets.model import Model, describe_layers, eval_mode, parse_layer, resolve_layer
 from dgnam.nets.zoo import load_model
@@ -231,26 +229,10 @@ def layer_size(model: Model, layer: str, device: torch.device) -> int:
     return layout.n_units(shape)
 
 
-def image_files(folder: Path, limit: int) -> list[Path]:
+def image_files(folder: Path, limit: int | None) -> list[Path]:
     """The images under ``folder`` (``--data``), at most ``limit`` of them spread over the whole tree."""
     existing_folder(str(folder), "--data")
-    files = list_images(folder, "--data folder")
-    if len(files) > limit:  # spread the sample over all classes of an ImageFolder tree
-        step = len(files) / limit
-        files = [files[int(i * step)] for i in range(limit)]
-    return files
-
-
-def load_images(files: list[Path], size: int) -> torch.Tensor:
-    """RGB [0, 1] tensor (N, 3, size, size) from image files (resized if needed)."""
-    arrays = []
-    for f in files:
-        with reading(f, "image", "remove or fix it"), Image.open(f) as im:
-            im = to_rgb(im)
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BICUBIC)
-            arrays.append(np.asarray(im))
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+    return spread(list_images(folder, "--data folder"), limit)
 
 
 def read_image(path: str, size: int) -> torch.Tensor:

@@ -23,7 +23,6 @@ from dgnam.cli.common import (
     generator_path,
     image_files,
     load_code_prior_encoder,
-    load_images,
     load_model_from_args,
     recommended_code_prior,
     resolve_device,
@@ -32,8 +31,8 @@ from dgnam.cli.common import (
 )
 from dgnam.errors import DgnamError
 from dgnam.evaluation.evaluate import STANDARD_METHODS, Method, evaluate
-from dgnam.examples.topk import IMAGE_SUFFIXES
 from dgnam.grid import labelled_grid, save_png
+from dgnam.images import is_image_name, load_images
 from dgnam.io import atomic_write_json, atomic_write_text, write_directory
 from dgnam.nets.zoo import load_model
 from dgnam.prior.generator import load_generator
@@ -167,7 +166,7 @@ def validate(args: argparse.Namespace) -> None:
 
 def _no_loose_images(root: Path) -> None:
     """An image directly in ``root`` (test/ or train/) belongs to no class: its label would be unknown."""
-    loose = sorted(p.name for p in root.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES))
+    loose = sorted(p.name for p in root.iterdir() if is_image_name(p.name))
     if loose:
         raise DgnamError(f"'{root / loose[0]}' lies directly in '{root}', outside any class folder "
                          f"({len(loose)} image(s)); move it into its class folder, e.g. '{root}/CLASS/'")

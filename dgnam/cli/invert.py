@@ -28,6 +28,7 @@ from dgnam.cli.common import (
     write_report,
 )
 from dgnam.engine.param import PARAMETRIZATIONS
+from dgnam.images import suffixes_text
 from dgnam.io import write_directory
 from dgnam.prior.generator import load_generator
 
@@ -37,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     inv = sub.add_parser("invert", help="reconstruct an image from layer representations (inversion)",
                          description=__doc__)
     add_model_args(inv)
-    inv.add_argument("--image", required=True, help="the image to invert (.png/.jpg)")
+    inv.add_argument("--image", required=True, help=f"the image to invert ({suffixes_text()})")
     inv.add_argument("--layers", required=True,
                      help="comma list of layers (see `dgnam layers`), e.g. features.relu2_2,output")
     inv.add_argument("--params", default="dgn,pixel", help="comma list of dgn, pixel, fourier (grid rows)")

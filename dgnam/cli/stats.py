@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from dgnam.cli import validate as check
-from dgnam.cli.common import image_files, load_code_encoder, load_images, resolve_device
+from dgnam.cli.common import image_files, load_code_encoder, resolve_device
 from dgnam.errors import DgnamError
+from dgnam.images import load_images
 from dgnam.io import writing
 from dgnam.prior.generator import UpconvGenerator, load_generator
 from dgnam.prior.stats import code_statistics

@@ -39,7 +39,6 @@ from dgnam.cli.common import (
     image_files,
     layer_size,
     load_code_prior_encoder,
-    load_images,
     load_model_from_args,
     parse_units,
     position,
@@ -54,7 +53,8 @@ from dgnam.engine.preferred import baseline_transforms, visualize
 from dgnam.engine.render import DEFAULT_STEPS, Result
 from dgnam.errors import DgnamError
 from dgnam.grid import labelled_grid, save_png
-from dgnam.io import atomic_write_json, publish_directory, staging_directory, to_rgb, writing
+from dgnam.images import load_images, to_rgb
+from dgnam.io import atomic_write_json, publish_directory, staging_directory, writing
 from dgnam.nets.model import Model, eval_mode
 from dgnam.prior.generator import UpconvGenerator, load_generator
 from dgnam.prior.sampler import load_code_sampler

@@ -20,10 +20,11 @@ from dgnam.engine.param import GeneratorCode, Parametrization, SeededCode, make_
 from dgnam.engine.preferred import baseline_transforms, visualize
 from dgnam.engine.render import DEFAULT_STEPS, Result
 from dgnam.errors import DgnamError
-from dgnam.examples.topk import DatasetExamples, dataset_examples, load_image, read_units
+from dgnam.examples.topk import DatasetExamples, dataset_examples, read_units
 from dgnam.gallery import write_site
 from dgnam.grid import html_card, labelled_grid, png_bytes, show_image, to_uint8
-from dgnam.io import to_rgb, write_directory
+from dgnam.images import load_image, to_rgb
+from dgnam.io import write_directory
 from dgnam.nets.model import OUTPUT, Model, as_model, eval_mode
 from dgnam.prior.generator import UpconvGenerator
 

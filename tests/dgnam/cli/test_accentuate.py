@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dgnam.cli.common import DEFAULT_MODEL, load_images
+from dgnam.cli.common import DEFAULT_MODEL
+from dgnam.images import load_images
 from dgnam.nets.classifiers import load_classifier
 
 from helpers import run_cli

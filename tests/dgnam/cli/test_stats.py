@@ -15,7 +15,7 @@ def test_stats_recomputes_bounds(tmp_path, user_files):
     import torch
 
     from dgnam import UpconvGenerator, cifar_arch, load_generator
-    from dgnam.cli.common import load_images
+    from dgnam.images import load_images
     from dgnam.nets.zoo import load_model
     encoder_spec = f"{user_files / 'mynet.py'}:make"
     # Layer "4" (AdaptiveAvgPool2d(4) after a ReLU) gives a non-negative 8x4x4 = 128-unit code.

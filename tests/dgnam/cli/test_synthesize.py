@@ -168,7 +168,7 @@ def test_default_run_on_shipped_checkpoints(tmp_path):
     assert manifest["settings"]["fixed_batch"] is False
     # Even 30 steps through the prior make the shipped classifier pick the intended class for most units.
     from dgnam import load_classifier
-    from dgnam.cli.common import load_images
+    from dgnam.images import load_images
     model = load_classifier(DEFAULT_MODEL)
     images = load_images([out / e["file"] for e in manifest["images"]], 32)
     predicted = model(images).argmax(1).tolist()
@@ -178,7 +178,7 @@ def test_default_run_on_shipped_checkpoints(tmp_path):
 def test_code_prior_on_shipped_checkpoints(tmp_path):
     # PPGN's code prior keeps the code near what the encoder reads back, which is what stops DGN-AM
     # from blowing pixels out to 0/1 (measured at 200 steps: 14% -> 0.4% of pixel values at eps 0.1).
-    from dgnam.cli.common import load_images
+    from dgnam.images import load_images
     runs = {}
     for eps in (0, 0.1):
         out = tmp_path / f"eps{eps}"
@@ -211,7 +211,7 @@ def test_seeded_synthesis_starts_from_each_units_top_images_and_holds_a_target(t
     highest logit (so its first reading is that logit), and --target 1.2x stops it at 1.2 x the folder's max."""
     import torch
 
-    from dgnam.cli.common import load_images
+    from dgnam.images import load_images
     from dgnam.nets.classifiers import load_classifier
     data = _noise_images(tmp_path / "real", 12)
     out = tmp_path / "run"
