@@ -231,7 +231,7 @@ def prepare(args: argparse.Namespace, device: torch.device, sharded: bool) -> Pl
     # A seeded run's own code prior was chosen on two targets (SEEDED_CODE_PRIOR), so it applies to any model.
     code_prior = (SEEDED_CODE_PRIOR if args.code_prior is None else args.code_prior) if seeded else \
         recommended_code_prior(args.code_prior, generator, args.model or str(DEFAULT_MODEL), args.quiet)
-    if param.generator is None:  # pixels and Fourier have no code
+    if not param.has_prior:  # pixels and Fourier have no code
         if args.code_prior:
             raise DgnamError(f"--code-prior applies to --param dgn (a code), not {args.param!r}; drop it")
         code_prior = 0.0

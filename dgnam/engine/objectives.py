@@ -25,9 +25,12 @@ from einops import rearrange, reduce
 
 from dgnam.errors import DgnamError
 from dgnam.nets.layout import Layout, by_shape, parse_layout
-from dgnam.nets.model import INPUT, OUTPUT, PARAMS, Model, as_model
+from dgnam.nets.model import INPUT, OUTPUT, Model, as_model
 
 ActivationKey = tuple[Model | None, str]
+# Not a layer: the parametrisation's code (Parametrization.code, None for pixels and Fourier), for
+# objectives on the code itself (CodePrior); the loop puts it in the activations under (None, PARAMS).
+PARAMS = "params"
 Activations = Mapping[ActivationKey, torch.Tensor]
 
 
@@ -435,7 +438,7 @@ class CodePrior(Objective):
 
     def __call__(self, acts: Activations) -> torch.Tensor:
         code = acts.get((None, PARAMS))
-        if code is None or code.ndim != 2:
+        if code is None:
             raise DgnamError("code_prior needs a code parametrisation (GeneratorCode); pixels and Fourier have no code")
         read_back = rearrange(acts[(self.model, self.layer)], "b ... -> b (...)").detach()
         if read_back.shape != code.shape:

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from dgnam import checks
 from dgnam.engine.optim import Adam, NormalizedAscent, Optimizer
@@ -84,6 +85,16 @@ class Parametrization:
         """Whether a learned prior (a generator) shapes the images; without one, hand-made regularisers
         (jitter, blur, total variation) have to stand in for it."""
         return self.generator is not None
+
+    def modules(self) -> list[nn.Module]:
+        """The trained modules the images pass through (the generator), which the loop keeps in eval mode
+        and frozen; none for pixels and Fourier."""
+        return [self.generator] if self.generator is not None else []
+
+    def code(self, params: torch.Tensor) -> torch.Tensor | None:
+        """The code (B, D) that ``params`` hold, for objectives on the code itself
+        (:func:`~dgnam.engine.objectives.code_prior`); None when there is none (pixels, Fourier)."""
+        return None
 
     def init(self, seeds: Sequence[int], rows: torch.Tensor, device: torch.device) -> torch.Tensor:
         raise NotImplementedError
@@ -180,9 +191,12 @@ class GeneratorCode(Parametrization):
 
     @property
     def upper_bound(self) -> torch.Tensor:
-        g = self.generator
-        bound = g.code_upper_bound if self.bound_k is None else g.code_mean + self.bound_k * g.code_std
-        return bound * self.bound_scale
+        """The box's upper corner: the generator's bound for ``bound_k`` (its stored one when None),
+        times ``bound_scale``."""
+        return self.generator.code_bound(self.bound_k) * self.bound_scale
+
+    def code(self, params: torch.Tensor) -> torch.Tensor:
+        return params
 
     def images(self, params: torch.Tensor) -> torch.Tensor:
         # Models see exactly the image that is saved, and the gradient is that of this image: pixels

@@ -28,8 +28,6 @@ from dgnam.nets.layout import TraceEvent as LayoutEvent
 
 OUTPUT = "output"
 INPUT = "input"
-# Not a layer: the parametrisation's current parameters (a DGN-AM code), for objectives on the code itself.
-PARAMS = "params"
 _CALL_SUFFIX = re.compile(r"^(?P<name>.*)@(?P<call>\d+)$")
 # A first convolution built for other than RGB input (torch's message).
 _CHANNELS = re.compile(r"to have (?P<want>\d+) channels, but got 3 channels")

@@ -141,6 +141,11 @@ def _entries(arch: dict[str, Any], key: str, length: int) -> list:
     return list(layers)
 
 
+def _bound(mean: torch.Tensor, std: torch.Tensor, k: float) -> torch.Tensor:
+    """The per-unit code bound ``mean + k * std`` (the paper's a_i, k = 3): the one place it is written."""
+    return mean + k * std
+
+
 class UpconvGenerator(nn.Module):
     """Upconvolutional generator built from an architecture dict (see :func:`cifar_arch`, :func:`fc6_arch`).
 
@@ -275,7 +280,12 @@ class UpconvGenerator(nn.Module):
             raise DgnamError(f"k must be a finite number >= 0 (bound = mean + k * std), got {k}")
         self.code_mean.copy_(mean)
         self.code_std.copy_(std)
-        self.code_upper_bound.copy_(mean + k * std)
+        self.code_upper_bound.copy_(_bound(mean, std, k))
+
+    def code_bound(self, k: float | None = None) -> torch.Tensor:
+        """The code's per-unit upper bound (D,): ``code_mean + k * code_std``, or the stored
+        ``code_upper_bound`` when ``k`` is None (the one set with the statistics, or imported)."""
+        return self.code_upper_bound if k is None else _bound(self.code_mean, self.code_std, k)
 
     def checkpoint(self, metadata: dict[str, Any] | None = None,
                    weights_dtype: torch.dtype | None = None) -> dict[str, Any]:

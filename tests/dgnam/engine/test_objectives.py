@@ -7,9 +7,9 @@ import torch
 
 from dgnam import DgnamError, GeneratorCode, NormalizedAscent, Pixels, class_logit, code_prior, synthesize, unit
 from dgnam.engine import objectives
-from dgnam.engine.objectives import channel, match, scale_rows, total_variation
+from dgnam.engine.objectives import PARAMS, channel, match, scale_rows, total_variation
 from dgnam.evaluation.evaluate import Method, evaluate
-from dgnam.nets.model import INPUT, PARAMS, Model
+from dgnam.nets.model import INPUT, Model
 
 from helpers import CODE_LAYER, TinyNet
 
