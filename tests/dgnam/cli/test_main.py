@@ -14,8 +14,8 @@ except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[3]
-SUBCOMMANDS = ("synthesize", "synthesize-sharded", "probe", "layers", "stats", "sample", "evaluate", "import-generator",
-               "invert", "compare", "attribute", "sanity", "unnatural")
+SUBCOMMANDS = ("synthesize", "synthesize-sharded", "probe", "accentuate", "layers", "stats", "sample", "evaluate",
+               "import-generator", "invert", "compare", "attribute", "sanity", "unnatural")
 
 
 @pytest.mark.parametrize("command, extra, message", [
