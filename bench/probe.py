@@ -18,7 +18,8 @@ import time
 
 import torch
 
-from dgnam.examples.topk import RESERVOIR, _batches, dataset_examples, list_images
+from dgnam.examples.topk import RESERVOIR, _batches, dataset_examples
+from dgnam.images import list_images
 from dgnam.io import shipped
 from dgnam.nets.zoo import load_model
 
@@ -85,14 +86,15 @@ def main() -> None:
     n_units = len(ex.units)
     state_mb = n_units * (3 * args.k + RESERVOIR) * 4 / 2**20
     print(f"{model.name} {args.layer}: {n_units} units, {ex.n_images} images ({len(ex.skipped)} skipped), "
-          f"batch {args.batch_size}, k {args.k}, {args.workers} loader workers, {torch.get_num_threads()} threads, {device}")
+          f"batch {args.batch_size}, k {args.k}, {args.workers} loader workers, {torch.get_num_threads()} threads, "
+          f"{device}")
     print(f"dataset pass {best_pass:.2f}s vs plain forward {best_plain:.2f}s: ratio {best_pass / best_plain:.3f} "
           f"(goal <= 1.2); runs {[round(s, 2) for s in passes]} vs {[round(s, 2) for s in plains]}")
     if device.type == "cuda":
         peak = (torch.cuda.max_memory_allocated(device) - base_alloc) / 2**20
         print(f"peak CUDA memory above the model: {peak:.0f} MiB; per-unit state {state_mb:.1f} MiB")
-    print(f"peak RSS growth during the runs: {peak_rss_mb() - rss_before:.0f} MiB (process peak {peak_rss_mb():.0f} MiB); "
-          f"per-unit state (top-k, locations, reservoir) {state_mb:.1f} MiB, whatever the number of images")
+    print(f"peak RSS growth during the runs: {peak_rss_mb() - rss_before:.0f} MiB (process peak {peak_rss_mb():.0f} "
+          f"MiB); per-unit state (top-k, locations, reservoir) {state_mb:.1f} MiB, whatever the number of images")
 
 
 if __name__ == "__main__":

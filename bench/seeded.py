@@ -57,7 +57,8 @@ def main() -> None:
           f"images of {args.data}")
     print(f"seeds' mean logit {float(logits.gather(0, logits.topk(args.restarts, dim=0).indices).mean()):.2f}")
     for name, result in best.items():
-        print(f"{name}: {result.seconds:.1f} s, {result.settings['steps']} steps, mean logit {float(result.values.mean()):.2f}")
+        print(f"{name}: {result.seconds:.1f} s, {result.settings['steps']} steps, "
+              f"mean logit {float(result.values.mean()):.2f}")
     ratio = best["noise, 200 steps"].seconds / best["seeded, 50 steps"].seconds
     print(f"ratio noise-200 / seeded-50 wall time: {ratio:.2f}")
 

@@ -16,8 +16,8 @@ import time
 import torch
 
 import dgnam
-from dgnam.prior.generator import UpconvGenerator, cifar_arch
 from dgnam.nets import CifarResNet
+from dgnam.prior.generator import UpconvGenerator, cifar_arch
 
 
 def _sync(device: torch.device) -> None:

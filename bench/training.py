@@ -67,9 +67,11 @@ class _Timer(L.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def lightning_loop(module: GeneratorModule, images: torch.Tensor, batch: int, log_dir: str, device: torch.device) -> float:
+def lightning_loop(module: GeneratorModule, images: torch.Tensor, batch: int, log_dir: str,
+                   device: torch.device) -> float:
     timer = _Timer()
-    trainer = L.Trainer(max_steps=len(images) // batch, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, logger=L.pytorch.loggers.CSVLogger(log_dir),
+    trainer = L.Trainer(max_steps=len(images) // batch, accelerator="gpu" if device.type == "cuda" else "cpu",
+                        devices=1, logger=L.pytorch.loggers.CSVLogger(log_dir),
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=50, callbacks=[timer])
     loader = DataLoader(TensorDataset(images, torch.zeros(len(images), dtype=torch.long)), batch_size=batch)
@@ -99,7 +101,8 @@ def main() -> None:
             light.append(lightning_loop(lightning_module, images, args.batch, log_dir, device))
     n = args.steps * args.batch
     bare_rate, light_rate = n / min(bare), n / min(light)
-    print(f"{args.steps} iterations x batch {args.batch}, {args.threads} threads, {device}, best of {args.rounds} rounds")
+    print(f"{args.steps} iterations x batch {args.batch}, {args.threads} threads, {device}, best of {args.rounds} "
+          "rounds")
     print(f"bare PyTorch loop: {bare_rate:.1f} images/s ({min(bare) / args.steps:.3f} s/iteration)")
     print(f"Lightning Trainer: {light_rate:.1f} images/s ({min(light) / args.steps:.3f} s/iteration)")
     print(f"Lightning overhead: {100 * (min(light) / min(bare) - 1):+.1f}% (goal <= 10%)")

@@ -1,10 +1,11 @@
 """Checks of the public API's arguments, shared by its functions (the CLI's are in :mod:`dgnam.cli.validate`):
 each raises a one-line :class:`DgnamError` naming the fix, before any compute.
 
-Sizes: what an argument will make dgnam allocate is checked against what the machine can hold. A size that is finite but huge (``k=10**9``, ``range(10**9)`` units, ``steps=10**10``) would otherwise fill
-the memory before any check, and the kernel kills the process or a raw ``MemoryError`` ends it. Estimates
-here are lower bounds of what the named tensors take (activations of the user's model are not counted), so a
-refusal is certain to be right; the message gives the number and the argument to lower.
+Sizes: what an argument will make dgnam allocate is checked against what the machine can hold. A size that is finite
+but huge (``k=10**9``, ``range(10**9)`` units, ``steps=10**10``) would otherwise fill the memory before any check,
+and the kernel kills the process or a raw ``MemoryError`` ends it. Estimates here are lower bounds of what the named
+tensors take (activations of the user's model are not counted), so a refusal is certain to be right; the message
+gives the number and the argument to lower.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -130,7 +129,7 @@ def reading(path: str | os.PathLike, what: str, fix: str) -> Iterator[None]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DgnamError(f"{what} '{path}' has more than PIL's limit of {Image.MAX_IMAGE_PIXELS} pixels; "
                          f"downscale it (or remove it)") from None
-    except Exception as exc:  # noqa: BLE001 - any reader's failure, reported in one line
+    except Exception as exc:  # any reader's failure (PIL raises many types), reported in one line
         raise DgnamError(f"cannot read {what} '{path}' ({first_line(exc, 120)}); {fix}") from None
 
 
@@ -199,20 +198,3 @@ def shipped(name: str) -> Path:
     """
     return Path(str(resources.files("dgnam").joinpath("checkpoints", *name.split("/")))).resolve()
 
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """``image`` as 8-bit RGB whatever its mode. PIL's ``convert("RGB")`` clips 16-bit, 32-bit and float
-    greyscale to 255 (a 16-bit PNG came out white), so those are scaled from their range: ``I;16`` and ``I``
-    (how PIL opens 16-bit PNGs) from 0-65535, ``F`` from 0-1 when its values lie there, else 0-255. Alpha,
-    a palette's transparency included, is dropped (as torchvision's loader does); CMYK is converted by PIL."""
-    if image.mode.startswith("I") or image.mode == "F":
-        values = np.nan_to_num(np.asarray(image, dtype=np.float64))
-        if image.mode == "F":
-            top = 1.0 if values.size and values.max() <= 1.0 else 255.0
-        else:
-            top = 65535.0
-        grey = np.clip(values * (255.0 / top), 0, 255).round().astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
-    if image.mode == "P":
-        image = image.convert("RGBA")  # PIL warns converting a palette with transparency straight to RGB
-    return image.convert("RGB")

@@ -252,7 +252,8 @@ def _tiny_module(tmp_path, upsample: str | None = "nearest", **module_kwargs) ->
 
     kwargs = {"widths": [4, 4, 4, 4], "code_dim": 16}
     atomic_save(classifier_checkpoint("cifar_vgg", kwargs, build_classifier("cifar_vgg", kwargs).state_dict(),
-                                      mean=CIFAR10_MEAN, std=CIFAR10_STD, input_size=32, metadata={"classes": ["a", "b"]}),
+                                      mean=CIFAR10_MEAN, std=CIFAR10_STD, input_size=32,
+                                      metadata={"classes": ["a", "b"]}),
                 tmp_path / "enc.pt")
     generator_kwargs = {"code_dim": 64, "start_channels": 4, "widths": [8, 8, 8], "spatial_code": True}
     if upsample:

@@ -78,7 +78,8 @@ def test_generator_training_with_all_terms_resumes_on_cuda(tmp_path, image_root)
     args = ["fit", "--config", "configs/cifar10/generator.yaml", *_common(tmp_path, image_root, "gen"),
             "--trainer.max_epochs=-1", "--trainer.accelerator=gpu", f"--model.encoder={enc_path}",
             f"--model.export_path={gen_path}",
-            "--model.generator_kwargs={code_dim: 64, start_channels: 4, widths: [8, 8, 8], spatial_code: true, upsample: nearest}",
+            "--model.generator_kwargs={code_dim: 64, start_channels: 4, widths: [8, 8, 8], spatial_code: true, "
+            "upsample: nearest}",
             "--model.discriminator_convs=[[8, 3, 1], [8, 4, 2]]", "--model.discriminator_code_dims=[8]",
             "--model.lambda_class=0.5", "--model.class_gradient_sigma=1.0", "--model.lambda_spectrum=2.0",
             "--model.lambda_code=0.5", "--model.ema_decay=0.5", "--trainer.limit_val_batches=0",
@@ -108,7 +109,8 @@ def test_cli_synthesize_autocasts_on_cuda_unless_fp32(tmp_path, fp32):
     if not (DEFAULT_GENERATOR.is_file() and DEFAULT_MODEL.is_file()):
         pytest.skip("shipped checkpoints absent")
     out = tmp_path / "run"
-    args = ["synthesize", "--units", "0-1", "--restarts", "1", "--steps", "5", "--device", "cuda", "--quiet", "--out", str(out)]
+    args = ["synthesize", "--units", "0-1", "--restarts", "1", "--steps", "5", "--device", "cuda", "--quiet", "--out",
+            str(out)]
     assert cli_main(args + (["--fp32"] if fp32 else [])) == 0
     settings = json.loads((out / "manifest.json").read_text())["settings"]
     assert settings["engine"]["amp"] is (not fp32) and settings["device"].startswith("cuda")

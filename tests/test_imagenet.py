@@ -56,7 +56,8 @@ def test_one_training_step_of_the_full_fc6_setup(tmp_path, imagenet_like):
     # The shipped config as LightningCLI reads it; only what needs a GPU, ImageNet or weights is overridden.
     assert yaml.safe_load(CONFIG.read_text())["model"]["encoder"] == "torchvision:alexnet"
     cli = LightningCLI(GeneratorModule, ImageFolderData, run=False, save_config_callback=None, args=[
-        "--config", str(CONFIG), "--model.encoder=torchvision:alexnet:none", f"--model.export_path={tmp_path / 'fc6.pt'}",
+        "--config", str(CONFIG), "--model.encoder=torchvision:alexnet:none",
+        f"--model.export_path={tmp_path / 'fc6.pt'}",
         f"--data.root={imagenet_like}", "--data.batch_size=2", "--data.num_workers=0",
         "--trainer.max_steps=1", "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
         "--trainer.precision=32-true", "--trainer.logger=false", "--trainer.callbacks=[]",
@@ -88,7 +89,8 @@ def test_one_training_step_of_the_full_fc6_setup(tmp_path, imagenet_like):
 def test_shipped_config_names_the_paper_layers(alexnet):
     config = yaml.safe_load(CONFIG.read_text())
     model = config["model"]
-    assert (model["generator_arch"], model["code_layer"], model["comparator_layer"]) == ("fc6", "classifier.2", "features.12")
+    arch = (model["generator_arch"], model["code_layer"], model["comparator_layer"])
+    assert arch == ("fc6", "classifier.2", "features.12")
     assert model["encoder_fit"] == "crop" and config["data"]["image_size"] == 256
     assert config["trainer"]["strategy"] == "ddp_find_unused_parameters_true"
     # The names refer to these modules of torchvision's AlexNet.

@@ -40,7 +40,8 @@ def test_two_process_ddp_fit_exports_once(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train.generator",
          "fit", "--config", "configs/cifar10/generator.yaml", f"--data.root={tmp_path / 'data'}", "--data.cache=false",
-         "--data.batch_size=4", "--seed_everything=0", f"--model.encoder={tmp_path / 'enc.pt'}", f"--model.export_path={out}",
+         "--data.batch_size=4", "--seed_everything=0", f"--model.encoder={tmp_path / 'enc.pt'}",
+         f"--model.export_path={out}",
          "--model.generator_kwargs={code_dim: 64, start_channels: 4, widths: [8, 8, 8], spatial_code: true}",
          "--model.discriminator_convs=[[8, 3, 1], [8, 4, 2]]", "--model.discriminator_code_dims=[8]",
          "--model.grid_every=1000", "--model.ema_decay=0.5", "--trainer.max_steps=2", "--trainer.accelerator=cpu",

@@ -42,7 +42,8 @@ def read_schedule(path: str | Path) -> Schedule:
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise DgnamError(f"cannot read the schedule '{path}' ({type(exc).__name__}); pass a YAML schedule file") from None
+        raise DgnamError(f"cannot read the schedule '{path}' ({type(exc).__name__}); pass a YAML schedule "
+                         "file") from None
     if not isinstance(raw, dict) or not {"program", "config", "checkpoint", "chunks"} <= raw.keys():
         raise DgnamError(f"'{path}' needs the keys program, config, checkpoint and chunks")
     chunks = []
@@ -52,7 +53,8 @@ def read_schedule(path: str | Path) -> Schedule:
         if not isinstance(until, int) or until <= 0 or not isinstance(flags, dict):
             raise DgnamError(f"'{path}' chunk {i}: write {{until: ITERATIONS, flags: {{model.NAME: VALUE}}}}")
         if chunks and until <= chunks[-1].until:
-            raise DgnamError(f"'{path}' chunk {i}: until {until} does not follow {chunks[-1].until}; list chunks in order")
+            raise DgnamError(f"'{path}' chunk {i}: until {until} does not follow {chunks[-1].until}; list chunks in "
+                             "order")
         chunks.append(Chunk(until, flags))
     if not chunks:
         raise DgnamError(f"'{path}' lists no chunks")

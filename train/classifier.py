@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from dgnam.nets.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint, load_classifier
 from dgnam.errors import DgnamError
 from dgnam.io import atomic_save
+from dgnam.nets.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint, load_classifier
 from train.cli import TrainCLI
 from train.data import ImageFolderData
 from train.timing import TimedModule
@@ -74,7 +74,8 @@ class ClassifierModule(TimedModule):
             return self.net.get_submodule(name)
         except AttributeError:
             names = ", ".join(n for n, _ in self.net.named_children())
-            raise DgnamError(f"--model.freeze names {name!r}, which {self.hparams.arch} lacks; use one of {names}") from None
+            raise DgnamError(f"--model.freeze names {name!r}, which {self.hparams.arch} lacks; use one of "
+                             f"{names}") from None
 
     def _start_from(self, path: str) -> None:
         """Copy every parameter and buffer of ``path`` whose name and shape match this network's."""

@@ -99,7 +99,8 @@ def _note_overridden(configured, restored: dict, predated: set[str]) -> None:
 def module_from_checkpoint(module_class, ckpt_path: str):
     """Rebuild a training module from its own Lightning checkpoint: ``(module, checkpoint dict)``."""
     state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    hparams = {k: v for k, v in state["hyper_parameters"].items() if not k.startswith("_")}  # LightningCLI adds _instantiator
+    # LightningCLI adds _instantiator
+    hparams = {k: v for k, v in state["hyper_parameters"].items() if not k.startswith("_")}
     module = module_class(**hparams)
     module.on_load_checkpoint(state)  # before the weights, as Lightning calls it (it may adapt the state dict)
     module.load_state_dict(state["state_dict"])

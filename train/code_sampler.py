@@ -1,4 +1,4 @@
-"""Train a :class:`~dgnam.sampler.CodeSampler`: a small GAN in a generator's code space.
+"""Train a :class:`~dgnam.prior.sampler.CodeSampler`: a small GAN in a generator's code space.
 
 Real codes are the frozen encoder's ``generator.encoder_layer`` activations on the training images,
 computed once by :class:`CodeData` (on 2 CPU cores, encoding each batch again would cost as much as the
@@ -113,7 +113,7 @@ class CodeSamplerModule(TimedModule):
     Args:
         generator: a dgnam generator file; its ``encoder`` and ``encoder_layer`` define the code.
         encoder: override the encoder the generator names (same forms as the generator trainer's).
-        latent_dim, width, depth: the sampler's size (see :class:`~dgnam.sampler.CodeSampler`).
+        latent_dim, width, depth: the sampler's size (see :class:`~dgnam.prior.sampler.CodeSampler`).
         critic_width, critic_depth: the critic's size.
         lr, betas: Adam for both networks (betas (0, 0.99), as is usual with R1).
         r1_gamma: weight of the R1 penalty; it keeps the critic smooth on real codes.
@@ -145,9 +145,11 @@ class CodeSamplerModule(TimedModule):
             refuse_own_start("init_sampler", init_sampler, export_path)
             start = load_code_sampler(init_sampler)
             start.check_generator(self.generator)
-            if (start.code_shape, start.latent_dim, start.num_classes) != (self.sampler.code_shape, latent_dim, num_classes):
+            if ((start.code_shape, start.latent_dim, start.num_classes)
+                    != (self.sampler.code_shape, latent_dim, num_classes)):
                 raise DgnamError(f"--model.init_sampler '{init_sampler}' has code shape {list(start.code_shape)}, "
-                                 f"latent {start.latent_dim} and {start.num_classes} classes; this run has {code_shape}, "
+                                 f"latent {start.latent_dim} and {start.num_classes} classes; this run has "
+                                 f"{code_shape}, "
                                  f"{latent_dim} and {num_classes}: match --model.latent_dim/--model.num_classes")
             self.sampler.classes = list(start.classes)
             try:
@@ -184,7 +186,8 @@ class CodeSamplerModule(TimedModule):
 
         critic = critic_losses(self.critic, real, fake, hp.r1_gamma, labels)
         if self.image_critic is not None:
-            image = critic_losses(self.image_critic, real_u8.float() / 255, fake_images, hp.image_r1_gamma, image_labels)
+            image = critic_losses(self.image_critic, real_u8.float() / 255, fake_images, hp.image_r1_gamma,
+                                  image_labels)
             critic["d"] = critic["d"] + image["d"]
         for opt in opt_critics:
             opt.zero_grad(set_to_none=True)
@@ -204,7 +207,8 @@ class CodeSamplerModule(TimedModule):
         fake = fake.detach()
         stats = {"loss/sampler": loss_s, "loss/image": loss_image, "loss/critic": critic["d"], "loss/r1": critic["r1"],
                  "critic/real_logit": critic["real_logit"], "critic/fake_logit": critic["fake_logit"],
-                 "codes/fake_zero_fraction": (fake == 0).float().mean(), "codes/real_zero_fraction": (real == 0).float().mean(),
+                 "codes/fake_zero_fraction": (fake == 0).float().mean(),
+                 "codes/real_zero_fraction": (real == 0).float().mean(),
                  "codes/fake_mean": fake.mean(), "codes/real_mean": real.mean()}
         stats = {k: float(v.detach()) for k, v in stats.items()}
         self.log_dict(stats)
@@ -263,7 +267,8 @@ class CodeSamplerModule(TimedModule):
         metadata = {"iterations": iterations, "generator": hp.generator,
                     "generator_iterations": self.generator.metadata.get("iterations"),
                     "train_seconds": round(self.train_seconds()),
-                    "r1_gamma": hp.r1_gamma, "lr": hp.lr, "lambda_image": hp.lambda_image, "num_classes": hp.num_classes,
+                    "r1_gamma": hp.r1_gamma, "lr": hp.lr, "lambda_image": hp.lambda_image,
+                    "num_classes": hp.num_classes,
                     "conditional_image_critic": hp.conditional_image_critic,
                     "init_sampler": hp.init_sampler}
         self.sampler.save(path, metadata)

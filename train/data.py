@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
+from dgnam.engine.transforms import crop_rows
 from dgnam.errors import DgnamError
 from dgnam.io import atomic_save
-from dgnam.engine.transforms import crop_rows
 from dgnam.sanity.variants import with_variants
 
 Augment = Literal["classifier", "crop", "none"]
@@ -39,7 +39,8 @@ def _decode(path: str, size: int) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8)
 
 
-def load_uint8(root: str | os.PathLike, size: int, cache_dir: str | os.PathLike | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def load_uint8(root: str | os.PathLike, size: int,
+               cache_dir: str | os.PathLike | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Decode an ImageFolder tree into ``images (N,3,size,size) uint8, labels (N,), classes``, cached on disk."""
     root = Path(root)
     if not root.is_dir():
@@ -61,7 +62,8 @@ def load_uint8(root: str | os.PathLike, size: int, cache_dir: str | os.PathLike 
     return images, labels, folder.classes
 
 
-def augment_batch(images_u8: torch.Tensor, mode: Augment, pad: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
+def augment_batch(images_u8: torch.Tensor, mode: Augment, pad: int = 4,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
     """uint8 (B,3,H,W) -> float [0,1] with batch augmentation.
 
     ``classifier``: random crop from a zero-padded image plus horizontal flip (standard CIFAR recipe).
@@ -126,7 +128,8 @@ class ImageFolderData(L.LightningDataModule):
         for name in candidates:
             if (root / name).is_dir():
                 return str(root / name)
-        raise DgnamError(f"'{root}' has no {' or '.join(candidates)}/ folder; point --data.root at a folder with train/ and test/")
+        raise DgnamError(f"'{root}' has no {' or '.join(candidates)}/ folder; point --data.root at a folder with "
+                         "train/ and test/")
 
     def _dataset(self, split: str) -> Dataset:
         hp = self.hparams

@@ -12,7 +12,7 @@
   fits of real training codes (:func:`code_samples`): a per-unit Gaussian (ignores how units
   co-vary), a full-covariance Gaussian (both clipped at 0), a Gaussian copula (keeps each unit's
   own distribution, zeros included) and one copula per class; with ``--code-sampler``, also
-  G(sampler(z)) for a trained :class:`~dgnam.sampler.CodeSampler` (``python -m train.code_sampler``),
+  G(sampler(z)) for a trained :class:`~dgnam.prior.sampler.CodeSampler` (``python -m train.code_sampler``),
   and for a class-conditional one a grid of real images, reconstructions and samples per class
   (:func:`class_ceiling_grid`: is G or the sampler what a class's samples lack?); with
   ``--dgnam-restarts N`` the same grid with N DGN-AM images of each class logit of the encoder;
@@ -20,7 +20,7 @@
   images, in that judge's penultimate features, next to the KID of real *training* images (the
   floor) and of test images blurred with a 3x3 box (a reference for "blurry but real"); and, for each
   set and for the real test images, the Inception score and mean confidence in that judge
-  (:func:`dgnam.metrics.judge_score`: do the images show one class clearly?).
+  (:func:`dgnam.evaluation.metrics.judge_score`: do the images show one class clearly?).
 
 Run: python -m train.evaluate_prior --judges checkpoints/cifar10/judges/resnet.pt \
          --kid-judge checkpoints/cifar10/judges/robust_resnet.pt [--out docs/prior]
@@ -38,8 +38,8 @@ from torchvision.utils import save_image
 import dgnam
 from dgnam import load_classifier, load_generator
 from dgnam.errors import DgnamError
-from dgnam.io import atomic_write_json
 from dgnam.evaluation.metrics import judge_outputs, judge_score, kid, predict_logits
+from dgnam.io import atomic_write_json
 from dgnam.prior.sampler import load_code_sampler
 from dgnam.prior.stats import encode_all
 from train.data import load_uint8
@@ -84,7 +84,7 @@ def class_order(labels: torch.Tensor, n: int) -> torch.Tensor:
 
 def _class_gaussian_copula(codes: torch.Tensor, labels: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
     if labels.shape != (len(codes),):
-        raise ValueError(f"labels must be one class per code, shape ({len(codes)},), got {tuple(labels.shape)}")
+        raise DgnamError(f"labels must be one class per code, shape ({len(codes)},), got {tuple(labels.shape)}")
     asked = class_order(labels, n)
     out = torch.empty(n, codes.shape[1], dtype=codes.dtype)
     for cls in labels.unique().tolist():
@@ -155,7 +155,8 @@ def sample_realism(encoder, generator, judge, train_u8: torch.Tensor, test_u8: t
         # The Inception score in the judge says whether images show one class clearly, which KID can
         # miss (a copula's painterly scenes match real texture statistics with few objects in them).
         score = judge_score(logits)
-        return {"judge_inception_score": round(score.inception_score, 3), "judge_confidence": round(score.confidence, 3)}
+        return {"judge_inception_score": round(score.inception_score, 3),
+                "judge_confidence": round(score.confidence, 3)}
 
     real_logits, real_features = judge_outputs(judge, real)
     report = {"real_test": judged(real_logits)}
@@ -219,7 +220,8 @@ def sampler_images(generator, sampler, classes: list[str], per_class: int = 8, s
                       for k, index in enumerate(sampler_index)])
 
 
-def dgnam_images(encoder, generator, n_classes: int, per_class: int = 8, code_prior: float | None = None) -> torch.Tensor:
+def dgnam_images(encoder, generator, n_classes: int, per_class: int = 8,
+                 code_prior: float | None = None) -> torch.Tensor:
     """DGN-AM images of the encoder's class logits, ``per_class`` restarts (seeds 0, 1, ...) per class,
     class after class, in one batched run; the code prior is the generator's recorded one unless given."""
     eps = generator.metadata.get("code_prior", 0.0) if code_prior is None else code_prior
@@ -239,7 +241,8 @@ def class_ceiling_grid(encoder, generator, made: torch.Tensor, images_u8: torch.
     """
     picks = real_per_class(labels, classes, per_class)
     if len(made) != len(classes) * per_class:
-        raise DgnamError(f"{len(made)} made images for {len(classes)} classes x {per_class}; pass them class after class")
+        raise DgnamError(f"{len(made)} made images for {len(classes)} classes x {per_class}; pass them class after "
+                         "class")
     rows = []
     for k, chosen in enumerate(picks):
         real = images_u8[chosen].float() / 255

@@ -25,12 +25,12 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.utils import save_image
 
+from dgnam.engine.transforms import GaussianBlur
 from dgnam.errors import DgnamError
-from dgnam.prior.generator import UpconvGenerator, cifar_arch, fc6_arch, load_generator
 from dgnam.nets.model import Model
 from dgnam.nets.zoo import load_model
+from dgnam.prior.generator import UpconvGenerator, cifar_arch, fc6_arch, load_generator
 from dgnam.prior.stats import code_statistics
-from dgnam.engine.transforms import GaussianBlur
 from train.cli import module_from_checkpoint, run
 from train.data import ImageFolderData
 from train.networks import Discriminator
@@ -156,7 +156,7 @@ def averaged_weights(checkpoint: dict) -> dict[str, torch.Tensor] | None:
 
 
 class GeneratorModule(TimedModule):
-    """Trains an :class:`~dgnam.generator.UpconvGenerator` to invert ``encoder``'s ``code_layer``.
+    """Trains an :class:`~dgnam.prior.generator.UpconvGenerator` to invert ``encoder``'s ``code_layer``.
 
     Args:
         encoder: any model spec :func:`dgnam.nets.zoo.load_model` reads: a dgnam classifier checkpoint
@@ -210,7 +210,8 @@ class GeneratorModule(TimedModule):
                  discriminator_code_dims: list[int] | None = None, output_space: str = "rgb01",
                  lambda_img: float = 1.0, lambda_feat: float = 1.0, lambda_adv: float = 0.005,
                  lambda_code: float = 0.0, lambda_class: float = 0.0, class_gradient_sigma: float = 0.0,
-                 lambda_spectrum: float = 0.0, ema_decay: float = 0.0, lr_g: float = 5e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.9, 0.999),
+                 lambda_spectrum: float = 0.0, ema_decay: float = 0.0, lr_g: float = 5e-4, lr_d: float = 2e-4,
+                 betas: tuple[float, float] = (0.9, 0.999),
                  weight_decay_d: float = 4e-4, bound_k: float = 3.0,
                  grid_every: int = 500, export_path: str | None = None, init_generator: str | None = None,
                  encoder_input_size: int | None = None, encoder_fit: str = "resize",

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.regression import R2Score
 
-from dgnam.nets.classifiers import load_classifier
 from dgnam.errors import DgnamError
+from dgnam.nets.classifiers import load_classifier
 from dgnam.prior.generator import UpconvGenerator, fc_layers, load_generator
 from dgnam.prior.stats import summarize_codes
 from train.cli import TrainCLI
@@ -38,15 +38,16 @@ def fc_generator_arch(conv_arch: dict, code_dim: int, fc_dims: list[int]) -> dic
 
 
 class CodePairData(L.LightningDataModule):
-    """(fc code, conv code) pairs of an encoder on an ImageFolder tree, computed once per split; the conv
-    code is the layer ``conv_generator`` inverts. The training pairs include each image's mirror image (the encoder's codes differ; the pair stays
-    true), so the FC layers see twice the codes for the cost of one more encoder pass.
-    ``train_codes`` keeps the fc codes of the training images as they are (no mirror images): the
-    exported generator's code statistics.
+    """(fc code, conv code) pairs of an encoder on an ImageFolder tree, computed once per split; the conv code is
+    the layer ``conv_generator`` inverts. The training pairs include each image's mirror image (the encoder's codes
+    differ; the pair stays true), so the FC layers see twice the codes for the cost of one more encoder pass.
+    ``train_codes`` keeps the fc codes of the training images as they are (no mirror images): the exported
+    generator's code statistics.
     """
 
     def __init__(self, root: str = "../shared/data/cifar10", encoder: str = "checkpoints/cifar10/encoder_fc6.pt",
-                 code_layer: str = "relu6", conv_generator: str = "checkpoints/cifar10/generator.pt", image_size: int = 32,
+                 code_layer: str = "relu6", conv_generator: str = "checkpoints/cifar10/generator.pt",
+                 image_size: int = 32,
                  batch_size: int = 256, cache_dir: str | None = ".cache/dgnam", mirror: bool = True,
                  subset: int | None = None) -> None:
         super().__init__()
@@ -144,7 +145,8 @@ class GeneratorHeadModule(TimedModule):
     def configure_optimizers(self):
         hp = self.hparams
         opt = torch.optim.AdamW(self.generator.fc.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=self.trainer.estimated_stepping_batches,
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr,
+                                                    total_steps=self.trainer.estimated_stepping_batches,
                                                     pct_start=0.1)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dgnam.errors import DgnamError
+
 
 def conv_stack(convs: list[list[int]], c_in: int = 3) -> list[nn.Module]:
     """Convs ``[[c_out, kernel, stride], ...]`` each followed by LeakyReLU(0.2); stride 2 halves the size."""
@@ -53,7 +55,7 @@ class Discriminator(nn.Module):
 
 
 class CodeCritic(nn.Module):
-    """Discriminator in code space for :class:`~dgnam.sampler.CodeSampler`: real code vs sampled code.
+    """Discriminator in code space for :class:`~dgnam.prior.sampler.CodeSampler`: real code vs sampled code.
 
     A spatial code ``[C, H, W]`` goes through 3x3 convs, a flat one through FC layers; then one logit.
     A minibatch-standard-deviation feature (Karras et al. 2018) lets it see a batch's diversity,
@@ -115,7 +117,7 @@ def projected_logit(head: nn.Sequential, class_embedding: nn.Embedding | None, f
     """``head`` (hidden layer, activation, output layer) on ``features``, plus, for a projection critic
     (Miyato & Koyama 2018), the inner product of the class embedding with the hidden layer."""
     if (class_embedding is None) != (labels is None):
-        raise ValueError("a conditional critic needs labels and an unconditional one takes none")
+        raise DgnamError("a conditional critic needs labels and an unconditional one takes none")
     hidden = head[:2](features)
     logit = head[2](hidden).squeeze(1)
     if labels is not None:

@@ -32,8 +32,16 @@ from dgnam.analysis.figures import heat, overlay, signed_gradient_image
 from dgnam.errors import DgnamError
 from dgnam.grid import labelled_grid, save_png
 from dgnam.nets.layout import Layout
-from dgnam.nets.model import (Model, first_tensor, as_model, describe_layers, eval_mode, last_spatial_layer,
-                              parse_layer, resolve_layer)
+from dgnam.nets.model import (
+    Model,
+    as_model,
+    describe_layers,
+    eval_mode,
+    first_tensor,
+    last_spatial_layer,
+    parse_layer,
+    resolve_layer,
+)
 
 METHODS = ("saliency", "gradcam", "guided_backprop", "guided_gradcam")
 GUIDED_METHODS = ("guided_backprop", "guided_gradcam")
@@ -236,7 +244,8 @@ def attribute(model: nn.Module | Model, images: torch.Tensor, target: int | Sequ
     else:
         targets = torch.as_tensor(target, dtype=torch.long, device=device)
         if targets.ndim > 1 or (targets.ndim == 1 and len(targets) != len(images)):
-            raise DgnamError(f"give one target class, or one per image ({len(images)}); got shape {tuple(targets.shape)}")
+            raise DgnamError(f"give one target class, or one per image ({len(images)}); got shape "
+                             f"{tuple(targets.shape)}")
         targets = targets.expand(len(images)).clone()
         bad = targets[(targets < 0) | (targets >= n_classes)]
         if len(bad):
@@ -249,8 +258,8 @@ def attribute(model: nn.Module | Model, images: torch.Tensor, target: int | Sequ
         functional = functional_relu_calls(model, images[:1])
         if functional:
             raise DgnamError(f"{model.name} applies ReLU {functional} time(s) as a function (F.relu/torch.relu), which "
-                             f"guided backprop cannot reach (captum overrides nn.ReLU modules only); use nn.ReLU modules "
-                             f"or leave out {' and '.join(GUIDED_METHODS)}")
+                             "guided backprop cannot reach (captum overrides nn.ReLU modules only); use nn.ReLU "
+                             f"modules or leave out {' and '.join(GUIDED_METHODS)}")
 
     maps: dict[str, torch.Tensor] = {}
     size = tuple(images.shape[-2:])

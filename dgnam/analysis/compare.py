@@ -206,7 +206,8 @@ def compare(model_a: nn.Module | Model, model_b: nn.Module | Model, param: Param
     mimic_objective = match(OUTPUT, targets, p=1, model=model_a).per_row_targets()
     mimic_param = param.continue_from(synthesis.params[a_rows], synthesis.images[a_rows])
     mimicry = synthesize(mimic_objective, mimic_param, seeds=[seed + r for r in row_restarts[:len(a_rows)]],
-                         steps=mimic_steps if mimic_steps is not None else steps, optimizer=mimic_param.matching_optimizer(),
+                         steps=mimic_steps if mimic_steps is not None else steps,
+                         optimizer=mimic_param.matching_optimizer(),
                          transforms=transforms, batch_size=batch_size, device=device, progress=progress,
                          labels=[f"mimic:{n}" for n in _row_names(class_names, restarts)])
     mimic_end_logits = _outputs(model_a, mimicry.images, device, batch_size)

@@ -69,10 +69,12 @@ class InversionResult:
                 tiles.append(self.images[p, column])
                 # The last name component keeps the caption inside its tile (features.relu4_2 -> relu4_2).
                 captions.append(f"{layer.rsplit('.', 1)[-1]} err {float(self.errors[p, column]):.2f}")
-        return save_png(labelled_grid(torch.stack(tiles), captions, ncol=len(self.layers) + 1, tile=max(96, size)), path)
+        return save_png(labelled_grid(torch.stack(tiles), captions, ncol=len(self.layers) + 1, tile=max(96, size)),
+                        path)
 
 
-def representation_error(model: Model, images: torch.Tensor, fidelity: Objective, layers: Sequence[str]) -> torch.Tensor:
+def representation_error(model: Model, images: torch.Tensor, fidelity: Objective,
+                         layers: Sequence[str]) -> torch.Tensor:
     """(N,) normalised representation error of each image under a row-wise ``match`` objective.
 
     ``fidelity`` is minus the error (it is what the inversion maximises), so the error is its negation.

@@ -16,14 +16,28 @@ import torch
 
 import dgnam
 from dgnam.cli import validate as check
-from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_layout_arg, add_model_args, add_output_args,
-                              fit_to_generator, fresh_out_dir, generator_path, layer_size, load_code_prior_encoder,
-                              load_images, load_model_from_args, parse_units, position, print_table, resolve_device)
-from dgnam.cli.validate import activation_target
+from dgnam.cli.common import (
+    DEFAULT_MODEL,
+    add_generator_arg,
+    add_layout_arg,
+    add_model_args,
+    add_output_args,
+    fit_to_generator,
+    fresh_out_dir,
+    generator_path,
+    layer_size,
+    load_code_prior_encoder,
+    load_model_from_args,
+    parse_units,
+    position,
+    print_table,
+    resolve_device,
+)
 from dgnam.engine.param import SEEDED_CODE_PRIOR, SEEDED_STEPS
 from dgnam.engine.preferred import accentuate
 from dgnam.errors import DgnamError, terminal_safe
 from dgnam.grid import labelled_grid, save_png
+from dgnam.images import load_images, suffixes_text
 from dgnam.io import atomic_write_json, write_directory
 from dgnam.prior.generator import load_generator
 
@@ -32,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``dgnam accentuate`` to the parser's subcommands."""
     a = sub.add_parser("accentuate", help="change your images through the prior until chosen units respond",
                        description=__doc__)
-    a.add_argument("images", nargs="+", metavar="IMAGE", help="image files (.png, .jpg, ...)")
+    a.add_argument("images", nargs="+", metavar="IMAGE", help=f"image files ({suffixes_text()})")
     add_model_args(a)
     a.add_argument("--layer", default="output", help="layer name (see `dgnam layers`); default: the model output")
     a.add_argument("--units", required=True, help="e.g. 3 or 0-9,15")

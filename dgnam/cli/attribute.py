@@ -9,20 +9,32 @@ import torch
 
 from dgnam.analysis.attribute import METHODS, attribute
 from dgnam.cli import validate as check
-from dgnam.cli.common import (add_model_args, comma_choices, fresh_out_dir, load_model_from_args, markdown_table,
-                              read_image, resolve_device, short_path, versions, write_report)
+from dgnam.cli.common import (
+    add_model_args,
+    comma_choices,
+    fresh_out_dir,
+    load_model_from_args,
+    markdown_table,
+    read_image,
+    resolve_device,
+    short_path,
+    versions,
+    write_report,
+)
 from dgnam.errors import DgnamError
 from dgnam.io import write_directory
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``dgnam attribute`` to the parser's subcommands."""
-    att = sub.add_parser("attribute", help="which pixels drove a decision: saliency, Grad-CAM, guided backprop (captum)",
+    att = sub.add_parser("attribute",
+                         help="which pixels drove a decision: saliency, Grad-CAM, guided backprop (captum)",
                          description=__doc__)
     add_model_args(att)
     att.add_argument("--image", action="append", required=True, help="image to explain (repeatable)")
     att.add_argument("--target", default=None, help="class index or name (default: each image's predicted class)")
-    att.add_argument("--layer", default=None, help="Grad-CAM layer (default: the last spatial layer, see `dgnam layers`)")
+    att.add_argument("--layer", default=None,
+                     help="Grad-CAM layer (default: the last spatial layer, see `dgnam layers`)")
     att.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ", ".join(METHODS))
     att.add_argument("--out", default=None, help="output directory (must not exist or be empty)")
     att.set_defaults(handler=cmd_attribute, validate=validate)
@@ -76,7 +88,8 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         f"{layer_note}Methods (captum): {', '.join(methods)}. Deletion check: the target's probability after "
         "greying (0.5) the 25% of pixels each method ranks highest / lowest; a map that finds the evidence "
         "makes the first number much lower than the second.",
-        markdown_table(["image", "target", "predicted", "p(target)", *[f"{m}: top / bottom 25% greyed" for m in methods]],
+        markdown_table(["image", "target", "predicted", "p(target)",
+                        *[f"{m}: top / bottom 25% greyed" for m in methods]],
                         rows),
         "![image, then one map per method](attribution.png)",
     ]) + "\n"
@@ -88,7 +101,8 @@ def cmd_attribute(args: argparse.Namespace) -> int:
                            for i, (path, t, p, prob) in enumerate(zip(args.image, result.targets, result.predicted,
                                                                       result.probabilities))]}
     figures = {"attribution.png": lambda path: result.save_overlays(path, classes)}
-    out_dir = write_directory(out_dir, lambda staging: write_report(staging, report, manifest, figures), unique=args.out is None)
+    out_dir = write_directory(out_dir, lambda staging: write_report(staging, report, manifest, figures),
+                              unique=args.out is None)
     for row in rows:
         print("  ".join(row[:4]))
     print(f"{layer_note}wrote attribution.png, report.md and manifest.json to {out_dir}")

@@ -12,17 +12,16 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 import dgnam
+
 # parse_units and resolve_device are re-exported: the commands take their argument helpers from here.
 from dgnam.cli.validate import existing_file, existing_folder, generator_name, output, parse_units, resolve_device  # noqa: F401
 from dgnam.engine.param import PAPER_STEPS
 from dgnam.errors import DgnamError, terminal_safe
-from dgnam.examples.topk import list_images
-from dgnam.io import atomic_write_json, atomic_write_text, fit_name, name_max, reading, shipped, to_rgb
+from dgnam.images import list_images, load_images, spread
+from dgnam.io import atomic_write_json, atomic_write_text, fit_name, name_max, shipped
 from dgnam.nets.layout import LAYOUT_HELP, parse_layout
 from dgnam.nets.model import Model, describe_layers, eval_mode, parse_layer, resolve_layer
 from dgnam.nets.zoo import load_model
@@ -80,7 +79,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="torchvision:NAME[:WEIGHTS], timm:NAME[:none], hf:NAME_OR_FOLDER[:none], FILE.py:factory, "
                         "module:factory, a dgnam .pt or TorchScript file (default: the shipped CIFAR-10 classifier); "
                         "timm and Hugging Face models bring their own mean, std and input size")
-    p.add_argument("--mean", type=rgb_floats, default=None, help="normalisation mean R,G,B (the model then gets normalised input)")
+    p.add_argument("--mean", type=rgb_floats, default=None,
+                   help="normalisation mean R,G,B (the model then gets normalised input)")
     p.add_argument("--std", type=rgb_floats, default=None, help="normalisation std R,G,B")
     p.add_argument("--input-size", type=int, default=None, help="the model's input side in pixels (images are resized)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
@@ -125,7 +125,8 @@ def notice(text: str) -> None:
 def add_generator_arg(p: argparse.ArgumentParser) -> None:
     """``--generator`` (default: the shipped one, see :func:`generator_path`)."""
     p.add_argument("--generator", default=None, type=generator_name,
-                   help="generator checkpoint, or a shipped one by name: conv (the default CIFAR-10 prior) or fc6 (the paper's fc6-code prior)")
+                   help="generator checkpoint, or a shipped one by name: conv (the default CIFAR-10 prior) or fc6 (the "
+                        "paper's fc6-code prior)")
 
 
 def add_run_args(p: argparse.ArgumentParser, quiet: bool = True, steps: bool = True) -> None:
@@ -140,8 +141,10 @@ def add_run_args(p: argparse.ArgumentParser, quiet: bool = True, steps: bool = T
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
-    """``--out``, ``--fixed-batch``, ``--quiet`` and ``--fp32``, as ``dgnam synthesize`` and ``dgnam probe`` take them."""
-    p.add_argument("--out", default=None, help="output directory (must not exist or be empty; default: dgnam-runs/<time>)")
+    """``--out``, ``--fixed-batch``, ``--quiet`` and ``--fp32``, as ``dgnam synthesize`` and ``dgnam probe`` take
+    them."""
+    p.add_argument("--out", default=None,
+                   help="output directory (must not exist or be empty; default: dgnam-runs/<time>)")
     p.add_argument("--fixed-batch", action="store_true",
                    help="pad every synthesis batch to --batch-size so any single image re-runs bit for bit on its own")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -153,7 +156,8 @@ def add_synthesis_args(p: argparse.ArgumentParser, restarts: int, restarts_help:
     ``--restarts`` (default ``restarts``), ``--seed``, ``--batch-size``, ``--out`` and ``--quiet``."""
     p.add_argument("--code-prior", type=float, default=None, metavar="EPS",
                    help="DGN-AM's code prior weight (default: the generator's recommended one, as in synthesize)")
-    p.add_argument("--steps", type=int, default=PAPER_STEPS, help=f"optimisation steps (default {PAPER_STEPS}, the paper's)")
+    p.add_argument("--steps", type=int, default=PAPER_STEPS,
+                   help=f"optimisation steps (default {PAPER_STEPS}, the paper's)")
     p.add_argument("--restarts", type=int, default=restarts, help=restarts_help)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
@@ -215,7 +219,8 @@ def layer_size(model: Model, layer: str, device: torch.device) -> int:
     if info.calls == 0:
         raise DgnamError(f"layer {name!r} does not run in {model.name}'s forward pass; pick one from `dgnam layers`")
     if call >= info.calls:
-        raise DgnamError(f"layer {name!r} runs {info.calls} time(s) per forward; use {name}@0 to {name}@{max(info.calls - 1, 0)}")
+        raise DgnamError(f"layer {name!r} runs {info.calls} time(s) per forward; use {name}@0 to "
+                         f"{name}@{max(info.calls - 1, 0)}")
     shape = info.call_shapes[call]
     if not shape:
         raise DgnamError(f"layer {layer!r} does not return a tensor; pick another from `dgnam layers`")
@@ -224,26 +229,10 @@ def layer_size(model: Model, layer: str, device: torch.device) -> int:
     return layout.n_units(shape)
 
 
-def image_files(folder: Path, limit: int) -> list[Path]:
+def image_files(folder: Path, limit: int | None) -> list[Path]:
     """The images under ``folder`` (``--data``), at most ``limit`` of them spread over the whole tree."""
     existing_folder(str(folder), "--data")
-    files = list_images(folder, "--data folder")
-    if len(files) > limit:  # spread the sample over all classes of an ImageFolder tree
-        step = len(files) / limit
-        files = [files[int(i * step)] for i in range(limit)]
-    return files
-
-
-def load_images(files: list[Path], size: int) -> torch.Tensor:
-    """RGB [0, 1] tensor (N, 3, size, size) from image files (resized if needed)."""
-    arrays = []
-    for f in files:
-        with reading(f, "image", "remove or fix it"), Image.open(f) as im:
-            im = to_rgb(im)
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BICUBIC)
-            arrays.append(np.asarray(im))
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+    return spread(list_images(folder, "--data folder"), limit)
 
 
 def read_image(path: str, size: int) -> torch.Tensor:
@@ -324,7 +313,8 @@ def load_code_prior_encoder(needed: float | bool, generator: UpconvGenerator | N
     that encoder, the target itself: one forward per step then serves both objectives."""
     if not needed:
         return None
-    if generator.encoder and same_file(model_spec or str(DEFAULT_MODEL)) == same_file(resolve_shipped(generator.encoder)):
+    if (generator.encoder
+            and same_file(model_spec or str(DEFAULT_MODEL)) == same_file(resolve_shipped(generator.encoder))):
         return target
     return load_code_encoder(generator, device)
 

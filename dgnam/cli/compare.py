@@ -11,9 +11,20 @@ import torch
 
 from dgnam.analysis.compare import KINDS, compare
 from dgnam.cli import validate as check
-from dgnam.cli.common import (add_generator_arg, add_run_args, fit_to_generator, fresh_out_dir, generator_path,
-                              layer_size, markdown_table, parse_units, resolve_device, rgb_floats, versions,
-                              write_report)
+from dgnam.cli.common import (
+    add_generator_arg,
+    add_run_args,
+    fit_to_generator,
+    fresh_out_dir,
+    generator_path,
+    layer_size,
+    markdown_table,
+    parse_units,
+    resolve_device,
+    rgb_floats,
+    versions,
+    write_report,
+)
 from dgnam.engine.param import make_param
 from dgnam.engine.preferred import baseline_transforms
 from dgnam.errors import DgnamError
@@ -125,14 +136,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
                              "mimic_steps": args.mimic_steps or args.steps, "seed": args.seed,
                              "device": str(device), "seconds": round(seconds, 1), **versions(),
                              "engine": result.synthesis.settings},
-                "class_scores": {kind: {"a": scores[kind][0].tolist(), "b": scores[kind][1].tolist()} for kind in KINDS},
+                "class_scores": {kind: {"a": scores[kind][0].tolist(),
+                                        "b": scores[kind][1].tolist()} for kind in KINDS},
                 "class_similarity": result.class_similarity.tolist(),
                 "similarity_matrix": result.similarity_matrix.tolist(),
                 "most_disagreeing": [names[i] for i in disagreeing],
                 "mimic_l1": {"start": result.mimic_start_l1.tolist(), "end": result.mimic_end_l1.tolist()}}
     figures = {"class_images.png": result.save_class_grid, "similarity.png": result.save_similarity_heatmap,
                "mimicry.png": result.save_mimicry}
-    out_dir = write_directory(out_dir, lambda staging: write_report(staging, report, manifest, figures), unique=args.out is None)
+    out_dir = write_directory(out_dir, lambda staging: write_report(staging, report, manifest, figures),
+                              unique=args.out is None)
     mean_gap = {kind: float((scores[kind][0] - scores[kind][1]).mean()) for kind in ("A-B", "B-A")}
     print(f"A-B images: A leads B by {mean_gap['A-B']:+.1f} logits; B-A images: {mean_gap['B-A']:+.1f}; "
           f"output cosine on A's images {float(diagonal.mean()):.2f}; most different: "

@@ -11,14 +11,28 @@ from pathlib import Path
 import torch
 
 from dgnam.cli import validate as check
-from dgnam.cli.common import (DEFAULT_JUDGES, DEFAULT_MODEL, add_generator_arg, add_model_args, add_run_args,
-                              comma_choices, fit_to_generator, fresh_out_dir, generator_path, image_files,
-                              load_code_prior_encoder, load_images, load_model_from_args, recommended_code_prior,
-                              resolve_device, resolve_shipped, same_file)
+from dgnam.cli.common import (
+    DEFAULT_JUDGES,
+    DEFAULT_MODEL,
+    add_generator_arg,
+    add_model_args,
+    add_run_args,
+    comma_choices,
+    fit_to_generator,
+    fresh_out_dir,
+    generator_path,
+    image_files,
+    load_code_prior_encoder,
+    load_model_from_args,
+    recommended_code_prior,
+    resolve_device,
+    resolve_shipped,
+    same_file,
+)
 from dgnam.errors import DgnamError
 from dgnam.evaluation.evaluate import STANDARD_METHODS, Method, evaluate
-from dgnam.examples.topk import IMAGE_SUFFIXES
 from dgnam.grid import labelled_grid, save_png
+from dgnam.images import is_image_name, load_images
 from dgnam.io import atomic_write_json, atomic_write_text, write_directory
 from dgnam.nets.zoo import load_model
 from dgnam.prior.generator import load_generator
@@ -102,7 +116,8 @@ def methods(names: list[str], steps: list[int] | None, target: float | None, lr:
         if steps is None:
             chosen.append(method)
         else:
-            chosen += [method.with_steps(s) for s in steps] if len(steps) > 1 else [dataclasses.replace(method, steps=steps[0])]
+            chosen += ([method.with_steps(s) for s in steps] if len(steps) > 1
+                       else [dataclasses.replace(method, steps=steps[0])])
     return chosen
 
 
@@ -155,7 +170,7 @@ def validate(args: argparse.Namespace) -> None:
 
 def _no_loose_images(root: Path) -> None:
     """An image directly in ``root`` (test/ or train/) belongs to no class: its label would be unknown."""
-    loose = sorted(p.name for p in root.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES))
+    loose = sorted(p.name for p in root.iterdir() if is_image_name(p.name))
     if loose:
         raise DgnamError(f"'{root / loose[0]}' lies directly in '{root}', outside any class folder "
                          f"({len(loose)} image(s)); move it into its class folder, e.g. '{root}/CLASS/'")

@@ -8,11 +8,27 @@ import argparse
 
 from dgnam.analysis.invert import DEFAULT_TV_WEIGHT, invert
 from dgnam.cli import validate as check
-from dgnam.cli.common import (add_generator_arg, add_model_args, add_run_args, comma_choices, comma_list,
-                              fit_to_generator, fresh_out_dir, generator_path, layer_size, load_model_from_args,
-                              markdown_table, print_table, read_image, resolve_device, short_path, versions,
-                              write_report)
+from dgnam.cli.common import (
+    add_generator_arg,
+    add_model_args,
+    add_run_args,
+    comma_choices,
+    comma_list,
+    fit_to_generator,
+    fresh_out_dir,
+    generator_path,
+    layer_size,
+    load_model_from_args,
+    markdown_table,
+    print_table,
+    read_image,
+    resolve_device,
+    short_path,
+    versions,
+    write_report,
+)
 from dgnam.engine.param import PARAMETRIZATIONS
+from dgnam.images import suffixes_text
 from dgnam.io import write_directory
 from dgnam.prior.generator import load_generator
 
@@ -22,11 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     inv = sub.add_parser("invert", help="reconstruct an image from layer representations (inversion)",
                          description=__doc__)
     add_model_args(inv)
-    inv.add_argument("--image", required=True, help="the image to invert (.png/.jpg)")
-    inv.add_argument("--layers", required=True, help="comma list of layers (see `dgnam layers`), e.g. features.relu2_2,output")
+    inv.add_argument("--image", required=True, help=f"the image to invert ({suffixes_text()})")
+    inv.add_argument("--layers", required=True,
+                     help="comma list of layers (see `dgnam layers`), e.g. features.relu2_2,output")
     inv.add_argument("--params", default="dgn,pixel", help="comma list of dgn, pixel, fourier (grid rows)")
     add_generator_arg(inv)
-    inv.add_argument("--tv-weight", type=float, default=DEFAULT_TV_WEIGHT, help="total-variation weight of pixel/Fourier rows")
+    inv.add_argument("--tv-weight", type=float, default=DEFAULT_TV_WEIGHT,
+                     help="total-variation weight of pixel/Fourier rows")
     add_run_args(inv)
     inv.set_defaults(handler=cmd_invert, validate=validate)
 
@@ -59,7 +77,8 @@ def cmd_invert(args: argparse.Namespace) -> int:
     result = invert(model, image, layers, generator, params=params, steps=args.steps, tv_weight=args.tv_weight,
                     seed=args.seed, device=device, progress=not args.quiet)
     rows = [[kind] + [f"{float(error):.3f} (start {float(start):.2f})"
-                      for error, start in zip(result.errors[p], result.start_errors[p])] for p, kind in enumerate(params)]
+                      for error, start in zip(result.errors[p], result.start_errors[p])]
+            for p, kind in enumerate(params)]
     report = "\n\n".join([
         f"# Inversion of `{short_path(args.image)}` by {model.name}",
         "Each cell reconstructs the image from one layer's representation phi(x) and reports the normalised "
@@ -77,8 +96,11 @@ def cmd_invert(args: argparse.Namespace) -> int:
                              "device": str(device), **versions(),
                              "engine": [run.settings for run in result.runs]},
                 "errors": {kind: dict(zip(layers, result.errors[p].tolist())) for p, kind in enumerate(params)},
-                "start_errors": {kind: dict(zip(layers, result.start_errors[p].tolist())) for p, kind in enumerate(params)}}
-    out_dir = write_directory(out_dir, lambda staging: write_report(staging, report, manifest, {"grid.png": result.save_grid}), unique=args.out is None)
+                "start_errors": {kind: dict(zip(layers, result.start_errors[p].tolist()))
+                                 for p, kind in enumerate(params)}}
+    figures = {"grid.png": result.save_grid}
+    out_dir = write_directory(out_dir, lambda staging: write_report(staging, report, manifest, figures),
+                              unique=args.out is None)
     print_table([[kind, *[f"{float(e):.3f}" for e in result.errors[p]]] for p, kind in enumerate(params)],
                  ["param", *layers])
     print(f"wrote grid.png, report.md and manifest.json to {out_dir}")

@@ -40,7 +40,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
         rows.append([info.name, info.type, shape, layout, f"{units}" if units is not None else "-",
                      f"{info.n_params:,}", calls, mark])
     print_table(rows, ["layer", "type", "output", "layout", "units", "params", "calls", ""])
-    print(f"{sum(p.numel() for p in model.module.parameters()):,} parameters; input {model.input_size}x{model.input_size}; "
+    print(f"{sum(p.numel() for p in model.module.parameters()):,} parameters; input "
+          f"{model.input_size}x{model.input_size}; "
           f"address the k-th call of a reused module as NAME@k (0-based); layout tokens:N = N prefix tokens (CLS "
           f"first) before the patches, 'other' = not readable as units (declare it with --layout)")
     return 0

@@ -12,13 +12,26 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dgnam
-from dgnam.cli import (accentuate, attribute, compare, evaluate, import_generator, invert, layers, probe, sample, sanity,
-                       stats, synthesize, unnatural)
+from dgnam.cli import (
+    accentuate,
+    attribute,
+    compare,
+    evaluate,
+    import_generator,
+    invert,
+    layers,
+    probe,
+    sample,
+    sanity,
+    stats,
+    synthesize,
+    unnatural,
+)
 from dgnam.errors import DgnamError, Terminated, terminal_safe
 
 # In `dgnam --help` order; each module's register(sub) adds its subcommands with their handler.
-COMMANDS = (synthesize, probe, accentuate, layers, stats, sample, evaluate, import_generator, invert, compare, attribute,
-            sanity, unnatural)
+COMMANDS = (synthesize, probe, accentuate, layers, stats, sample, evaluate, import_generator, invert, compare,
+            attribute, sanity, unnatural)
 
 
 class Parser(argparse.ArgumentParser):

@@ -9,10 +9,27 @@ import time
 from pathlib import Path
 
 from dgnam.cli import validate as check
-from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_layout_arg, add_model_args, add_output_args,
-                              fit_to_generator, fresh_out_dir,
-                              generator_path, image_files, layer_size, load_code_prior_encoder, load_model_from_args,
-                              notice, parse_units, position, print_table, recommended_code_prior, resolve_device, versions)
+from dgnam.cli.common import (
+    DEFAULT_MODEL,
+    add_generator_arg,
+    add_layout_arg,
+    add_model_args,
+    add_output_args,
+    fit_to_generator,
+    fresh_out_dir,
+    generator_path,
+    image_files,
+    layer_size,
+    load_code_prior_encoder,
+    load_model_from_args,
+    notice,
+    parse_units,
+    position,
+    print_table,
+    recommended_code_prior,
+    resolve_device,
+    versions,
+)
 from dgnam.engine.param import PAPER_STEPS, PARAMETRIZATIONS, SEEDED_CODE_PRIOR, SEEDED_STEPS
 from dgnam.errors import DgnamError
 from dgnam.examples.probe import Probe, probe
@@ -24,7 +41,8 @@ SUMMARY_UNITS = 10  # units listed on the terminal; the gallery has all of them
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``probe``."""
-    p = sub.add_parser("probe", help="dataset examples beside synthesised images for every unit of a layer, as a web gallery",
+    p = sub.add_parser("probe",
+                       help="dataset examples beside synthesised images for every unit of a layer, as a web gallery",
                        description="For each unit of a layer: its top-k images of --data (one streaming pass) and "
                                    "DGN-AM's synthesised images (one batched synthesis), written as a static gallery "
                                    "site (open OUT/index.html; works offline from file://) and manifest.json.")
@@ -58,7 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images per synthesis batch")
     p.add_argument("--data-batch-size", type=int, default=256, help="real images per forward pass")
     p.add_argument("--workers", type=int, default=2, help="processes decoding images (0: in the main process)")
-    p.add_argument("--thumbnails", choices=["png", "jpg"], default="png", help="file format of the real images' thumbnails")
+    p.add_argument("--thumbnails", choices=["png", "jpg"], default="png",
+                   help="file format of the real images' thumbnails")
     add_output_args(p)
     p.set_defaults(handler=cmd_probe, validate=validate)
 
@@ -129,7 +148,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     print_summary(result)
     ex = result.examples
     print(f"read {ex.n_images} images ({len(ex.skipped)} unreadable, skipped) in {ex.seconds:.1f}s"
-          + (f", synthesised {len(result.synthesis)} images in {result.synthesis.seconds:.1f}s" if result.synthesis else ""))
+          + (f", synthesised {len(result.synthesis)} images in {result.synthesis.seconds:.1f}s"
+             if result.synthesis else ""))
     print(f"wrote the gallery of {len(units)} units to {out_dir}/index.html ({time.time() - start:.1f}s)")
     return 0
 

@@ -9,11 +9,26 @@ import argparse
 import time
 
 from dgnam.cli import validate as check
-from dgnam.cli.common import (DEFAULT_JUDGE, DEFAULT_MODEL, add_generator_arg, add_layout_arg, add_model_args,
-                              add_synthesis_args,
-                              fit_to_generator, fresh_out_dir, generator_path, layer_size, load_code_encoder,
-                              load_model_from_args, parse_units, recommended_code_prior, report_path, resolve_device,
-                              versions, write_report)
+from dgnam.cli.common import (
+    DEFAULT_JUDGE,
+    DEFAULT_MODEL,
+    add_generator_arg,
+    add_layout_arg,
+    add_model_args,
+    add_synthesis_args,
+    fit_to_generator,
+    fresh_out_dir,
+    generator_path,
+    layer_size,
+    load_code_encoder,
+    load_model_from_args,
+    parse_units,
+    recommended_code_prior,
+    report_path,
+    resolve_device,
+    versions,
+    write_report,
+)
 from dgnam.engine.param import make_param
 from dgnam.engine.preferred import baseline_transforms, visualize
 from dgnam.errors import DgnamError
@@ -22,7 +37,6 @@ from dgnam.nets.zoo import load_model
 from dgnam.prior.generator import load_generator
 from dgnam.sanity.cascade import cascade_markdown, cascading_randomization
 from dgnam.sanity.randomize import cascade_stages
-
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -85,7 +99,8 @@ def cmd_sanity(args: argparse.Namespace) -> int:
                                                      transforms=baseline_transforms(), **common)
 
     start = time.time()
-    report_stage = None if args.quiet else (lambda name: print(f"stage {name} ({time.time() - start:.0f}s)", flush=True))
+    report_stage = None if args.quiet else (lambda name: print(f"stage {name} ({time.time() - start:.0f}s)",
+                                                               flush=True))
     result = cascading_randomization(model, methods, judge, layer=args.layer, units=units, restarts=args.restarts,
                                      stages=args.stages, seed=args.seed, device=device, on_stage=report_stage)
     seconds = time.time() - start
@@ -105,7 +120,8 @@ def cmd_sanity(args: argparse.Namespace) -> int:
                 "stages": [{"stage": s.stage, "method": s.method, "verdict": s.verdict, "verdicts": s.verdicts,
                             "similarity": {k: vars(v) for k, v in s.similarity.items()},
                             "mean_activation": s.activation} for s in result.scores]}
-    out_dir = write_directory(out_dir, lambda staging: write_report(staging, report, manifest, figures), unique=args.out is None)
+    out_dir = write_directory(out_dir, lambda staging: write_report(staging, report, manifest, figures),
+                              unique=args.out is None)
     for method in result.methods:
         verdicts = ", ".join(f"{s.stage}: {s.verdict}" for s in result.verdicts(method))
         print(f"{method}: {verdicts}")

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from dgnam.cli import validate as check
-from dgnam.cli.common import image_files, load_code_encoder, load_images, resolve_device
+from dgnam.cli.common import image_files, load_code_encoder, resolve_device
 from dgnam.errors import DgnamError
+from dgnam.images import load_images
 from dgnam.io import writing
 from dgnam.prior.generator import UpconvGenerator, load_generator
 from dgnam.prior.stats import code_statistics
@@ -20,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "or set a new k on the statistics it stores")
     st.add_argument("--generator", required=True, type=check.generator_name)
     st.add_argument("--data", default=None, help="folder of real images (ImageFolder tree or flat); without it, "
-                                                 "the generator's stored per-unit mean and std are kept and only k changes")
+                                                 "the generator's stored per-unit mean and std are kept and only k "
+                                                 "changes")
     st.add_argument("--encoder", default=None, help="encoder checkpoint (default: the one named in the generator)")
     st.add_argument("--k", type=float, default=3.0, help="bound = mean + k * std (paper: 3)")
     st.add_argument("--code-prior", type=float, default=None, metavar="EPS",

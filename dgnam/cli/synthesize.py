@@ -27,26 +27,55 @@ from PIL import Image
 
 import dgnam
 from dgnam.cli import validate as check
+from dgnam.cli.common import (
+    DEFAULT_MODEL,
+    add_generator_arg,
+    add_layout_arg,
+    add_model_args,
+    add_output_args,
+    fit_to_generator,
+    fresh_out_dir,
+    generator_path,
+    image_files,
+    layer_size,
+    load_code_prior_encoder,
+    load_model_from_args,
+    parse_units,
+    position,
+    print_table,
+    recommended_code_prior,
+    resolve_device,
+)
 from dgnam.cli.validate import activation_target
-from dgnam.cli.common import (DEFAULT_MODEL, add_generator_arg, add_layout_arg, add_model_args, add_output_args,
-                              fit_to_generator,
-                              fresh_out_dir, generator_path, image_files, layer_size, load_code_prior_encoder,
-                              load_images, load_model_from_args, parse_units, position, print_table,
-                              recommended_code_prior, resolve_device)
 from dgnam.engine.objectives import channel, unit
-from dgnam.engine.param import (PAPER_STEPS, PARAMETRIZATIONS, SEEDED_CODE_PRIOR, SEEDED_STEPS, Parametrization,
-                                SeededCode, make_param)
+from dgnam.engine.param import (
+    PAPER_STEPS,
+    PARAMETRIZATIONS,
+    SEEDED_CODE_PRIOR,
+    SEEDED_STEPS,
+    Parametrization,
+    SeededCode,
+    make_param,
+)
 from dgnam.engine.preferred import baseline_transforms, visualize
 from dgnam.engine.render import Result
 from dgnam.errors import DgnamError
 from dgnam.grid import labelled_grid, save_png
-from dgnam.io import atomic_write_json, publish_directory, staging_directory, to_rgb, writing
+from dgnam.images import load_images, to_rgb
+from dgnam.io import atomic_write_json, publish_directory, staging_directory, writing
 from dgnam.nets.model import Model, eval_mode
 from dgnam.prior.generator import UpconvGenerator, load_generator
 from dgnam.prior.sampler import load_code_sampler
 from dgnam.scale.accel import speed_up
-from dgnam.scale.distributed import (all_gather, broadcast, launched_world_size, on_every_rank, process_group,
-                                     rank_zero_first, shard)
+from dgnam.scale.distributed import (
+    all_gather,
+    broadcast,
+    launched_world_size,
+    on_every_rank,
+    process_group,
+    rank_zero_first,
+    shard,
+)
 
 # grid.png of a sharded run shows at most this many images (the first ones, in manifest order): a grid
 # of every unit of an ImageNet layer would be gigabytes. Smaller runs get the same grid as `dgnam synthesize`.
@@ -86,7 +115,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--restarts", type=int, default=2, help="images per unit (seeds seed, seed+1, ...)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--data", default=None, help="folder of real images: report activations relative to each unit's max on them")
+    s.add_argument("--data", default=None,
+                   help="folder of real images: report activations relative to each unit's max on them")
     s.add_argument("--data-limit", type=int, default=2000, help="at most this many real images from --data")
     add_output_args(s)
     s.set_defaults(handler=cmd_synthesize, validate=validate)
@@ -192,7 +222,8 @@ def run(args: argparse.Namespace, sharded: bool) -> int:
 def prepare(args: argparse.Namespace, device: torch.device, sharded: bool) -> Plan:
     """The loading and checks before synthesis, run on every rank (rank 0 first, see the caller)."""
     model = load_model_from_args(args, device)
-    generator = load_generator(generator_path(args.generator), device) if args.param == "dgn" or args.generator else None
+    wants_generator = args.param == "dgn" or args.generator
+    generator = load_generator(generator_path(args.generator), device) if wants_generator else None
     fit_to_generator(model, generator, quiet=args.quiet)
     if args.init_data is not None and not (generator.encoder and generator.encoder_layer):
         raise DgnamError("--init-data needs the generator's encoder and encoder_layer (metadata) to read a seed's "
@@ -210,7 +241,7 @@ def prepare(args: argparse.Namespace, device: torch.device, sharded: bool) -> Pl
     # A seeded run's own code prior was chosen on two targets (SEEDED_CODE_PRIOR), so it applies to any model.
     code_prior = (SEEDED_CODE_PRIOR if args.code_prior is None else args.code_prior) if seeded else \
         recommended_code_prior(args.code_prior, generator, args.model or str(DEFAULT_MODEL), args.quiet)
-    if param.generator is None:  # pixels and Fourier have no code
+    if not param.has_prior:  # pixels and Fourier have no code
         if args.code_prior:
             raise DgnamError(f"--code-prior applies to --param dgn (a code), not {args.param!r}; drop it")
         code_prior = 0.0
@@ -366,7 +397,8 @@ def print_summary(entries: list[dict[str, Any]]) -> None:
         acts = [e["activation"] for e in group]
         row = [group[0]["label"], f"{sum(acts) / len(acts):.2f}", f"{max(acts):.2f}"]
         if with_real:
-            ratios = [e["activation_relative_to_real_max"] for e in group if e["activation_relative_to_real_max"] is not None]
+            ratios = [e["activation_relative_to_real_max"] for e in group
+                      if e["activation_relative_to_real_max"] is not None]
             row.append(f"{max(ratios):.2f}" if ratios else "n/a")
         rows.append(row)
     print_table(rows, ["unit", "mean act", "max act"] + (["max / real max"] if with_real else []))

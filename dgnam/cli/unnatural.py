@@ -9,9 +9,23 @@ import argparse
 import time
 
 from dgnam.cli import validate as check
-from dgnam.cli.common import (DEFAULT_JUDGE, add_generator_arg, add_model_args, add_synthesis_args, fit_to_generator,
-                              fresh_out_dir, generator_path, load_code_encoder, load_model_from_args, markdown_table,
-                              recommended_code_prior, report_path, resolve_device, versions, write_report)
+from dgnam.cli.common import (
+    DEFAULT_JUDGE,
+    add_generator_arg,
+    add_model_args,
+    add_synthesis_args,
+    fit_to_generator,
+    fresh_out_dir,
+    generator_path,
+    load_code_encoder,
+    load_model_from_args,
+    markdown_table,
+    recommended_code_prior,
+    report_path,
+    resolve_device,
+    versions,
+    write_report,
+)
 from dgnam.engine.param import make_param
 from dgnam.engine.preferred import visualize
 from dgnam.io import shipped, write_directory
@@ -74,23 +88,25 @@ def cmd_unnatural(args: argparse.Namespace) -> int:
     rates = scores.rates()
     detector_acc = detector.metadata.get("test_accuracy")
     model_acc = model.metadata.get("test_accuracy")
-    rows = [[name, f"{100 * r.value:.1f}%", f"{100 * r.low:.1f}-{100 * r.high:.1f}%", str(r.n)] for name, r in rates.items()]
+    rows = [[name, f"{100 * r.value:.1f}%", f"{100 * r.low:.1f}-{100 * r.high:.1f}%", str(r.n)]
+            for name, r in rates.items()]
     per_class = [[name, f"{100 * float(scores.detected_natural[i].float().mean()):.0f}%",
                   f"{100 * float(scores.detected_modified[i].float().mean()):.0f}%",
                   f"{100 * float(scores.judge_modified[i].float().mean()):.0f}%",
                   f"{100 * float(scores.judge_undone[i].float().mean()):.0f}%"] for i, name in enumerate(pairs.names)]
     report = "\n\n".join([
         f"# Natural and `{args.variant}` classes of {model.name}",
-        f"DGN-AM through `{report_path(generator_path(args.generator))}` (code prior {code_prior:g}), {args.steps} steps, "
-        f"{args.restarts} images per class, seed {args.seed}; {seconds:.0f} s on {device}. The classifier's test "
-        f"accuracy on its {len(model.classes)} classes: {_percent(model_acc)}; the detector's on real natural and "
-        f"modified test images: {_percent(detector_acc)}.",
+        f"DGN-AM through `{report_path(generator_path(args.generator))}` (code prior {code_prior:g}), "
+        f"{args.steps} steps, {args.restarts} images per class, seed {args.seed}; {seconds:.0f} s on {device}. "
+        f"The classifier's test accuracy on its {len(model.classes)} classes: {_percent(model_acc)}; "
+        f"the detector's on real natural and modified test images: {_percent(detector_acc)}.",
         markdown_table(["measure", "rate", "95% interval", "images"], rows),
         "Per class: detected as modified (natural-class images, modified-class images); judge agreement on the "
         "modified-class images as made and undone.",
         markdown_table(["class", "natural: detected", f"{args.variant}: detected", "judge as made", "judge undone"],
                        per_class),
-        "![rows: classes; columns: natural-class image, modified-class image, modified-class image undone](classes.png)",
+        "![rows: classes; columns: natural-class image, modified-class image, modified-class image "
+        "undone](classes.png)",
     ]) + "\n"
     manifest = {"settings": {"command": "unnatural", "model": report_path(args.model), "variant": args.variant,
                              "detector": report_path(args.detector), "judge": report_path(args.judge),

@@ -286,7 +286,8 @@ def activation_target(text: str) -> ActivationTarget:
         else:
             target = ActivationTarget(float(text), None)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a target like 12.5, 1.5x (the unit's real max) or p99") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a target like 12.5, 1.5x (the unit's real max) or "
+                                         "p99") from None
     if not math.isfinite(target.value) or (target.relative_to == "percentile" and not 0 <= target.value <= 100) \
             or (target.relative_to == "max" and target.value <= 0):
         raise argparse.ArgumentTypeError(f"{text!r}: a multiple must be > 0 and a percentile within 0-100")

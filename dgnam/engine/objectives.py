@@ -25,9 +25,12 @@ from einops import rearrange, reduce
 
 from dgnam.errors import DgnamError
 from dgnam.nets.layout import Layout, by_shape, parse_layout
-from dgnam.nets.model import INPUT, OUTPUT, PARAMS, Model, as_model
+from dgnam.nets.model import INPUT, OUTPUT, Model, as_model
 
 ActivationKey = tuple[Model | None, str]
+# Not a layer: the parametrisation's code (Parametrization.code, None for pixels and Fourier), for
+# objectives on the code itself (CodePrior); the loop puts it in the activations under (None, PARAMS).
+PARAMS = "params"
 Activations = Mapping[ActivationKey, torch.Tensor]
 
 
@@ -99,7 +102,8 @@ class Sum(Objective):
         self.name = " + ".join(t.name for t in flat).replace("+ -", "- ")
         rows = {t.n_rows for t in flat if t.n_rows is not None}
         if len(rows) > 1:
-            raise DgnamError(f"per-row objectives disagree on the number of rows ({sorted(rows)}); give each the same units")
+            raise DgnamError(f"per-row objectives disagree on the number of rows ({sorted(rows)}); give each the same "
+                             "units")
 
     def requirements(self) -> set[ActivationKey]:
         return set().union(*(t.requirements() for t in self.terms))
@@ -409,7 +413,8 @@ class Capped(Objective):
     def __call__(self, acts: Activations) -> torch.Tensor:
         values = self.inner(acts)
         if self.levels.ndim == 1 and len(values) != len(self.levels):
-            raise DgnamError(f"objective has {len(self.levels)} activation targets but the batch has {len(values)} rows")
+            raise DgnamError(f"objective has {len(self.levels)} activation targets but the batch has {len(values)} "
+                             "rows")
         return torch.minimum(values, self.levels.to(values.device, values.dtype))
 
     def bind(self, model: Model) -> Objective:
@@ -464,7 +469,7 @@ class CodePrior(Objective):
 
     def __call__(self, acts: Activations) -> torch.Tensor:
         code = acts.get((None, PARAMS))
-        if code is None or code.ndim != 2:
+        if code is None:
             raise DgnamError("code_prior needs a code parametrisation (GeneratorCode); pixels and Fourier have no code")
         read_back = rearrange(acts[(self.model, self.layer)], "b ... -> b (...)").detach()
         if read_back.shape != code.shape:

@@ -21,7 +21,8 @@ class Optimizer:
         raise NotImplementedError
 
     def describe(self) -> dict:
-        return {"optimizer": type(self).__name__, **{k: v for k, v in vars(self).items() if not k.startswith("_") and k != "n_steps"}}
+        return {"optimizer": type(self).__name__,
+                **{k: v for k, v in vars(self).items() if not k.startswith("_") and k != "n_steps"}}
 
 
 class NormalizedAscent(Optimizer):

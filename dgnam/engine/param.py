@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from dgnam import checks
 from dgnam.engine.optim import Adam, NormalizedAscent, Optimizer
@@ -21,7 +22,6 @@ from dgnam.errors import DgnamError
 from dgnam.nets.model import as_model, eval_mode
 from dgnam.prior.generator import UpconvGenerator
 from dgnam.prior.sampler import CodeSampler
-
 
 # Mean of a_i = mean_i + 3 std_i over CaffeNet's fc6 units (Nguyen et al. 2016: bounds 3-17, mean ~12).
 PAPER_FC6_MEAN_BOUND = 12.0
@@ -92,6 +92,16 @@ class Parametrization:
         """Whether a learned prior (a generator) shapes the images; without one, hand-made regularisers
         (jitter, blur, total variation) have to stand in for it."""
         return self.generator is not None
+
+    def modules(self) -> list[nn.Module]:
+        """The trained modules the images pass through (the generator), which the loop keeps in eval mode
+        and frozen; none for pixels and Fourier."""
+        return [self.generator] if self.generator is not None else []
+
+    def code(self, params: torch.Tensor) -> torch.Tensor | None:
+        """The code (B, D) that ``params`` hold, for objectives on the code itself
+        (:func:`~dgnam.engine.objectives.code_prior`); None when there is none (pixels, Fourier)."""
+        return None
 
     def init(self, seeds: Sequence[int], rows: torch.Tensor, device: torch.device) -> torch.Tensor:
         raise NotImplementedError
@@ -188,9 +198,12 @@ class GeneratorCode(Parametrization):
 
     @property
     def upper_bound(self) -> torch.Tensor:
-        g = self.generator
-        bound = g.code_upper_bound if self.bound_k is None else g.code_mean + self.bound_k * g.code_std
-        return bound * self.bound_scale
+        """The box's upper corner: the generator's bound for ``bound_k`` (its stored one when None),
+        times ``bound_scale``."""
+        return self.generator.code_bound(self.bound_k) * self.bound_scale
+
+    def code(self, params: torch.Tensor) -> torch.Tensor:
+        return params
 
     def images(self, params: torch.Tensor) -> torch.Tensor:
         # Models see exactly the image that is saved, and the gradient is that of this image: pixels
@@ -327,7 +340,8 @@ class Pixels(Parametrization):
         super().__init__(image_size)
         self.init_std = init_std
         if init_images is not None and tuple(init_images.shape[-3:]) != (3, image_size, image_size):
-            raise DgnamError(f"init images have shape {tuple(init_images.shape)}; expected (N, 3, {image_size}, {image_size})")
+            raise DgnamError(f"init images have shape {tuple(init_images.shape)}; expected (N, 3, {image_size}, "
+                             f"{image_size})")
         self.init_images = init_images
 
     def init(self, seeds: Sequence[int], rows: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -353,7 +367,8 @@ class Pixels(Parametrization):
 
 
 # Lucid's colour decorrelation: square root of the ImageNet colour covariance (SVD), column-normalised.
-_COLOR_CORRELATION_SVD_SQRT = np.asarray([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32)
+_COLOR_CORRELATION_SVD_SQRT = np.asarray([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]],
+                                         dtype=np.float32)
 COLOR_CORRELATION = torch.from_numpy(
     _COLOR_CORRELATION_SVD_SQRT / np.max(np.linalg.norm(_COLOR_CORRELATION_SVD_SQRT, axis=0)))
 

@@ -106,9 +106,10 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
     if target is not None:
         levels = torch.as_tensor(target, dtype=torch.float32)
         if levels.ndim == 1 and len(levels) != len(units):
-            raise DgnamError(f"{len(levels)} activation targets for {len(units)} units; give one per unit or one number")
+            raise DgnamError(f"{len(levels)} activation targets for {len(units)} units; give one per unit or one "
+                             "number")
         objective = capped(objective, levels.repeat_interleave(restarts) if levels.ndim == 1 else levels)
-    if code_prior and param.generator is None:
+    if code_prior and not param.has_prior:
         raise DgnamError("code_prior needs param 'dgn' (a generator's code); pixels and Fourier have no code")
     objective = add_code_prior(objective, code_prior, param.generator, code_encoder)
     names = list(unit_names) if unit_names is not None else None

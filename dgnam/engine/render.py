@@ -19,13 +19,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from dgnam import checks
-from dgnam.engine.objectives import Objective
+from dgnam.engine.objectives import PARAMS, Objective
 from dgnam.engine.optim import Optimizer
 from dgnam.engine.param import Parametrization
 from dgnam.engine.transforms import RowRandom
 from dgnam.errors import DgnamError
 from dgnam.grid import html_card, labelled_grid, png_bytes, save_png, show_image
-from dgnam.nets.model import INPUT, PARAMS, Model, eval_mode, non_finite_cause
+from dgnam.nets.model import INPUT, Model, eval_mode, non_finite_cause
 
 
 @dataclass
@@ -90,7 +90,7 @@ def _chunks(n: int, size: int) -> list[torch.Tensor]:
 
 
 def _gather_activations(requirements, images_for_models: torch.Tensor, raw_images: torch.Tensor,
-                        params: torch.Tensor | None = None):
+                        code: torch.Tensor | None = None):
     by_model: dict[Model, list[str]] = {}
     acts = {}
     for model, layer in requirements:
@@ -98,10 +98,11 @@ def _gather_activations(requirements, images_for_models: torch.Tensor, raw_image
             acts[(None, INPUT)] = raw_images
             continue
         if layer == PARAMS and model is None:
-            acts[(None, PARAMS)] = params
+            acts[(None, PARAMS)] = code
             continue
         if model is None:
-            raise DgnamError("an objective has no model; pass model= to synthesize() or bind it with unit(..., model=m)")
+            raise DgnamError("an objective has no model; pass model= to synthesize() or bind it with unit(..., "
+                             "model=m)")
         by_model.setdefault(model, []).append(layer)
     for model, layers in by_model.items():
         for layer, value in model.run(images_for_models, layers).items():
@@ -184,7 +185,7 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
         m.to(device)
     optimizer = optimizer or param.default_optimizer()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
-    frozen = [*models] + ([param.generator] if param.generator is not None else [])
+    frozen = [*models, *param.modules()]
 
     images_out, values_out, params_out = [], [], []
     history = torch.zeros(steps, n)
@@ -209,7 +210,7 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
                     seen = images
                     for transform in transforms:
                         seen = transform(seen, rng)
-                    acts = _gather_activations(requirements, seen, images, params)
+                    acts = _gather_activations(requirements, seen, images, param.code(params))
                     value = chunk_objective(acts).float()
                     recorded = value if chunk_record is None else chunk_record(acts).float()
                 if not torch.isfinite(value).all():  # stop at once: every later step would be NaN too
@@ -222,7 +223,7 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
                 bar.update(1)
             with torch.no_grad(), autocast:
                 final = param.images(params)
-                acts = _gather_activations(requirements, final, final, params)
+                acts = _gather_activations(requirements, final, final, param.code(params))
                 final_value = chunk_objective(acts).float()
                 if chunk_record is not None and torch.isfinite(final_value).all():  # else the check below fails
                     final_value = chunk_record(acts).float()

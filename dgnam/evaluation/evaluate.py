@@ -24,8 +24,16 @@ from dgnam.engine.preferred import add_code_prior, check_code_prior
 from dgnam.engine.render import Result, synthesize
 from dgnam.engine.transforms import GaussianBlur, Jitter
 from dgnam.errors import DgnamError
-from dgnam.evaluation.metrics import (agreement, judge_outputs, kid, pgd_accuracy, predict_logits,
-                                      relative_to_real, shift_and_blur, within_class_diversity)
+from dgnam.evaluation.metrics import (
+    agreement,
+    judge_outputs,
+    kid,
+    pgd_accuracy,
+    predict_logits,
+    relative_to_real,
+    shift_and_blur,
+    within_class_diversity,
+)
 from dgnam.evaluation.report import Evaluation, JudgeScores, MethodScores
 from dgnam.nets.model import Model
 from dgnam.prior.generator import UpconvGenerator
@@ -99,7 +107,8 @@ class Method:
         return dataclasses.replace(self, name=f"{self.name}@{steps}", title=f"{self.title}, {steps} steps", steps=steps)
 
     def transforms(self) -> list:
-        return ([Jitter(self.jitter)] if self.jitter else []) + ([GaussianBlur(self.blur_sigma)] if self.blur_sigma else [])
+        return (([Jitter(self.jitter)] if self.jitter else [])
+                + ([GaussianBlur(self.blur_sigma)] if self.blur_sigma else []))
 
 
 #: The comparison of the DGN-AM paper's Fig. 1/S: the prior vs pixel ascent without and with the
@@ -255,5 +264,6 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
     method_steps = sorted({s.settings["steps"] for s in method_scores.values()})
     return Evaluation(target_name=target.name, classes=list(classes), restarts=restarts,
                       steps=method_steps[0] if len(method_steps) == 1 else method_steps, real=real,
-                      methods=method_scores, sweep=sweep_scores, judge_accuracy=judge_accuracy, judge_notes=notes, judge_pgd=pgd,
+                      methods=method_scores, sweep=sweep_scores, judge_accuracy=judge_accuracy, judge_notes=notes,
+                      judge_pgd=pgd,
                       images=images, n_real=(len(test_images), len(real_train)), code_prior=code_prior)

@@ -60,7 +60,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> Rate:
 def agreement(predicted: torch.Tensor, intended: torch.Tensor) -> Rate:
     """How often ``predicted`` (N,) class indices equal ``intended`` (N,), with a 95% interval."""
     if predicted.shape != intended.shape:
-        raise DgnamError(f"predictions {tuple(predicted.shape)} and intended classes {tuple(intended.shape)} differ in shape")
+        raise DgnamError(f"predictions {tuple(predicted.shape)} and intended classes {tuple(intended.shape)} differ in "
+                         "shape")
     return wilson_interval(int((predicted == intended).sum()), predicted.numel())
 
 
@@ -230,7 +231,8 @@ def pgd_accuracy(model: Model, images: torch.Tensor, labels: torch.Tensor, *, ep
 
 
 @torch.no_grad()
-def predict_logits(model: Model, images: torch.Tensor, batch_size: int = 256, device: str | torch.device = "cpu") -> torch.Tensor:
+def predict_logits(model: Model, images: torch.Tensor, batch_size: int = 256,
+                   device: str | torch.device = "cpu") -> torch.Tensor:
     """``model``'s outputs (N, classes) on RGB [0, 1] ``images``, in batches, in eval mode, on the CPU."""
     with eval_mode(model):
         return torch.cat([model(images[i:i + batch_size].to(device)).float().cpu()

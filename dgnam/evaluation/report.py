@@ -149,9 +149,11 @@ def evaluation_markdown(ev: Evaluation) -> str:
         if "dgn" in ev.methods:
             s = ev.methods["dgn"]
             rows.append(["stored", "default", _fmt(s.target_activation), _fmt(s.target_relative)]
-                        + [str(s.judges[j].agreement) for j in judges] + [f"{s.judges[j].kid.mean:.4f}" for j in judges])
+                        + [str(s.judges[j].agreement) for j in judges]
+                        + [f"{s.judges[j].kid.mean:.4f}" for j in judges])
         for k, decay, s in ev.sweep:
             rows.append([f"{k:g}", f"{decay:g}", _fmt(s.target_activation), _fmt(s.target_relative)]
-                        + [str(s.judges[j].agreement) for j in judges] + [f"{s.judges[j].kid.mean:.4f}" for j in judges])
+                        + [str(s.judges[j].agreement) for j in judges]
+                        + [f"{s.judges[j].kid.mean:.4f}" for j in judges])
         out += _table(header, rows) + [""]
     return "\n".join(out) + "\n"

@@ -20,10 +20,11 @@ from dgnam.engine.param import PAPER_STEPS, SEEDED_STEPS, GeneratorCode, Paramet
 from dgnam.engine.preferred import baseline_transforms, visualize
 from dgnam.engine.render import Result
 from dgnam.errors import DgnamError
-from dgnam.examples.topk import DatasetExamples, dataset_examples, load_image, read_units
+from dgnam.examples.topk import DatasetExamples, dataset_examples, read_units
 from dgnam.gallery import write_site
 from dgnam.grid import html_card, labelled_grid, png_bytes, show_image, to_uint8
-from dgnam.io import to_rgb, write_directory
+from dgnam.images import load_image, to_rgb
+from dgnam.io import write_directory
 from dgnam.nets.model import OUTPUT, Model, as_model, eval_mode
 from dgnam.prior.generator import UpconvGenerator
 
@@ -259,7 +260,8 @@ def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | 
         init = "data" if code_encoder is not None else "noise"
     if init not in ("data", "noise"):
         raise DgnamError(f"init must be 'data' (the unit's top images) or 'noise', got {init!r}")
-    seeded = steps != 0 and init == "data" and (param == "dgn" if isinstance(param, str) else isinstance(param, GeneratorCode))
+    seeded = steps != 0 and init == "data" and (
+        param == "dgn" if isinstance(param, str) else isinstance(param, GeneratorCode))
     if seeded:
         if code_encoder is None:
             raise DgnamError("seeded starts (init='data') read each seed's code with the generator's encoder: pass "
@@ -325,7 +327,8 @@ def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | 
             base, base_values = run(params[1], 0.0)
     settings = {"param": param if isinstance(param, str) else param.name, "init": "data" if seeded else "noise",
                 "baseline": baseline, "restarts": restarts,
-                "steps": steps, "seed": seed, "k": k, "reading": reading, "position": list(position) if position else None,
+                "steps": steps, "seed": seed, "k": k, "reading": reading,
+                "position": list(position) if position else None,
                 "batch_size": batch_size, "data_batch_size": data_batch_size, "device": str(device),
                 "code_prior": code_prior, "input_size": model.input_size, "data": str(data) if isinstance(
                     data, (str, os.PathLike)) else None, "limit": limit, "thumbnail_format": thumbnail_format}

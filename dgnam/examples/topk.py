@@ -10,71 +10,29 @@ from __future__ import annotations
 
 import os
 import signal
-import stat
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from dgnam import checks
 from dgnam.errors import DgnamError
-from dgnam.io import to_rgb
+from dgnam.images import list_images, spread, try_read
 from dgnam.nets.model import Model, as_model, eval_mode, non_finite_cause
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 # The percentile strip: exact min and max, the rest from the reservoir sample.
 PERCENTILES = (0, 1, 5, 10, 25, 50, 75, 90, 95, 99, 100)
 RESERVOIR = 4096  # images whose activations are kept for percentiles (exact below this many images)
 READINGS = ("max", "position", "mean")
 
 
-def list_images(folder: str | os.PathLike, what: str = "data folder", skipped: list[Path] | None = None) -> list[Path]:
-    """Every image under ``folder`` (an ImageFolder tree or a flat folder), sorted by path.
-
-    Symlinked folders are followed (a class folder linked in from elsewhere is part of the data), each real
-    folder once, so a link loop ends; only regular files are taken: opening a FIFO or a device named
-    ``*.jpg`` would block or never end. Those left out (FIFOs, devices, dangling links) are appended to
-    ``skipped``, when given, so that they count among the unreadable images.
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        raise DgnamError(f"{what} '{root}' does not exist; point it at a folder of images")
-    files, seen = [], set()
-    for here, dirs, names in os.walk(root, followlinks=True):
-        real = os.path.realpath(here)
-        if real in seen:  # a link back up the tree, or a second link to a folder already read
-            dirs.clear()
-            continue
-        seen.add(real)
-        for name in names:
-            if name.lower().endswith(IMAGE_SUFFIXES):
-                path = Path(here, name)
-                (files if _regular(path) else skipped if skipped is not None else []).append(path)
-    if skipped is not None:
-        skipped.sort()
-    if not files:
-        raise DgnamError(f"{what} '{root}' holds no images ({'/'.join(IMAGE_SUFFIXES)})")
-    return sorted(files)
-
-
-def _regular(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(path.stat().st_mode)
-    except OSError:  # a dangling link, a file gone meanwhile
-        return False
-
-
 class _Images(Dataset):
-    """Files -> (3, size, size) RGB [0, 1]; an unreadable file gives ``ok=False`` instead of raising: one that
-    is not a regular file (never opened: a FIFO would block), and one PIL warns about (a truncated or odd
-    file: the warning counts it among the skipped instead of reaching the terminal raw)."""
+    """Files -> (3, size, size) uint8 RGB; an unreadable file (see :func:`~dgnam.images.try_read`) gives
+    ``ok=False`` instead of raising."""
 
     def __init__(self, files: Sequence[Path], size: int) -> None:
         self.files, self.size = list(files), size
@@ -83,26 +41,10 @@ class _Images(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int):
-        try:
-            if not _regular(self.files[i]):
-                raise OSError("not a regular file")
-            with warnings.catch_warnings(), Image.open(self.files[i]) as im:
-                warnings.simplefilter("error")
-                im = to_rgb(im)
-                if im.size != (self.size, self.size):
-                    im = im.resize((self.size, self.size), Image.BICUBIC)
-                array = np.asarray(im, dtype=np.uint8).copy()
-            return torch.from_numpy(array).permute(2, 0, 1), i, True
-        except Exception:  # truncated, not an image, unreadable: counted by the caller, never fatal
+        image = try_read(self.files[i], self.size)
+        if image is None:  # counted by the caller, never fatal
             return torch.zeros(3, self.size, self.size, dtype=torch.uint8), i, False
-
-
-def load_image(path: str | os.PathLike, size: int) -> torch.Tensor:
-    """(3, size, size) RGB [0, 1] of one file, as the dataset pass reads it."""
-    image, _, ok = _Images([Path(path)], size)[0]
-    if not ok:
-        raise DgnamError(f"cannot read image '{path}'")
-    return image.float() / 255
+        return image, i, True
 
 
 def read_units(act: torch.Tensor, units: torch.Tensor, reading: str = "max",
@@ -287,9 +229,7 @@ def dataset_examples(model: torch.nn.Module | Model, layer: str, data: str | os.
     files = list_images(data, skipped=not_files) if isinstance(data, (str, os.PathLike)) else [Path(f) for f in data]
     if not files:
         raise DgnamError("no images given")
-    if limit is not None and len(files) > limit:
-        step = len(files) / limit
-        files = [files[int(i * step)] for i in range(limit)]
+    files = spread(files, limit)
     model.to(device)
     start = time.time()
     unit_index: torch.Tensor | None = None

@@ -28,8 +28,6 @@ from dgnam.nets.layout import TraceEvent as LayoutEvent
 
 OUTPUT = "output"
 INPUT = "input"
-# Not a layer: the parametrisation's current parameters (a DGN-AM code), for objectives on the code itself.
-PARAMS = "params"
 _CALL_SUFFIX = re.compile(r"^(?P<name>.*)@(?P<call>\d+)$")
 # A first convolution built for other than RGB input (torch's message).
 _CHANNELS = re.compile(r"to have (?P<want>\d+) channels, but got 3 channels")
@@ -71,8 +69,10 @@ class Model(nn.Module):
         self.layouts = {layer: parse_layout(value) for layer, value in (layouts or {}).items()}
         self._detected: dict[str, list[Layout]] | None = None  # filled by the first layout() call
         self._last_size: int | None = None  # the side of the last input run() saw, for layout detection
-        self.register_buffer("mean", torch.tensor(list(mean or (0.0, 0.0, 0.0)), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(list(std or (1.0, 1.0, 1.0)), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(list(mean or (0.0, 0.0, 0.0)), dtype=torch.float32).view(1, -1, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(list(std or (1.0, 1.0, 1.0)), dtype=torch.float32).view(1, -1, 1, 1),
+                             persistent=False)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
@@ -249,7 +249,8 @@ def resolve_layer(module: nn.Module, layer: str) -> tuple[nn.Module, int]:
         return modules[name], call
     names = layer_names(module)
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else f"valid names include {', '.join(names[:6])}, ..."
+    hint = (f"did you mean {', '.join(repr(c) for c in close)}?" if close
+            else f"valid names include {', '.join(names[:6])}, ...")
     raise DgnamError(f"unknown layer {layer!r} in {type(module).__name__}; {hint} (list all with `dgnam layers`)")
 
 

@@ -54,7 +54,8 @@ def load_torchvision(name: str, weights: str | None = "DEFAULT", input_size: int
         try:
             chosen = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
         except KeyError:
-            raise DgnamError(f"{name} has no weights {weights!r}; choose one of {', '.join(w.name for w in enum)}") from None
+            raise DgnamError(f"{name} has no weights {weights!r}; choose one of "
+                             f"{', '.join(w.name for w in enum)}") from None
         preprocess = chosen.transforms()
         mean, std = tuple(preprocess.mean), tuple(preprocess.std)
         size = input_size or int(preprocess.crop_size[0])
@@ -64,7 +65,8 @@ def load_torchvision(name: str, weights: str | None = "DEFAULT", input_size: int
         except (OSError, RuntimeError) as exc:  # URLError is an OSError
             file = chosen.url.rsplit("/", 1)[-1]
             raise DgnamError(f"cannot download {name} weights ({type(exc).__name__}, offline?); place {file} in "
-                             f"{torch.hub.get_dir()}/checkpoints/ or use random weights (weights=None; CLI: torchvision:NAME:none)") from None
+                             f"{torch.hub.get_dir()}/checkpoints/ or use random weights (weights=None; CLI: "
+                             "torchvision:NAME:none)") from None
     return Model(net.eval(), input_size=size, mean=mean, std=std, name=name, classes=classes).to(device)
 
 
@@ -218,7 +220,8 @@ def _import_factory(spec: str):
             module_spec.loader.exec_module(module)
         except (Exception, SystemExit) as exc:  # sys.exit(0) in the file must not end dgnam with success
             del sys.modules[name]
-            raise DgnamError(f"importing '{path}' failed ({type(exc).__name__}: {first_line(exc)}); fix the file") from None
+            raise DgnamError(f"importing '{path}' failed ({type(exc).__name__}: {first_line(exc)}); fix the "
+                             "file") from None
     else:
         if "/" in target or "\\" in target or target.startswith("."):  # a path without .py, not a module name
             raise DgnamError(f"model spec {spec!r} names neither a .py file nor a module; write the file's name "
@@ -226,7 +229,8 @@ def _import_factory(spec: str):
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
-            raise DgnamError(f"cannot import module {target!r} ({first_line(exc)}); is it installed / on PYTHONPATH?") from None
+            raise DgnamError(f"cannot import module {target!r} ({first_line(exc)}); is it installed / on "
+                             "PYTHONPATH?") from None
     if not hasattr(module, attr):
         raise DgnamError(f"{target} has no attribute {attr!r}; name the function that builds the model")
     return getattr(module, attr)
@@ -282,7 +286,8 @@ def _load_model(spec: str, input_size: int | None, mean, std, device) -> Model:
     try:
         net = factory()
     except (Exception, SystemExit) as exc:  # sys.exit(0) in the factory must not end dgnam with success
-        raise DgnamError(f"calling {spec} failed ({type(exc).__name__}: {first_line(exc)}); the factory must take no arguments") from None
+        raise DgnamError(f"calling {spec} failed ({type(exc).__name__}: {first_line(exc)}); the factory must take no "
+                         "arguments") from None
     _check_factory_weights(net.module if isinstance(net, Model) else net, spec)
     if isinstance(net, Model):
         net.module.eval()

@@ -125,7 +125,8 @@ def check_arch(arch: Any) -> None:
         n_weights += d_in * width(layer[1], f"fc layer {layer[0]!r}'s width")
         d_in = layer[1]
     for name, c_in, c_out, stride, _bias in _entries(arch, "convs", 5):
-        n_weights += width(c_in, f"conv {name!r}'s input channels") * width(c_out, f"conv {name!r}'s output channels") * 16
+        n_weights += (width(c_in, f"conv {name!r}'s input channels")
+                      * width(c_out, f"conv {name!r}'s output channels") * 16)
         if stride not in (1, 2):
             raise DgnamError(f"generator arch: conv {name!r}'s stride must be 1 or 2, got {stride!r}")
     checks.check_fits(4 * n_weights, f"a generator of {n_weights:,} weights", "its widths (re-export it)")
@@ -138,6 +139,11 @@ def _entries(arch: dict[str, Any], key: str, length: int) -> list:
                                                         for x in layers):
         raise DgnamError(f"generator arch: {key} must be a list of {length}-item layers")
     return list(layers)
+
+
+def _bound(mean: torch.Tensor, std: torch.Tensor, k: float) -> torch.Tensor:
+    """The per-unit code bound ``mean + k * std`` (the paper's a_i, k = 3): the one place it is written."""
+    return mean + k * std
 
 
 class UpconvGenerator(nn.Module):
@@ -238,7 +244,7 @@ class UpconvGenerator(nn.Module):
         return x
 
     def to_rgb(self, raw: torch.Tensor) -> torch.Tensor:
-        """Map raw output to RGB in [0, 1] (not clamped; see ``dgnam.param``)."""
+        """Map raw output to RGB in [0, 1] (not clamped; see ``dgnam.engine.param``)."""
         if self.output_space == "rgb01":
             return raw
         if self.output_space == "rgb11":
@@ -274,7 +280,12 @@ class UpconvGenerator(nn.Module):
             raise DgnamError(f"k must be a finite number >= 0 (bound = mean + k * std), got {k}")
         self.code_mean.copy_(mean)
         self.code_std.copy_(std)
-        self.code_upper_bound.copy_(mean + k * std)
+        self.code_upper_bound.copy_(_bound(mean, std, k))
+
+    def code_bound(self, k: float | None = None) -> torch.Tensor:
+        """The code's per-unit upper bound (D,): ``code_mean + k * code_std``, or the stored
+        ``code_upper_bound`` when ``k`` is None (the one set with the statistics, or imported)."""
+        return self.code_upper_bound if k is None else _bound(self.code_mean, self.code_std, k)
 
     def checkpoint(self, metadata: dict[str, Any] | None = None,
                    weights_dtype: torch.dtype | None = None) -> dict[str, Any]:
@@ -340,7 +351,8 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
     except (KeyError, TypeError, ValueError) as exc:
         raise DgnamError(f"'{path}' has an invalid generator architecture ({exc}); re-export it") from None
     bound_k = gen.metadata.get("bound_k")
-    if not rebounding and isinstance(bound_k, float) and not math.isfinite(bound_k):  # written before `dgnam stats` refused it
+    # written before `dgnam stats` refused it
+    if not rebounding and isinstance(bound_k, float) and not math.isfinite(bound_k):
         raise DgnamError(f"'{path}' records code bounds with k = {bound_k}; rewrite it with "
                          f"`dgnam stats --generator {path} --k 3 --out NEW.pt`")
     try:

@@ -154,7 +154,8 @@ def read_act_range(path: str | os.PathLike) -> torch.Tensor:
     try:
         values = [float(v) for v in path.read_text().split()]
     except (ValueError, UnicodeDecodeError):
-        raise DgnamError(f"bounds file '{path}' is not whitespace-separated numbers (like act_range/3x/fc6.txt)") from None
+        raise DgnamError(f"bounds file '{path}' is not whitespace-separated numbers (like "
+                         "act_range/3x/fc6.txt)") from None
     return torch.tensor(values, dtype=torch.float32)
 
 

@@ -62,7 +62,8 @@ class CodeSampler(nn.Module):
         self.num_classes = int(num_classes)
         self.classes = [str(c) for c in classes] if classes is not None else [str(i) for i in range(self.num_classes)]
         if len(self.classes) != self.num_classes:
-            raise DgnamError(f"{len(self.classes)} class names for num_classes {self.num_classes}; pass one name per class")
+            raise DgnamError(f"{len(self.classes)} class names for num_classes {self.num_classes}; pass one name per "
+                             "class")
         self.metadata = dict(metadata or {})
         self.class_embedding = nn.Embedding(self.num_classes, self.latent_dim) if self.num_classes else None
         stem_in = self.latent_dim * (2 if self.num_classes else 1)
@@ -129,7 +130,8 @@ class CodeSampler(nn.Module):
         rng = torch.Generator().manual_seed(seed)
         z = torch.randn(n, self.latent_dim, generator=rng)
         if self.num_classes:
-            labels = torch.randint(self.num_classes, (n,), generator=rng) if labels is None else self.check_labels(labels, n)
+            labels = (torch.randint(self.num_classes, (n,), generator=rng) if labels is None
+                      else self.check_labels(labels, n))
         # forward() refuses labels for an unconditional sampler
         return torch.cat([self(z[i:i + batch].to(device), None if labels is None else labels[i:i + batch])
                           for i in range(0, n, batch)])

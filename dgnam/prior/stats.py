@@ -30,8 +30,8 @@ def code_statistics(encoder: Model, layer: str, batches: Iterable[torch.Tensor],
                     device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """Per-unit mean and std of ``layer``'s activation over image batches (RGB [0,1]).
 
-    A conv activation (C, H, W) is a code of C*H*W units, flattened as the generator takes it. Returns ``(mean (D,), std (D,), summary)``
-    where ``summary`` holds the fraction of exact zeros, the overall mean and the image count,
+    A conv activation (C, H, W) is a code of C*H*W units, flattened as the generator takes it. Returns ``(mean (D,),
+    std (D,), summary)`` where ``summary`` holds the fraction of exact zeros, the overall mean and the image count,
     worth checking: a code that is mostly zeros is hard to invert.
     """
     def codes() -> Iterable[torch.Tensor]:

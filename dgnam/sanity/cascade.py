@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
+from dgnam.engine.render import Result
 from dgnam.errors import DgnamError
 from dgnam.evaluation.metrics import judge_outputs
-from dgnam.engine.render import Result
 from dgnam.grid import labelled_grid
 from dgnam.nets.model import OUTPUT, Model, as_model
 from dgnam.sanity.randomize import Stage, cascade_stages, randomized
@@ -106,7 +106,8 @@ def cascading_randomization(model: Model, synthesizers: dict[str, Synthesis], ju
     model = as_model(model)
     units = [int(u) for u in units]
     if restarts < 2:
-        raise DgnamError("the sanity check compares restarts of the trained model with each other; use --restarts 2 or more")
+        raise DgnamError("the sanity check compares restarts of the trained model with each other; use --restarts 2 or "
+                         "more")
     plan = cascade_stages(model, layer, stages)
     models = [("trained", model)] + [(s.name, randomized(model, s.layers, seed)) for s in plan]
     images: dict[str, list[torch.Tensor]] = {m: [] for m in synthesizers}
@@ -118,7 +119,8 @@ def cascading_randomization(model: Model, synthesizers: dict[str, Synthesis], ju
         for method, synthesize in synthesizers.items():
             result = synthesize(stage_model)
             if len(result) != len(units) * restarts:
-                raise DgnamError(f"method {method!r} returned {len(result)} images for {len(units)} units x {restarts} restarts")
+                raise DgnamError(f"method {method!r} returned {len(result)} images for {len(units)} units x {restarts} "
+                                 "restarts")
             images[method].append(result.images)
             activations[method].append(float(result.values.float().mean()))
             labels = labels or list(result.labels)
@@ -152,7 +154,8 @@ def cascade_markdown(result: CascadeResult, figures: dict[str, str], title: str)
         w = result.within[method]
         lines += [f"## {method}", "", f"![{method}]({figures[method]})", "",
                   f"Trained model, restarts among themselves: SSIM {w['ssim']}, judge features {w['features']}.", "",
-                  "| stage | re-initialised (cumulative) | SSIM to trained | features to trained | mean activation | verdict |",
+                  "| stage | re-initialised (cumulative) | SSIM to trained | features to trained | mean activation | "
+                  "verdict |",
                   "|---|---|---|---|---|---|"]
         for i, (stage, score) in enumerate(zip(result.stages, result.verdicts(method)), start=1):
             lines.append(f"| {i} | {stage.name} ({len(stage.layers)} modules) | {score.similarity['ssim']} "

@@ -39,7 +39,8 @@ def parameterised_blocks(model: Model, layer: str = OUTPUT) -> list[list[str]]:
     if layer != OUTPUT:
         name, _call = parse_layer(layer)
         if name not in order:
-            raise DgnamError(f"layer {name!r} does not run in {model.name}'s forward pass; pick one from `dgnam layers`")
+            raise DgnamError(f"layer {name!r} does not run in {model.name}'s forward pass; pick one from `dgnam "
+                             "layers`")
         # A container's hook returns after its children: everything before it in the order feeds it.
         order = order[: order.index(name) + 1]
     blocks: list[list[str]] = []

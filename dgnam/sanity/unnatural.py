@@ -107,7 +107,8 @@ def score_unnatural(images: torch.Tensor, pairs: ClassPairs, variant: str, detec
     undone = variant_transform(variant)(stack[1])
 
     def detected(x: torch.Tensor) -> torch.Tensor:
-        return (predict_logits(detector, x.flatten(0, 1), batch_size, device).argmax(1) == modified_index).view(n, restarts)
+        predicted = predict_logits(detector, x.flatten(0, 1), batch_size, device).argmax(1)
+        return (predicted == modified_index).view(n, restarts)
 
     target = torch.tensor([judge_classes.index(c) for c in pairs.names])[:, None]
 

@@ -88,7 +88,7 @@ def test_every_repr_html_shows_hostile_names_as_text_in_a_browser(browser, tmp_p
     for name, text in _hostile_reprs(tmp_path).items():
         page = browser.new_page()
         errors = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
         page.set_content(f"<html><body>{text}</body></html>")
         assert page.evaluate("self.pwned") is None, name  # no injected handler or script ran
         assert page.locator("img").count() == 1 and page.locator("script").count() == 0, name

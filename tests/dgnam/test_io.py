@@ -2,17 +2,15 @@
 
 import builtins
 import os
-import warnings
+import pickle
 import zipfile
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from dgnam.errors import DgnamError
 import dgnam.io
-from dgnam.io import atomic_save, atomic_write, load_checkpoint, to_rgb, write_directory, writing
+from dgnam.errors import DgnamError
+from dgnam.io import atomic_save, atomic_write, load_checkpoint, write_directory, writing
 
 
 def _umask() -> int:
@@ -35,8 +33,10 @@ def test_atomic_save_replaces_the_file_whole_or_not_at_all(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         atomic_write(path, half_then_fail)
     assert path.read_bytes() == before  # the old file, untouched
-    with pytest.raises(Exception):
-        atomic_save({"f": lambda: 0}, path)  # torch.save cannot pickle a lambda
+    # torch.save cannot pickle a lambda: pickle raises AttributeError for a local object (PicklingError in
+    # other cases and Python versions)
+    with pytest.raises((AttributeError, pickle.PicklingError)):
+        atomic_save({"f": lambda: 0}, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt"]  # no temporary file left
     fresh = tmp_path / "fresh.pt"
@@ -125,30 +125,3 @@ def test_load_checkpoint_checks_the_format_tag_in_one_line(tmp_path):
         assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("mode, values, grey", [
-    ("I;16", np.full((4, 4), 32768, np.uint16), 128),  # a 16-bit PNG: half of 65535, not clipped to white
-    ("I", np.full((4, 4), 65535, np.int32), 255),
-    ("F", np.full((4, 4), 0.25, np.float32), 64),  # floats in 0-1
-    ("F", np.full((4, 4), 200.0, np.float32), 200),  # floats in 0-255
-])
-def test_to_rgb_scales_deep_greyscale_from_its_range(mode, values, grey):
-    image = Image.fromarray(values, mode) if mode != "I;16" else Image.fromarray(values)
-    assert image.mode == mode
-    rgb = to_rgb(image)
-    assert rgb.mode == "RGB" and np.asarray(rgb).min() == np.asarray(rgb).max() == grey
-
-
-def test_to_rgb_reads_a_16_bit_png_file_and_a_transparent_palette_without_warnings(tmp_path):
-    path = tmp_path / "deep.png"
-    Image.fromarray(np.array([[0, 65535]], np.uint16)).save(path)
-    with Image.open(path) as im:
-        assert np.asarray(to_rgb(im))[0, :, 0].tolist() == [0, 255]
-    palette = Image.new("P", (2, 1))
-    palette.putpalette([255, 0, 0, 0, 0, 255])
-    palette.putpixel((1, 0), 1)
-    palette.info["transparency"] = b"\x00\xff"
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert np.asarray(to_rgb(palette))[0].tolist() == [[255, 0, 0], [0, 0, 255]]
-    cmyk = Image.new("CMYK", (1, 1), (0, 255, 255, 0))
-    assert np.asarray(to_rgb(cmyk))[0, 0].tolist() == [255, 0, 0]

@@ -15,7 +15,8 @@ def _schedule(tmp_path, body):
 
 
 def test_chunks_skip_what_the_checkpoint_has_done_and_stop_early(tmp_path):
-    schedule = _schedule(tmp_path, "  - {until: 100}\n  - {until: 200, flags: {model.lr_g: 1.0e-4}}\n  - {until: 300}\n")
+    schedule = _schedule(tmp_path,
+                         "  - {until: 100}\n  - {until: 200, flags: {model.lr_g: 1.0e-4}}\n  - {until: 300}\n")
     first = chunks.commands(schedule, 0)
     assert len(first) == 3 and "--ckpt_path" not in first[0] and "--ckpt_path" in first[1]
     assert first[1][-2:] == ["--model.lr_g", "0.0001"]

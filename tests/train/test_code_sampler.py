@@ -49,7 +49,7 @@ def test_r1_is_the_squared_gradient_norm_per_sample():
         w = torch.randn(*shape)
         real = torch.rand(5, *shape)
 
-        def linear(x):
+        def linear(x, w=w):
             return (x * w).flatten(1).sum(1)
         losses = code_sampler.critic_losses(linear, real, real + 1, r1_gamma=2.0)
         torch.testing.assert_close(losses["r1"], w.pow(2).sum())
@@ -100,7 +100,8 @@ def test_train_resume_export_and_sample_cli(tmp_path, prior_files, capsys):
     args = ["fit", "--config", "configs/cifar10/code_sampler.yaml", f"--data.root={root}",
             f"--data.cache_dir={tmp_path / 'cache'}", "--data.batch_size=8", "--trainer.enable_model_summary=false",
             f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}", f"--model.generator={gen_path}",
-            "--data.subset=20", "--model.num_classes=0", "--model.latent_dim=8", "--model.width=8", "--model.critic_width=8", "--model.grid_every=2",
+            "--data.subset=20", "--model.num_classes=0", "--model.latent_dim=8", "--model.width=8",
+            "--model.critic_width=8", "--model.grid_every=2",
             f"--model.export_path={out}", f"--trainer.callbacks.init_args.dirpath={ckpt_dir}",
             "--trainer.callbacks.init_args.every_n_train_steps=1"]
     code_sampler.main([*args, "--trainer.max_steps=3"])
@@ -142,7 +143,8 @@ def test_train_resume_export_and_sample_cli(tmp_path, prior_files, capsys):
         assert cli_main(["synthesize", "--model", str(enc), "--generator", str(gen_path), "--units", "0-1",
                          "--steps", "2", "--quiet", "--device", "cpu", "--out", str(tmp_path / name), *extra]) == 0
         runs[name] = json.loads((tmp_path / name / "manifest.json").read_text())
-    assert runs["sampled"]["settings"]["init_sampler"] == str(out) and runs["default"]["settings"]["init_sampler"] is None
+    assert runs["sampled"]["settings"]["init_sampler"] == str(out)
+    assert runs["default"]["settings"]["init_sampler"] is None
     starts = {name: [e["start_activation"] for e in run["images"]] for name, run in runs.items()}
     assert starts["default"] != starts["sampled"]
     assert cli_main(["synthesize", "--model", str(enc), "--param", "pixel", "--init-sampler", str(out),
@@ -150,7 +152,8 @@ def test_train_resume_export_and_sample_cli(tmp_path, prior_files, capsys):
     assert "--init-sampler" in capsys.readouterr().err
 
     png = tmp_path / "samples.png"
-    assert cli_main(["sample", "--generator", str(gen_path), "--sampler", str(out), "--n", "20", "--out", str(png)]) == 0
+    assert cli_main(["sample", "--generator", str(gen_path), "--sampler", str(out), "--n", "20", "--out",
+                     str(png)]) == 0
     with Image.open(png) as im:
         assert im.size == (16 * 33 + 1, 2 * 33 + 1)  # 16 per row, 32 px tiles with 1 px padding
     capsys.readouterr()
@@ -193,7 +196,7 @@ def test_projection_critic_teaches_the_sampler_each_class_its_own_units():
     class0, class1 = gap()
     # Real: +1.5 for class 0, -1.5 for class 1. Ignoring the class would give the same gap for both.
     assert class0 > 0.8 and class1 < -0.8, (class0, class1)
-    with pytest.raises(ValueError, match="needs labels"):
+    with pytest.raises(DgnamError, match="needs labels"):
         critic(torch.zeros(3, 2))
 
 

@@ -86,7 +86,7 @@ def test_class_copula_samples_each_class_from_its_own_codes():
     assert float(((mixed[:, 0] > 0) & (mixed[:, 1] > 0)).float().mean()) > 0.05
     assert not ((by_class[:, 0] > 0) & (by_class[:, 1] > 0)).any()
     assert "class_gaussian_copula" not in code_samples(codes, 10)
-    with pytest.raises(ValueError, match="one class per code"):
+    with pytest.raises(DgnamError, match="one class per code"):
         code_samples(codes, 10, labels=labels[:-1])
 
 
@@ -105,9 +105,10 @@ class _ColourJudge(torch.nn.Module):
 
 
 def test_sample_realism_scores_every_set_against_real_images_by_kid_and_judge_score():
-    from helpers import TinyNet, tiny_generator
     from dgnam.nets.model import Model
     from train.evaluate_prior import sample_realism
+
+    from helpers import TinyNet, tiny_generator
 
     gen = torch.Generator().manual_seed(0)
 
@@ -152,10 +153,11 @@ def test_sample_realism_scores_every_set_against_real_images_by_kid_and_judge_sc
 
 
 def test_class_ceiling_grid_puts_real_reconstruction_and_sample_rows_per_class():
-    from helpers import TinyNet, tiny_generator
     from dgnam.nets.model import Model
     from dgnam.prior.sampler import CodeSampler
     from train.evaluate_prior import class_ceiling_grid, dgnam_images, sampler_images
+
+    from helpers import TinyNet, tiny_generator
 
     encoder = Model(TinyNet(), input_size=32)
     generator = tiny_generator(code_dim=32)
@@ -184,7 +186,8 @@ def test_class_ceiling_grid_puts_real_reconstruction_and_sample_rows_per_class()
     with pytest.raises(DgnamError, match="unknown class 'deer'"):
         sampler_images(generator, sampler, ["red", "deer"], per_class=3)
     with pytest.raises(DgnamError, match="fewer than 7"):
-        class_ceiling_grid(encoder, generator, torch.zeros(14, 3, 32, 32), images_u8, labels, ["red", "blue"], per_class=7)
+        class_ceiling_grid(encoder, generator, torch.zeros(14, 3, 32, 32), images_u8, labels, ["red", "blue"],
+                           per_class=7)
     # DGN-AM rows: restarts of each class logit, class after class, and they drive their class.
     generator.metadata = {"code_prior": 0.0}
     dgn = dgnam_images(encoder, generator, 2, per_class=2)
@@ -194,9 +197,10 @@ def test_class_ceiling_grid_puts_real_reconstruction_and_sample_rows_per_class()
 
 
 def test_evaluate_prior_counts_agreement_and_builds_the_grid_without_gradients():
-    from helpers import TinyNet, tiny_generator
     from dgnam.nets.model import Model
     from train.evaluate_prior import evaluate
+
+    from helpers import TinyNet, tiny_generator
 
     encoder = Model(TinyNet(), input_size=32)
     generator = tiny_generator(code_dim=32)

@@ -28,7 +28,8 @@ def test_encoder_then_generator_then_resume(tmp_path, image_root, capsys):
             "--trainer.max_epochs=-1", f"--model.encoder={enc_path}", f"--model.export_path={gen_path}",
             # The shipped config's spatial code and resize-conv upsampling: the tiny encoder's
             # features.relu4_2 is 4x4x4 = 64 values.
-            "--model.generator_kwargs={code_dim: 64, start_channels: 4, widths: [8, 8, 8], spatial_code: true, upsample: nearest}",
+            "--model.generator_kwargs={code_dim: 64, start_channels: 4, widths: [8, 8, 8], spatial_code: true, "
+            "upsample: nearest}",
             "--model.discriminator_convs=[[8, 3, 1], [8, 4, 2]]", "--model.discriminator_code_dims=[8]",
             "--model.grid_every=2", "--trainer.val_check_interval=3", "--trainer.limit_val_batches=1",
             f"--trainer.callbacks.init_args.dirpath={ckpt_dir}", "--trainer.callbacks.init_args.every_n_train_steps=1"]
@@ -285,7 +286,8 @@ def test_code_size_mismatch_is_one_line(tmp_path, image_root):
     enc_path = _train_encoder(tmp_path, image_root)
     with pytest.raises(DgnamError, match=r"gives 16 values \(16,\) but the generator takes code_dim=64"):
         GeneratorModule(encoder=str(enc_path), code_layer="relu6",
-                        generator_kwargs={"code_dim": 64, "start_channels": 4, "widths": [8, 8, 8], "spatial_code": True})
+                        generator_kwargs={"code_dim": 64, "start_channels": 4, "widths": [8, 8, 8],
+                                          "spatial_code": True})
 
 
 def test_the_encoder_loads_through_the_model_zoo_and_bad_settings_are_one_line(tmp_path):

@@ -48,7 +48,8 @@ def test_fc6_pipeline_trunk_head_conv_prior_fc_regression_then_deepsim(tmp_path,
 
     start_path = tmp_path / "g_fc6_start.pt"
     head_args = ["fit", "--config", "configs/cifar10/generator_fc6_head.yaml", f"--data.root={image_root}",
-                 f"--data.cache_dir={tmp_path / 'cache'}", "--data.batch_size=8", "--trainer.enable_model_summary=false",
+                 f"--data.cache_dir={tmp_path / 'cache'}", "--data.batch_size=8",
+                 "--trainer.enable_model_summary=false",
                  f"--trainer.logger.init_args.save_dir={tmp_path / 'ghead'}", "--seed_everything=0",
                  f"--model.conv_generator={conv_path}", f"--model.encoder={enc_path}", "--model.fc_dims=[48]",
                  "--model.lr=3e-3", f"--model.export_path={start_path}"]
@@ -59,7 +60,8 @@ def test_fc6_pipeline_trunk_head_conv_prior_fc_regression_then_deepsim(tmp_path,
     untrained = generator_head.GeneratorHeadModule(conv_generator=str(conv_path), encoder=str(enc_path), fc_dims=[48])
     def unexplained(module) -> float:
         with torch.no_grad():
-            return float((module.predicted_map(fc6) - conv_code).pow(2).sum() / (conv_code - conv_code.mean(0)).pow(2).sum())
+            residual = (module.predicted_map(fc6) - conv_code).pow(2).sum()
+            return float(residual / (conv_code - conv_code.mean(0)).pow(2).sum())
     before = unexplained(untrained)
     generator_head.main([*head_args, "--trainer.max_epochs=30"])
     start = load_generator(start_path)
@@ -93,7 +95,8 @@ def test_fc6_pipeline_trunk_head_conv_prior_fc_regression_then_deepsim(tmp_path,
     fc6_path = tmp_path / "g_fc6.pt"
     generator.main(["fit", "--config", "configs/cifar10/generator_fc6.yaml", *_common(tmp_path, image_root, "gfc6"),
                     "--trainer.max_epochs=-1", "--trainer.max_steps=2", f"--model.encoder={enc_path}",
-                    "--model.generator_kwargs={code_dim: 32, fc_dims: [48], start_channels: 4, widths: [8, 8, 8], start_convs: true}",
+                    "--model.generator_kwargs={code_dim: 32, fc_dims: [48], start_channels: 4, widths: [8, 8, 8], "
+                    "start_convs: true}",
                     f"--model.init_generator={start_path}", f"--model.export_path={fc6_path}",
                     "--model.discriminator_convs=[[8, 3, 1], [8, 4, 2]]", "--model.discriminator_code_dims=[8]",
                     "--trainer.limit_val_batches=0", f"--trainer.callbacks.init_args.dirpath={tmp_path / 'gfc6ckpt'}"])

@@ -77,8 +77,9 @@ def test_pack_then_unpack_resumes_at_the_same_step(tmp_path, image_root):
 def test_the_shipped_fc6_handoff_resumes_at_15000(tmp_path):
     """The shipped handoff (written before the average was an AveragedModel) still rebuilds a checkpoint
     that Lightning resumes at its step, with G's average, D's balance state and the training seconds."""
-    import lightning as L
     from pathlib import Path
+
+    import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
     shipped = Path("checkpoints/cifar10")

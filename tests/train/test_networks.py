@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from dgnam.errors import DgnamError
 from train.networks import CodeCritic, ImageCritic
 
 
@@ -26,7 +27,7 @@ def test_projection_image_critic_scores_an_image_per_class():
         images = torch.rand(4, 3, 32, 32)
         by_class = [critic(images, torch.full((4,), c)) for c in range(3)]
     assert not torch.allclose(by_class[0], by_class[1])  # the same images, judged as another class
-    with pytest.raises(ValueError, match="needs labels"):
+    with pytest.raises(DgnamError, match="needs labels"):
         critic(images)
-    with pytest.raises(ValueError, match="takes none"):
+    with pytest.raises(DgnamError, match="takes none"):
         ImageCritic(32)(images, torch.zeros(4, dtype=torch.long))

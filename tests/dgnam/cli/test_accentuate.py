@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dgnam.cli.common import DEFAULT_MODEL, load_images
+from dgnam.cli.common import DEFAULT_MODEL
+from dgnam.images import load_images
 from dgnam.nets.classifiers import load_classifier
 
 from helpers import run_cli
@@ -17,7 +18,8 @@ def test_accentuate_raises_each_unit_on_each_image_and_reports_before_and_after(
     files = []
     for i in range(2):
         files.append(tmp_path / f"img{i}.png")
-        Image.fromarray(rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)).resize((32, 32), Image.BILINEAR).save(files[-1])
+        image = Image.fromarray(rng.integers(0, 255, (4, 4, 3), dtype=np.uint8))
+        image.resize((32, 32), Image.BILINEAR).save(files[-1])
     out = tmp_path / "acc"
     proc = run_cli("accentuate", *files, "--units", "3,5", "--steps", 15, "--out", out, "--quiet", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr

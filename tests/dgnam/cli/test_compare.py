@@ -11,7 +11,8 @@ def test_compare_command(tmp_path, user_files):
     out = tmp_path / "cmp"
     nets = user_files / "nets.py"
     proc = run_cli("compare", "--model", f"{nets}:make_a", "--model", f"{nets}:make_b", "--generator",
-                   user_files / "gen.pt", "--classes", "0-2", "--steps", 15, "--mimic-steps", 10, "--out", out, "--quiet")
+                   user_files / "gen.pt", "--classes", "0-2", "--steps", 15, "--mimic-steps", 10, "--out", out,
+                   "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert {p.name for p in out.iterdir()} == {"class_images.png", "similarity.png", "mimicry.png", "report.md",
                                                "manifest.json"}

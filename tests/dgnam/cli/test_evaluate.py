@@ -13,7 +13,6 @@ from dgnam.evaluation.evaluate import STANDARD_METHODS
 
 from helpers import tiny_generator
 
-
 NETS = """
 import sys
 sys.path.insert(0, %r)

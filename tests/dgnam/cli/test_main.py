@@ -14,14 +14,15 @@ except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[3]
-SUBCOMMANDS = ("synthesize", "synthesize-sharded", "probe", "accentuate", "layers", "stats", "sample", "evaluate", "import-generator",
-               "invert", "compare", "attribute", "sanity", "unnatural")
+SUBCOMMANDS = ("synthesize", "synthesize-sharded", "probe", "accentuate", "layers", "stats", "sample", "evaluate",
+               "import-generator", "invert", "compare", "attribute", "sanity", "unnatural")
 
 
 @pytest.mark.parametrize("command, extra, message", [
     ("invert", ["--generator", "G", "--image", "missing.png", "--layers", "1"], "--image 'missing.png' does not exist"),
     ("invert", ["--generator", "G", "--image", "X", "--layers", "1,conv9"], "unknown layer 'conv9'"),
-    ("invert", ["--generator", "G", "--image", "X", "--layers", "1", "--params", "dgn,pixels"], "unknown param 'pixels'"),
+    ("invert", ["--generator", "G", "--image", "X", "--layers", "1", "--params", "dgn,pixels"],
+     "unknown param 'pixels'"),
     ("attribute", ["--image", "X", "--input-size", "32", "--target", "7"], "target class 7 is out of range"),
     ("attribute", ["--image", "X", "--input-size", "32", "--target", "cat"], "--target 'cat' is not a class"),
     ("attribute", ["--image", "X", "--input-size", "32", "--layer", "1@1"], "cannot take one call"),
@@ -67,9 +68,9 @@ def _ecosystem_files(tmp_path):
 def test_every_command_runs_on_vision_transformers_and_channels_last_models(name, tmp_path, user_files, capsys):
     """layers, synthesize, probe, attribute, invert, compare and sanity on a tiny random model of each kind,
     at its token or channels-last layer; the unit count is the layer's true width."""
-    from helpers import ECOSYSTEM_LAYERS, colour_folder
-
     from dgnam.cli.main import main
+
+    from helpers import ECOSYSTEM_LAYERS, colour_folder
     model = f"{_ecosystem_files(tmp_path)}:{name}"
     layer, layout, width = ECOSYSTEM_LAYERS[name]
     fast = ["--generator", user_files / "gen.pt", "--steps", "1", "--quiet"]
@@ -139,9 +140,9 @@ def test_unreadable_layers_and_model_errors_are_one_line_exit_2(tmp_path, user_f
 def test_size_mismatch_and_foreign_code_prior_are_stated(tmp_path, user_files, capsys):
     """A 32-px generator on a 48-px model: one notice on the resize, one on the code prior recorded for another
     model (not applied); invert with the default --params at that size; compare with --mean/--std recorded."""
-    from helpers import tiny_generator
-
     from dgnam.cli.main import main
+
+    from helpers import tiny_generator
     model = f"{user_files / 'mynet.py'}:make"
     gen = str(user_files / "gen.pt")
     tiny_generator().save(tmp_path / "tuned.pt", metadata={"code_prior": 0.1})  # as `dgnam stats --code-prior` does

@@ -15,7 +15,7 @@ def test_stats_recomputes_bounds(tmp_path, user_files):
     import torch
 
     from dgnam import UpconvGenerator, cifar_arch, load_generator
-    from dgnam.cli.common import load_images
+    from dgnam.images import load_images
     from dgnam.nets.zoo import load_model
     encoder_spec = f"{user_files / 'mynet.py'}:make"
     # Layer "4" (AdaptiveAvgPool2d(4) after a ReLU) gives a non-negative 8x4x4 = 128-unit code.
@@ -67,7 +67,8 @@ def test_generator_records_its_recommended_code_prior(tmp_path):
     assert bad.returncode == 2 and "--code-prior must be >= 0" in bad.stderr and not (tmp_path / "bad.pt").exists()
 
 
-def test_a_generator_recording_an_infinite_k_is_refused_by_synthesis_and_repaired_by_stats(tmp_path, user_files, capsys):
+def test_a_generator_recording_an_infinite_k_is_refused_by_synthesis_and_repaired_by_stats(
+        tmp_path, user_files, capsys):
     """`dgnam stats --k inf` is refused now; a generator it once wrote fails in one line naming the repair."""
     from dgnam import load_generator
     from dgnam.cli.main import main

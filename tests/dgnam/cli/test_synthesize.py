@@ -56,10 +56,12 @@ def test_param_pixel(tmp_path, user_files):
 
 
 def test_manifest_round_trip_is_bit_exact(tmp_path, user_files):
-    common = ["--model", f"{user_files / 'mynet.py'}:make", "--generator", user_files / "gen.pt", "--steps", 15, "--quiet",
+    common = ["--model", f"{user_files / 'mynet.py'}:make", "--generator", user_files / "gen.pt", "--steps", 15,
+              "--quiet",
               "--fixed-batch", "--batch-size", 8]
     first = tmp_path / "first"
-    assert run_cli("synthesize", *common, "--units", "0-3", "--restarts", 2, "--seed", 7, "--out", first).returncode == 0
+    proc = run_cli("synthesize", *common, "--units", "0-3", "--restarts", 2, "--seed", 7, "--out", first)
+    assert proc.returncode == 0
     manifest = json.loads((first / "manifest.json").read_text())
     s = manifest["settings"]
     again = tmp_path / "again"
@@ -71,7 +73,8 @@ def test_manifest_round_trip_is_bit_exact(tmp_path, user_files):
     # One image alone, from its manifest entry (unit, seed): the same bytes (--fixed-batch).
     entry = manifest["images"][5]
     single = tmp_path / "single"
-    proc = run_cli("synthesize", *common, "--units", entry["unit"], "--restarts", 1, "--seed", entry["seed"], "--out", single)
+    proc = run_cli("synthesize", *common, "--units", entry["unit"], "--restarts", 1, "--seed", entry["seed"], "--out",
+                   single)
     assert proc.returncode == 0, proc.stderr
     single_entry = json.loads((single / "manifest.json").read_text())["images"][0]
     assert single_entry["file"] == entry["file"].replace("restart1", "restart0")
@@ -165,7 +168,7 @@ def test_default_run_on_shipped_checkpoints(tmp_path):
     assert manifest["settings"]["fixed_batch"] is False
     # Even 30 steps through the prior make the shipped classifier pick the intended class for most units.
     from dgnam import load_classifier
-    from dgnam.cli.common import load_images
+    from dgnam.images import load_images
     model = load_classifier(DEFAULT_MODEL)
     images = load_images([out / e["file"] for e in manifest["images"]], 32)
     predicted = model(images).argmax(1).tolist()
@@ -175,7 +178,7 @@ def test_default_run_on_shipped_checkpoints(tmp_path):
 def test_code_prior_on_shipped_checkpoints(tmp_path):
     # PPGN's code prior keeps the code near what the encoder reads back, which is what stops DGN-AM
     # from blowing pixels out to 0/1 (measured at 200 steps: 14% -> 0.4% of pixel values at eps 0.1).
-    from dgnam.cli.common import load_images
+    from dgnam.images import load_images
     runs = {}
     for eps in (0, 0.1):
         out = tmp_path / f"eps{eps}"
@@ -208,7 +211,7 @@ def test_seeded_synthesis_starts_from_each_units_top_images_and_holds_a_target(t
     highest logit (so its first reading is that logit), and --target 1.2x stops it at 1.2 x the folder's max."""
     import torch
 
-    from dgnam.cli.common import load_images
+    from dgnam.images import load_images
     from dgnam.nets.classifiers import load_classifier
     data = _noise_images(tmp_path / "real", 12)
     out = tmp_path / "run"

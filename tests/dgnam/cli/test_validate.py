@@ -219,9 +219,11 @@ CASES = [
 def _expand(args, inputs, out):
     names = {"G": inputs / "gen.pt", "X": inputs / "x.png", "DIR": inputs / "folder", "IMGS": inputs / "images",
              "TWELVE": inputs / "twelve", "OUT": out,
-             "LOOSE": inputs / "loose", "GNOENC": inputs / "gen_noenc.pt", "GLOTS": inputs / "gen_lots.pt", "OUT.png": f"{out}.png",
+             "LOOSE": inputs / "loose", "GNOENC": inputs / "gen_noenc.pt", "GLOTS": inputs / "gen_lots.pt",
+             "OUT.png": f"{out}.png",
              "DANGLING": inputs / "dangling", "DANGLING.png": inputs / "dangling.png"}
-    expanded = [str(names.get(a, a)).replace("DANGLING/", f"{inputs / 'dangling'}/").replace("NETS", str(inputs / "nets.py")).replace("ODD", str(inputs / "odd.py"))
+    expanded = [str(names.get(a, a)).replace("DANGLING/", f"{inputs / 'dangling'}/")
+                .replace("NETS", str(inputs / "nets.py")).replace("ODD", str(inputs / "odd.py"))
                 for a in args]
     own_out = "--out" in args or args[0] in ("stats", "sample", "import-generator", "layers")
     return expanded if own_out else [*expanded, "--out", str(out)]

@@ -7,9 +7,9 @@ import torch
 
 from dgnam import DgnamError, GeneratorCode, NormalizedAscent, Pixels, class_logit, code_prior, synthesize, unit
 from dgnam.engine import objectives
-from dgnam.engine.objectives import channel, match, scale_rows, total_variation
+from dgnam.engine.objectives import PARAMS, channel, match, scale_rows, total_variation
 from dgnam.evaluation.evaluate import Method, evaluate
-from dgnam.nets.model import INPUT, PARAMS, Model
+from dgnam.nets.model import INPUT, Model
 
 from helpers import CODE_LAYER, TinyNet
 
@@ -82,7 +82,8 @@ def test_objectives_compose_across_two_models(tiny_gen):
     both = synthesize(class_logit(4, model=m1) + 0.5 * class_logit(4, model=m2), GeneratorCode(tiny_gen),
                       seeds=[0], steps=5)
     with torch.no_grad():
-        torch.testing.assert_close(both.values, m1(both.images)[:, 4] + 0.5 * m2(both.images)[:, 4], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(both.values, m1(both.images)[:, 4] + 0.5 * m2(both.images)[:, 4], atol=1e-4,
+                                   rtol=1e-4)
 
 
 def test_conv_unit_default_centre_position(tiny_model, tiny_gen):
@@ -94,11 +95,13 @@ def test_conv_unit_default_centre_position(tiny_model, tiny_gen):
 
 def test_scale_rows_mixes_objectives_per_row(tiny_gen):
     a, b = Model(TinyNet(seed=1), input_size=32), Model(TinyNet(seed=2), input_size=32)
-    mixed = scale_rows(class_logit([4, 4, 4], model=a), [1, 1, -1]) + scale_rows(class_logit([4, 4, 4], model=b), [1, -1, 1])
+    mixed = (scale_rows(class_logit([4, 4, 4], model=a), [1, 1, -1])
+             + scale_rows(class_logit([4, 4, 4], model=b), [1, -1, 1]))
     res = synthesize(mixed, GeneratorCode(tiny_gen), seeds=[0, 1, 2], steps=3)
     with torch.no_grad():
         la, lb = a(res.images)[:, 4], b(res.images)[:, 4]
-    torch.testing.assert_close(res.values, torch.stack([la[0] + lb[0], la[1] - lb[1], lb[2] - la[2]]), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(res.values, torch.stack([la[0] + lb[0], la[1] - lb[1], lb[2] - la[2]]), atol=1e-4,
+                               rtol=1e-4)
     with pytest.raises(DgnamError, match="row scales"):
         scale_rows(class_logit([1, 2], model=a), [1.0, 2.0, 3.0])
 

@@ -49,8 +49,7 @@ def test_bound_k_needs_code_statistics():
 
 
 def test_generator_code_starts_from_the_sampler_per_seed(tiny_gen):
-    from dgnam.engine.param import GeneratorCode
-    from dgnam.engine.param import make_param
+    from dgnam.engine.param import GeneratorCode, make_param
 
     torch.manual_seed(0)
     sampler = CodeSampler([16], latent_dim=4, width=8)
@@ -110,6 +109,7 @@ def _seeds(n=3):
 
 def test_a_seeded_run_starts_at_the_seeds_code_and_shows_the_seed_itself(gen32, encoder):
     from dgnam import SeededCode
+
     from helpers import CODE_LAYER
     seeds = _seeds()
     param = SeededCode(gen32, seeds, encoder)
@@ -141,3 +141,22 @@ def test_seeded_code_refuses_what_it_cannot_read_in_one_line(gen32, encoder, tin
         SeededCode(gen32, torch.full((1, 3, 32, 32), float("nan")), encoder)
     with pytest.raises(DgnamError, match="encoder_layer"):
         SeededCode(tiny_gen, _seeds(1), encoder)  # a generator that does not say which code it inverts
+
+
+def test_a_parametrisation_names_its_modules_and_its_code(gen32, encoder):
+    """What the loop asks of a parametrisation: the modules to keep in eval mode, and the code an objective
+    on the code reads (none for pixels and Fourier)."""
+    codes = torch.rand(2, 32)
+    for param in (GeneratorCode(gen32), dgnam.SeededCode(gen32, torch.rand(3, 32, 32), encoder)):
+        assert param.modules() == [gen32] and param.code(codes) is codes and param.has_prior
+    for param in (Pixels(32), Fourier(32)):
+        assert param.modules() == [] and param.code(torch.rand(2, 3, 32, 32)) is None and not param.has_prior
+
+
+def test_the_box_is_the_generators_bound_for_bound_k():
+    gen = tiny_generator()
+    gen.set_code_statistics(torch.full((16,), 2.0), torch.full((16,), 0.5), k=3.0)
+    torch.testing.assert_close(GeneratorCode(gen).upper_bound, torch.full((16,), 3.5))
+    torch.testing.assert_close(GeneratorCode(gen, bound_k=1.0, bound_scale=2.0).upper_bound, torch.full((16,), 5.0))
+    torch.testing.assert_close(gen.code_bound(1.0), torch.full((16,), 2.5))
+    assert gen.code_bound() is gen.code_upper_bound

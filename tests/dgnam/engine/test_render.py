@@ -69,7 +69,8 @@ def test_errors_are_one_line(tiny_model, tiny_gen):
         synthesize(class_logit([0, 1, 2]), GeneratorCode(tiny_gen), model=tiny_model, seeds=[0, 1], steps=1)
     wrong = tiny_generator(code_dim=12)
     with pytest.raises(DgnamError, match="init codes have 16 units but the generator takes 12"):
-        synthesize(class_logit(0), GeneratorCode(wrong, init_codes=torch.zeros(16)), model=tiny_model, seeds=[0], steps=1)
+        synthesize(class_logit(0), GeneratorCode(wrong, init_codes=torch.zeros(16)), model=tiny_model, seeds=[0],
+                   steps=1)
     with pytest.raises(DgnamError, match=r"expects RGB images \(B, 3, H, W\)"):
         synthesize(class_logit(0), Pixels(32), model=Model(TinyNet(), input_size=32), seeds=[0], steps=1,
                    transforms=[lambda x, rng: x[:, :1]])

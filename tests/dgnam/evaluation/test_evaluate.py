@@ -49,7 +49,8 @@ def test_evaluate_scores_every_method_and_renders_a_report():
     text = ev.to_markdown()
     assert "## Judge `judge_a`" in text and "| 1 | 0.99 |" in text and "Verdict on this judge" in text
     eps, pgd = ev.judge_pgd["judge_b"]
-    assert list(ev.judge_pgd) == ["judge_b"] and eps == pytest.approx(4 / 255) and 0 <= pgd <= ev.judge_accuracy["judge_b"]
+    assert list(ev.judge_pgd) == ["judge_b"] and eps == pytest.approx(4 / 255)
+    assert 0 <= pgd <= ev.judge_accuracy["judge_b"]
     assert "PGD-10 accuracy at eps 4/255" in text
     assert len(ev.sweep) == 1 and ev.sweep[0][2].judges["judge_b"].agreement.n == 20
 

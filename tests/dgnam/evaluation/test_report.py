@@ -18,7 +18,8 @@ def _evaluation():
     for imgs in images.values():
         imgs[1::2] += 0.5  # restart 1 of every class, told apart from restart 0
     return Evaluation(
-        target_name="net", classes=classes, restarts=2, steps=10, real=_scores("real images", Rate(0.9, 0.8, 0.95, 20), 0.0),
+        target_name="net", classes=classes, restarts=2, steps=10,
+        real=_scores("real images", Rate(0.9, 0.8, 0.95, 20), 0.0),
         methods={"dgn": _scores("DGN-AM", Rate(0.8, 0.7, 0.9, 20), 0.010, 12.0),
                  "pixel": _scores("pixels", Rate(0.3, 0.2, 0.4, 20), 0.050, 30.0),
                  "fourier": _scores("Fourier", Rate(0.75, 0.6, 0.85, 20), 0.011, 20.0)},

@@ -8,12 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-import dgnam.examples.topk
+import dgnam.images
 from dgnam.errors import DgnamError
-from dgnam.examples.topk import PERCENTILES, dataset_examples, list_images, load_image
+from dgnam.examples.topk import PERCENTILES, dataset_examples
+from dgnam.images import list_images
 from dgnam.nets.model import Model
 
 from helpers import ColourNet, colour_folder
+
 
 @pytest.fixture
 def colours(tmp_path):
@@ -47,7 +49,7 @@ def test_conv_channel_spatial_max_marks_the_patch(colours):
                           position=(16, 16))
     assert at.locations is None and at.position == (16, 16)
     for row, u in enumerate(at.units):
-        covering = sum(1 for c, s, (t, l) in truth.values() if c == u and t <= 16 < t + s and l <= 16 < l + s)
+        covering = sum(1 for c, s, (t, left) in truth.values() if c == u and t <= 16 < t + s and left <= 16 < left + s)
         assert int((at.values[row] == 1.0).sum()) == covering
 
 
@@ -98,29 +100,6 @@ def test_bad_arguments(colours, kwargs, message):
         dataset_examples(Model(ColourNet(), input_size=32), "detect", folder, **kwargs)
 
 
-def test_empty_or_missing_folder(tmp_path):
-    with pytest.raises(DgnamError, match="holds no images"):
-        list_images(tmp_path)
-    with pytest.raises(DgnamError, match="does not exist"):
-        list_images(tmp_path / "nope")
-
-
-def test_list_images_follows_linked_folders_once_and_opens_only_regular_files(tmp_path):
-    elsewhere = tmp_path / "elsewhere" / "cat"
-    elsewhere.mkdir(parents=True)
-    Image.new("RGB", (4, 4)).save(elsewhere / "0.png")
-    data = tmp_path / "data"
-    (data / "dog").mkdir(parents=True)
-    Image.new("RGB", (4, 4)).save(data / "dog" / "0.png")
-    (data / "cat").symlink_to(elsewhere)  # a class folder linked in: part of the data
-    (data / "dog" / "loop").symlink_to(data)  # a loop ends
-    os.mkfifo(data / "dog" / "pipe.jpg")  # opening it would block forever
-    (data / "dog" / "gone.png").symlink_to(tmp_path / "missing.png")
-    skipped = []
-    assert [p.relative_to(data).as_posix() for p in list_images(data, skipped=skipped)] == ["cat/0.png", "dog/0.png"]
-    assert [p.relative_to(data).as_posix() for p in skipped] == ["dog/gone.png", "dog/pipe.jpg"]
-
-
 def test_the_dataset_pass_counts_fifos_and_files_pil_warns_about_as_skipped(tmp_path, monkeypatch, recwarn):
     """FIFOs and devices under the folder (or in a list of files: never opened) and an image PIL warns
     about are in ``skipped``; no warning reaches the user raw."""
@@ -128,14 +107,14 @@ def test_the_dataset_pass_counts_fifos_and_files_pil_warns_about_as_skipped(tmp_
     folder.mkdir()
     colour_folder(folder, 2)
     os.mkfifo(folder / "pipe.jpg")
-    to_rgb = dgnam.examples.topk.to_rgb
+    to_rgb = dgnam.images.to_rgb
 
     def warns_on_the_first(image):
         if image.filename.endswith(sorted(p.name for p in folder.rglob("*.png"))[0]):
-            warnings.warn("Corrupt EXIF data", UserWarning)
+            warnings.warn("Corrupt EXIF data", UserWarning, stacklevel=2)
         return to_rgb(image)
 
-    monkeypatch.setattr(dgnam.examples.topk, "to_rgb", warns_on_the_first)
+    monkeypatch.setattr(dgnam.images, "to_rgb", warns_on_the_first)
     ex = dataset_examples(Model(ColourNet(), input_size=32), "fc", folder, k=1)
     assert len(ex.skipped) == 2 and ex.n_images == len(list(folder.rglob("*.png"))) - 1
     assert "pipe.jpg" in {p.name for p in ex.skipped}
@@ -143,11 +122,6 @@ def test_the_dataset_pass_counts_fifos_and_files_pil_warns_about_as_skipped(tmp_
                               k=1)
     assert len(listed.skipped) == 2
     assert not [w for w in recwarn if "EXIF" in str(w.message)]
-
-
-def test_a_16_bit_greyscale_png_is_read_as_its_grey(tmp_path):
-    Image.fromarray(np.full((32, 32), 16384, np.uint16)).save(tmp_path / "deep.png")  # a quarter of 65535
-    assert load_image(tmp_path / "deep.png", 32).mean().item() == pytest.approx(64 / 255)
 
 
 class _NaNOnBright(torch.nn.Module):

@@ -3,7 +3,6 @@ known-answer model whose unit k is a known function of channel k of a channels-l
 
 import pytest
 import torch
-from helpers import ECOSYSTEM_LAYERS, TinyNet, ecosystem_model
 from torch import nn
 from torchvision.ops.misc import Permute
 
@@ -11,6 +10,8 @@ from dgnam.engine.objectives import channel, unit
 from dgnam.errors import DgnamError
 from dgnam.nets.layout import Layout, parse_layout
 from dgnam.nets.model import Model, describe_layers
+
+from helpers import ECOSYSTEM_LAYERS, TinyNet, ecosystem_model
 
 
 class ChannelsLastNet(nn.Module):

@@ -4,6 +4,7 @@ import torchvision
 
 from dgnam import DgnamError, LayerCapture, Model, describe_layers
 from dgnam.nets.model import last_spatial_layer, parse_layer
+
 from helpers import ecosystem_model
 
 
@@ -170,12 +171,12 @@ def _as_training(net):
 
 
 def _public_calls(tmp_path):
+    from dgnam import visualize
     from dgnam.analysis import attribute, compare, invert
     from dgnam.engine.param import Pixels
     from dgnam.evaluation.evaluate import Method, evaluate
     from dgnam.examples import dataset_examples, probe
     from dgnam.sanity import cascading_randomization
-    from dgnam import visualize
 
     from helpers import TinyNet, colour_folder, tiny_generator
 

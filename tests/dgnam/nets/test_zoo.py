@@ -5,13 +5,14 @@ import textwrap
 
 import pytest
 import torch
-from helpers import ecosystem_model
 
 from dgnam.errors import DgnamError
 from dgnam.io import atomic_save
 from dgnam.nets.classifiers import build_classifier, classifier_checkpoint
 from dgnam.nets.model import Model
 from dgnam.nets.zoo import load_model
+
+from helpers import ecosystem_model
 
 FACTORIES = textwrap.dedent("""
     import torch
@@ -65,7 +66,8 @@ def test_torchvision_spec_takes_the_weights_preprocessing():
 def test_classifier_and_torchscript_files(tmp_path):
     kwargs = {"widths": [4, 4], "code_dim": 8}
     net = build_classifier("cifar_vgg", kwargs).eval()
-    atomic_save(classifier_checkpoint("cifar_vgg", kwargs, net.state_dict(), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+    atomic_save(classifier_checkpoint("cifar_vgg", kwargs, net.state_dict(), mean=(0.5, 0.5, 0.5),
+                                      std=(0.25, 0.25, 0.25),
                                       input_size=32, metadata={"classes": list("abcdefghij")}), tmp_path / "vgg.pt")
     classifier = load_model(str(tmp_path / "vgg.pt"))
     assert classifier.classes == list("abcdefghij") and classifier.input_size == 32

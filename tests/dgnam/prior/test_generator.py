@@ -48,7 +48,8 @@ def test_nearest_upsampling_has_no_checkerboard(tmp_path):
 
 def test_output_spaces_round_trip():
     for space in ("rgb01", "rgb11", "caffe_bgr"):
-        gen = UpconvGenerator(cifar_arch(code_dim=8, fc_dims=(16,), start_channels=4, widths=(4, 4, 4)), output_space=space)
+        gen = UpconvGenerator(cifar_arch(code_dim=8, fc_dims=(16,), start_channels=4, widths=(4, 4, 4)),
+                              output_space=space)
         rgb = torch.rand(2, 3, 8, 8)
         torch.testing.assert_close(gen.to_rgb(gen.from_rgb(rgb)), rgb)
     caffe = UpconvGenerator(fc6_arch(), output_space="caffe_bgr")

@@ -10,7 +10,6 @@ from dgnam.prior.importers import DEEPSIM_FC6_LAYERS, canonical_port_keys, deeps
 
 from helpers import CONVS
 
-
 RGB_MEAN = torch.tensor([123.0, 117.0, 104.0]).view(1, 3, 1, 1)
 
 

@@ -84,8 +84,9 @@ def test_plain_launch_runs_as_one_rank_and_caps_the_grid(tmp_path, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(dgnam.cli.synthesize, "GRID_LIMIT", 3)
     out = tmp_path / "run"
-    assert main(["synthesize-sharded", "--model", f"{tmp_path / 'mynet.py'}:make", "--generator", str(tmp_path / "gen.pt"),
-                 "--units", "0-2", "--restarts", "2", "--steps", "3", "--quiet", "--device", "cpu", "--out", str(out)]) == 0
+    assert main(["synthesize-sharded", "--model", f"{tmp_path / 'mynet.py'}:make",
+                 "--generator", str(tmp_path / "gen.pt"), "--units", "0-2", "--restarts", "2", "--steps", "3",
+                 "--quiet", "--device", "cpu", "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["images"]) == 6 and manifest["settings"]["world_size"] == 1
     assert manifest["settings"]["grid_images"] == 3 and manifest["settings"]["fixed_batch"] is True
