@@ -19,9 +19,9 @@ from dgnam.cli import validate as check
 from dgnam.cli.common import (
     DEFAULT_MODEL,
     add_generator_arg,
-    add_layout_arg,
     add_model_args,
     add_output_args,
+    add_unit_args,
     fit_to_generator,
     fresh_out_dir,
     generator_path,
@@ -29,7 +29,6 @@ from dgnam.cli.common import (
     load_code_prior_encoder,
     load_model_from_args,
     parse_units,
-    position,
     print_table,
     resolve_device,
 )
@@ -48,13 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__)
     a.add_argument("images", nargs="+", metavar="IMAGE", help=f"image files ({suffixes_text()})")
     add_model_args(a)
-    a.add_argument("--layer", default="output", help="layer name (see `dgnam layers`); default: the model output")
-    a.add_argument("--units", required=True, help="e.g. 3 or 0-9,15")
-    a.add_argument("--position", type=position, default=None,
-                   help="row,column of a conv or channels-last unit, or of a token layer's patch (default: centre)")
-    a.add_argument("--spatial-mean", action="store_true",
-                   help="read a spatial unit as its channel's mean over all positions (token layers: patch tokens)")
-    add_layout_arg(a, token=True)
+    add_unit_args(a, "e.g. 3 or 0-9,15", units_required=True)
     add_generator_arg(a)
     a.add_argument("--code-prior", type=float, default=None, metavar="EPS",
                    help=f"PPGN's code prior weight, which keeps the change natural (default {SEEDED_CODE_PRIOR:g}; "

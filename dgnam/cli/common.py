@@ -86,6 +86,21 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
 
 
+def add_unit_args(p: argparse.ArgumentParser, units_help: str, units_required: bool = False,
+                  spatial_mean: bool = True) -> None:
+    """``--layer`` and ``--units``, then how a unit of a spatial or token layer is read: ``--position``,
+    ``--spatial-mean`` (with ``spatial_mean``), ``--layout`` and ``--token``."""
+    p.add_argument("--layer", default="output", help="layer name (see `dgnam layers`); default: the model output")
+    p.add_argument("--units", default=None, required=units_required, help=units_help)
+    p.add_argument("--position", type=position, default=None,
+                   help="row,column of a conv or channels-last unit, or of a token layer's patch (default: centre)")
+    if spatial_mean:
+        p.add_argument("--spatial-mean", action="store_true",
+                       help="read a spatial unit as its channel's mean over all positions (token layers: patch "
+                            "tokens)")
+    add_layout_arg(p, token=True)
+
+
 def add_layout_arg(p: argparse.ArgumentParser, token: bool = False) -> None:
     """``--layout`` (how ``--layer`` holds its units, when detection cannot tell) and, with ``token``,
     ``--token`` (where a token layer's neuron is read)."""

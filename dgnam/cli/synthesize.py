@@ -30,9 +30,9 @@ from dgnam.cli import validate as check
 from dgnam.cli.common import (
     DEFAULT_MODEL,
     add_generator_arg,
-    add_layout_arg,
     add_model_args,
     add_output_args,
+    add_unit_args,
     fit_to_generator,
     fresh_out_dir,
     generator_path,
@@ -41,7 +41,6 @@ from dgnam.cli.common import (
     load_code_prior_encoder,
     load_model_from_args,
     parse_units,
-    position,
     print_table,
     recommended_code_prior,
     resolve_device,
@@ -88,13 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Synthesise images that maximise chosen units. With no arguments: the shipped "
                                    "CIFAR-10 classifier's 10 class logits through the shipped generator.")
     add_model_args(s)
-    s.add_argument("--layer", default="output", help="layer name (see `dgnam layers`); default: the model output")
-    s.add_argument("--units", default=None, help="e.g. 0-9,15 (default: all units of the layer, at most 10)")
-    s.add_argument("--position", type=position, default=None,
-                   help="row,column of a conv or channels-last unit, or of a token layer's patch (default: centre)")
-    s.add_argument("--spatial-mean", action="store_true",
-                   help="read a spatial unit as its channel's mean over all positions (token layers: patch tokens)")
-    add_layout_arg(s, token=True)
+    add_unit_args(s, "e.g. 0-9,15 (default: all units of the layer, at most 10)")
     s.add_argument("--param", choices=list(PARAMETRIZATIONS), default="dgn", help="image parametrisation")
     add_generator_arg(s)
     s.add_argument("--init-sampler", default=None, metavar="SAMPLER",
