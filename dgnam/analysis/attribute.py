@@ -203,6 +203,66 @@ def _deletion(model: Model, images: torch.Tensor, targets: torch.Tensor,
     return {method: target_probs[i].T.contiguous() for i, method in enumerate(maps)}
 
 
+def _checked_methods(methods: Sequence[str]) -> list[str]:
+    """``methods`` without repeats, each a known one."""
+    methods = list(dict.fromkeys(methods))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise DgnamError(f"unknown attribution method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    if not methods:
+        raise DgnamError(f"no attribution method given; choose from {', '.join(METHODS)}")
+    return methods
+
+
+def _targets(target: int | Sequence[int] | None, predicted: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(N,) the class explained on each image: ``target`` for all, one per image, or the predicted class."""
+    if target is None:
+        return predicted
+    n = len(predicted)
+    targets = torch.as_tensor(target, dtype=torch.long, device=predicted.device)
+    if targets.ndim > 1 or (targets.ndim == 1 and len(targets) != n):
+        raise DgnamError(f"give one target class, or one per image ({n}); got shape {tuple(targets.shape)}")
+    targets = targets.expand(n).clone()
+    bad = targets[(targets < 0) | (targets >= n_classes)]
+    if len(bad):
+        raise DgnamError(f"target class {int(bad[0])} is out of range; the model has {n_classes} classes "
+                         f"(valid: 0-{n_classes - 1})")
+    return targets
+
+
+def _check_guided(model: Model, images: torch.Tensor) -> None:
+    """Refuse guided backprop on a model it cannot reach: one that applies ReLU as a function."""
+    functional = functional_relu_calls(model, images[:1])
+    if functional:
+        raise DgnamError(f"{model.name} applies ReLU {functional} time(s) as a function (F.relu/torch.relu), which "
+                         "guided backprop cannot reach (captum overrides nn.ReLU modules only); use nn.ReLU "
+                         f"modules or leave out {' and '.join(GUIDED_METHODS)}")
+
+
+def _maps(model: Model, images: torch.Tensor, targets: torch.Tensor, methods: list[str], layer_name: str | None,
+          layer_module: nn.Module | None) -> dict[str, torch.Tensor]:
+    """Each method's attribution of ``targets`` on ``images`` (float, detached, on the images' device)."""
+    from captum.attr import GuidedBackprop, Saliency
+
+    maps: dict[str, torch.Tensor] = {}
+    cam = None
+    size = tuple(images.shape[-2:])
+    if layer_module is not None:
+        cam = grad_cam(model, images, targets, layer_module, model.layout(layer_name))
+        cam = F.interpolate(cam[:, None], size=size, mode="bilinear")[:, 0]  # (N, H, W), as captum upsamples
+    guided = GuidedBackprop(model).attribute(images, target=targets) if set(GUIDED_METHODS) & set(methods) else None
+    for method in methods:
+        if method == "saliency":
+            maps[method] = Saliency(model).attribute(images, target=targets, abs=True).amax(1)
+        elif method == "gradcam":
+            maps[method] = cam
+        elif method == "guided_backprop":
+            maps[method] = guided
+        else:
+            maps[method] = guided * cam[:, None]
+    return {method: values.detach().float() for method, values in maps.items()}
+
+
 def attribute(model: nn.Module | Model, images: torch.Tensor, target: int | Sequence[int] | None = None, *,
               layer: str | None = None, methods: Sequence[str] = METHODS,
               device: str | torch.device = "cpu") -> AttributionResult:
@@ -221,15 +281,8 @@ def attribute(model: nn.Module | Model, images: torch.Tensor, target: int | Sequ
         res.layer                       # 'layer4' for a torchvision ResNet
         res.save_overlays("attribution.png", net.classes)
     """
-    from captum.attr import GuidedBackprop, Saliency
-
     model = as_model(model)
-    methods = list(dict.fromkeys(methods))
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise DgnamError(f"unknown attribution method {unknown[0]!r}; choose from {', '.join(METHODS)}")
-    if not methods:
-        raise DgnamError(f"no attribution method given; choose from {', '.join(METHODS)}")
+    methods = _checked_methods(methods)
     images = images[None] if images.ndim == 3 else images
     device = torch.device(device)
     model.to(device)
@@ -237,49 +290,17 @@ def attribute(model: nn.Module | Model, images: torch.Tensor, target: int | Sequ
     images = images.detach().float().to(device).requires_grad_(True)
     with torch.no_grad(), eval_mode(model):
         logits = model(images)
-    n_classes = logits.shape[1]
     predicted = logits.argmax(1)
-    if target is None:
-        targets = predicted
-    else:
-        targets = torch.as_tensor(target, dtype=torch.long, device=device)
-        if targets.ndim > 1 or (targets.ndim == 1 and len(targets) != len(images)):
-            raise DgnamError(f"give one target class, or one per image ({len(images)}); got shape "
-                             f"{tuple(targets.shape)}")
-        targets = targets.expand(len(images)).clone()
-        bad = targets[(targets < 0) | (targets >= n_classes)]
-        if len(bad):
-            raise DgnamError(f"target class {int(bad[0])} is out of range; the model has {n_classes} classes "
-                             f"(valid: 0-{n_classes - 1})")
-    layer_name, layer_module, cam = None, None, None
+    targets = _targets(target, predicted, logits.shape[1])
+    layer_name, layer_module = None, None
     if {"gradcam", "guided_gradcam"} & set(methods):
         layer_name, layer_module = gradcam_layer(model, layer, image_size=images.shape[-1])
     if GUIDED_METHODS[0] in methods or GUIDED_METHODS[1] in methods:
-        functional = functional_relu_calls(model, images[:1])
-        if functional:
-            raise DgnamError(f"{model.name} applies ReLU {functional} time(s) as a function (F.relu/torch.relu), which "
-                             "guided backprop cannot reach (captum overrides nn.ReLU modules only); use nn.ReLU "
-                             f"modules or leave out {' and '.join(GUIDED_METHODS)}")
-
-    maps: dict[str, torch.Tensor] = {}
-    size = tuple(images.shape[-2:])
+        _check_guided(model, images)
     with eval_mode(model), warnings.catch_warnings():
         # captum warns on every guided call that it sets (and removes) hooks on the ReLUs.
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-        if layer_module is not None:
-            cam = grad_cam(model, images, targets, layer_module, model.layout(layer_name))
-            cam = F.interpolate(cam[:, None], size=size, mode="bilinear")[:, 0]  # (N, H, W), as captum upsamples
-        guided = GuidedBackprop(model).attribute(images, target=targets) if set(GUIDED_METHODS) & set(methods) else None
-        for method in methods:
-            if method == "saliency":
-                maps[method] = Saliency(model).attribute(images, target=targets, abs=True).amax(1)
-            elif method == "gradcam":
-                maps[method] = cam
-            elif method == "guided_backprop":
-                maps[method] = guided
-            else:
-                maps[method] = guided * cam[:, None]
-        maps = {method: values.detach().float() for method, values in maps.items()}
+        maps = _maps(model, images, targets, methods, layer_name, layer_module)
         deletion = _deletion(model, images.detach(), targets, maps)
     probabilities = logits.softmax(1).gather(1, targets[:, None]).squeeze(1)
     return AttributionResult(images=images.detach().cpu(), targets=targets.tolist(), predicted=predicted.tolist(),

@@ -138,6 +138,35 @@ def _outputs(model: Model, images: torch.Tensor, device: torch.device, batch_siz
                           for i in range(0, len(images), batch_size)])
 
 
+def _checked_classes(model_a: Model, model_b: Model, size: int, classes: Sequence[int] | None,
+                     device: torch.device) -> list[int]:
+    """The compared classes (default: the first ten), refused unless both models have the same outputs."""
+    probe = torch.zeros(1, 3, size, size, device=device)
+    n_a, n_b = _outputs(model_a, probe, device, 1).shape[1], _outputs(model_b, probe, device, 1).shape[1]
+    if n_a != n_b:
+        raise DgnamError(f"the models have {n_a} and {n_b} outputs; compare needs the same classes in both")
+    classes = list(range(min(n_a, 10))) if classes is None else [int(c) for c in classes]
+    if not classes:
+        raise DgnamError("no classes to compare; give at least one")
+    bad = [c for c in classes if not 0 <= c < n_a]
+    if bad:
+        raise DgnamError(f"class {bad[0]} is out of range; the models have {n_a} classes (valid: 0-{n_a - 1})")
+    return classes
+
+
+def _class_images(model_a: Model, model_b: Model, param: Parametrization, classes: list[int],
+                  class_names: list[str], restarts: int, steps: int, seed: int, **run) -> Result:
+    """Every kind and class in one batch: row weights turn the two logits into A, B, A+B, A-B or B-A."""
+    row_kinds = [kind for kind in KINDS for _ in classes for _ in range(restarts)]
+    row_classes = [c for _ in KINDS for c in classes for _ in range(restarts)]
+    row_restarts = [r for _ in KINDS for _ in classes for r in range(restarts)]
+    objective = (scale_rows(class_logit(row_classes, model=model_a), [KIND_WEIGHTS[k][0] for k in row_kinds])
+                 + scale_rows(class_logit(row_classes, model=model_b), [KIND_WEIGHTS[k][1] for k in row_kinds]))
+    labels = [f"{k}:{class_names[classes.index(c)]}" for k, c in zip(row_kinds, row_classes)]
+    return synthesize(objective, param, seeds=[seed + r for r in row_restarts], steps=steps, labels=labels,
+                      extra={"kind": row_kinds, "class": row_classes, "restart": row_restarts}, **run)
+
+
 def compare(model_a: nn.Module | Model, model_b: nn.Module | Model, param: Parametrization, *,
             classes: Sequence[int] | None = None, class_names: Sequence[str] | None = None, restarts: int = 1,
             steps: int = 200, mimic_steps: int | None = None, seed: int = 0, transforms: Sequence = (),
@@ -166,30 +195,13 @@ def compare(model_a: nn.Module | Model, model_b: nn.Module | Model, param: Param
     device = torch.device(device)
     model_a.to(device)
     model_b.to(device)
-    size = param.image_size
-    probe = torch.zeros(1, 3, size, size, device=device)
-    n_a, n_b = _outputs(model_a, probe, device, 1).shape[1], _outputs(model_b, probe, device, 1).shape[1]
-    if n_a != n_b:
-        raise DgnamError(f"the models have {n_a} and {n_b} outputs; compare needs the same classes in both")
-    classes = list(range(min(n_a, 10))) if classes is None else [int(c) for c in classes]
-    if not classes:
-        raise DgnamError("no classes to compare; give at least one")
-    bad = [c for c in classes if not 0 <= c < n_a]
-    if bad:
-        raise DgnamError(f"class {bad[0]} is out of range; the models have {n_a} classes (valid: 0-{n_a - 1})")
+    classes = _checked_classes(model_a, model_b, param.image_size, classes, device)
     names = list(class_names) if class_names else []
     class_names = [names[c] if c < len(names) else str(c) for c in classes]
+    run = dict(transforms=transforms, batch_size=batch_size, device=device, progress=progress)
 
-    # (a) Every kind and class in one batch: row weights turn the two logits into A, B, A+B, A-B or B-A.
-    row_kinds = [kind for kind in KINDS for _ in classes for _ in range(restarts)]
-    row_classes = [c for _ in KINDS for c in classes for _ in range(restarts)]
-    row_restarts = [r for _ in KINDS for _ in classes for r in range(restarts)]
-    objective = (scale_rows(class_logit(row_classes, model=model_a), [KIND_WEIGHTS[k][0] for k in row_kinds])
-                 + scale_rows(class_logit(row_classes, model=model_b), [KIND_WEIGHTS[k][1] for k in row_kinds]))
-    labels = [f"{k}:{class_names[classes.index(c)]}" for k, c in zip(row_kinds, row_classes)]
-    synthesis = synthesize(objective, param, seeds=[seed + r for r in row_restarts], steps=steps,
-                           transforms=transforms, batch_size=batch_size, device=device, progress=progress,
-                           labels=labels, extra={"kind": row_kinds, "class": row_classes, "restart": row_restarts})
+    # (a) The class images of every kind.
+    synthesis = _class_images(model_a, model_b, param, classes, class_names, restarts, steps, seed, **run)
     logits_a = _outputs(model_a, synthesis.images, device, batch_size)
     logits_b = _outputs(model_b, synthesis.images, device, batch_size)
 
@@ -205,11 +217,10 @@ def compare(model_a: nn.Module | Model, model_b: nn.Module | Model, param: Param
     targets = logits_b[b_rows]
     mimic_objective = match(OUTPUT, targets, p=1, model=model_a).per_row_targets()
     mimic_param = param.continue_from(synthesis.params[a_rows], synthesis.images[a_rows])
-    mimicry = synthesize(mimic_objective, mimic_param, seeds=[seed + r for r in row_restarts[:len(a_rows)]],
+    mimicry = synthesize(mimic_objective, mimic_param, seeds=synthesis.seeds[:len(a_rows)],
                          steps=mimic_steps if mimic_steps is not None else steps,
                          optimizer=mimic_param.matching_optimizer(),
-                         transforms=transforms, batch_size=batch_size, device=device, progress=progress,
-                         labels=[f"mimic:{n}" for n in _row_names(class_names, restarts)])
+                         labels=[f"mimic:{n}" for n in _row_names(class_names, restarts)], **run)
     mimic_end_logits = _outputs(model_a, mimicry.images, device, batch_size)
     start_logits = logits_a[a_rows]
     return ComparisonResult(

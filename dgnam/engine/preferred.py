@@ -45,6 +45,25 @@ def add_code_prior(objective: Objective, weight: float, generator: UpconvGenerat
     return objective + weight * code_prior_objective(generator.encoder_layer, model=as_model(code_encoder))
 
 
+def _row_objective(layer: str, row_units: list[int], position, token, layout, spatial_mean: bool) -> Objective:
+    """Each row's unit as the layer's layout reads it: at a position or token, or the channel's spatial mean."""
+    if spatial_mean:
+        if position is not None or token is not None:
+            raise DgnamError("the spatial mean reads every position; drop position/token")
+        return channel_objective(layer, row_units, layout=layout)
+    return unit_objective(layer, row_units, position=position, token=token, layout=layout)
+
+
+def _capped(objective: Objective, target: float | Sequence[float] | None, n_units: int, restarts: int) -> Objective:
+    """``objective`` pushed up to an activation target (one number, or one per unit), no further."""
+    if target is None:
+        return objective
+    levels = torch.as_tensor(target, dtype=torch.float32)
+    if levels.ndim == 1 and len(levels) != n_units:
+        raise DgnamError(f"{len(levels)} activation targets for {n_units} units; give one per unit or one number")
+    return capped(objective, levels.repeat_interleave(restarts) if levels.ndim == 1 else levels)
+
+
 def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OUTPUT,
               generator: UpconvGenerator | None = None, param: str | Parametrization = "dgn",
               restarts: int = 1, seed: int = 0, steps: int | None = None,
@@ -96,19 +115,8 @@ def visualize(model: nn.Module | Model, units: Sequence[int], *, layer: str = OU
     row_units = [u for u in units for _ in range(restarts)]
     row_restarts = [r for _ in units for r in range(restarts)]
     seeds = [seed + r for r in row_restarts]
-    if spatial_mean:
-        if position is not None or token is not None:
-            raise DgnamError("the spatial mean reads every position; drop position/token")
-        objective = channel_objective(layer, row_units, layout=layout)
-    else:
-        objective = unit_objective(layer, row_units, position=position, token=token, layout=layout)
-    unit_objective_only = objective
-    if target is not None:
-        levels = torch.as_tensor(target, dtype=torch.float32)
-        if levels.ndim == 1 and len(levels) != len(units):
-            raise DgnamError(f"{len(levels)} activation targets for {len(units)} units; give one per unit or one "
-                             "number")
-        objective = capped(objective, levels.repeat_interleave(restarts) if levels.ndim == 1 else levels)
+    unit_objective_only = _row_objective(layer, row_units, position, token, layout, spatial_mean)
+    objective = _capped(unit_objective_only, target, len(units), restarts)
     if code_prior and not param.has_prior:
         raise DgnamError("code_prior needs param 'dgn' (a generator's code); pixels and Fourier have no code")
     objective = add_code_prior(objective, code_prior, param.generator, code_encoder)

@@ -126,6 +126,104 @@ def _non_finite_cause(step: int, images: torch.Tensor, acts: dict, recorded: tor
     return f"{where}: the objective's own arithmetic overflows; check its weights"
 
 
+def _checked_run(param: Parametrization, seeds: Sequence[int], steps: int | None, batch_size: int,
+                 device: str | torch.device) -> tuple[int, torch.device, list[int]]:
+    """The run's step count, device and seeds, each checked; refuses a run that cannot fit in memory."""
+    steps = param.default_steps if steps is None else steps
+    if steps < 1:
+        raise DgnamError(f"steps must be >= 1, got {steps}")
+    if batch_size < 1:
+        raise DgnamError(f"batch size must be >= 1, got {batch_size}")
+    device = checks.resolve_device(device)
+    if hasattr(seeds, "__len__"):  # before the list is built: range(10**9) seeds must not fill the memory first
+        checks.check_fits(checks.synthesis_bytes(len(seeds), steps, param.image_size, batch_size),
+                          f"synthesising {len(seeds)} images of {steps} steps",
+                          "steps or the number of seeds (units x restarts)", device)
+    seeds = [checks.seed(s, what="seeds") for s in seeds]
+    if not seeds:
+        raise DgnamError("nothing to synthesise: give at least one seed/unit")
+    return steps, device, seeds
+
+
+def _bound(objective: Objective, record: Objective | None, model: Model | None,
+           n: int) -> tuple[Objective, Objective | None]:
+    """``objective`` and ``record`` with ``model`` bound to their model-less leaves, checked against ``n`` rows."""
+    if model is not None:
+        objective = objective.bind(model)
+        record = record.bind(model) if record is not None else None
+    for checked in (objective, record):
+        if checked is not None and checked.n_rows is not None and checked.n_rows != n:
+            raise DgnamError(f"objective has {checked.n_rows} per-row units but {n} seeds were given")
+    return objective, record
+
+
+@dataclass
+class _Run:
+    """What every chunk of one :func:`synthesize` run shares; ``history`` is filled in place, chunk by chunk."""
+
+    objective: Objective
+    record: Objective | None
+    param: Parametrization
+    requirements: set
+    optimizer: Optimizer
+    transforms: Sequence
+    steps: int
+    device: torch.device
+    autocast: object
+    history: torch.Tensor
+    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None
+
+    def chunk(self, rows: torch.Tensor, n_real: int, seeds: list[int],
+              bar) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Optimise the rows ``rows`` (the first ``n_real`` real, the rest padding) from their ``seeds``:
+        the final images, their recorded values and the final parameters, padding included."""
+        objective = self.objective.take(rows)
+        record = self.record.take(rows) if self.record is not None else None
+        # Like act_max.py, the start code is not clipped: the box applies after each step.
+        params = self.param.init(seeds, rows, self.device)
+        params.requires_grad_(True)
+        self.optimizer.start(params, self.steps)
+        rng = RowRandom(seeds)
+        for step in range(self.steps):
+            recorded = self._step(step, params, objective, record, rng)
+            self.history[step, rows[:n_real]] = recorded.detach()[:n_real].cpu()
+            if self.callback is not None:
+                self.callback(step, rows[:n_real], params.detach()[:n_real])
+            bar.update(1)
+        final, final_value = self._final(params, objective, record)
+        return final, final_value, params
+
+    def _step(self, step: int, params: torch.Tensor, objective: Objective, record: Objective | None,
+              rng: RowRandom) -> torch.Tensor:
+        """One update of ``params``; returns the recorded value of the images it started from."""
+        with self.autocast:
+            images = self.param.images(params)
+            seen = images
+            for transform in self.transforms:
+                seen = transform(seen, rng)
+            acts = _gather_activations(self.requirements, seen, images, self.param.code(params))
+            value = objective(acts).float()
+            recorded = value if record is None else record(acts).float()
+        if not torch.isfinite(value).all():  # stop at once: every later step would be NaN too
+            raise DgnamError(_non_finite_cause(step, images, acts, recorded))
+        (grad,) = torch.autograd.grad(value.sum(), params)
+        self.optimizer.update(params, grad.float(), step, self.param.project)
+        return recorded
+
+    def _final(self, params: torch.Tensor, objective: Objective,
+               record: Objective | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images of the final ``params`` and their recorded value, without transforms."""
+        with torch.no_grad(), self.autocast:
+            final = self.param.images(params)
+            acts = _gather_activations(self.requirements, final, final, self.param.code(params))
+            final_value = objective(acts).float()
+            if record is not None and torch.isfinite(final_value).all():  # else the check below fails
+                final_value = record(acts).float()
+        if not torch.isfinite(final_value).all():
+            raise DgnamError(_non_finite_cause(self.steps, final, acts, final_value))
+        return final, final_value
+
+
 def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[int],
                model: Model | None = None, steps: int | None = None, optimizer: Optimizer | None = None,
                transforms: Sequence = (), batch_size: int = 64, device: str | torch.device = "cpu",
@@ -158,26 +256,9 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
         res = synthesize(class_logit(range(10)), GeneratorCode(G), model=net, seeds=range(10))
         res.save_grid("classes.png")
     """
-    steps = param.default_steps if steps is None else steps
-    if steps < 1:
-        raise DgnamError(f"steps must be >= 1, got {steps}")
-    if batch_size < 1:
-        raise DgnamError(f"batch size must be >= 1, got {batch_size}")
-    device = checks.resolve_device(device)
-    if hasattr(seeds, "__len__"):  # before the list is built: range(10**9) seeds must not fill the memory first
-        checks.check_fits(checks.synthesis_bytes(len(seeds), steps, param.image_size, batch_size),
-                          f"synthesising {len(seeds)} images of {steps} steps",
-                          "steps or the number of seeds (units x restarts)", device)
-    seeds = [checks.seed(s, what="seeds") for s in seeds]
+    steps, device, seeds = _checked_run(param, seeds, steps, batch_size, device)
     n = len(seeds)
-    if n == 0:
-        raise DgnamError("nothing to synthesise: give at least one seed/unit")
-    if model is not None:
-        objective = objective.bind(model)
-        record = record.bind(model) if record is not None else None
-    for checked in (objective, record):
-        if checked is not None and checked.n_rows is not None and checked.n_rows != n:
-            raise DgnamError(f"objective has {checked.n_rows} per-row units but {n} seeds were given")
+    objective, record = _bound(objective, record, model, n)
     param.to(device)
     requirements = objective.requirements() | (record.requirements() if record is not None else set())
     models = {m for m, _ in requirements if m is not None}
@@ -185,57 +266,25 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
         m.to(device)
     optimizer = optimizer or param.default_optimizer()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
-    frozen = [*models, *param.modules()]
+    run = _Run(objective=objective, record=record, param=param, requirements=requirements, optimizer=optimizer,
+               transforms=transforms, steps=steps, device=device, autocast=autocast, history=torch.zeros(steps, n),
+               callback=callback)
 
     images_out, values_out, params_out = [], [], []
-    history = torch.zeros(steps, n)
     start = time.time()
     bar = tqdm(total=steps * math.ceil(n / batch_size), disable=not progress, unit="step", leave=False)
-    with eval_mode(*frozen), bar:  # the bar is cleared before an error is printed, not after it
+    with eval_mode(*models, *param.modules()), bar:  # the bar is cleared before an error is printed, not after it
         for rows in _chunks(n, batch_size):
             n_real = len(rows)
             if fixed_batch and n_real < batch_size:
                 rows = torch.cat([rows, rows[-1:].expand(batch_size - n_real)])
-            chunk_seeds = [seeds[i] for i in rows.tolist()]
-            chunk_objective = objective.take(rows)
-            chunk_record = record.take(rows) if record is not None else None
-            # Like act_max.py, the start code is not clipped: the box applies after each step.
-            params = param.init(chunk_seeds, rows, device)
-            params.requires_grad_(True)
-            optimizer.start(params, steps)
-            rng = RowRandom(chunk_seeds)
-            for step in range(steps):
-                with autocast:
-                    images = param.images(params)
-                    seen = images
-                    for transform in transforms:
-                        seen = transform(seen, rng)
-                    acts = _gather_activations(requirements, seen, images, param.code(params))
-                    value = chunk_objective(acts).float()
-                    recorded = value if chunk_record is None else chunk_record(acts).float()
-                if not torch.isfinite(value).all():  # stop at once: every later step would be NaN too
-                    raise DgnamError(_non_finite_cause(step, images, acts, recorded))
-                (grad,) = torch.autograd.grad(value.sum(), params)
-                optimizer.update(params, grad.float(), step, param.project)
-                history[step, rows[:n_real]] = recorded.detach()[:n_real].cpu()
-                if callback is not None:
-                    callback(step, rows[:n_real], params.detach()[:n_real])
-                bar.update(1)
-            with torch.no_grad(), autocast:
-                final = param.images(params)
-                acts = _gather_activations(requirements, final, final, param.code(params))
-                final_value = chunk_objective(acts).float()
-                if chunk_record is not None and torch.isfinite(final_value).all():  # else the check below fails
-                    final_value = chunk_record(acts).float()
-            if not torch.isfinite(final_value).all():
-                raise DgnamError(_non_finite_cause(steps, final, acts, final_value))
+            final, final_value, params = run.chunk(rows, n_real, [seeds[i] for i in rows.tolist()], bar)
             images_out.append(final.detach()[:n_real].float().clamp(0, 1).cpu())
             values_out.append(final_value.detach()[:n_real].cpu())
             params_out.append(params.detach()[:n_real].cpu())
     settings = {"objective": objective.name, "steps": steps, "batch_size": batch_size, "fixed_batch": fixed_batch,
-                "device": str(device),
-                "amp": amp, "transforms": [repr(t) for t in transforms], **param.describe(), **optimizer.describe(),
-                **({"recorded": record.name} if record is not None else {})}
+                "device": str(device), "amp": amp, "transforms": [repr(t) for t in transforms], **param.describe(),
+                **optimizer.describe(), **({"recorded": record.name} if record is not None else {})}
     return Result(images=torch.cat(images_out), values=torch.cat(values_out), params=torch.cat(params_out),
                   seeds=seeds, labels=list(labels) if labels is not None else [str(s) for s in seeds],
-                  history=history, settings=settings, seconds=time.time() - start, extra=dict(extra or {}))
+                  history=run.history, settings=settings, seconds=time.time() - start, extra=dict(extra or {}))

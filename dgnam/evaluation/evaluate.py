@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -160,12 +160,132 @@ def top_seed_images(target: Model, pool: torch.Tensor, n_classes: int, restarts:
     return pool[logits.topk(restarts, dim=0).indices.T.flatten()]
 
 
+@dataclass
+class _RealReference:
+    """What every synthetic set is measured against: the judges on real images, the target's real maxima."""
+
+    scores: MethodScores  # the real test images' row of the report
+    features: dict[str, torch.Tensor]  # judge -> penultimate features of the real test images (KID reference)
+    judge_accuracy: dict[str, float]
+    real_max: dict[int, float]  # class -> the target's highest logit over the real test images
+
+
+def _real_reference(target: Model, judges: dict[str, Model], test_images: torch.Tensor, test_labels: torch.Tensor,
+                    real_train: torch.Tensor, n_classes: int, batch_size: int, device, seed: int) -> _RealReference:
+    """The judges' scores of real images (KID(train, test): the floor a perfect method reaches) and the target's
+    top-1 accuracy and per-class maximum on them."""
+    features, judge_accuracy, scores = {}, {}, {}
+    for name, judge in judges.items():
+        logits, feats = judge_outputs(judge, test_images, batch_size, device)
+        _, train_feats = judge_outputs(judge, real_train, batch_size, device)
+        shifted, _ = judge_outputs(judge, shift_and_blur(test_images), batch_size, device)
+        features[name] = feats
+        judge_accuracy[name] = float((logits.argmax(1) == test_labels).float().mean())
+        scores[name] = JudgeScores(agreement=agreement(logits.argmax(1), test_labels),
+                                   kid=kid(train_feats, feats, seed=seed),
+                                   diversity=within_class_diversity(feats, test_labels),
+                                   shifted_agreement=agreement(shifted.argmax(1), test_labels))
+    target_logits = predict_logits(target, test_images, batch_size, device)  # the target needs no linear head
+    if target_logits.shape[1] < n_classes:
+        raise DgnamError(f"the target has {target_logits.shape[1]} outputs but {n_classes} classes were given")
+    real = MethodScores("real test images", scores,
+                        target_top1=float((target_logits.argmax(1) == test_labels).float().mean()))
+    return _RealReference(real, features, judge_accuracy,
+                          real_max={c: float(target_logits[:, c].max()) for c in range(n_classes)})
+
+
+@dataclass
+class _Scorer:
+    """Synthesises one method's class images and scores them; everything but the method is the run's."""
+
+    target: Model
+    judges: dict[str, Model]
+    generator: UpconvGenerator | None
+    reference: _RealReference
+    n_classes: int
+    steps: int | None
+    seed: int
+    batch_size: int
+    device: str | torch.device
+    amp: bool
+    code_prior: float
+    code_encoder: Model | None
+    seed_images: torch.Tensor | None
+    report: Callable[[str], None]
+
+    def __call__(self, method: Method, n_restarts: int) -> tuple[MethodScores, torch.Tensor]:
+        """``method``'s scores and its images, ``n_restarts`` per class, class-major."""
+        start = time.time()
+        if method.param == "dgn" and method.code_prior is None:
+            method = dataclasses.replace(method, code_prior=SEEDED_CODE_PRIOR if method.init == "data"
+                                         else self.code_prior)
+        real_max = self.reference.real_max
+        max_tensor = torch.tensor([real_max[c] for c in range(self.n_classes)])
+        result = _synthesize_classes(method, self.target, self.generator, self.n_classes, n_restarts, self.steps,
+                                     self.seed, self.batch_size, self.device, self.amp, self.code_encoder,
+                                     self.seed_images, max_tensor)
+        row_classes = torch.arange(self.n_classes).repeat_interleave(n_restarts)
+        target_out = predict_logits(self.target, result.images, self.batch_size, self.device)
+        activation = target_out.gather(1, row_classes[:, None])[:, 0]
+        relative = relative_to_real(activation, row_classes.tolist(), real_max)
+        judged = {name: _judge_scores(j, result.images, row_classes, self.reference.features[name], self.batch_size,
+                                      self.device, self.seed)
+                  for name, j in self.judges.items()}
+        mean_relative = float(relative.nanmean())  # NaN when no unit fires on real images
+        scores = MethodScores(method.title, judged, target_activation=float(activation.mean()),
+                              target_relative=None if mean_relative != mean_relative else mean_relative,
+                              target_top1=float((target_out.argmax(1) == row_classes).float().mean()),
+                              seconds=time.time() - start, settings=result.settings)
+        self.report(f"{method.name}: {scores.seconds:.0f}s, target act {scores.target_activation:.2f} "
+                    f"({scores.target_relative or float('nan'):.2f} of real max), "
+                    + ", ".join(f"{n} {s.agreement} KID {s.kid}" for n, s in judged.items()))
+        return scores, result.images
+
+
+def _check_inputs(target: Model, judges: dict[str, Model], generator: UpconvGenerator | None,
+                  real_test: tuple[torch.Tensor, torch.Tensor], methods: Sequence[Method], code_prior: float,
+                  code_encoder: Model | None) -> None:
+    """Refuse, before any compute, an evaluation that cannot run or would judge the target by itself."""
+    test_images, test_labels = real_test
+    if len(test_images) != len(test_labels):
+        raise DgnamError("real test images and labels differ in number")
+    if not judges:
+        raise DgnamError("evaluation needs at least one judge; pass --judge PATH")
+    check_code_prior(code_prior, generator, code_encoder)
+    if any(m.init == "data" for m in methods) and code_encoder is None:
+        raise DgnamError("seeded methods need code_encoder: the encoder whose layer the generator inverts")
+    if any(j is target for j in judges.values()):
+        raise DgnamError("the target cannot be its own judge; pass judges that made none of the images")
+
+
+def _progress_line(progress: bool | Callable[[str], None]) -> Callable[[str], None]:
+    """Where a method's one-line summary goes: printed at once (True), dropped (False) or handed to a callable."""
+    if callable(progress):
+        return progress
+    if progress:
+        return lambda line: print(line, flush=True)  # flushed: a method takes minutes, the line is news
+    return lambda line: None
+
+
+def _pgd_accuracies(judges: dict[str, Model], test_images: torch.Tensor, test_labels: torch.Tensor,
+                    batch_size: int, device, seed: int) -> dict[str, tuple[float, float]]:
+    """How robust a robust judge is, at the radius it was trained for: judge -> (eps, PGD-10 accuracy)."""
+    pgd = {}
+    for name, judge in judges.items():
+        eps = float(judge.metadata.get("adv_eps", 0) or 0)
+        if eps > 0:
+            pgd[name] = (eps, pgd_accuracy(judge, test_images, test_labels, eps=eps, step_size=eps / 4, steps=10,
+                                           batch_size=batch_size, device=device, seed=seed))
+    return pgd
+
+
 def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator | None, *,
              real_test: tuple[torch.Tensor, torch.Tensor], real_train: torch.Tensor, classes: Sequence[str],
              methods: Sequence[Method] | None = None, restarts: int = 10, steps: int | None = None,
              sweep: Sequence[tuple[float, float]] = (), sweep_restarts: int = 5, seed: int = 0,
              batch_size: int = 100, device: str | torch.device = "cpu", amp: bool = True,
-             code_prior: float = 0.0, code_encoder: Model | None = None, progress: bool = True) -> Evaluation:
+             code_prior: float = 0.0, code_encoder: Model | None = None,
+             progress: bool | Callable[[str], None] = True) -> Evaluation:
     """Synthesise every class of ``target`` with each method and score the images with ``judges``.
 
     Args:
@@ -179,6 +299,8 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
         amp: bf16 autocast while synthesising on CUDA (no effect on the CPU); judges always run in float32.
         code_prior, code_encoder: every DGN-AM run (methods and sweep) maximises logit + ``code_prior`` *
             PPGN's code prior, read by ``code_encoder`` (the encoder whose layer the generator inverts).
+        progress: one line per method when it is scored: True prints it, False drops it, a callable
+            receives it (e.g. ``logging.info``).
 
     Example::
 
@@ -188,64 +310,17 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
     n_classes = len(classes)
     if methods is None:
         methods = [m for m in STANDARD_METHODS.values() if m.init == "noise" or code_encoder is not None]
+    _check_inputs(target, judges, generator, real_test, methods, code_prior, code_encoder)
     test_images, test_labels = real_test
-    if len(test_images) != len(test_labels):
-        raise DgnamError("real test images and labels differ in number")
-    if not judges:
-        raise DgnamError("evaluation needs at least one judge; pass --judge PATH")
-    check_code_prior(code_prior, generator, code_encoder)
-    if any(m.init == "data" for m in methods) and code_encoder is None:
-        raise DgnamError("seeded methods need code_encoder: the encoder whose layer the generator inverts")
-    if any(j is target for j in judges.values()):
-        raise DgnamError("the target cannot be its own judge; pass judges that made none of the images")
-    say = print if progress else (lambda *a, **k: None)
     target.to(device)
     for judge in judges.values():
         judge.to(device)
-
-    # Real images: the reference every synthetic set is measured against.
-    real_features, judge_accuracy, real_scores = {}, {}, {}
-    for name, judge in judges.items():
-        logits, feats = judge_outputs(judge, test_images, batch_size, device)
-        _, train_feats = judge_outputs(judge, real_train, batch_size, device)
-        shifted, _ = judge_outputs(judge, shift_and_blur(test_images), batch_size, device)
-        real_features[name] = feats
-        judge_accuracy[name] = float((logits.argmax(1) == test_labels).float().mean())
-        real_scores[name] = JudgeScores(agreement=agreement(logits.argmax(1), test_labels),
-                                        kid=kid(train_feats, feats, seed=seed),
-                                        diversity=within_class_diversity(feats, test_labels),
-                                        shifted_agreement=agreement(shifted.argmax(1), test_labels))
-    target_logits = predict_logits(target, test_images, batch_size, device)  # the target needs no linear head
-    if target_logits.shape[1] < n_classes:
-        raise DgnamError(f"the target has {target_logits.shape[1]} outputs but {n_classes} classes were given")
-    real_max = {c: float(target_logits[:, c].max()) for c in range(n_classes)}
-    max_tensor = torch.tensor([real_max[c] for c in range(n_classes)])
+    reference = _real_reference(target, judges, test_images, test_labels, real_train, n_classes, batch_size, device,
+                                seed)
     seeded = [m for m in methods if m.init == "data"]
     seed_images = top_seed_images(target, real_train, n_classes, restarts, batch_size, device) if seeded else None
-    real = MethodScores("real test images", real_scores,
-                        target_top1=float((target_logits.argmax(1) == test_labels).float().mean()))
-
-    def score(method: Method, n_restarts: int) -> tuple[MethodScores, torch.Tensor]:
-        start = time.time()
-        if method.param == "dgn" and method.code_prior is None:
-            method = dataclasses.replace(method, code_prior=SEEDED_CODE_PRIOR if method.init == "data" else code_prior)
-        result = _synthesize_classes(method, target, generator, n_classes, n_restarts, steps, seed, batch_size, device,
-                                     amp, code_encoder, seed_images, max_tensor)
-        row_classes = torch.arange(n_classes).repeat_interleave(n_restarts)
-        target_out = predict_logits(target, result.images, batch_size, device)
-        activation = target_out.gather(1, row_classes[:, None])[:, 0]
-        relative = relative_to_real(activation, row_classes.tolist(), real_max)
-        judged = {name: _judge_scores(j, result.images, row_classes, real_features[name], batch_size, device, seed)
-                  for name, j in judges.items()}
-        mean_relative = float(relative.nanmean())  # NaN when no unit fires on real images
-        scores = MethodScores(method.title, judged, target_activation=float(activation.mean()),
-                              target_relative=None if mean_relative != mean_relative else mean_relative,
-                              target_top1=float((target_out.argmax(1) == row_classes).float().mean()),
-                              seconds=time.time() - start, settings=result.settings)
-        say(f"{method.name}: {scores.seconds:.0f}s, target act {scores.target_activation:.2f} "
-            f"({scores.target_relative or float('nan'):.2f} of real max), "
-            + ", ".join(f"{n} {s.agreement} KID {s.kid}" for n, s in judged.items()), flush=True)
-        return scores, result.images
+    score = _Scorer(target, judges, generator, reference, n_classes, steps, seed, batch_size, device, amp, code_prior,
+                    code_encoder, seed_images, _progress_line(progress))
 
     method_scores, images = {}, {}
     for method in methods:
@@ -255,15 +330,10 @@ def evaluate(target: Model, judges: dict[str, Model], generator: UpconvGenerator
         method = Method(f"dgn_k{k:g}_d{decay:g}", f"DGN-AM k={k:g} decay={decay:g}", "dgn", bound_k=k, l2_decay=decay)
         sweep_scores.append((k, decay, score(method, sweep_restarts)[0]))
     notes = {name: str(j.metadata.get("description", "")) for name, j in judges.items()}
-    pgd = {}
-    for name, judge in judges.items():  # how robust a robust judge is, at the radius it was trained for
-        eps = float(judge.metadata.get("adv_eps", 0) or 0)
-        if eps > 0:
-            pgd[name] = (eps, pgd_accuracy(judge, test_images, test_labels, eps=eps, step_size=eps / 4, steps=10,
-                                           batch_size=batch_size, device=device, seed=seed))
+    pgd = _pgd_accuracies(judges, test_images, test_labels, batch_size, device, seed)
     method_steps = sorted({s.settings["steps"] for s in method_scores.values()})
     return Evaluation(target_name=target.name, classes=list(classes), restarts=restarts,
-                      steps=method_steps[0] if len(method_steps) == 1 else method_steps, real=real,
-                      methods=method_scores, sweep=sweep_scores, judge_accuracy=judge_accuracy, judge_notes=notes,
-                      judge_pgd=pgd,
-                      images=images, n_real=(len(test_images), len(real_train)), code_prior=code_prior)
+                      steps=method_steps[0] if len(method_steps) == 1 else method_steps, real=reference.scores,
+                      methods=method_scores, sweep=sweep_scores, judge_accuracy=reference.judge_accuracy,
+                      judge_notes=notes, judge_pgd=pgd, images=images, n_real=(len(test_images), len(real_train)),
+                      code_prior=code_prior)

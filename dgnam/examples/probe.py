@@ -220,6 +220,54 @@ def read_images(model: Model, layer: str, images: torch.Tensor, row_units: Seque
     return torch.cat(out)
 
 
+def _seeded(param: str | Parametrization, restarts: int, steps: int | None, k: int,
+            init: str | None, code_encoder: Model | None) -> bool:
+    """Whether DGN-AM starts from each unit's top images (``init``, default: with an encoder), checked."""
+    if init is None:
+        init = "data" if code_encoder is not None else "noise"
+    if init not in ("data", "noise"):
+        raise DgnamError(f"init must be 'data' (the unit's top images) or 'noise', got {init!r}")
+    seeded = steps != 0 and init == "data" and (
+        param == "dgn" if isinstance(param, str) else isinstance(param, GeneratorCode))
+    if seeded:
+        if code_encoder is None:
+            raise DgnamError("seeded starts (init='data') read each seed's code with the generator's encoder: pass "
+                             "code_encoder=, or init='noise'")
+        if restarts > k:
+            raise DgnamError(f"seeded starts use a unit's top-k images: restarts ({restarts}) must be <= k ({k})")
+    return seeded
+
+
+def _parametrizations(model: Model, param: str | Parametrization, baseline: str | None,
+                      generator: UpconvGenerator | None, units: Sequence[int] | None, restarts: int, steps: int,
+                      batch_size: int, device: torch.device) -> list[Parametrization]:
+    """The synthesis's parametrisation and the baseline's (none when ``steps`` is 0), built before the dataset
+    pass, so a synthesis that cannot fit is refused before any compute."""
+    params = []
+    if steps > 0:
+        params.append(make_param(param, generator, model.input_size) if isinstance(param, str) else param)
+        if baseline:
+            params.append(make_param(baseline, generator, model.input_size))
+    rows = (len(units) if units is not None and hasattr(units, "__len__") else 1) * restarts
+    for parametrization in params:
+        checks.check_fits(checks.synthesis_bytes(rows, steps, parametrization.image_size, batch_size),
+                          f"synthesising {rows} images of {steps} steps", "steps, restarts or the number of units",
+                          device)
+    return params
+
+
+def _seeded_param(base: GeneratorCode, examples: DatasetExamples, restarts: int,
+                  code_encoder: Model) -> SeededCode:
+    """``base`` started from the data: restart r of unit u starts as u's r-th strongest real image."""
+    if int((examples.indices[:, :restarts] < 0).sum()):
+        raise DgnamError(f"seeded starts need {restarts} real image(s) per unit but the data gave "
+                         f"{examples.n_images}; lower restarts or add images")
+    seeds = torch.stack([load_image(examples.top_files(row)[r], base.image_size)
+                         for row in range(len(examples.units)) for r in range(restarts)])
+    return SeededCode(base.generator, seeds, code_encoder, lower_bound=base.lower_bound,
+                      bound_scale=base.bound_scale, bound_k=base.bound_k)
+
+
 def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | None = None, *,
           data: str | os.PathLike | Sequence[Path], generator: UpconvGenerator | None = None,
           param: str | Parametrization = "dgn", restarts: int = 1, steps: int | None = None, seed: int = 0,
@@ -256,30 +304,10 @@ def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | 
         raise DgnamError(f"thumbnail_format must be png or jpg, got {thumbnail_format!r}")
     device = checks.resolve_device(device)
     checks.seed(seed, restarts)
-    if init is None:
-        init = "data" if code_encoder is not None else "noise"
-    if init not in ("data", "noise"):
-        raise DgnamError(f"init must be 'data' (the unit's top images) or 'noise', got {init!r}")
-    seeded = steps != 0 and init == "data" and (
-        param == "dgn" if isinstance(param, str) else isinstance(param, GeneratorCode))
-    if seeded:
-        if code_encoder is None:
-            raise DgnamError("seeded starts (init='data') read each seed's code with the generator's encoder: pass "
-                             "code_encoder=, or init='noise'")
-        if restarts > k:
-            raise DgnamError(f"seeded starts use a unit's top-k images: restarts ({restarts}) must be <= k ({k})")
+    seeded = _seeded(param, restarts, steps, k, init, code_encoder)
     if steps is None:
         steps = SEEDED_STEPS if seeded else PAPER_STEPS
-    params = []  # built before the dataset pass, so a synthesis that cannot fit is refused before any compute
-    if steps > 0:
-        params.append(make_param(param, generator, model.input_size) if isinstance(param, str) else param)
-        if baseline:
-            params.append(make_param(baseline, generator, model.input_size))
-    rows = (len(units) if units is not None and hasattr(units, "__len__") else 1) * restarts
-    for parametrization in params:
-        checks.check_fits(checks.synthesis_bytes(rows, steps, parametrization.image_size, batch_size),
-                          f"synthesising {rows} images of {steps} steps", "steps, restarts or the number of units",
-                          device)
+    params = _parametrizations(model, param, baseline, generator, units, restarts, steps, batch_size, device)
     examples = dataset_examples(model, layer, data, units, k=k, reading=reading, position=position,
                                 batch_size=data_batch_size, device=device, workers=workers, limit=limit,
                                 progress=progress, amp=amp)
@@ -295,20 +323,14 @@ def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | 
     label_list = [by_unit.get(u, "") for u in range(max(units) + 1)]  # visualize names unit u by index u
     reading_synth = "max" if examples.reading == "unit" else examples.reading  # fc layers ignore it
 
-    if seeded:  # restart r of unit u starts as u's r-th strongest real image
-        if int((examples.indices[:, :restarts] < 0).sum()):
-            raise DgnamError(f"seeded starts need {restarts} real image(s) per unit but the data gave "
-                             f"{examples.n_images}; lower restarts or add images")
-        seeds = torch.stack([load_image(examples.top_files(row)[r], params[0].image_size)
-                             for row in range(len(units)) for r in range(restarts)])
-        base = params[0]
-        params[0] = SeededCode(base.generator, seeds, code_encoder, lower_bound=base.lower_bound,
-                               bound_scale=base.bound_scale, bound_k=base.bound_k)
+    if seeded:
+        params[0] = _seeded_param(params[0], examples, restarts, code_encoder)
     # A seeded image is raised where its seed peaks (the cell the gallery boxes), not at the centre: there the
     # seed already drives the unit hardest, so the ratio compares the change with the best real image.
     positions = (examples.locations[:, :restarts].reshape(-1, 2)
                  if seeded and examples.locations is not None and examples.reading == "max" else None)
 
+    # A closure, and probe() longer than most: the two runs share fifteen of probe's arguments unchanged.
     def run(parametrization: Parametrization, prior: float) -> tuple[Result, torch.Tensor]:
         # The generator is the prior; pixel and Fourier images need the usual jitter and blur.
         transforms = [] if parametrization.has_prior else baseline_transforms()

@@ -193,6 +193,99 @@ def _check_top_k(n_units: int, k: int, batch_size: int, reservoir: int, device: 
                       f"keeping the top {k} images of {n_units} unit(s)", "k (CLI: --k) or the number of units", device)
 
 
+class _UnitStats:
+    """Everything the pass keeps per unit: the running top-k, the reservoir, the sum and the minimum. Built at the
+    first batch, where the layer's size (and so the unit list) is known."""
+
+    def __init__(self, act: torch.Tensor, units: Sequence[int] | None, layer: str, k: int, batch_size: int,
+                 reservoir: int, device: torch.device) -> None:
+        n_units = act.shape[1]
+        if units is not None and len(units) > n_units:
+            raise DgnamError(f"{len(units)} units were asked of layer {layer!r}, which has {n_units}; "
+                             f"pass each unit once (valid: 0-{n_units - 1})")
+        chosen = list(range(n_units)) if units is None else checks.indices(units)
+        bad = [u for u in chosen if not 0 <= u < n_units]
+        if bad:
+            raise DgnamError(f"unit {bad[0]} is out of range for layer {layer!r}, which has {n_units} "
+                             f"units (valid: 0-{n_units - 1})")
+        _check_top_k(len(chosen), k, batch_size, reservoir, device)
+        self.unit_index = torch.tensor(chosen, device=device)
+        self.map_size = tuple(act.shape[-2:]) if act.ndim == 4 else None
+        self.top = _TopK(len(chosen), k, device)
+        self.reservoir = _Reservoir(len(chosen), reservoir, device)
+        self.total = torch.zeros(len(chosen), dtype=torch.float64, device=device)
+        self.lowest = torch.full((len(chosen),), float("inf"), device=device)
+        self.n_images = 0
+
+    def update(self, values: torch.Tensor, indices: torch.Tensor, where: torch.Tensor | None) -> None:
+        """Merge one batch's (B, U) ``values`` of the images ``indices`` (``where``: their spatial maxima)."""
+        self.top.update(values, indices, where)
+        self.reservoir.update(values)
+        self.total += values.sum(0, dtype=torch.float64)
+        self.lowest = torch.minimum(self.lowest, values.min(0).values)
+        self.n_images += len(indices)
+
+    def percentiles(self) -> torch.Tensor:
+        """(len(PERCENTILES), U): the reservoir's percentiles, with the exact minimum and maximum at the ends."""
+        levels = torch.tensor([p / 100 for p in PERCENTILES], device=self.lowest.device)
+        percentiles = torch.quantile(self.reservoir.values.t(), levels, dim=1)  # (P, U), linear interpolation
+        percentiles[0], percentiles[-1] = self.lowest, self.top.values[:, 0]  # the ends exact, not sampled
+        return percentiles
+
+    def locations(self, reading: str) -> torch.Tensor | None:
+        """(U, k, 2) (row, column) of each top image's spatial maximum for ``reading="max"`` on a conv layer."""
+        if reading != "max" or self.map_size is None:
+            return None
+        w = self.map_size[1]
+        locations = torch.stack([self.top.where // w, self.top.where % w], dim=-1).cpu()
+        locations[self.top.where < 0] = -1
+        return locations
+
+
+def _files(data: str | os.PathLike | Sequence[Path], limit: int | None) -> tuple[list[Path], list[Path]]:
+    """The images of ``data`` (at most ``limit``, spread over the sorted list) and the entries skipped while
+    listing a folder (FIFOs, devices, dangling links)."""
+    not_files: list[Path] = []
+    files = list_images(data, skipped=not_files) if isinstance(data, (str, os.PathLike)) else [Path(f) for f in data]
+    if not files:
+        raise DgnamError("no images given")
+    return spread(files, limit), not_files
+
+
+def _stream(model: Model, layer: str, files: list[Path], units: Sequence[int] | None, *, k: int, reading: str,
+            position: tuple[int, int] | None, batch_size: int, device: torch.device, workers: int, progress: bool,
+            amp: bool, reservoir: int, skipped: list[Path]) -> _UnitStats | None:
+    """The pass itself: every readable image of ``files`` through ``model`` once, merged into the unit statistics
+    (None when no image could be read); unreadable files are appended to ``skipped``."""
+    stats: _UnitStats | None = None
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+    bar = tqdm(total=len(files), disable=not progress, unit="img", leave=False)
+    try:
+        # eval_mode, not a saved model.training: a Model wrapper is in training mode while its network is not.
+        with eval_mode(model), torch.inference_mode():
+            for images, indices, ok in _batches(files, model.input_size, batch_size, workers):
+                bar.update(len(indices))
+                if not ok.all():
+                    skipped += [files[i] for i in indices[~ok].tolist()]
+                    images, indices = images[ok], indices[ok]
+                if not len(indices):
+                    continue
+                images = images.to(device, non_blocking=True).float().div_(255)
+                with autocast:
+                    act = model.layout(layer).canonical(model.run(images, [layer])[layer], layer)
+                if stats is None:  # the layer's size is known at the first batch
+                    stats = _UnitStats(act, units, layer, k, batch_size, reservoir, device)
+                values, where = read_units(act, stats.unit_index, reading, position)
+                finite = torch.isfinite(values).all(1)
+                if not finite.all():  # at the first such batch: NaN sorts above every number, a result is garbage
+                    first = files[int(indices[~finite.cpu()][0])]
+                    raise DgnamError(f"{non_finite_cause(model, layer)} (first on '{first}')")
+                stats.update(values, indices.to(device), where)
+    finally:
+        bar.close()
+    return stats
+
+
 def dataset_examples(model: torch.nn.Module | Model, layer: str, data: str | os.PathLike | Sequence[Path],
                      units: Sequence[int] | None = None, *, k: int = 9, reading: str = "max",
                      position: tuple[int, int] | None = None, batch_size: int = 256, device: str | torch.device = "cpu",
@@ -225,75 +318,19 @@ def dataset_examples(model: torch.nn.Module | Model, layer: str, data: str | os.
     if units is not None:  # before the pass, and before range(10**9) becomes a list
         units = units if hasattr(units, "__len__") else checks.indices(units)
         _check_top_k(max(len(units), 1), k, batch_size, reservoir, device)
-    not_files: list[Path] = []  # FIFOs, devices, dangling links under a folder: counted as skipped
-    files = list_images(data, skipped=not_files) if isinstance(data, (str, os.PathLike)) else [Path(f) for f in data]
-    if not files:
-        raise DgnamError("no images given")
-    files = spread(files, limit)
+    files, skipped = _files(data, limit)  # a folder's non-files are counted as skipped
     model.to(device)
     start = time.time()
-    unit_index: torch.Tensor | None = None
-    top = reservoir_ = None
-    total = lowest = torch.zeros(0)
-    n_images, skipped, map_size = 0, not_files, None
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
-    bar = tqdm(total=len(files), disable=not progress, unit="img", leave=False)
-    try:
-        # eval_mode, not a saved model.training: a Model wrapper is in training mode while its network is not.
-        with eval_mode(model), torch.inference_mode():
-            for images, indices, ok in _batches(files, model.input_size, batch_size, workers):
-                bar.update(len(indices))
-                if not ok.all():
-                    skipped += [files[i] for i in indices[~ok].tolist()]
-                    images, indices = images[ok], indices[ok]
-                if not len(indices):
-                    continue
-                images = images.to(device, non_blocking=True).float().div_(255)
-                with autocast:
-                    act = model.layout(layer).canonical(model.run(images, [layer])[layer], layer)
-                if unit_index is None:  # the layer's size is known at the first batch
-                    n_units = act.shape[1]
-                    if units is not None and len(units) > n_units:
-                        raise DgnamError(f"{len(units)} units were asked of layer {layer!r}, which has {n_units}; "
-                                         f"pass each unit once (valid: 0-{n_units - 1})")
-                    chosen = list(range(n_units)) if units is None else checks.indices(units)
-                    bad = [u for u in chosen if not 0 <= u < n_units]
-                    if bad:
-                        raise DgnamError(f"unit {bad[0]} is out of range for layer {layer!r}, which has {n_units} "
-                                         f"units (valid: 0-{n_units - 1})")
-                    _check_top_k(len(chosen), k, batch_size, reservoir, device)
-                    unit_index = torch.tensor(chosen, device=device)
-                    map_size = tuple(act.shape[-2:]) if act.ndim == 4 else None
-                    top = _TopK(len(chosen), k, device)
-                    reservoir_ = _Reservoir(len(chosen), reservoir, device)
-                    total = torch.zeros(len(chosen), dtype=torch.float64, device=device)
-                    lowest = torch.full((len(chosen),), float("inf"), device=device)
-                values, where = read_units(act, unit_index, reading, position)
-                finite = torch.isfinite(values).all(1)
-                if not finite.all():  # at the first such batch: NaN sorts above every number, a result is garbage
-                    first = files[int(indices[~finite.cpu()][0])]
-                    raise DgnamError(f"{non_finite_cause(model, layer)} (first on '{first}')")
-                top.update(values, indices.to(device), where)
-                reservoir_.update(values)
-                total += values.sum(0, dtype=torch.float64)
-                lowest = torch.minimum(lowest, values.min(0).values)
-                n_images += len(indices)
-    finally:
-        bar.close()
-    if top is None:
+    stats = _stream(model, layer, files, units, k=k, reading=reading, position=position, batch_size=batch_size,
+                    device=device, workers=workers, progress=progress, amp=amp, reservoir=reservoir, skipped=skipped)
+    if stats is None:
         raise DgnamError(f"none of the {len(files)} images could be read ({len(skipped)} skipped)")
-    levels = torch.tensor([p / 100 for p in PERCENTILES], device=device)
-    percentiles = torch.quantile(reservoir_.values.t(), levels, dim=1)  # (P, U), linear interpolation
-    percentiles[0], percentiles[-1] = lowest, top.values[:, 0]  # the ends exact, not sampled
-    locations = None
-    if reading == "max" and map_size is not None:
-        w = map_size[1]
-        locations = torch.stack([top.where // w, top.where % w], dim=-1).cpu()
-        locations[top.where < 0] = -1
-    return DatasetExamples(layer=layer, units=unit_index.tolist(), files=files, values=top.values.cpu(),
-                           indices=top.indices.cpu(), locations=locations, map_size=map_size,
-                           percentiles=percentiles.cpu(), mean=(total / n_images).float().cpu(), n_images=n_images,
-                           skipped=skipped, reading=reading if map_size is not None else "unit",
+    map_size = stats.map_size
+    return DatasetExamples(layer=layer, units=stats.unit_index.tolist(), files=files, values=stats.top.values.cpu(),
+                           indices=stats.top.indices.cpu(), locations=stats.locations(reading), map_size=map_size,
+                           percentiles=stats.percentiles().cpu(), mean=(stats.total / stats.n_images).float().cpu(),
+                           n_images=stats.n_images, skipped=skipped,
+                           reading=reading if map_size is not None else "unit",
                            position=tuple(position) if position is not None and map_size is not None else None,
                            seconds=time.time() - start,
                            settings={"k": k, "batch_size": batch_size, "reservoir": reservoir, "limit": limit})

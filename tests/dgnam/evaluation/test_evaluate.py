@@ -94,3 +94,14 @@ def test_seeded_methods_start_from_each_classs_top_train_images():
         torch.testing.assert_close(seeds[3 * c:3 * c + 3], pool[logits[:, c].topk(3).indices])
     with pytest.raises(DgnamError, match="--real-limit"):
         top_seed_images(target, pool[:2], n_classes=10, restarts=3, batch_size=7, device="cpu")
+
+
+def test_evaluate_hands_each_method_line_to_a_progress_callable(capsys):
+    target = Model(TinyNet(seed=3), input_size=32)
+    x, y = _real_set(2)
+    lines = []
+    evaluate(target, {"j": Model(TinyNet(seed=1), input_size=32)}, None, real_test=(x, y), real_train=x,
+             classes=list("abcdefghij"), methods=[Method("pixel", "pixel", "pixel")], restarts=2, steps=1,
+             progress=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("pixel: ") and "j " in lines[0] and "KID" in lines[0]
+    assert capsys.readouterr().out == ""  # the callable replaces the print
