@@ -86,13 +86,7 @@ def prepare(args: argparse.Namespace, device: torch.device, *, generator: bool |
     gen = load_generator(generator_path(args.generator), device) if wanted else None
     fit_to_generator(model, gen, quiet=quiet)
     layer = getattr(args, "layer", "output")
-    chosen = None
-    if units is not None:
-        n_units = layer_size(model, layer, device)
-        text = getattr(args, units.lstrip("-").replace("-", "_"))
-        of = f"layer {layer!r}" if units == "--units" else f"{model.name}'s output"
-        chosen = (parse_units(text, n_units, units, of=of) if text is not None
-                  else list(range(n_units if all_units else min(n_units, 10))) if units == "--units" else None)
+    chosen = _units(args, model, layer, units, all_units, device) if units is not None else None
     if callable(seeded):
         seeded = seeded(gen)
     code_prior = run_code_prior(args, gen, seeded, spec, tuned, quiet)
@@ -103,6 +97,20 @@ def prepare(args: argparse.Namespace, device: torch.device, *, generator: bool |
     else:
         encoder = None
     return Run(model, gen, param, layer, chosen, code_prior, encoder, spec, args.generator)
+
+
+def _units(args: argparse.Namespace, model: Model, layer: str, flag: str, all_units: bool,
+           device: torch.device) -> list[int] | None:
+    """The units the option ``flag`` names, checked against the layer's size; when it is not given, ``--units``
+    defaults to the layer's first 10 (every unit with ``all_units``) and ``--classes`` to None (all)."""
+    n_units = layer_size(model, layer, device)
+    text = getattr(args, flag.lstrip("-").replace("-", "_"))
+    if text is not None:
+        of = f"layer {layer!r}" if flag == "--units" else f"{model.name}'s output"
+        return parse_units(text, n_units, flag, of=of)
+    if flag != "--units":
+        return None
+    return list(range(n_units if all_units else min(n_units, 10)))
 
 
 def run_code_prior(args: argparse.Namespace, generator: UpconvGenerator | None, seeded: bool,
