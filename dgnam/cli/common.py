@@ -182,7 +182,7 @@ def add_output_args(p: argparse.ArgumentParser, quiet: bool = True, synthesis: b
                        help="pad every synthesis batch to --batch-size so any single image re-runs bit for bit on "
                             "its own")
     if quiet:
-        p.add_argument("--quiet", action="store_true", help="no progress output (and no notices)")
+        p.add_argument("--quiet", action="store_true", help="no progress output")
     if synthesis:
         p.add_argument("--fp32", action="store_true", help="on CUDA, no bf16 autocast: full float32 (slower)")
 
