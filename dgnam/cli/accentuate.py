@@ -17,28 +17,25 @@ import torch
 import dgnam
 from dgnam.cli import validate as check
 from dgnam.cli.common import (
-    DEFAULT_MODEL,
+    add_batch_size_arg,
+    add_code_prior_arg,
     add_generator_arg,
     add_model_args,
     add_output_args,
+    add_steps_arg,
     add_unit_args,
-    fit_to_generator,
     fresh_out_dir,
-    generator_path,
-    layer_size,
-    load_code_prior_encoder,
-    load_model_from_args,
-    parse_units,
     print_table,
     resolve_device,
 )
+from dgnam.cli.prepare import check_can_seed, prepare
 from dgnam.engine.param import SEEDED_CODE_PRIOR, SEEDED_STEPS
 from dgnam.engine.preferred import accentuate
-from dgnam.errors import DgnamError, terminal_safe
+from dgnam.errors import terminal_safe
 from dgnam.grid import labelled_grid, save_png
 from dgnam.images import load_images, suffixes_text
 from dgnam.io import atomic_write_json, write_directory
-from dgnam.prior.generator import load_generator
+from dgnam.prior.generator import UpconvGenerator
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,14 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(a)
     add_unit_args(a, "e.g. 3 or 0-9,15", units_required=True)
     add_generator_arg(a)
-    a.add_argument("--code-prior", type=float, default=None, metavar="EPS",
-                   help=f"PPGN's code prior weight, which keeps the change natural (default {SEEDED_CODE_PRIOR:g}; "
-                        f"0: off)")
     a.add_argument("--target", type=float, default=None, metavar="LEVEL",
                    help="stop pushing a unit once it reaches this activation")
-    a.add_argument("--steps", type=int, default=SEEDED_STEPS, help=f"optimisation steps (default {SEEDED_STEPS})")
-    a.add_argument("--batch-size", type=int, default=64)
-    add_output_args(a)
+    add_steps_arg(a, SEEDED_STEPS)
+    add_code_prior_arg(a, f"{SEEDED_CODE_PRIOR:g}, which keeps the change natural")
+    add_batch_size_arg(a)
+    add_output_args(a, synthesis=True)
     a.set_defaults(handler=cmd_accentuate, validate=validate)
 
 
@@ -65,7 +60,8 @@ def validate(args: argparse.Namespace) -> None:
     check.model_args(args)
     check.at_least(args, 1, "--steps", "--batch-size")
     check.unit_ranges(args.units)
-    check.finite(args.code_prior, "--code-prior", minimum=0)
+    check.position_on_spatial_layer(args)
+    check.code_prior_needs_code(args)
     check.finite(args.target, "--target")
     check.existing_file(args.generator, "--generator")
     for image in args.images:
@@ -76,20 +72,10 @@ def validate(args: argparse.Namespace) -> None:
 def cmd_accentuate(args: argparse.Namespace) -> int:
     start = time.time()
     device = resolve_device(args.device)
-    model = load_model_from_args(args, device)
-    generator = load_generator(generator_path(args.generator), device)
-    if not generator.encoder_layer:
-        raise DgnamError("accentuate needs the generator's encoder_layer (the layer it inverts) to read an image's "
-                         "code; use a generator trained by dgnam or set it with `dgnam import-generator`")
-    fit_to_generator(model, generator, quiet=args.quiet)
-    n_units = layer_size(model, args.layer, device)
-    units = parse_units(args.units, n_units, of=f"layer {args.layer!r}")
-    if args.position is not None and args.layer == "output":
-        raise DgnamError("--position applies to conv layers; the model output has no spatial positions")
+    run = prepare(args, device, generator=True, seeded=lambda generator: _can_read_images(generator))
+    model, generator, units, code_prior, encoder = run.model, run.generator, run.units, run.code_prior, run.code_encoder
     files = [Path(f) for f in args.images]
     images = load_images(files, generator.image_size)
-    code_prior = SEEDED_CODE_PRIOR if args.code_prior is None else args.code_prior
-    encoder = load_code_prior_encoder(True, generator, device, args.model, model)
     out_dir = fresh_out_dir(args.out, model.name)
     names = model.classes if args.layer == "output" else None
     result = accentuate(model, images, units, layer=args.layer, generator=generator, code_encoder=encoder,
@@ -101,8 +87,8 @@ def cmd_accentuate(args: argparse.Namespace) -> int:
                 "label": result.labels[row], "activation_before": float(before[row]),
                 "activation_after": float(after[row])}
                for row, (u, i) in enumerate(zip(result.extra["unit"], result.extra["image"]))]
-    settings = {"command": "accentuate", "model": args.model or str(DEFAULT_MODEL), "model_name": model.name,
-                "generator": generator_path(args.generator), "layer": args.layer, "units": units,
+    settings = {"command": "accentuate", "model": run.names["model"], "model_name": model.name,
+                "generator": run.names["generator"], "layer": args.layer, "units": units,
                 "layout": str(model.layout(args.layer)), "position": list(args.position) if args.position else None,
                 "token": args.token, "spatial_mean": args.spatial_mean, "code_prior": code_prior,
                 "target": args.target, "steps": args.steps, "device": str(device), **model.preprocessing(),
@@ -129,3 +115,10 @@ def cmd_accentuate(args: argparse.Namespace) -> int:
                   f"{e['activation_after']:.2f}"] for e in entries], ["unit", "image", "before", "after"])
     print(f"wrote {len(entries)} images, grid.png and manifest.json to {out_dir} ({time.time() - start:.1f}s)")
     return 0
+
+
+def _can_read_images(generator: UpconvGenerator | None) -> bool:
+    """Every image is a seed: the generator's encoder reads its code at ``encoder_layer``."""
+    check_can_seed(generator, "accentuate", "use a generator trained by dgnam or set them with "
+                                            "`dgnam import-generator`")
+    return True

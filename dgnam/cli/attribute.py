@@ -11,10 +11,12 @@ from dgnam.analysis.attribute import METHODS, attribute
 from dgnam.cli import validate as check
 from dgnam.cli.common import (
     add_model_args,
+    add_output_args,
     comma_choices,
     fresh_out_dir,
     load_model_from_args,
     markdown_table,
+    model_report_name,
     read_image,
     resolve_device,
     short_path,
@@ -36,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     att.add_argument("--layer", default=None,
                      help="Grad-CAM layer (default: the last spatial layer, see `dgnam layers`)")
     att.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ", ".join(METHODS))
-    att.add_argument("--out", default=None, help="output directory (must not exist or be empty)")
+    add_output_args(att, quiet=False)
     att.set_defaults(handler=cmd_attribute, validate=validate)
 
 
@@ -93,7 +95,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
                         rows),
         "![image, then one map per method](attribution.png)",
     ]) + "\n"
-    manifest = {"settings": {"command": "attribute", "model": args.model, "model_name": model.name,
+    manifest = {"settings": {"command": "attribute", "model": model_report_name(args.model), "model_name": model.name,
                              "images": args.image, "target": args.target, "layer": result.layer,
                              "methods": methods, "device": str(device), **model.preprocessing(), **versions()},
                 "images": [{"file": path, "target": t, "predicted": p, "probability": float(prob),

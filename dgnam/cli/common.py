@@ -144,49 +144,78 @@ def add_generator_arg(p: argparse.ArgumentParser) -> None:
                         "paper's fc6-code prior)")
 
 
+def add_code_prior_arg(p: argparse.ArgumentParser, default: str) -> None:
+    """``--code-prior`` (``default``: what it is when not given, for the help)."""
+    p.add_argument("--code-prior", type=float, default=None, metavar="EPS",
+                   help=f"dgn only: add EPS x PPGN's code prior, pulling h towards what the generator's encoder reads "
+                        f"from G(h) (fewer blown-out pixels, lower activation); default: {default}; 0: off (the "
+                        f"paper's DGN-AM)")
+
+
+def add_steps_arg(p: argparse.ArgumentParser, default: int | None = PAPER_STEPS, help: str | None = None) -> None:
+    """``--steps`` (``help`` for a default that depends on other options)."""
+    paper = ", the paper's" if default == PAPER_STEPS else ""
+    p.add_argument("--steps", type=int, default=default, help=help or f"optimisation steps (default {default}{paper})")
+
+
+def add_seed_arg(p: argparse.ArgumentParser) -> None:
+    """``--seed``: the first image's seed (restart r gets seed + r)."""
+    p.add_argument("--seed", type=int, default=0)
+
+
 def add_run_args(p: argparse.ArgumentParser, quiet: bool = True, steps: bool = True) -> None:
     """``--steps`` (unless the command declares its own), ``--seed``, ``--out`` (a fresh directory) and, with
     ``quiet``, ``--quiet``."""
     if steps:
-        p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="output directory (must not exist or be empty)")
-    if quiet:
-        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        add_steps_arg(p)
+    add_seed_arg(p)
+    add_output_args(p, quiet=quiet)
 
 
-def add_output_args(p: argparse.ArgumentParser) -> None:
-    """``--out``, ``--fixed-batch``, ``--quiet`` and ``--fp32``, as ``dgnam synthesize`` and ``dgnam probe`` take
-    them."""
+def add_output_args(p: argparse.ArgumentParser, quiet: bool = True, synthesis: bool = False) -> None:
+    """``--out`` and, with ``quiet``, ``--quiet``; with ``synthesis``, ``--fixed-batch`` and ``--fp32`` too, as
+    ``dgnam synthesize`` and ``dgnam probe`` take them."""
     p.add_argument("--out", default=None,
                    help="output directory (must not exist or be empty; default: dgnam-runs/<time>)")
-    p.add_argument("--fixed-batch", action="store_true",
-                   help="pad every synthesis batch to --batch-size so any single image re-runs bit for bit on its own")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--fp32", action="store_true", help="on CUDA, no bf16 autocast: full float32 (slower)")
+    if synthesis:
+        p.add_argument("--fixed-batch", action="store_true",
+                       help="pad every synthesis batch to --batch-size so any single image re-runs bit for bit on "
+                            "its own")
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help="no progress output")
+    if synthesis:
+        p.add_argument("--fp32", action="store_true", help="on CUDA, no bf16 autocast: full float32 (slower)")
 
 
-def add_synthesis_args(p: argparse.ArgumentParser, restarts: int, restarts_help: str) -> None:
-    """An analysis's DGN-AM settings, as ``dgnam synthesize`` takes them: ``--code-prior``, ``--steps``,
-    ``--restarts`` (default ``restarts``), ``--seed``, ``--batch-size``, ``--out`` and ``--quiet``."""
-    p.add_argument("--code-prior", type=float, default=None, metavar="EPS",
-                   help="DGN-AM's code prior weight (default: the generator's recommended one, as in synthesize)")
-    p.add_argument("--steps", type=int, default=PAPER_STEPS,
-                   help=f"optimisation steps (default {PAPER_STEPS}, the paper's)")
+def add_synthesis_args(p: argparse.ArgumentParser, restarts: int, restarts_help: str,
+                       code_prior: str | None = "the generator's recommended one (metadata code_prior, see "
+                                                 "`dgnam stats`)",
+                       steps: int | None = PAPER_STEPS, steps_help: str | None = None) -> None:
+    """DGN-AM's settings: ``--code-prior`` (``code_prior``: its default, for the help; None: the command has
+    no code prior), ``--steps`` (default ``steps``), ``--restarts`` (default ``restarts``), ``--seed`` and
+    ``--batch-size``."""
+    if code_prior is not None:
+        add_code_prior_arg(p, code_prior)
+    add_steps_arg(p, steps, steps_help)
     p.add_argument("--restarts", type=int, default=restarts, help=restarts_help)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--out", default=None, help="output directory (must not exist or be empty)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_seed_arg(p)
+    add_batch_size_arg(p)
+
+
+def add_batch_size_arg(p: argparse.ArgumentParser, default: int = 64) -> None:
+    """``--batch-size``: images per synthesis batch."""
+    p.add_argument("--batch-size", type=int, default=default, help="images per synthesis batch")
 
 
 # --- models, generators, images -----------------------------------------------------------------
-def load_model_from_args(args: argparse.Namespace, device: torch.device) -> Model:
-    """The model of ``--model`` with ``--input-size``, ``--mean`` and ``--std`` (default: the shipped classifier),
-    random weights built under ``--seed``, and ``--layer``'s ``--layout`` declared when given."""
-    if args.model is None and not DEFAULT_MODEL.is_file():
+def load_model_from_args(args: argparse.Namespace, device: torch.device, spec: str | None = None) -> Model:
+    """The model of ``--model`` (or ``spec``, for a command given several) with ``--input-size``, ``--mean`` and
+    ``--std`` (default: the shipped classifier), random weights built under ``--seed``, and ``--layer``'s
+    ``--layout`` declared when given."""
+    spec = spec if spec is not None else args.model
+    if spec is None and not DEFAULT_MODEL.is_file():
         raise DgnamError(f"the shipped classifier {DEFAULT_MODEL} is missing; reinstall dgnam or pass --model")
-    model = load_model(args.model or str(DEFAULT_MODEL), input_size=args.input_size, mean=args.mean, std=args.std,
+    model = load_model(spec or str(DEFAULT_MODEL), input_size=args.input_size, mean=args.mean, std=args.std,
                        device=device, seed=getattr(args, "seed", 0))
     if getattr(args, "layout", None) is not None:
         if getattr(args, "layer", None) is None:
@@ -379,6 +408,12 @@ def report_path(path: str | Path) -> str:
         return "shipped:" + Path(path).resolve().relative_to(shipped("")).as_posix()
     except ValueError:
         return str(path)
+
+
+def model_report_name(spec: str | Path | None) -> str:
+    """How manifests and reports name the model of ``--model``: as the user gave it, a shipped checkpoint as
+    ``shipped:cifar10/encoder.pt`` (:func:`report_path`); None (not given) names the shipped classifier."""
+    return report_path(spec if spec is not None else DEFAULT_MODEL)
 
 
 def versions() -> dict[str, str]:

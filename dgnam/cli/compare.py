@@ -13,24 +13,23 @@ from dgnam.analysis.compare import KINDS, compare
 from dgnam.cli import validate as check
 from dgnam.cli.common import (
     add_generator_arg,
-    add_run_args,
+    add_output_args,
+    add_synthesis_args,
     fit_to_generator,
     fresh_out_dir,
-    generator_path,
-    layer_size,
+    load_model_from_args,
     markdown_table,
-    parse_units,
+    model_report_name,
     resolve_device,
     rgb_floats,
     versions,
     write_report,
 )
+from dgnam.cli.prepare import prepare
 from dgnam.engine.param import make_param
 from dgnam.engine.preferred import baseline_transforms
 from dgnam.errors import DgnamError
 from dgnam.io import write_directory
-from dgnam.nets.zoo import load_model
-from dgnam.prior.generator import load_generator
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,10 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmp.add_argument("--param", choices=["dgn", "pixel"], default="dgn", help="image parametrisation")
     add_generator_arg(cmp)
     cmp.add_argument("--classes", default=None, help="e.g. 0-9 (default: all classes, at most 10)")
-    cmp.add_argument("--restarts", type=int, default=1, help="images per class and kind")
+    add_synthesis_args(cmp, restarts=1, restarts_help="images per class and kind", code_prior=None)
     cmp.add_argument("--mimic-steps", type=int, default=None, help="steps of the mimicry phase (default: --steps)")
-    cmp.add_argument("--batch-size", type=int, default=64)
-    add_run_args(cmp)
+    add_output_args(cmp)
     cmp.set_defaults(handler=cmd_compare, validate=validate)
 
 
@@ -72,13 +70,11 @@ def validate(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    model_a, model_b = (load_model(spec, input_size=args.input_size, mean=args.mean, std=args.std, device=device,
-                                   seed=args.seed) for spec in args.model)
-    generator = load_generator(generator_path(args.generator), device) if args.param == "dgn" else None
-    for model in (model_a, model_b):
-        fit_to_generator(model, generator, quiet=args.quiet)
-    classes = (parse_units(args.classes, layer_size(model_a, "output", device), "--classes", f"{model_a.name}'s output")
-               if args.classes is not None else None)
+    # Model A is prepared with the generator (only --param dgn has one) and --classes; B is fitted to the same.
+    run = prepare(args, device, generator=args.param == "dgn", units="--classes", model_spec=args.model[0])
+    model_a, generator, classes = run.model, run.generator, run.units
+    model_b = load_model_from_args(args, device, args.model[1])
+    fit_to_generator(model_b, generator, quiet=args.quiet)
     param = make_param(args.param, generator, model_a.input_size)
     transforms = [] if param.has_prior else baseline_transforms()
     out_dir = fresh_out_dir(args.out, f"{model_a.name}-vs-{model_b.name}")
@@ -129,8 +125,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         markdown_table(["class", "L1 start", "L1 end", "B's top (target)", "A's top start", "A's top end"], mimic_rows),
         "![A's image, the mimic made from it, B's image](mimicry.png)",
     ]) + "\n"
-    manifest = {"settings": {"command": "compare", "models": args.model, "model_names": [a_name, b_name],
-                             "param": args.param, "generator": generator_path(args.generator) if generator else None,
+    manifest = {"settings": {"command": "compare", "models": [model_report_name(spec) for spec in args.model],
+                             "model_names": [a_name, b_name], "param": args.param,
+                             "generator": run.names["generator"],
                              "preprocessing": [model_a.preprocessing(), model_b.preprocessing()],
                              "classes": result.classes, "restarts": args.restarts, "steps": args.steps,
                              "mimic_steps": args.mimic_steps or args.steps, "seed": args.seed,

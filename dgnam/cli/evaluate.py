@@ -14,6 +14,7 @@ from dgnam.cli import validate as check
 from dgnam.cli.common import (
     DEFAULT_JUDGES,
     DEFAULT_MODEL,
+    add_code_prior_arg,
     add_generator_arg,
     add_model_args,
     add_run_args,
@@ -82,10 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--sweep", type=_sweep, default=_sweep("1:0.99,3:0.99,0.5:1,3:1"),
                    help="extra DGN-AM runs as k:decay pairs (bound a_i = mean_i + k std_i); '' for none")
     e.add_argument("--sweep-restarts", type=int, default=5)
-    e.add_argument("--code-prior", type=float, default=None, metavar="EPS",
-                   help="add EPS x PPGN's code prior (pull h towards E(G(h)), the generator's encoder) to every "
-                        "DGN-AM run; default: the generator's recommended EPS (metadata code_prior); 0: the paper's "
-                        "DGN-AM")
+    add_code_prior_arg(e, "the generator's recommended EPS (metadata code_prior), for every DGN-AM run")
     e.add_argument("--fp32", action="store_true", help="on CUDA, synthesise without bf16 autocast (slower)")
     e.add_argument("--real-limit", type=int, default=1000, help="real images per split (spread over classes)")
     e.add_argument("--batch-size", type=int, default=100)

@@ -20,6 +20,7 @@ from dgnam.cli.common import (
     layer_size,
     load_model_from_args,
     markdown_table,
+    model_report_name,
     print_table,
     read_image,
     resolve_device,
@@ -89,7 +90,8 @@ def cmd_invert(args: argparse.Namespace) -> int:
         markdown_table(["param \\ layer", *[f"`{layer}`" for layer in layers]], rows),
         "![inversion grid: rows = parametrisation, first column = original](grid.png)",
     ]) + "\n"
-    manifest = {"settings": {"command": "invert", "model": args.model, "model_name": model.name, "image": args.image,
+    manifest = {"settings": {"command": "invert", "model": model_report_name(args.model), "model_name": model.name,
+                             "image": args.image,
                              "layers": layers, "params": params, "steps": args.steps, "tv_weight": args.tv_weight,
                              "seed": args.seed, "generator": generator_path(args.generator) if generator else None,
                              **model.preprocessing(),

@@ -10,31 +10,25 @@ from pathlib import Path
 
 from dgnam.cli import validate as check
 from dgnam.cli.common import (
-    DEFAULT_MODEL,
     add_generator_arg,
     add_layout_arg,
     add_model_args,
     add_output_args,
-    fit_to_generator,
+    add_synthesis_args,
     fresh_out_dir,
-    generator_path,
     image_files,
-    layer_size,
-    load_code_prior_encoder,
-    load_model_from_args,
     notice,
-    parse_units,
     position,
     print_table,
-    recommended_code_prior,
     resolve_device,
     versions,
 )
-from dgnam.engine.param import PAPER_STEPS, PARAMETRIZATIONS, SEEDED_CODE_PRIOR, SEEDED_STEPS
+from dgnam.cli.prepare import can_seed, check_can_seed, prepare
+from dgnam.engine.param import PAPER_STEPS, PARAMETRIZATIONS, SEEDED_STEPS
 from dgnam.errors import DgnamError
 from dgnam.examples.probe import Probe, probe
 from dgnam.examples.topk import READINGS, RESERVOIR
-from dgnam.prior.generator import load_generator
+from dgnam.prior.generator import UpconvGenerator
 
 SUMMARY_UNITS = 10  # units listed on the terminal; the gallery has all of them
 
@@ -63,22 +57,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_generator_arg(p)
     p.add_argument("--baseline", choices=[n for n in PARAMETRIZATIONS if n != "dgn"], default=None,
                    help="also synthesise with this parametrisation (jitter and blur), shown beside DGN-AM")
-    p.add_argument("--code-prior", type=float, default=None, metavar="EPS",
-                   help="dgn only: PPGN's code prior weight (default: the generator's recommended one; 0: off)")
     p.add_argument("--init", choices=["data", "noise"], default=None,
                    help="dgn: start each unit's restart r as its r-th top image, changed through the prior (data; "
                         "the default when the generator names its encoder), or from h ~ N(0, 1), the paper's start")
-    p.add_argument("--steps", type=int, default=None,
-                   help=f"synthesis steps (default {SEEDED_STEPS} seeded, {PAPER_STEPS} from noise; 0: dataset "
-                        f"examples only)")
-    p.add_argument("--restarts", type=int, default=1, help="synthesised images per unit (seeds seed, seed+1, ...)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64, help="images per synthesis batch")
+    add_synthesis_args(p, restarts=1, restarts_help="synthesised images per unit (seeds seed, seed+1, ...)",
+                       code_prior="the generator's recommended one", steps=None,
+                       steps_help=f"synthesis steps (default {SEEDED_STEPS} seeded, {PAPER_STEPS} from noise; 0: "
+                                  f"dataset examples only)")
     p.add_argument("--data-batch-size", type=int, default=256, help="real images per forward pass")
     p.add_argument("--workers", type=int, default=2, help="processes decoding images (0: in the main process)")
     p.add_argument("--thumbnails", choices=["png", "jpg"], default="png",
                    help="file format of the real images' thumbnails")
-    add_output_args(p)
+    add_output_args(p, synthesis=True)
     p.set_defaults(handler=cmd_probe, validate=validate)
 
 
@@ -95,7 +85,8 @@ def validate(args: argparse.Namespace) -> None:
                          f"must be <= --k ({args.k}); raise --k or pass --init noise")
     if args.units is not None:
         check.unit_ranges(args.units)
-    check.finite(args.code_prior, "--code-prior", minimum=0)
+    check.position_on_spatial_layer(args)
+    check.code_prior_needs_code(args)
     check.existing_file(args.generator, "--generator")
     check.existing_folder(args.data, "--data")
     check.dataset_pass_size(args, RESERVOIR)
@@ -108,40 +99,18 @@ def cmd_probe(args: argparse.Namespace) -> int:
     start = time.time()
     device = resolve_device(args.device)
     files = image_files(Path(args.data), args.data_limit or 2**62)
-    model = load_model_from_args(args, device)
-    generator = load_generator(generator_path(args.generator), device) if args.steps != 0 and (
-        args.param == "dgn" or args.generator) else None
-    fit_to_generator(model, generator, quiet=args.quiet)
-    n_units = layer_size(model, args.layer, device)
-    units = (parse_units(args.units, n_units, of=f"layer {args.layer!r}") if args.units is not None
-             else list(range(n_units)))
-    if args.position is not None and args.layer == "output":
-        raise DgnamError("--position applies to conv layers; the model output has no spatial positions")
-    args.init = _init(args, generator)
-    seeded = args.init == "data" and args.param == "dgn" and args.steps != 0
-    if args.steps is None:
-        args.steps = SEEDED_STEPS if seeded else PAPER_STEPS
-    if seeded:  # the seeded start's own weight, chosen on two targets (docs/evaluation.md)
-        code_prior = SEEDED_CODE_PRIOR if args.code_prior is None else args.code_prior
-    else:
-        code_prior = (recommended_code_prior(args.code_prior, generator, args.model or str(DEFAULT_MODEL), args.quiet)
-                      if args.param == "dgn" else 0.0)
-    if args.param != "dgn" and args.code_prior:
-        raise DgnamError(f"--code-prior applies to --param dgn (a code), not {args.param!r}; drop it")
+    prepared = prepare(args, device, generator=args.steps != 0 and (args.param == "dgn" or bool(args.generator)),
+                       all_units=True, seeded=lambda generator: _seeded(args, generator))
+    model, generator, units = prepared.model, prepared.generator, prepared.units
     out_dir = fresh_out_dir(args.out, model.name)
     result = probe(model, args.layer, units, data=files, generator=generator, param=args.param,
                    restarts=args.restarts, steps=args.steps, seed=args.seed, k=args.k, init=args.init,
                    reading=args.reading,
                    position=args.position, baseline=args.baseline, batch_size=args.batch_size,
                    data_batch_size=args.data_batch_size, device=device, amp=device.type == "cuda" and not args.fp32,
-                   workers=args.workers, progress=not args.quiet, code_prior=code_prior,
-                   code_encoder=load_code_prior_encoder(code_prior > 0 or seeded, generator, device, args.model,
-                                                        model),
-                   fixed_batch=args.fixed_batch, thumbnail_format=args.thumbnails)
-    shipped_generator = "shipped generator (cifar10/generator.pt)"
-    result.settings.update({"command": "probe", "model": args.model or "shipped classifier (cifar10/encoder.pt)",
-                            "model_name": model.name,
-                            "generator": (args.generator or shipped_generator) if generator else None,
+                   workers=args.workers, progress=not args.quiet, code_prior=prepared.code_prior,
+                   code_encoder=prepared.code_encoder, fixed_batch=args.fixed_batch, thumbnail_format=args.thumbnails)
+    result.settings.update({"command": "probe", **prepared.names, "model_name": model.name,
                             "data": args.data, "layout": str(model.layout(args.layer)), **model.preprocessing(),
                             **versions()})
     out_dir = result.save(out_dir, unique=args.out is None)
@@ -154,16 +123,23 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _init(args: argparse.Namespace, generator) -> str:
+def _seeded(args: argparse.Namespace, generator: UpconvGenerator | None) -> bool:
+    """Settle ``--init`` (:func:`_init`) and, with it, the default ``--steps``; whether synthesis is seeded."""
+    args.init = _init(args, generator)
+    seeded = args.init == "data" and args.param == "dgn" and args.steps != 0
+    if args.steps is None:
+        args.steps = SEEDED_STEPS if seeded else PAPER_STEPS
+    return seeded
+
+
+def _init(args: argparse.Namespace, generator: UpconvGenerator | None) -> str:
     """``--init``, or by default ``data`` when the generator can read a seed's code (it names its encoder and
     layer), else ``noise`` with a notice."""
-    can_seed = generator is not None and bool(generator.encoder) and bool(generator.encoder_layer)
     if args.init is not None:
-        if args.init == "data" and args.param == "dgn" and args.steps != 0 and not can_seed:
-            raise DgnamError("--init data reads each seed's code with the generator's encoder, but the generator "
-                             "names none (metadata encoder/encoder_layer); pass --init noise")
+        if args.init == "data" and args.param == "dgn" and args.steps != 0:
+            check_can_seed(generator, "--init data", "pass --init noise")
         return args.init
-    if args.param == "dgn" and args.steps != 0 and not can_seed:
+    if args.param == "dgn" and args.steps != 0 and not can_seed(generator):
         if not args.quiet:
             notice("the generator names no encoder to read seed images with; synthesis starts from noise "
                    "(--init noise silences this)")

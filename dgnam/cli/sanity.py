@@ -11,30 +11,24 @@ import time
 from dgnam.cli import validate as check
 from dgnam.cli.common import (
     DEFAULT_JUDGE,
-    DEFAULT_MODEL,
     add_generator_arg,
     add_layout_arg,
     add_model_args,
+    add_output_args,
     add_synthesis_args,
-    fit_to_generator,
     fresh_out_dir,
-    generator_path,
-    layer_size,
-    load_code_encoder,
-    load_model_from_args,
-    parse_units,
-    recommended_code_prior,
     report_path,
     resolve_device,
     versions,
     write_report,
 )
+from dgnam.cli.prepare import prepare
 from dgnam.engine.param import make_param
 from dgnam.engine.preferred import baseline_transforms, visualize
 from dgnam.errors import DgnamError
 from dgnam.io import write_directory
+from dgnam.nets.model import Model
 from dgnam.nets.zoo import load_model
-from dgnam.prior.generator import load_generator
 from dgnam.sanity.cascade import cascade_markdown, cascading_randomization
 from dgnam.sanity.randomize import cascade_stages
 
@@ -56,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="classifier whose penultimate features measure image similarity (default: the shipped "
                         "robust CIFAR-10 judge)")
     add_synthesis_args(s, restarts=3, restarts_help="images per unit and stage (at least 2)")
+    add_output_args(s)
     s.set_defaults(handler=cmd_sanity, validate=validate)
 
 
@@ -71,19 +66,13 @@ def validate(args: argparse.Namespace) -> None:
 
 def cmd_sanity(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    model = load_model_from_args(args, device)
-    if not any(True for _ in model.parameters()):
-        raise DgnamError(f"{model.name} has no parameters to randomise; pass a trained model")
-    generator = load_generator(generator_path(args.generator), device)
-    fit_to_generator(model, generator, quiet=args.quiet)
-    n_units = layer_size(model, args.layer, device)
-    units = (parse_units(args.units, n_units, of=f"layer {args.layer!r}") if args.units is not None
-             else list(range(min(n_units, 10))))
+    # The code prior reads the code with the generator's own encoder, loaded apart from the target
+    # (own_encoder): randomising the target must not randomise the prior's reader too.
+    run = prepare(args, device, generator=True, tuned=False, own_encoder=True)
+    _randomisable(run.model)
+    model, generator, units, code_prior, code_encoder = (run.model, run.generator, run.units, run.code_prior,
+                                                          run.code_encoder)
     stages = cascade_stages(model, args.layer, args.stages)  # names a layer without parameters below it, early
-    code_prior = recommended_code_prior(args.code_prior, generator)
-    # The code prior reads the code with the generator's own encoder, loaded apart from the target:
-    # randomising the target must not randomise the prior's reader too.
-    code_encoder = load_code_encoder(generator, device) if code_prior else None
     judge = load_model(args.judge or str(DEFAULT_JUDGE), device=device)
     if judge.input_size is None:
         judge.input_size = model.input_size
@@ -108,9 +97,9 @@ def cmd_sanity(args: argparse.Namespace) -> int:
     report = cascade_markdown(result, {m: f"stages_{m}.png" for m in result.methods},
                               f"Cascading randomisation of {model.name}") + \
         f"\n{len(stages)} stages x {len(methods)} methods in {seconds:.0f} s on {device}.\n"
-    manifest = {"settings": {"command": "sanity", "model": report_path(args.model or DEFAULT_MODEL),
+    manifest = {"settings": {"command": "sanity", "model": run.names["model"],
                              "model_name": model.name, "layer": args.layer, "units": units,
-                             "generator": report_path(generator_path(args.generator)), "code_prior": code_prior,
+                             "generator": run.names["generator"], "code_prior": code_prior,
                              "baseline": args.baseline, "judge": report_path(args.judge or DEFAULT_JUDGE),
                              "stages": [{"name": s.name, "layers": list(s.layers)} for s in stages],
                              "steps": args.steps, "restarts": args.restarts, "seed": args.seed,
@@ -127,3 +116,9 @@ def cmd_sanity(args: argparse.Namespace) -> int:
         print(f"{method}: {verdicts}")
     print(f"wrote {', '.join(figures)}, report.md and manifest.json to {out_dir} ({seconds:.0f}s)")
     return 0
+
+
+def _randomisable(model: Model) -> None:
+    """Cascading randomisation re-initialises the model's parameters: it must have some."""
+    if not any(True for _ in model.parameters()):
+        raise DgnamError(f"{model.name} has no parameters to randomise; pass a trained model")

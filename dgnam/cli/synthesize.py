@@ -28,29 +28,22 @@ from PIL import Image
 import dgnam
 from dgnam.cli import validate as check
 from dgnam.cli.common import (
-    DEFAULT_MODEL,
     add_generator_arg,
     add_model_args,
     add_output_args,
+    add_synthesis_args,
     add_unit_args,
-    fit_to_generator,
     fresh_out_dir,
-    generator_path,
     image_files,
-    layer_size,
-    load_code_prior_encoder,
-    load_model_from_args,
-    parse_units,
     print_table,
-    recommended_code_prior,
     resolve_device,
 )
+from dgnam.cli.prepare import Run, check_can_seed, prepare
 from dgnam.cli.validate import activation_target
 from dgnam.engine.objectives import channel, unit
 from dgnam.engine.param import (
     PAPER_STEPS,
     PARAMETRIZATIONS,
-    SEEDED_CODE_PRIOR,
     SEEDED_STEPS,
     Parametrization,
     SeededCode,
@@ -63,7 +56,7 @@ from dgnam.grid import labelled_grid, save_png
 from dgnam.images import load_images, to_rgb
 from dgnam.io import atomic_write_json, publish_directory, staging_directory, writing
 from dgnam.nets.model import Model, eval_mode
-from dgnam.prior.generator import UpconvGenerator, load_generator
+from dgnam.prior.generator import UpconvGenerator
 from dgnam.prior.sampler import load_code_sampler
 from dgnam.scale.accel import speed_up
 from dgnam.scale.distributed import (
@@ -92,10 +85,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_generator_arg(s)
     s.add_argument("--init-sampler", default=None, metavar="SAMPLER",
                    help="start each image from a code sampler's code for its seed (dgn only; default: h ~ N(0, 1))")
-    s.add_argument("--code-prior", type=float, default=None, metavar="EPS",
-                   help="dgn only: add EPS x PPGN's code prior, pulling h towards what the generator's encoder reads "
-                        "from G(h) (fewer blown-out pixels, lower activation); default: the generator's recommended "
-                        "EPS (metadata code_prior); 0: the paper's DGN-AM")
     s.add_argument("--init-data", default=None, metavar="DIR",
                    help="dgn only: image-seeded starts: restart r of a unit starts as its r-th strongest image in DIR "
                         "(at most --data-limit, spread over the folder) and is changed through the prior "
@@ -103,15 +92,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--target", type=activation_target, default=None,
                    help="activation target: push each unit up to 12.5, 1.5x its max or its p99 over --data, no "
                         "further (the remaining steps only keep the code natural)")
-    s.add_argument("--steps", type=int, default=None,
-                   help=f"optimisation steps (default {PAPER_STEPS}, the paper's; {SEEDED_STEPS} with --init-data)")
-    s.add_argument("--restarts", type=int, default=2, help="images per unit (seeds seed, seed+1, ...)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=int, default=64)
+    add_synthesis_args(s, restarts=2, restarts_help="images per unit (seeds seed, seed+1, ...)",
+                       code_prior="the generator's recommended EPS (metadata code_prior)", steps=None,
+                       steps_help=f"optimisation steps (default {PAPER_STEPS}, the paper's; {SEEDED_STEPS} with "
+                                  f"--init-data)")
     s.add_argument("--data", default=None,
                    help="folder of real images: report activations relative to each unit's max on them")
     s.add_argument("--data-limit", type=int, default=2000, help="at most this many real images from --data")
-    add_output_args(s)
+    add_output_args(s, synthesis=True)
     s.set_defaults(handler=cmd_synthesize, validate=validate)
 
     sharded = sub.add_parser("synthesize-sharded", parents=[s], add_help=False,
@@ -135,7 +123,8 @@ def validate(args: argparse.Namespace) -> None:
     check.seed(args.seed, args.restarts)
     if args.units is not None:
         check.unit_ranges(args.units)
-    check.finite(args.code_prior, "--code-prior", minimum=0)
+    check.position_on_spatial_layer(args)
+    check.code_prior_needs_code(args)
     check.existing_file(args.generator, "--generator")
     check.existing_file(args.init_sampler, "--init-sampler")
     if args.init_data is not None:
@@ -163,21 +152,42 @@ def cmd_synthesize_sharded(args: argparse.Namespace) -> int:
 
 @dataclass
 class Plan:
-    """What every process agrees on before synthesising: the validated model, generator, units and
-    parametrisation, the class names (output layer only), the real images of ``--data`` (or None) and
-    the code prior."""
+    """What every process agrees on before synthesising: the prepared ``run`` (model, generator, units, code
+    prior), the parametrisation, the class names (output layer only), the real images of ``--data`` (or
+    None) and the CUDA settings."""
 
-    model: Model
-    generator: UpconvGenerator | None
+    run: Run
     param: Parametrization
-    units: list[int]
     classes: list[str]
     real_images: torch.Tensor | None
     seeded: bool  # --init-data: each row starts from its unit's top real images (SeededCode)
-    code_prior: float
-    code_encoder: Model | None  # the code prior's reader of the code
     amp: bool
     speed: dict[str, bool]  # synthesize-sharded's CUDA speed settings
+
+    @property
+    def model(self) -> Model:
+        """The target model."""
+        return self.run.model
+
+    @property
+    def generator(self) -> UpconvGenerator | None:
+        """The generator (None for pixel or Fourier without ``--generator``)."""
+        return self.run.generator
+
+    @property
+    def units(self) -> list[int]:
+        """The units to synthesise."""
+        return self.run.units
+
+    @property
+    def code_prior(self) -> float:
+        """The code prior's weight."""
+        return self.run.code_prior
+
+    @property
+    def code_encoder(self) -> Model | None:
+        """The code prior's (and seeded starts') reader of the code."""
+        return self.run.code_encoder
 
 
 def run(args: argparse.Namespace, sharded: bool) -> int:
@@ -185,7 +195,7 @@ def run(args: argparse.Namespace, sharded: bool) -> int:
     images into one staging folder, which rank 0 completes with grid.png and manifest.json and renames."""
     start = time.time()
     with process_group(resolve_device(args.device)) as ranks:
-        plan = rank_zero_first(lambda: prepare(args, ranks.device, sharded), ranks)
+        plan = rank_zero_first(lambda: prepare_plan(args, ranks.device, sharded), ranks)
         place = on_every_rank(lambda: _place(args, plan) if ranks.is_main else None, ranks)
         out_dir, staging = broadcast(place, ranks)
         try:
@@ -212,38 +222,26 @@ def run(args: argparse.Namespace, sharded: bool) -> int:
     return 0
 
 
-def prepare(args: argparse.Namespace, device: torch.device, sharded: bool) -> Plan:
+def prepare_plan(args: argparse.Namespace, device: torch.device, sharded: bool) -> Plan:
     """The loading and checks before synthesis, run on every rank (rank 0 first, see the caller)."""
-    model = load_model_from_args(args, device)
-    wants_generator = args.param == "dgn" or args.generator
-    generator = load_generator(generator_path(args.generator), device) if wants_generator else None
-    fit_to_generator(model, generator, quiet=args.quiet)
-    if args.init_data is not None and not (generator.encoder and generator.encoder_layer):
-        raise DgnamError("--init-data needs the generator's encoder and encoder_layer (metadata) to read a seed's "
-                         "code; use a generator trained by dgnam, or drop --init-data")
-    n_units = layer_size(model, args.layer, device)
-    if args.position is not None and args.layer == "output":
-        raise DgnamError("--position applies to conv layers; the model output has no spatial positions")
+    run = prepare(args, device, seeded=lambda generator: _seeded(args, generator))
+    model, generator = run.model, run.generator
     _check_reading(args, model)
-    units = (parse_units(args.units, n_units, of=f"layer {args.layer!r}") if args.units is not None
-             else list(range(min(n_units, 10))))
     real_images = load_images(image_files(Path(args.data), args.data_limit), model.input_size) if args.data else None
     sampler = load_code_sampler(args.init_sampler, device) if args.init_sampler else None
     param = make_param(args.param, generator, model.input_size, sampler)
-    seeded = args.init_data is not None
-    # A seeded run's own code prior was chosen on two targets (SEEDED_CODE_PRIOR), so it applies to any model.
-    code_prior = (SEEDED_CODE_PRIOR if args.code_prior is None else args.code_prior) if seeded else \
-        recommended_code_prior(args.code_prior, generator, args.model or str(DEFAULT_MODEL), args.quiet)
-    if not param.has_prior:  # pixels and Fourier have no code
-        if args.code_prior:
-            raise DgnamError(f"--code-prior applies to --param dgn (a code), not {args.param!r}; drop it")
-        code_prior = 0.0
     speed = speed_up(device, models=[model], generator=generator, channels_last=not args.no_channels_last,
                      compile_generator=args.compile) if sharded else {}
-    encoder = load_code_prior_encoder(code_prior > 0 or seeded, generator, device, args.model, model)
-    return Plan(model, generator, param, units, model.classes if args.layer == "output" else [], real_images, seeded,
-                code_prior, encoder,
+    return Plan(run, param, model.classes if args.layer == "output" else [], real_images, args.init_data is not None,
                 amp=device.type == "cuda" and not args.fp32, speed=speed)
+
+
+def _seeded(args: argparse.Namespace, generator: UpconvGenerator | None) -> bool:
+    """``--init-data``: image-seeded starts, which the generator must be able to read a seed's code for."""
+    if args.init_data is None:
+        return False
+    check_can_seed(generator, "--init-data", "use a generator trained by dgnam, or drop --init-data")
+    return True
 
 
 def _check_reading(args: argparse.Namespace, model: Model) -> None:
@@ -336,8 +334,8 @@ def run_settings(args: argparse.Namespace, plan: Plan, device: torch.device, sec
                  engine: dict | None) -> dict[str, Any]:
     """The manifest's ``settings``: everything that reproduces the run."""
     generator = plan.generator
-    return {"command": args.command, "model": args.model or str(DEFAULT_MODEL), "model_name": plan.model.name,
-            "generator": generator_path(args.generator) if generator else None,
+    return {"command": args.command, "model": plan.run.names["model"], "model_name": plan.model.name,
+            "generator": plan.run.names["generator"],
             "generator_metadata": generator.metadata if generator else None,
             "layer": args.layer, "layout": str(plan.model.layout(args.layer)), "units": plan.units,
             "position": list(args.position) if args.position else None, "token": args.token,

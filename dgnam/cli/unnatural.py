@@ -13,24 +13,20 @@ from dgnam.cli.common import (
     DEFAULT_JUDGE,
     add_generator_arg,
     add_model_args,
+    add_output_args,
     add_synthesis_args,
-    fit_to_generator,
     fresh_out_dir,
-    generator_path,
-    load_code_encoder,
-    load_model_from_args,
     markdown_table,
-    recommended_code_prior,
     report_path,
     resolve_device,
     versions,
     write_report,
 )
+from dgnam.cli.prepare import prepare
 from dgnam.engine.param import make_param
 from dgnam.engine.preferred import visualize
 from dgnam.io import shipped, write_directory
 from dgnam.nets.zoo import load_model
-from dgnam.prior.generator import load_generator
 from dgnam.sanity.unnatural import check_scorers, class_pairs, score_unnatural
 from dgnam.sanity.variants import VARIANTS
 
@@ -52,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "robust CIFAR-10 judge)")
     add_generator_arg(s)
     add_synthesis_args(s, restarts=10, restarts_help="images per class")
+    add_output_args(s)
     s.set_defaults(handler=cmd_unnatural, validate=validate)
 
 
@@ -65,17 +62,16 @@ def validate(args: argparse.Namespace) -> None:
 
 def cmd_unnatural(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    model = load_model_from_args(args, device)
+    # The generator's recommended code prior applies to any target here (tuned=False), read by the generator's own
+    # encoder loaded apart from the target; --quiet hides the progress only, not the image-size notice.
+    run = prepare(args, device, generator=True, units=None, tuned=False, own_encoder=True, quiet=False)
+    model, generator, code_prior, code_encoder = run.model, run.generator, run.code_prior, run.code_encoder
     pairs = class_pairs(model.classes, args.variant)
     detector = load_model(args.detector, device=device)
     judge = load_model(args.judge, device=device)
     check_scorers(pairs, args.variant, detector, judge.classes)
-    generator = load_generator(generator_path(args.generator), device)
-    fit_to_generator(model, generator)
     for other in (detector, judge):
         other.input_size = other.input_size or model.input_size
-    code_prior = recommended_code_prior(args.code_prior, generator)
-    code_encoder = load_code_encoder(generator, device) if code_prior else None
     out_dir = fresh_out_dir(args.out, f"unnatural-{model.name}")
 
     start = time.time()
@@ -96,7 +92,7 @@ def cmd_unnatural(args: argparse.Namespace) -> int:
                   f"{100 * float(scores.judge_undone[i].float().mean()):.0f}%"] for i, name in enumerate(pairs.names)]
     report = "\n\n".join([
         f"# Natural and `{args.variant}` classes of {model.name}",
-        f"DGN-AM through `{report_path(generator_path(args.generator))}` (code prior {code_prior:g}), "
+        f"DGN-AM through `{run.names['generator']}` (code prior {code_prior:g}), "
         f"{args.steps} steps, {args.restarts} images per class, seed {args.seed}; {seconds:.0f} s on {device}. "
         f"The classifier's test accuracy on its {len(model.classes)} classes: {_percent(model_acc)}; "
         f"the detector's on real natural and modified test images: {_percent(detector_acc)}.",
@@ -108,9 +104,9 @@ def cmd_unnatural(args: argparse.Namespace) -> int:
         "![rows: classes; columns: natural-class image, modified-class image, modified-class image "
         "undone](classes.png)",
     ]) + "\n"
-    manifest = {"settings": {"command": "unnatural", "model": report_path(args.model), "variant": args.variant,
+    manifest = {"settings": {"command": "unnatural", "model": run.names["model"], "variant": args.variant,
                              "detector": report_path(args.detector), "judge": report_path(args.judge),
-                             "generator": report_path(generator_path(args.generator)),
+                             "generator": run.names["generator"],
                              "code_prior": code_prior, "steps": args.steps, "restarts": args.restarts,
                              "seed": args.seed, "device": str(device), "seconds": round(seconds, 1), **versions(),
                              "engine": result.settings},

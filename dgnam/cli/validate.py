@@ -243,10 +243,24 @@ def synthesis_args(args: argparse.Namespace, min_restarts: int = 1, why: str = "
     at_least(args, 1, "--steps", "--batch-size")
     at_least(args, min_restarts, "--restarts", why=why)
     seed(args.seed, args.restarts)
-    finite(args.code_prior, "--code-prior", minimum=0)
+    code_prior_needs_code(args)
     existing_file(args.generator, "--generator")
     synthesis_size(args)
     output(args.out)
+
+
+def position_on_spatial_layer(args: argparse.Namespace) -> None:
+    """``--position`` reads a conv, channels-last or token layer: the model output has no positions."""
+    if getattr(args, "position", None) is not None and getattr(args, "layer", "output") == "output":
+        raise DgnamError("--position applies to conv layers; the model output has no spatial positions")
+
+
+def code_prior_needs_code(args: argparse.Namespace) -> None:
+    """``--code-prior`` (finite, >= 0) weighs a prior on the generator's code: only ``--param dgn`` has one."""
+    finite(args.code_prior, "--code-prior", minimum=0)
+    param = getattr(args, "param", "dgn")
+    if param != "dgn" and args.code_prior:
+        raise DgnamError(f"--code-prior applies to --param dgn (a code), not {param!r}; drop it")
 
 
 def _dest(flag: str) -> str:

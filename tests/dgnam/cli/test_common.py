@@ -2,7 +2,7 @@
 
 import pytest
 
-from dgnam.cli.common import DEFAULT_MODEL, fresh_out_dir, recommended_code_prior, resolve_shipped
+from dgnam.cli.common import DEFAULT_MODEL, fresh_out_dir, model_report_name, recommended_code_prior, resolve_shipped
 from dgnam.errors import DgnamError
 
 from helpers import tiny_generator
@@ -36,3 +36,11 @@ def test_out_dir_must_be_new_or_empty_and_shipped_paths_resolve(tmp_path, monkey
     assert resolve_shipped("checkpoints/cifar10/encoder.pt") == str(DEFAULT_MODEL)
     assert resolve_shipped("torchvision:alexnet") == "torchvision:alexnet"
     assert resolve_shipped("elsewhere/encoder.pt") == "elsewhere/encoder.pt"
+
+
+def test_manifests_name_models_one_way(tmp_path):
+    """The shipped classifier (the default) and any shipped file as ``shipped:<path>``; anything else as given."""
+    assert model_report_name(None) == "shipped:cifar10/encoder.pt"
+    assert model_report_name(str(DEFAULT_MODEL)) == "shipped:cifar10/encoder.pt"
+    assert model_report_name("torchvision:alexnet") == "torchvision:alexnet"
+    assert model_report_name("nets/mine.py:make") == "nets/mine.py:make"
