@@ -25,6 +25,7 @@ from dgnam.cli.common import (
     image_files,
     load_code_prior_encoder,
     load_model_from_args,
+    model_report_name,
     recommended_code_prior,
     resolve_device,
     resolve_shipped,
@@ -233,7 +234,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         images, captions = ev.grid()
         save_png(labelled_grid(images, captions, ncol=len(classes)), staging / "grid.png")
         atomic_write_text(ev.to_markdown() + "\n![methods x classes](grid.png)\n", staging / "report.md")
-        results = {"target": args.model or "shipped encoder", "judges": judge_paths, "data": args.data,
+        results = {"target": model_report_name(args.model), "judges": [model_report_name(j) for j in judge_paths],
+                   "data": args.data,
                    "restarts": args.restarts, "steps": ev.steps, "seed": args.seed, "code_prior": args.code_prior,
                    "judge_accuracy": ev.judge_accuracy, "judge_pgd": ev.judge_pgd,
                    "real": dataclasses.asdict(ev.real),
