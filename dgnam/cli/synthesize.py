@@ -164,31 +164,6 @@ class Plan:
     amp: bool
     speed: dict[str, bool]  # synthesize-sharded's CUDA speed settings
 
-    @property
-    def model(self) -> Model:
-        """The target model."""
-        return self.run.model
-
-    @property
-    def generator(self) -> UpconvGenerator | None:
-        """The generator (None for pixel or Fourier without ``--generator``)."""
-        return self.run.generator
-
-    @property
-    def units(self) -> list[int]:
-        """The units to synthesise."""
-        return self.run.units
-
-    @property
-    def code_prior(self) -> float:
-        """The code prior's weight."""
-        return self.run.code_prior
-
-    @property
-    def code_encoder(self) -> Model | None:
-        """The code prior's (and seeded starts') reader of the code."""
-        return self.run.code_encoder
-
 
 def run(args: argparse.Namespace, sharded: bool) -> int:
     """Synthesise ``args``' units on every process torchrun started (one, launched plainly), each writing its
@@ -199,7 +174,7 @@ def run(args: argparse.Namespace, sharded: bool) -> int:
         place = on_every_rank(lambda: _place(args, plan) if ranks.is_main else None, ranks)
         out_dir, staging = broadcast(place, ranks)
         try:
-            mine = shard(plan.units, ranks)
+            mine = shard(plan.run.units, ranks)
             done = on_every_rank(lambda: synthesize_units(args, plan, mine, out_dir, staging, ranks.device,
                                                           progress=not args.quiet and ranks.is_main), ranks)
             runs = all_gather(done, ranks)  # every rank's images are on disk once this returns
@@ -258,7 +233,7 @@ def _check_reading(args: argparse.Namespace, model: Model) -> None:
 
 def _place(args: argparse.Namespace, plan: Plan) -> tuple[Path, Path]:
     """Rank 0: the final folder and a hidden sibling every rank writes into (renamed when complete)."""
-    out_dir = fresh_out_dir(args.out, plan.model.name).resolve()
+    out_dir = fresh_out_dir(args.out, plan.run.model.name).resolve()
     return out_dir, staging_directory(out_dir)
 
 
@@ -270,12 +245,12 @@ def synthesize_units(args: argparse.Namespace, plan: Plan, units: list[int], out
     real_values = _real_values(args, plan, units, device) if plan.real_images is not None else None
     param = _seeded_param(args, plan, real_values) if plan.seeded else plan.param
     target = args.target.levels(real_values) if args.target is not None else None
-    result = visualize(plan.model, units, layer=args.layer, generator=plan.generator, param=param,
+    result = visualize(plan.run.model, units, layer=args.layer, generator=plan.run.generator, param=param,
                        restarts=args.restarts, seed=args.seed, steps=args.steps, position=args.position,
                        token=args.token, spatial_mean=args.spatial_mean,
                        transforms=[] if plan.param.has_prior else baseline_transforms(), batch_size=args.batch_size,
                        device=device, amp=plan.amp, progress=progress, unit_names=plan.classes or None,
-                       fixed_batch=args.fixed_batch, code_prior=plan.code_prior, code_encoder=plan.code_encoder,
+                       fixed_batch=args.fixed_batch, code_prior=plan.run.code_prior, code_encoder=plan.run.code_encoder,
                        target=target)
     relative = _relative_to_real(units, result, real_values) if real_values is not None else None
     entries = [manifest_entry(args.layer, result, i, relative) for i in range(len(result))]
@@ -287,13 +262,13 @@ def synthesize_units(args: argparse.Namespace, plan: Plan, units: list[int], out
 
 def _real_values(args: argparse.Namespace, plan: Plan, units: list[int], device: torch.device) -> torch.Tensor:
     """(N, U): what the objective maximises (each unit as it is read) on each real image of ``--data``."""
-    objective = (channel(args.layer, units, model=plan.model) if args.spatial_mean else
-                 unit(args.layer, units, model=plan.model, position=args.position, token=args.token))
+    objective = (channel(args.layer, units, model=plan.run.model) if args.spatial_mean else
+                 unit(args.layer, units, model=plan.run.model, position=args.position, token=args.token))
     out = []
-    with torch.no_grad(), eval_mode(plan.model):
+    with torch.no_grad(), eval_mode(plan.run.model):
         for start in range(0, len(plan.real_images), args.batch_size):
             batch = plan.real_images[start:start + args.batch_size].to(device)
-            act = plan.model.run(batch, [args.layer])[args.layer]
+            act = plan.run.model.run(batch, [args.layer])[args.layer]
             out.append(objective.read_all(act).cpu())
     return torch.cat(out)
 
@@ -304,11 +279,11 @@ def _seeded_param(args: argparse.Namespace, plan: Plan, real_values: torch.Tenso
         raise DgnamError(f"--init-data has {len(real_values)} readable image(s) but --restarts is {args.restarts}; "
                          f"lower --restarts or add images")
     top = real_values.topk(args.restarts, dim=0).indices.T.flatten()  # unit-major, as visualize orders rows
-    size = plan.generator.image_size
+    size = plan.run.generator.image_size
     seeds = plan.real_images[top]
     if seeds.shape[-1] != size:
         seeds = F.interpolate(seeds, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return SeededCode(plan.generator, seeds.clamp(0, 1), plan.code_encoder, bound_k=plan.param.bound_k)
+    return SeededCode(plan.run.generator, seeds.clamp(0, 1), plan.run.code_encoder, bound_k=plan.param.bound_k)
 
 
 def _relative_to_real(units: list[int], result: Result, real_values: torch.Tensor) -> list[float | None]:
@@ -333,17 +308,17 @@ def manifest_entry(layer: str, result: Result, i: int, relative: list[float | No
 def run_settings(args: argparse.Namespace, plan: Plan, device: torch.device, seconds: float,
                  engine: dict | None) -> dict[str, Any]:
     """The manifest's ``settings``: everything that reproduces the run."""
-    generator = plan.generator
-    return {"command": args.command, "model": plan.run.names["model"], "model_name": plan.model.name,
+    generator = plan.run.generator
+    return {"command": args.command, "model": plan.run.names["model"], "model_name": plan.run.model.name,
             "generator": plan.run.names["generator"],
             "generator_metadata": generator.metadata if generator else None,
-            "layer": args.layer, "layout": str(plan.model.layout(args.layer)), "units": plan.units,
+            "layer": args.layer, "layout": str(plan.run.model.layout(args.layer)), "units": plan.run.units,
             "position": list(args.position) if args.position else None, "token": args.token,
             "spatial_mean": args.spatial_mean,
             "param": args.param, "init_sampler": args.init_sampler, "init_data": args.init_data,
-            "target": str(args.target) if args.target is not None else None, "code_prior": plan.code_prior,
+            "target": str(args.target) if args.target is not None else None, "code_prior": plan.run.code_prior,
             "steps": args.steps, "restarts": args.restarts, "seed": args.seed, "batch_size": args.batch_size,
-            "fixed_batch": args.fixed_batch, "device": str(device), **plan.model.preprocessing(),
+            "fixed_batch": args.fixed_batch, "device": str(device), **plan.run.model.preprocessing(),
             "generator_image_size": generator.image_size if generator else None, "data": args.data,
             "dgnam_version": dgnam.__version__, "torch_version": torch.__version__, "seconds": round(seconds, 2),
             "engine": engine}
@@ -363,7 +338,7 @@ def publish(args: argparse.Namespace, plan: Plan, runs: list[dict[str, Any]], ou
         # PNGs hold the images rounded to 8 bits, which is also all the grid keeps of them.
         images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 255
         captions = [f"{e['label']} {e['activation']:.1f}" for e in shown]
-        ncol = args.restarts * min(len(plan.units), max(1, 10 // args.restarts))
+        ncol = args.restarts * min(len(plan.run.units), max(1, 10 // args.restarts))
         save_png(labelled_grid(images, captions, ncol=ncol), staging / "grid.png")
         settings = run_settings(args, plan, device, seconds,
                                 engine=next((run["engine"] for run in runs if run["engine"] is not None), None))
