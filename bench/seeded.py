@@ -18,7 +18,7 @@ import torch
 
 import dgnam
 from dgnam.cli.common import DEFAULT_GENERATOR, DEFAULT_MODEL, image_files, load_images
-from dgnam.engine.param import SEEDED_CODE_PRIOR, SeededCode
+from dgnam.engine.param import SEEDED_CODE_PRIOR, SeededCode, top_images
 
 
 def main() -> None:
@@ -36,8 +36,7 @@ def main() -> None:
     units = list(range(args.units))
     with torch.no_grad():
         logits = net(pool)[:, units]
-    top = logits.topk(args.restarts, dim=0).indices.T.flatten()  # unit-major, as visualize orders rows
-    seeds = pool[top]
+    seeds = top_images(pool, logits, args.restarts, "lower --restarts or raise --pool")
     eps = float(G.metadata.get("code_prior", 0.0))
 
     def seeded() -> dgnam.Result:

@@ -24,7 +24,7 @@ from dgnam.cli.common import (
     versions,
 )
 from dgnam.cli.prepare import can_seed, check_can_seed, prepare
-from dgnam.engine.param import PAPER_STEPS, PARAMETRIZATIONS, SEEDED_STEPS
+from dgnam.engine.param import PAPER_STEPS, PARAMETRIZATIONS, SEEDED_STEPS, default_steps
 from dgnam.errors import DgnamError
 from dgnam.examples.probe import Probe, probe
 from dgnam.examples.topk import READINGS, RESERVOIR
@@ -128,7 +128,7 @@ def _seeded(args: argparse.Namespace, generator: UpconvGenerator | None) -> bool
     args.init = _init(args, generator)
     seeded = args.init == "data" and args.param == "dgn" and args.steps != 0
     if args.steps is None:
-        args.steps = SEEDED_STEPS if seeded else PAPER_STEPS
+        args.steps = default_steps(seeded)
     return seeded
 
 

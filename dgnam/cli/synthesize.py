@@ -47,7 +47,9 @@ from dgnam.engine.param import (
     SEEDED_STEPS,
     Parametrization,
     SeededCode,
+    default_steps,
     make_param,
+    top_images,
 )
 from dgnam.engine.preferred import baseline_transforms, visualize
 from dgnam.engine.render import Result
@@ -117,7 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def validate(args: argparse.Namespace) -> None:
     """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
     if args.steps is None:  # the start's own default: seeded runs stay near their seeds in few steps
-        args.steps = SEEDED_STEPS if args.init_data is not None else PAPER_STEPS
+        args.steps = default_steps(args.init_data is not None)
     check.model_args(args)
     check.at_least(args, 1, "--steps", "--restarts", "--batch-size", "--data-limit")
     check.seed(args.seed, args.restarts)
@@ -275,12 +277,8 @@ def _real_values(args: argparse.Namespace, plan: Plan, units: list[int], device:
 
 def _seeded_param(args: argparse.Namespace, plan: Plan, real_values: torch.Tensor) -> SeededCode:
     """Image-seeded starts: restart r of unit u starts as the real image with u's r-th highest value."""
-    if len(real_values) < args.restarts:
-        raise DgnamError(f"--init-data has {len(real_values)} readable image(s) but --restarts is {args.restarts}; "
-                         f"lower --restarts or add images")
-    top = real_values.topk(args.restarts, dim=0).indices.T.flatten()  # unit-major, as visualize orders rows
+    seeds = top_images(plan.real_images, real_values, args.restarts, "lower --restarts or add images to --init-data")
     size = plan.run.generator.image_size
-    seeds = plan.real_images[top]
     if seeds.shape[-1] != size:
         seeds = F.interpolate(seeds, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return SeededCode(plan.run.generator, seeds.clamp(0, 1), plan.run.code_encoder, bound_k=plan.param.bound_k)

@@ -235,48 +235,30 @@ class Unit(LayerObjective):
                  position: tuple[int, int] | torch.Tensor | None = None, token: int | str | None = None,
                  layout: str | Layout | None = None) -> None:
         super().__init__(layer, index, model, layout)
-        # One (row, column) for every row, or (N, 2) per row: e.g. where each seed image peaks.
-        self.positions = None
-        if isinstance(position, torch.Tensor) and position.ndim == 2:
-            if position.shape[1] != 2 or self.index.ndim != 1 or len(position) != len(self.index):
-                raise DgnamError(f"per-row positions must be (rows, 2), one per unit row; got {tuple(position.shape)} "
-                                 f"for {self.n_rows or 1} row(s)")
-            self.positions, position = position.long(), None
-        self.position = tuple(int(p) for p in position) if position is not None else None
+        # One (row, column) for every row, or a (rows, 2) tensor, one per row: e.g. where each seed image peaks.
+        per_row = isinstance(position, torch.Tensor) and position.ndim == 2
+        if per_row and (position.shape[1] != 2 or self.index.ndim != 1 or len(position) != len(self.index)):
+            raise DgnamError(f"per-row positions must be (rows, 2), one per unit row; got {tuple(position.shape)} "
+                             f"for {self.n_rows or 1} row(s)")
+        self.position = (position.long() if per_row else tuple(int(p) for p in position)) if position is not None \
+            else None
         if token is not None and not (token in ("cls", "mean") or isinstance(token, int)):
             raise DgnamError(f"token must be an index, 'cls' or 'mean', got {token!r}")
         self.token = token
-        self.name = (f"{layer}:{_index_name(self.index)}" + (f"@{self.position}" if self.position else "")
-                     + ("@[per-row]" if self.positions is not None else "")
+        self.name = (f"{layer}:{_index_name(self.index)}"
+                     + ("@[per-row]" if per_row else f"@{self.position}" if self.position else "")
                      + (f"@token={token}" if token is not None else ""))
 
     def __call__(self, acts: Activations) -> torch.Tensor:
         kind = "unit" if self._layout(self._activation(acts)).kind in ("units", "tokens") else "channel"
-        if self.positions is not None:
-            return self._read_per_row(self._activation(acts), kind)
         return self._read(acts, kind, **self._where(self._activation(acts)))
-
-    def _read_per_row(self, act: torch.Tensor, what: str) -> torch.Tensor:
-        """(B,) row i's unit at row i's own position of the layer's map."""
-        if self.token is not None:
-            raise DgnamError("give per-row positions or a token, not both")
-        spatial = self._layout(act).as_map(act)
-        self._check_range(spatial.shape[1], what)
-        h, w = spatial.shape[-2:]
-        y, x = self.positions[:, 0].to(act.device), self.positions[:, 1].to(act.device)
-        if len(y) != len(act):
-            raise DgnamError(f"objective has {len(y)} per-row positions but the batch has {len(act)} rows")
-        if not bool(((y >= 0) & (y < h) & (x >= 0) & (x < w)).all()):
-            raise DgnamError(f"a per-row position is outside layer {self.layer!r}'s {h}x{w} map")
-        return spatial[torch.arange(len(act), device=act.device), self._rows(len(act), act.device), y, x]
 
     def take(self, rows: torch.Tensor) -> Objective:
         taken = super().take(rows)
-        return taken if self.positions is None else taken._copy(positions=self.positions[rows.cpu()])
+        per_row = isinstance(self.position, torch.Tensor)
+        return taken._copy(position=self.position[rows.cpu()]) if per_row else taken
 
     def _where(self, act: torch.Tensor) -> dict:
-        if self.positions is not None:
-            raise DgnamError("read_all reads every unit at one place; this objective has per-row positions")
         return {"position": self.position, "token": self.token}
 
 
@@ -289,11 +271,7 @@ class Channel(LayerObjective):
         self.name = f"{layer}:{_index_name(self.index)}(mean)"
 
     def __call__(self, acts: Activations) -> torch.Tensor:
-        act = self._activation(acts)
-        if self._layout(act).kind == "units":
-            raise DgnamError(f"channel() needs a spatial or token layer; {self.layer!r} has shape "
-                             f"{tuple(act.shape[1:])}, use unit() instead")
-        return self._read(acts, "channel", mean=True)
+        return self._read(acts, "channel", **self._where(self._activation(acts)))
 
     def _where(self, act: torch.Tensor) -> dict:
         if self._layout(act).kind == "units":

@@ -19,9 +19,10 @@ from torch import nn
 from dgnam import checks
 from dgnam.engine.optim import Adam, NormalizedAscent, Optimizer
 from dgnam.errors import DgnamError
-from dgnam.nets.model import as_model, eval_mode
+from dgnam.nets.model import as_model
 from dgnam.prior.generator import UpconvGenerator
 from dgnam.prior.sampler import CodeSampler
+from dgnam.prior.stats import encode_all
 
 # Mean of a_i = mean_i + 3 std_i over CaffeNet's fc6 units (Nguyen et al. 2016: bounds 3-17, mean ~12).
 PAPER_FC6_MEAN_BOUND = 12.0
@@ -290,10 +291,8 @@ class SeededCode(GeneratorCode):
 
     def seed_codes(self, images: torch.Tensor) -> torch.Tensor:
         """(N, D) the codes the encoder reads from ``images``: where each row's ascent starts."""
-        encoder = as_model(self.encoder)
         layer = self.generator.encoder_layer
-        with torch.no_grad(), eval_mode(encoder):
-            codes = encoder.run(images, [layer])[layer].flatten(1).float()
+        codes = encode_all(as_model(self.encoder), layer, images).float()
         if codes.shape[1] != self.generator.code_dim:
             raise DgnamError(f"the encoder's {layer!r} has {codes.shape[1]} values but the generator's code has "
                              f"{self.generator.code_dim}; pass the encoder the generator inverts")
@@ -402,6 +401,21 @@ class Fourier(Parametrization):
 
     def describe(self) -> dict:
         return {"param": "Fourier", "image_size": self.image_size}
+
+
+def top_images(pool: torch.Tensor, values: torch.Tensor, restarts: int, fix: str) -> torch.Tensor:
+    """Seed images, unit-major as :func:`~dgnam.engine.preferred.visualize` orders rows: for each unit (column of
+    ``values``, (N, U) over the ``pool``'s N images), its ``restarts`` highest images, highest first.
+    ``fix``: what the one-line error offers when the pool has fewer images than restarts."""
+    if len(pool) < restarts:
+        raise DgnamError(f"seeded starts need at least {restarts} real image(s) but got {len(pool)}; {fix}")
+    return pool[values.topk(restarts, dim=0).indices.T.flatten()]
+
+
+def default_steps(seeded: bool) -> int:
+    """The steps a DGN-AM run takes unless told otherwise: a seeded start's (:class:`SeededCode`) or the
+    paper's, for callers that must size a run before its parametrisation exists."""
+    return SeededCode.default_steps if seeded else Parametrization.default_steps
 
 
 #: The parametrisations by the name users give them (``--param``).

@@ -154,7 +154,7 @@ def accentuate(model: nn.Module | Model, images: torch.Tensor, units: Sequence[i
     if not units:
         raise DgnamError("no units given; pass at least one unit index")
     seeds = images.repeat(len(units), 1, 1, 1)  # row order of visualize: each unit's rows, one per image
-    param = SeededCode(generator, seeds, code_encoder, **({"bound_k": bound_k} if bound_k is not None else {}))
+    param = SeededCode(generator, seeds, code_encoder, bound_k=bound_k)
     result = visualize(model, units, layer=layer, generator=generator, param=param, restarts=len(images), steps=steps,
                        position=position, spatial_mean=spatial_mean, token=token, layout=layout, optimizer=optimizer,
                        batch_size=batch_size, device=device, amp=amp, progress=progress, unit_names=unit_names,

@@ -19,7 +19,7 @@ import torch
 
 from dgnam.engine.objectives import capped, class_logit, total_variation
 from dgnam.engine.optim import NormalizedAscent, Optimizer
-from dgnam.engine.param import SEEDED_CODE_PRIOR, GeneratorCode, Parametrization, SeededCode, make_param
+from dgnam.engine.param import SEEDED_CODE_PRIOR, GeneratorCode, Parametrization, SeededCode, make_param, top_images
 from dgnam.engine.preferred import add_code_prior, check_code_prior
 from dgnam.engine.render import Result, synthesize
 from dgnam.engine.transforms import GaussianBlur, Jitter
@@ -153,11 +153,8 @@ def top_seed_images(target: Model, pool: torch.Tensor, n_classes: int, restarts:
                     device) -> torch.Tensor:
     """(n_classes * restarts, 3, H, W), class-major: for class c, the ``restarts`` images of ``pool`` with the
     highest class-c logit, highest first (a class's seeds differ as its restarts do)."""
-    if len(pool) < restarts:
-        raise DgnamError(f"seeded starts need at least {restarts} real train images, got {len(pool)}; "
-                         f"raise --real-limit or lower --restarts")
     logits = predict_logits(target, pool, batch_size, device)[:, :n_classes]
-    return pool[logits.topk(restarts, dim=0).indices.T.flatten()]
+    return top_images(pool, logits, restarts, "raise --real-limit or lower --restarts")
 
 
 @dataclass

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from dgnam import checks
-from dgnam.engine.param import PAPER_STEPS, SEEDED_STEPS, GeneratorCode, Parametrization, SeededCode, make_param
+from dgnam.engine.param import GeneratorCode, Parametrization, SeededCode, default_steps, make_param
 from dgnam.engine.preferred import baseline_transforms, visualize
 from dgnam.engine.render import Result
 from dgnam.errors import DgnamError
@@ -306,7 +306,7 @@ def probe(model: nn.Module | Model, layer: str = OUTPUT, units: Sequence[int] | 
     checks.seed(seed, restarts)
     seeded = _seeded(param, restarts, steps, k, init, code_encoder)
     if steps is None:
-        steps = SEEDED_STEPS if seeded else PAPER_STEPS
+        steps = default_steps(seeded)
     params = _parametrizations(model, param, baseline, generator, units, restarts, steps, batch_size, device)
     examples = dataset_examples(model, layer, data, units, k=k, reading=reading, position=position,
                                 batch_size=data_batch_size, device=device, workers=workers, limit=limit,

@@ -111,14 +111,14 @@ class Layout:
         self.check(tuple(act.shape[1:]), layer)
         return act if self.kind in ("units", "conv") else self.as_map(act)
 
-    def read(self, act: torch.Tensor, position: tuple[int, int] | None = None, token: int | str | None = None,
-             mean: bool = False, layer: str = "") -> torch.Tensor:
+    def read(self, act: torch.Tensor, position: tuple[int, int] | torch.Tensor | None = None,
+             token: int | str | None = None, mean: bool = False, layer: str = "") -> torch.Tensor:
         """(B, U) value of every unit, read where the objective asks.
 
-        ``units``: as they are. ``conv``/``channels_last``: at ``position`` (default: the centre) or the spatial
-        mean (``mean``). ``tokens``: at ``token`` (an index or ``"cls"``), at ``position`` of the patch grid,
-        the mean over patch tokens (``mean`` or ``token="mean"``), by default the CLS token when there is one
-        and the patch mean otherwise.
+        ``units``: as they are. ``conv``/``channels_last``: at ``position`` (default: the centre; a (B, 2)
+        tensor: one position per row) or the spatial mean (``mean``). ``tokens``: at ``token`` (an index or
+        ``"cls"``), at ``position`` of the patch grid, the mean over patch tokens (``mean`` or
+        ``token="mean"``), by default the CLS token when there is one and the patch mean otherwise.
         """
         self.check(tuple(act.shape[1:]), layer)
         if self.kind == "units":
@@ -154,10 +154,24 @@ class Layout:
             return reduce(self.as_map(act), "b c h w -> b c", "mean")
         spatial = self.as_map(act)
         h, w = spatial.shape[-2:]
+        if isinstance(position, torch.Tensor):
+            return self._read_per_row(spatial, position, layer)
         y, x = position if position is not None else (h // 2, w // 2)
         if not (0 <= y < h and 0 <= x < w):
             raise DgnamError(f"position ({y}, {x}) is outside layer {layer!r}'s {h}x{w} map; use 0-{h - 1}, 0-{w - 1}")
         return spatial[:, :, y, x]
+
+    @staticmethod
+    def _read_per_row(spatial: torch.Tensor, position: torch.Tensor, layer: str) -> torch.Tensor:
+        """(B, C): row i of ``spatial`` (B, C, H, W) at its own (row, column) ``position[i]``."""
+        h, w = spatial.shape[-2:]
+        if position.shape != (len(spatial), 2):
+            raise DgnamError(f"per-row positions have shape {tuple(position.shape)} but the batch has {len(spatial)} "
+                             f"rows; give one (row, column) per row")
+        y, x = position.to(spatial.device).long().unbind(1)
+        if not bool(((y >= 0) & (y < h) & (x >= 0) & (x < w)).all()):
+            raise DgnamError(f"a per-row position is outside layer {layer!r}'s {h}x{w} map; use 0-{h - 1}, 0-{w - 1}")
+        return spatial[torch.arange(len(spatial), device=spatial.device), :, y, x]
 
 
 UNITS, CONV, CHANNELS_LAST, OTHER = Layout("units"), Layout("conv"), Layout("channels_last"), Layout("other")
