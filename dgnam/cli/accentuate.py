@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-import dgnam
 from dgnam.cli import validate as check
 from dgnam.cli.common import (
     add_batch_size_arg,
@@ -27,6 +26,7 @@ from dgnam.cli.common import (
     fresh_out_dir,
     print_table,
     resolve_device,
+    versions,
 )
 from dgnam.cli.prepare import check_can_seed, prepare
 from dgnam.engine.param import SEEDED_CODE_PRIOR, SEEDED_STEPS
@@ -72,7 +72,7 @@ def validate(args: argparse.Namespace) -> None:
 def cmd_accentuate(args: argparse.Namespace) -> int:
     start = time.time()
     device = resolve_device(args.device)
-    run = prepare(args, device, generator=True, seeded=lambda generator: _can_read_images(generator))
+    run = prepare(args, device, generator=True, seeded=_can_read_images)
     model, generator, units, code_prior, encoder = run.model, run.generator, run.units, run.code_prior, run.code_encoder
     files = [Path(f) for f in args.images]
     images = load_images(files, generator.image_size)
@@ -92,7 +92,7 @@ def cmd_accentuate(args: argparse.Namespace) -> int:
                 "layout": str(model.layout(args.layer)), "position": list(args.position) if args.position else None,
                 "token": args.token, "spatial_mean": args.spatial_mean, "code_prior": code_prior,
                 "target": args.target, "steps": args.steps, "device": str(device), **model.preprocessing(),
-                "dgnam_version": dgnam.__version__, "torch_version": torch.__version__,
+                **versions(),
                 "seconds": round(result.seconds, 2), "engine": result.settings}
 
     def write(staging: Path) -> None:

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import dgnam
 from dgnam.cli import validate as check
 from dgnam.cli.common import (
     add_generator_arg,
@@ -37,6 +36,7 @@ from dgnam.cli.common import (
     image_files,
     print_table,
     resolve_device,
+    versions,
 )
 from dgnam.cli.prepare import Run, check_can_seed, prepare
 from dgnam.cli.validate import activation_target
@@ -318,7 +318,7 @@ def run_settings(args: argparse.Namespace, plan: Plan, device: torch.device, sec
             "steps": args.steps, "restarts": args.restarts, "seed": args.seed, "batch_size": args.batch_size,
             "fixed_batch": args.fixed_batch, "device": str(device), **plan.run.model.preprocessing(),
             "generator_image_size": generator.image_size if generator else None, "data": args.data,
-            "dgnam_version": dgnam.__version__, "torch_version": torch.__version__, "seconds": round(seconds, 2),
+            **versions(), "seconds": round(seconds, 2),
             "engine": engine}
 
 
