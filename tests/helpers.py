@@ -4,6 +4,7 @@ them one way, ``from helpers import ...``: pyproject's ``pythonpath`` puts tests
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -200,6 +201,12 @@ def ecosystem_model(name: str, tmp_path):
     if not path.exists():
         path.write_text(ECOSYSTEM_MODELS)
     return load_model(f"{path}:{name}")
+
+
+def as_from_a_terminal() -> None:
+    """``preexec_fn`` of a command a test interrupts: SIGINT back to its default, as a terminal's command has it.
+    A shell that starts the suite in the background ignores SIGINT there, and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(*args, cwd=None):

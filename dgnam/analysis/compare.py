@@ -26,12 +26,14 @@ from dgnam.engine.param import Parametrization
 from dgnam.engine.render import Result, synthesize
 from dgnam.errors import DgnamError
 from dgnam.grid import labelled_grid, save_png
+from dgnam.markdown import markdown_table
 from dgnam.nets.model import OUTPUT, Model, as_model, eval_mode
 
 # (weight of A's class logit, weight of B's class logit) of each kind of class image.
 KIND_WEIGHTS: dict[str, tuple[float, float]] = {"A": (1.0, 0.0), "B": (0.0, 1.0), "A+B": (1.0, 1.0),
                                                 "A-B": (1.0, -1.0), "B-A": (-1.0, 1.0)}
 KINDS = tuple(KIND_WEIGHTS)
+DISAGREEING = 3  # classes the report and the summary name as where the models disagree most
 
 
 @dataclass
@@ -87,9 +89,74 @@ class ComparisonResult:
         """Name of each class image of one kind (and of each mimicry row): the class, ``#restart`` if several."""
         return _row_names(self.class_names, self.restarts)
 
+    def mean_gap(self, kind: str) -> float:
+        """A's logit minus B's logit of the intended class on ``kind``'s images, mean over classes."""
+        a, b = self.class_scores(kind)
+        return float((a - b).mean())
+
     def most_disagreeing(self, k: int = 3) -> list[int]:
         """Positions (into ``classes``) of the ``k`` classes with the lowest output-space similarity."""
         return self.class_similarity.argsort()[:k].tolist()
+
+    def to_markdown(self, settings: str) -> str:
+        """The report: the class images' logits under A and B, the output-space similarity with the classes where
+        the models disagree most, and mimicry; ``settings`` (a sentence: how the images were made) opens it."""
+        a_name, b_name = self.model_names
+        names = self.class_names
+        scores = {kind: self.class_scores(kind) for kind in KINDS}
+        score_rows = [[kind, *[f"{float(a):.1f} / {float(b):.1f}" for a, b in zip(*scores[kind])],
+                       f"{self.mean_gap(kind):+.1f}"] for kind in KINDS]
+        off_diagonal = self.similarity_matrix[~torch.eye(len(names), dtype=torch.bool)]
+        return "\n\n".join([
+            f"# {a_name} (A) vs {b_name} (B)",
+            f"{settings} Logits are the models' raw (pre-softmax) outputs.",
+            "## Class images: A, B, A+B, A-B, B-A",
+            "Each cell: logit of the intended class under A / under B (mean over restarts); last column: mean A - B.",
+            markdown_table(["kind", *names, "mean A-B"], score_rows),
+            "![class images: rows A, B, A+B, A-B, B-A](class_images.png)",
+            "## Output space",
+            f"On A's image of each class, the cosine similarity of A's and B's output vectors (diagonal of the heat "
+            f"map): mean {float(self.similarity_matrix.diagonal().mean()):.2f}; off the diagonal (A's output on one "
+            f"class image vs B's on another) mean "
+            f"{float(off_diagonal.mean()) if len(off_diagonal) else float('nan'):.2f}. "
+            "Classes where the models disagree most:",
+            "\n".join(self._disagreement_lines()),
+            "![cosine similarity of A's and B's outputs](similarity.png)",
+            "## Mimicry",
+            "Starting from A's image of a class, the image is changed until A's output matches (L1) B's output on "
+            "B's image of that class. L1 before / after; top classes of B on its image and of A before / after.",
+            markdown_table(["class", "L1 start", "L1 end", "B's top (target)", "A's top start", "A's top end"],
+                           self._mimicry_rows()),
+            "![A's image, the mimic made from it, B's image](mimicry.png)",
+        ]) + "\n"
+
+    def summary(self) -> str:
+        """One line for the terminal: the A-B and B-A logit gaps, output similarity, where they differ, mimicry."""
+        gap = {kind: self.mean_gap(kind) for kind in ("A-B", "B-A")}
+        differ = ", ".join(self.class_names[i] for i in self.most_disagreeing(min(DISAGREEING, len(self.classes))))
+        return (f"A-B images: A leads B by {gap['A-B']:+.1f} logits; B-A images: {gap['B-A']:+.1f}; output cosine "
+                f"on A's images {float(self.similarity_matrix.diagonal().mean()):.2f}; most different: {differ}; "
+                f"mimicry L1 {float(self.mimic_start_l1.mean()):.1f} -> {float(self.mimic_end_l1.mean()):.1f}")
+
+    def _label(self, index: int) -> str:
+        """A class index as the report names it: its name when it is a compared class, else the index."""
+        return str(dict(zip(self.classes, self.class_names)).get(index, index))
+
+    def _disagreement_lines(self) -> list[str]:
+        top_a = self.logits_a[self.rows("A")].argmax(1).tolist()  # on A's class images
+        top_b = self.logits_b[self.rows("A")].argmax(1).tolist()
+        lines = []
+        for i in self.most_disagreeing(min(DISAGREEING, len(self.classes))):
+            row = i * self.restarts  # restart 0 of the class
+            lines.append(f"- **{self.class_names[i]}**: cosine {float(self.class_similarity[i]):.2f}; on A's image "
+                         f"A's top class is {self._label(top_a[row])}, B's is {self._label(top_b[row])}")
+        return lines
+
+    def _mimicry_rows(self) -> list[list[str]]:
+        tops = zip(self.mimic_targets.argmax(1).tolist(), self.mimic_start_logits.argmax(1).tolist(),
+                   self.mimic_end_logits.argmax(1).tolist())
+        return [[name, f"{float(start):.1f}", f"{float(end):.1f}", *[self._label(c) for c in top]]
+                for name, start, end, top in zip(self.row_names(), self.mimic_start_l1, self.mimic_end_l1, tops)]
 
     def save_class_grid(self, path: str | Path) -> Path:
         """Grid PNG: one row per kind (A, B, A+B, A-B, B-A), one column per class and restart.

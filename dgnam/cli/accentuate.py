@@ -14,20 +14,8 @@ from pathlib import Path
 
 import torch
 
+from dgnam.cli import common
 from dgnam.cli import validate as check
-from dgnam.cli.common import (
-    add_batch_size_arg,
-    add_code_prior_arg,
-    add_generator_arg,
-    add_model_args,
-    add_output_args,
-    add_steps_arg,
-    add_unit_args,
-    fresh_out_dir,
-    print_table,
-    resolve_device,
-    versions,
-)
 from dgnam.cli.prepare import check_can_seed, prepare
 from dgnam.engine.param import SEEDED_CODE_PRIOR, SEEDED_STEPS
 from dgnam.engine.preferred import accentuate
@@ -43,15 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("accentuate", help="change your images through the prior until chosen units respond",
                        description=__doc__)
     a.add_argument("images", nargs="+", metavar="IMAGE", help=f"image files ({suffixes_text()})")
-    add_model_args(a)
-    add_unit_args(a, "e.g. 3 or 0-9,15", units_required=True)
-    add_generator_arg(a)
+    common.add_model_args(a)
+    common.add_unit_args(a, "e.g. 3 or 0-9,15", units_required=True)
+    common.add_generator_arg(a)
     a.add_argument("--target", type=float, default=None, metavar="LEVEL",
                    help="stop pushing a unit once it reaches this activation")
-    add_steps_arg(a, SEEDED_STEPS)
-    add_code_prior_arg(a, f"{SEEDED_CODE_PRIOR:g}, which keeps the change natural")
-    add_batch_size_arg(a)
-    add_output_args(a, synthesis=True)
+    common.add_steps_arg(a, SEEDED_STEPS)
+    common.add_code_prior_arg(a, f"{SEEDED_CODE_PRIOR:g}, which keeps the change natural")
+    common.add_batch_size_arg(a)
+    common.add_output_args(a, synthesis=True)
     a.set_defaults(handler=cmd_accentuate, validate=validate)
 
 
@@ -59,11 +47,9 @@ def validate(args: argparse.Namespace) -> None:
     """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
     check.model_args(args)
     check.at_least(args, 1, "--steps", "--batch-size")
-    check.unit_ranges(args.units)
-    check.position_on_spatial_layer(args)
-    check.code_prior_needs_code(args)
+    check.unit_args(args)  # --units is required
+    check.generator_args(args)
     check.finite(args.target, "--target")
-    check.existing_file(args.generator, "--generator")
     for image in args.images:
         check.existing_file(image, "IMAGE")
     check.output(args.out)
@@ -71,12 +57,12 @@ def validate(args: argparse.Namespace) -> None:
 
 def cmd_accentuate(args: argparse.Namespace) -> int:
     start = time.time()
-    device = resolve_device(args.device)
+    device = check.resolve_device(args.device)
     run = prepare(args, device, generator=True, seeded=_can_read_images)
     model, generator, units, code_prior, encoder = run.model, run.generator, run.units, run.code_prior, run.code_encoder
     files = [Path(f) for f in args.images]
     images = load_images(files, generator.image_size)
-    out_dir = fresh_out_dir(args.out, model.name)
+    out_dir = common.fresh_out_dir(args.out, model.name)
     names = model.classes if args.layer == "output" else None
     result = accentuate(model, images, units, layer=args.layer, generator=generator, code_encoder=encoder,
                         steps=args.steps, code_prior=code_prior, target=args.target, position=args.position,
@@ -92,7 +78,7 @@ def cmd_accentuate(args: argparse.Namespace) -> int:
                 "layout": str(model.layout(args.layer)), "position": list(args.position) if args.position else None,
                 "token": args.token, "spatial_mean": args.spatial_mean, "code_prior": code_prior,
                 "target": args.target, "steps": args.steps, "device": str(device), **model.preprocessing(),
-                **versions(),
+                **common.versions(),
                 "seconds": round(result.seconds, 2), "engine": result.settings}
 
     def write(staging: Path) -> None:
@@ -111,8 +97,8 @@ def cmd_accentuate(args: argparse.Namespace) -> int:
         atomic_write_json({"settings": settings, "images": entries}, staging / "manifest.json")
 
     out_dir = write_directory(out_dir, write, unique=args.out is None)
-    print_table([[terminal_safe(e["label"]), terminal_safe(e["source"]), f"{e['activation_before']:.2f}",
-                  f"{e['activation_after']:.2f}"] for e in entries], ["unit", "image", "before", "after"])
+    common.print_table([[terminal_safe(e["label"]), terminal_safe(e["source"]), f"{e['activation_before']:.2f}",
+                         f"{e['activation_after']:.2f}"] for e in entries], ["unit", "image", "before", "after"])
     print(f"wrote {len(entries)} images, grid.png and manifest.json to {out_dir} ({time.time() - start:.1f}s)")
     return 0
 

@@ -8,23 +8,11 @@ import argparse
 import torch
 
 from dgnam.analysis.attribute import METHODS, attribute
+from dgnam.cli import common
 from dgnam.cli import validate as check
-from dgnam.cli.common import (
-    add_model_args,
-    add_output_args,
-    comma_choices,
-    fresh_out_dir,
-    load_model_from_args,
-    markdown_table,
-    model_report_name,
-    read_image,
-    resolve_device,
-    short_path,
-    versions,
-    write_report,
-)
 from dgnam.errors import DgnamError
 from dgnam.io import write_directory
+from dgnam.markdown import markdown_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,13 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     att = sub.add_parser("attribute",
                          help="which pixels drove a decision: saliency, Grad-CAM, guided backprop (captum)",
                          description=__doc__)
-    add_model_args(att)
+    common.add_model_args(att)
     att.add_argument("--image", action="append", required=True, help="image to explain (repeatable)")
     att.add_argument("--target", default=None, help="class index or name (default: each image's predicted class)")
     att.add_argument("--layer", default=None,
                      help="Grad-CAM layer (default: the last spatial layer, see `dgnam layers`)")
     att.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ", ".join(METHODS))
-    add_output_args(att, quiet=False)
+    common.add_output_args(att, quiet=False)
     att.set_defaults(handler=cmd_attribute, validate=validate)
 
 
@@ -57,29 +45,29 @@ def _target(text: str | None, classes: list[str]) -> int | None:
 def validate(args: argparse.Namespace) -> None:
     """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
     check.model_args(args)
-    comma_choices(args.methods, "--methods", METHODS)
+    common.comma_choices(args.methods, "--methods", METHODS)
     for path in args.image:
         check.existing_file(path, "--image")
     check.output(args.out)
 
 
 def cmd_attribute(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    methods = comma_choices(args.methods, "--methods", METHODS)
-    model = load_model_from_args(args, device)
+    device = check.resolve_device(args.device)
+    methods = common.comma_choices(args.methods, "--methods", METHODS)
+    model = common.load_model_from_args(args, device)
     if model.input_size is None:
         raise DgnamError("the model's input size is unknown; pass --input-size")
     classes = model.classes
     target = _target(args.target, classes)
-    images = torch.stack([read_image(path, model.input_size) for path in args.image])
-    out_dir = fresh_out_dir(args.out, model.name)
+    images = torch.stack([common.read_image(path, model.input_size) for path in args.image])
+    out_dir = common.fresh_out_dir(args.out, model.name)
 
     result = attribute(model, images, target, layer=args.layer, methods=methods, device=device)
 
     def name(index: int) -> str:
         return classes[index] if index < len(classes) else str(index)
 
-    rows = [[f"`{short_path(path)}`", name(t), name(p), f"{float(prob):.2f}",
+    rows = [[f"`{common.short_path(path)}`", name(t), name(p), f"{float(prob):.2f}",
              *[f"{float(result.deletion[m][i, 0]):.2f} / {float(result.deletion[m][i, 1]):.2f}" for m in methods]]
             for i, (path, t, p, prob) in enumerate(zip(args.image, result.targets, result.predicted,
                                                        result.probabilities))]
@@ -91,19 +79,19 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         "greying (0.5) the 25% of pixels each method ranks highest / lowest; a map that finds the evidence "
         "makes the first number much lower than the second.",
         markdown_table(["image", "target", "predicted", "p(target)",
-                        *[f"{m}: top / bottom 25% greyed" for m in methods]],
-                        rows),
+                               *[f"{m}: top / bottom 25% greyed" for m in methods]], rows),
         "![image, then one map per method](attribution.png)",
     ]) + "\n"
-    manifest = {"settings": {"command": "attribute", "model": model_report_name(args.model), "model_name": model.name,
+    manifest = {"settings": {"command": "attribute", "model": common.model_report_name(args.model),
+                             "model_name": model.name,
                              "images": args.image, "target": args.target, "layer": result.layer,
-                             "methods": methods, "device": str(device), **model.preprocessing(), **versions()},
+                             "methods": methods, "device": str(device), **model.preprocessing(), **common.versions()},
                 "images": [{"file": path, "target": t, "predicted": p, "probability": float(prob),
                             "deletion": {m: result.deletion[m][i].tolist() for m in methods}}
                            for i, (path, t, p, prob) in enumerate(zip(args.image, result.targets, result.predicted,
                                                                       result.probabilities))]}
     figures = {"attribution.png": lambda path: result.save_overlays(path, classes)}
-    out_dir = write_directory(out_dir, lambda staging: write_report(staging, report, manifest, figures),
+    out_dir = write_directory(out_dir, lambda staging: common.write_report(staging, report, manifest, figures),
                               unique=args.out is None)
     for row in rows:
         print("  ".join(row[:4]))

@@ -1,7 +1,7 @@
 """What the ``dgnam`` commands share: the shipped defaults, argument types and groups, loading models,
 generators and images, the code prior, output folders and tables.
 
-Every command module imports its helpers from here; this module imports no command module.
+Every command module reads its helpers from here as ``common.<name>``; this module imports no command module.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from pathlib import Path
 import torch
 
 import dgnam
-
-# parse_units and resolve_device are re-exported: the commands take their argument helpers from here.
-from dgnam.cli.validate import existing_file, existing_folder, generator_name, output, parse_units, resolve_device  # noqa: F401
-from dgnam.engine.param import PAPER_STEPS
+from dgnam.cli.validate import existing_file, existing_folder, generator_name, output
+from dgnam.engine.param import PAPER_STEPS, SEEDED_STEPS
 from dgnam.errors import DgnamError, terminal_safe
 from dgnam.images import list_images, load_images, spread
 from dgnam.io import atomic_write_json, atomic_write_text, fit_name, name_max, shipped
@@ -152,10 +150,14 @@ def add_code_prior_arg(p: argparse.ArgumentParser, default: str) -> None:
                         f"paper's DGN-AM)")
 
 
-def add_steps_arg(p: argparse.ArgumentParser, default: int | None = PAPER_STEPS, help: str | None = None) -> None:
-    """``--steps`` (``help`` for a default that depends on other options)."""
-    paper = ", the paper's" if default == PAPER_STEPS else ""
-    p.add_argument("--steps", type=int, default=default, help=help or f"optimisation steps (default {default}{paper})")
+def add_steps_arg(p: argparse.ArgumentParser, default: int | None = PAPER_STEPS, note: str = "") -> None:
+    """``--steps`` (``default`` None: the start's default, :func:`dgnam.engine.param.default_steps`; ``note``
+    ends the help)."""
+    if default is None:
+        said = f"{PAPER_STEPS} from noise, the paper's; {SEEDED_STEPS} seeded from images"
+    else:
+        said = f"{default}, the paper's" if default == PAPER_STEPS else str(default)
+    p.add_argument("--steps", type=int, default=default, help=f"optimisation steps (default {said}{note})")
 
 
 def add_seed_arg(p: argparse.ArgumentParser) -> None:
@@ -190,13 +192,13 @@ def add_output_args(p: argparse.ArgumentParser, quiet: bool = True, synthesis: b
 def add_synthesis_args(p: argparse.ArgumentParser, restarts: int, restarts_help: str,
                        code_prior: str | None = "the generator's recommended one (metadata code_prior, see "
                                                  "`dgnam stats`)",
-                       steps: int | None = PAPER_STEPS, steps_help: str | None = None) -> None:
+                       steps: int | None = PAPER_STEPS, steps_note: str = "") -> None:
     """DGN-AM's settings: ``--code-prior`` (``code_prior``: its default, for the help; None: the command has
-    no code prior), ``--steps`` (default ``steps``), ``--restarts`` (default ``restarts``), ``--seed`` and
-    ``--batch-size``."""
+    no code prior), ``--steps`` (default ``steps``, see :func:`add_steps_arg`), ``--restarts`` (default
+    ``restarts``), ``--seed`` and ``--batch-size``."""
     if code_prior is not None:
         add_code_prior_arg(p, code_prior)
-    add_steps_arg(p, steps, steps_help)
+    add_steps_arg(p, steps, steps_note)
     p.add_argument("--restarts", type=int, default=restarts, help=restarts_help)
     add_seed_arg(p)
     add_batch_size_arg(p)
@@ -387,13 +389,6 @@ def print_table(rows: list[list[str]], header: list[str]) -> None:
     widths = [max(len(x) for x in col) for col in zip(*rows)]
     for row in rows:
         print("  ".join(x.ljust(w) for x, w in zip(row, widths)))
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    """A markdown table for ``report.md``."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def short_path(path: str) -> str:

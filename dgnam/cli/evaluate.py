@@ -10,27 +10,8 @@ from pathlib import Path
 
 import torch
 
+from dgnam.cli import common
 from dgnam.cli import validate as check
-from dgnam.cli.common import (
-    DEFAULT_JUDGES,
-    DEFAULT_MODEL,
-    add_code_prior_arg,
-    add_generator_arg,
-    add_model_args,
-    add_run_args,
-    comma_choices,
-    fit_to_generator,
-    fresh_out_dir,
-    generator_path,
-    image_files,
-    load_code_prior_encoder,
-    load_model_from_args,
-    model_report_name,
-    recommended_code_prior,
-    resolve_device,
-    resolve_shipped,
-    same_file,
-)
 from dgnam.errors import DgnamError
 from dgnam.evaluation.evaluate import STANDARD_METHODS, Method, evaluate
 from dgnam.grid import labelled_grid, save_png
@@ -64,12 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``dgnam evaluate`` to the parser's subcommands."""
     e = sub.add_parser("evaluate", help="DGN-AM vs pixel baselines, scored by independent judges (report + grid)",
                        description=__doc__)
-    add_model_args(e)
+    common.add_model_args(e)
     e.add_argument("--data", required=True, help="dataset root holding test/ and train/ ImageFolder trees "
                                                  "(e.g. ../shared/data/cifar10)")
     e.add_argument("--judge", action="append", default=None,
                    help="judge classifier (repeatable; default: every .pt in the shipped checkpoints/cifar10/judges)")
-    add_generator_arg(e)
+    common.add_generator_arg(e)
     e.add_argument("--methods", default=None,
                    help="comma list of " + ", ".join(STANDARD_METHODS) + " (default: all; dgn_seeded only when the "
                         "generator names its encoder, which reads a seed's code)")
@@ -84,11 +65,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--sweep", type=_sweep, default=_sweep("1:0.99,3:0.99,0.5:1,3:1"),
                    help="extra DGN-AM runs as k:decay pairs (bound a_i = mean_i + k std_i); '' for none")
     e.add_argument("--sweep-restarts", type=int, default=5)
-    add_code_prior_arg(e, "the generator's recommended EPS (metadata code_prior), for every DGN-AM run")
+    common.add_code_prior_arg(e, "the generator's recommended EPS (metadata code_prior), for every DGN-AM run")
     e.add_argument("--fp32", action="store_true", help="on CUDA, synthesise without bf16 autocast (slower)")
     e.add_argument("--real-limit", type=int, default=1000, help="real images per split (spread over classes)")
     e.add_argument("--batch-size", type=int, default=100)
-    add_run_args(e, quiet=False, steps=False)
+    common.add_run_args(e, quiet=False, steps=False)
     e.set_defaults(handler=cmd_evaluate, validate=validate)
 
 
@@ -97,7 +78,7 @@ def _method_names(text: str | None, generator) -> list[str]:
     can_seed = bool(generator.encoder) and bool(generator.encoder_layer)
     if text is None:
         return [name for name, m in STANDARD_METHODS.items() if m.init == "noise" or can_seed]
-    names = comma_choices(text, "--methods", STANDARD_METHODS)
+    names = common.comma_choices(text, "--methods", STANDARD_METHODS)
     if not can_seed and any(STANDARD_METHODS[n].init == "data" for n in names):
         raise DgnamError("dgn_seeded reads each seed's code with the generator's encoder, but the generator names "
                          "none (metadata encoder/encoder_layer); drop dgn_seeded from --methods")
@@ -136,7 +117,7 @@ def load_labelled(root: Path, limit: int, size: int) -> tuple[torch.Tensor, torc
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not classes:
         raise DgnamError(f"'{root}' has no class folders; --data must hold test/ and train/ ImageFolder trees")
-    files = image_files(root, limit)
+    files = common.image_files(root, limit)
     labels = torch.tensor([classes.index(f.relative_to(root).parts[0]) for f in files])
     return load_images(files, size), labels, classes
 
@@ -157,7 +138,7 @@ def validate(args: argparse.Namespace) -> None:
         check.finite(decay, "--sweep decay", minimum=0)
     check.finite(args.code_prior, "--code-prior", minimum=0)
     if args.methods is not None:
-        comma_choices(args.methods, "--methods", STANDARD_METHODS)
+        common.comma_choices(args.methods, "--methods", STANDARD_METHODS)
     check.existing_file(args.generator, "--generator")
     for judge in args.judge or []:
         check.model_spec(judge, "--judge")
@@ -188,19 +169,19 @@ def _class_mismatch(data: Path, classes: list[str], target_classes: list[str]) -
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    target = load_model_from_args(args, device)
-    generator = load_generator(generator_path(args.generator), device)
+    device = check.resolve_device(args.device)
+    target = common.load_model_from_args(args, device)
+    generator = load_generator(common.generator_path(args.generator), device)
     names = _method_names(args.methods, generator)
-    fit_to_generator(target, generator)
-    judge_paths = args.judge or sorted(str(p) for p in DEFAULT_JUDGES.glob("*.pt"))
+    common.fit_to_generator(target, generator)
+    judge_paths = args.judge or sorted(str(p) for p in common.DEFAULT_JUDGES.glob("*.pt"))
     if not judge_paths:
         raise DgnamError("no judges found; pass --judge PATH (a classifier never used to make the images)")
     # A judge that made the images (the target) or shaped the prior (the generator's encoder) is no judge.
-    makers = {same_file(args.model or str(DEFAULT_MODEL)): "the target",
-              same_file(resolve_shipped(generator.encoder or "")): "the generator's encoder"}
+    makers = {common.same_file(args.model or str(common.DEFAULT_MODEL)): "the target",
+              common.same_file(common.resolve_shipped(generator.encoder or "")): "the generator's encoder"}
     for path in judge_paths:
-        role = makers.get(same_file(path))
+        role = makers.get(common.same_file(path))
         if role:
             raise DgnamError(f"judge '{path}' is {role}; pass judges that played no part in making the images")
     judges = {}
@@ -210,11 +191,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             judge.input_size = target.input_size
         name = _judge_name(path)
         judges[name if name not in judges else f"{name}_{len(judges)}"] = judge
-    args.code_prior = recommended_code_prior(args.code_prior, generator)
+    args.code_prior = common.recommended_code_prior(args.code_prior, generator)
     seeded = any(STANDARD_METHODS[m].init == "data" for m in names)
     # Seeded runs read their start codes with the generator's encoder even when no code prior is asked for.
-    code_encoder = load_code_prior_encoder(args.code_prior > 0 or seeded, generator,
-                                           device, args.model, target)
+    code_encoder = common.load_code_prior_encoder(args.code_prior > 0 or seeded, generator,
+                                                  device, args.model, target)
     data = Path(args.data)
     test_x, test_y, classes = load_labelled(data / "test", args.real_limit, target.input_size)
     train_x, _, train_classes = load_labelled(data / "train", args.real_limit, target.input_size)
@@ -222,7 +203,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise DgnamError(f"{data}/train and {data}/test hold different class folders; use one dataset layout")
     if target.classes and target.classes[: len(classes)] != classes:
         raise DgnamError(_class_mismatch(data, classes, target.classes))
-    out_dir = fresh_out_dir(args.out, f"evaluate-{target.name}")
+    out_dir = common.fresh_out_dir(args.out, f"evaluate-{target.name}")
 
     ev = evaluate(target, judges, generator, real_test=(test_x, test_y), real_train=train_x, classes=classes,
                   methods=methods(names, args.steps, args.target, args.lr), restarts=args.restarts,
@@ -234,7 +215,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         images, captions = ev.grid()
         save_png(labelled_grid(images, captions, ncol=len(classes)), staging / "grid.png")
         atomic_write_text(ev.to_markdown() + "\n![methods x classes](grid.png)\n", staging / "report.md")
-        results = {"target": model_report_name(args.model), "judges": [model_report_name(j) for j in judge_paths],
+        results = {"target": common.model_report_name(args.model),
+                   "judges": [common.model_report_name(j) for j in judge_paths],
                    "data": args.data,
                    "restarts": args.restarts, "steps": ev.steps, "seed": args.seed, "code_prior": args.code_prior,
                    "judge_accuracy": ev.judge_accuracy, "judge_pgd": ev.judge_pgd,

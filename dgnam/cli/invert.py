@@ -7,46 +7,28 @@ from __future__ import annotations
 import argparse
 
 from dgnam.analysis.invert import DEFAULT_TV_WEIGHT, invert
+from dgnam.cli import common
 from dgnam.cli import validate as check
-from dgnam.cli.common import (
-    add_generator_arg,
-    add_model_args,
-    add_run_args,
-    comma_choices,
-    comma_list,
-    fit_to_generator,
-    fresh_out_dir,
-    generator_path,
-    layer_size,
-    load_model_from_args,
-    markdown_table,
-    model_report_name,
-    print_table,
-    read_image,
-    resolve_device,
-    short_path,
-    versions,
-    write_report,
-)
+from dgnam.cli.prepare import prepare
 from dgnam.engine.param import PARAMETRIZATIONS
 from dgnam.images import suffixes_text
 from dgnam.io import write_directory
-from dgnam.prior.generator import load_generator
+from dgnam.markdown import markdown_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``dgnam invert`` to the parser's subcommands."""
     inv = sub.add_parser("invert", help="reconstruct an image from layer representations (inversion)",
                          description=__doc__)
-    add_model_args(inv)
+    common.add_model_args(inv)
     inv.add_argument("--image", required=True, help=f"the image to invert ({suffixes_text()})")
     inv.add_argument("--layers", required=True,
                      help="comma list of layers (see `dgnam layers`), e.g. features.relu2_2,output")
     inv.add_argument("--params", default="dgn,pixel", help="comma list of dgn, pixel, fourier (grid rows)")
-    add_generator_arg(inv)
+    common.add_generator_arg(inv)
     inv.add_argument("--tv-weight", type=float, default=DEFAULT_TV_WEIGHT,
                      help="total-variation weight of pixel/Fourier rows")
-    add_run_args(inv)
+    common.add_run_args(inv)
     inv.set_defaults(handler=cmd_invert, validate=validate)
 
 
@@ -55,8 +37,8 @@ def validate(args: argparse.Namespace) -> None:
     check.model_args(args)
     check.at_least(args, 1, "--steps")
     check.seed(args.seed)
-    comma_choices(args.params, "--params", PARAMETRIZATIONS)
-    comma_list(args.layers, "--layers")
+    common.comma_choices(args.params, "--params", PARAMETRIZATIONS)
+    common.comma_list(args.layers, "--layers")
     check.finite(args.tv_weight, "--tv-weight", minimum=0)
     check.existing_file(args.image, "--image")
     check.existing_file(args.generator, "--generator")
@@ -64,16 +46,15 @@ def validate(args: argparse.Namespace) -> None:
 
 
 def cmd_invert(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    params = comma_choices(args.params, "--params", PARAMETRIZATIONS)
-    layers = comma_list(args.layers, "--layers")
-    model = load_model_from_args(args, device)
-    generator = load_generator(generator_path(args.generator), device) if "dgn" in params or args.generator else None
-    fit_to_generator(model, generator, quiet=args.quiet)
+    device = check.resolve_device(args.device)
+    params = common.comma_choices(args.params, "--params", PARAMETRIZATIONS)
+    layers = common.comma_list(args.layers, "--layers")
+    run = prepare(args, device, generator="dgn" in params or bool(args.generator), units=None)
+    model, generator = run.model, run.generator
     for layer in layers:
-        layer_size(model, layer, device)  # unknown names, calls and shapes fail here, in one line
-    image = read_image(args.image, model.input_size)
-    out_dir = fresh_out_dir(args.out, model.name)
+        common.layer_size(model, layer, device)  # unknown names, calls and shapes fail here, in one line
+    image = common.read_image(args.image, model.input_size)
+    out_dir = common.fresh_out_dir(args.out, model.name)
 
     result = invert(model, image, layers, generator, params=params, steps=args.steps, tv_weight=args.tv_weight,
                     seed=args.seed, device=device, progress=not args.quiet)
@@ -81,7 +62,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
                       for error, start in zip(result.errors[p], result.start_errors[p])]
             for p, kind in enumerate(params)]
     report = "\n\n".join([
-        f"# Inversion of `{short_path(args.image)}` by {model.name}",
+        f"# Inversion of `{common.short_path(args.image)}` by {model.name}",
         "Each cell reconstructs the image from one layer's representation phi(x) and reports the normalised "
         "representation error ||phi(x') - phi(x)|| / ||phi(x)|| of the reconstruction x' (in brackets: the same "
         f"error for the random image the optimisation started from). `dgn` optimises the generator's code "
@@ -90,20 +71,19 @@ def cmd_invert(args: argparse.Namespace) -> int:
         markdown_table(["param \\ layer", *[f"`{layer}`" for layer in layers]], rows),
         "![inversion grid: rows = parametrisation, first column = original](grid.png)",
     ]) + "\n"
-    manifest = {"settings": {"command": "invert", "model": model_report_name(args.model), "model_name": model.name,
-                             "image": args.image,
+    manifest = {"settings": {"command": "invert", **run.names, "model_name": model.name, "image": args.image,
                              "layers": layers, "params": params, "steps": args.steps, "tv_weight": args.tv_weight,
-                             "seed": args.seed, "generator": generator_path(args.generator) if generator else None,
+                             "seed": args.seed,
                              **model.preprocessing(),
-                             "device": str(device), **versions(),
+                             "device": str(device), **common.versions(),
                              "engine": [run.settings for run in result.runs]},
                 "errors": {kind: dict(zip(layers, result.errors[p].tolist())) for p, kind in enumerate(params)},
                 "start_errors": {kind: dict(zip(layers, result.start_errors[p].tolist()))
                                  for p, kind in enumerate(params)}}
     figures = {"grid.png": result.save_grid}
-    out_dir = write_directory(out_dir, lambda staging: write_report(staging, report, manifest, figures),
+    out_dir = write_directory(out_dir, lambda staging: common.write_report(staging, report, manifest, figures),
                               unique=args.out is None)
-    print_table([[kind, *[f"{float(e):.3f}" for e in result.errors[p]]] for p, kind in enumerate(params)],
-                 ["param", *layers])
+    common.print_table([[kind, *[f"{float(e):.3f}" for e in result.errors[p]]] for p, kind in enumerate(params)],
+                        ["param", *layers])
     print(f"wrote grid.png, report.md and manifest.json to {out_dir}")
     return 0

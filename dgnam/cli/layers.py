@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from dgnam.cli.common import add_model_args, load_model_from_args, print_table, resolve_device
-from dgnam.cli.validate import model_args
+from dgnam.cli import common
+from dgnam.cli import validate as check
 from dgnam.errors import DgnamError
 from dgnam.nets.model import describe_layers, last_spatial_layer
 
@@ -16,13 +16,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                          description="Every layer with its output shape, its layout (how it holds its units: units, "
                                      "conv, channels_last, tokens[:N prefix tokens], or other, which dgnam refuses), "
                                      "its unit count as objectives read it, and its parameter count.")
-    add_model_args(lay)
-    lay.set_defaults(handler=cmd_layers, validate=model_args)
+    common.add_model_args(lay)
+    lay.set_defaults(handler=cmd_layers, validate=check.model_args)
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    model = load_model_from_args(args, device)
+    device = check.resolve_device(args.device)
+    model = common.load_model_from_args(args, device)
     if model.input_size is None:
         raise DgnamError("the model's input size is unknown; pass --input-size")
     infos = describe_layers(model)
@@ -39,7 +39,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
         units = info.units() if info.calls else None
         rows.append([info.name, info.type, shape, layout, f"{units}" if units is not None else "-",
                      f"{info.n_params:,}", calls, mark])
-    print_table(rows, ["layer", "type", "output", "layout", "units", "params", "calls", ""])
+    common.print_table(rows, ["layer", "type", "output", "layout", "units", "params", "calls", ""])
     print(f"{sum(p.numel() for p in model.module.parameters()):,} parameters; input "
           f"{model.input_size}x{model.input_size}; "
           f"address the k-th call of a reused module as NAME@k (0-based); layout tokens:N = N prefix tokens (CLS "

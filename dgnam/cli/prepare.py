@@ -1,5 +1,5 @@
 """The preparation every synthesising command shares (``synthesize``, ``probe``, ``sanity``, ``unnatural``,
-``compare``, ``accentuate``): the model, the generator fitted to it, the layer's units, the code prior and
+``compare``, ``accentuate``, ``invert``): the model, the generator fitted to it, the layer's units, the code prior and
 the encoder that reads the code, built once by :func:`prepare` into a :class:`Run`.
 
 The checks of the arguments alone are in :mod:`dgnam.cli.validate`; what is checked here needs a loaded
@@ -14,19 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dgnam.cli.common import (
-    DEFAULT_MODEL,
-    fit_to_generator,
-    generator_path,
-    layer_size,
-    load_code_encoder,
-    load_code_prior_encoder,
-    load_model_from_args,
-    model_report_name,
-    parse_units,
-    recommended_code_prior,
-    report_path,
-)
+from dgnam.cli import common
+from dgnam.cli import validate as check
 from dgnam.engine.param import SEEDED_CODE_PRIOR
 from dgnam.errors import DgnamError
 from dgnam.nets.model import Model
@@ -57,8 +46,8 @@ class Run:
     def names(self) -> dict[str, str | None]:
         """How manifests and reports name the model and the generator (``shipped:...`` for shipped files,
         anything else as given; None: no generator)."""
-        return {"model": model_report_name(self.model_spec),
-                "generator": report_path(generator_path(self.generator_spec)) if self.generator else None}
+        return {"model": common.model_report_name(self.model_spec),
+                "generator": common.report_path(common.generator_path(self.generator_spec)) if self.generator else None}
 
 
 def prepare(args: argparse.Namespace, device: torch.device, *, generator: bool | None = WHEN_ASKED,
@@ -81,19 +70,19 @@ def prepare(args: argparse.Namespace, device: torch.device, *, generator: bool |
     quiet = getattr(args, "quiet", False) if quiet is None else quiet
     param = getattr(args, "param", "dgn")
     spec = model_spec if model_spec is not None else args.model
-    model = load_model_from_args(args, device, spec)
+    model = common.load_model_from_args(args, device, spec)
     wanted = (param == "dgn" or bool(args.generator)) if generator is WHEN_ASKED else generator
-    gen = load_generator(generator_path(args.generator), device) if wanted else None
-    fit_to_generator(model, gen, quiet=quiet)
+    gen = load_generator(common.generator_path(args.generator), device) if wanted else None
+    common.fit_to_generator(model, gen, quiet=quiet)
     layer = getattr(args, "layer", "output")
     chosen = _units(args, model, layer, units, all_units, device) if units is not None else None
     if callable(seeded):
         seeded = seeded(gen)
     code_prior = run_code_prior(args, gen, seeded, spec, tuned, quiet)
     if own_encoder:  # the target's weights change during the run; the prior's reader of the code must not
-        encoder = load_code_encoder(gen, device) if code_prior else None
+        encoder = common.load_code_encoder(gen, device) if code_prior else None
     elif gen is not None and (code_prior > 0 or seeded):
-        encoder = load_code_prior_encoder(True, gen, device, spec, model)
+        encoder = common.load_code_prior_encoder(True, gen, device, spec, model)
     else:
         encoder = None
     return Run(model, gen, param, layer, chosen, code_prior, encoder, spec, args.generator)
@@ -103,11 +92,11 @@ def _units(args: argparse.Namespace, model: Model, layer: str, flag: str, all_un
            device: torch.device) -> list[int] | None:
     """The units the option ``flag`` names, checked against the layer's size; when it is not given, ``--units``
     defaults to the layer's first 10 (every unit with ``all_units``) and ``--classes`` to None (all)."""
-    n_units = layer_size(model, layer, device)
+    n_units = common.layer_size(model, layer, device)
     text = getattr(args, flag.lstrip("-").replace("-", "_"))
     if text is not None:
         of = f"layer {layer!r}" if flag == "--units" else f"{model.name}'s output"
-        return parse_units(text, n_units, flag, of=of)
+        return check.parse_units(text, n_units, flag, of=of)
     if flag != "--units":
         return None
     return list(range(n_units if all_units else min(n_units, 10)))
@@ -125,8 +114,8 @@ def run_code_prior(args: argparse.Namespace, generator: UpconvGenerator | None, 
     if seeded:
         return SEEDED_CODE_PRIOR if args.code_prior is None else args.code_prior
     if not tuned:
-        return recommended_code_prior(args.code_prior, generator)
-    return recommended_code_prior(args.code_prior, generator, model_spec or str(DEFAULT_MODEL), quiet)
+        return common.recommended_code_prior(args.code_prior, generator)
+    return common.recommended_code_prior(args.code_prior, generator, model_spec or str(common.DEFAULT_MODEL), quiet)
 
 
 def check_can_seed(generator: UpconvGenerator | None, what: str, fix: str) -> None:

@@ -8,23 +8,10 @@ import argparse
 import time
 from pathlib import Path
 
+from dgnam.cli import common
 from dgnam.cli import validate as check
-from dgnam.cli.common import (
-    add_generator_arg,
-    add_layout_arg,
-    add_model_args,
-    add_output_args,
-    add_synthesis_args,
-    fresh_out_dir,
-    image_files,
-    notice,
-    position,
-    print_table,
-    resolve_device,
-    versions,
-)
 from dgnam.cli.prepare import can_seed, check_can_seed, prepare
-from dgnam.engine.param import PAPER_STEPS, PARAMETRIZATIONS, SEEDED_STEPS, default_steps
+from dgnam.engine.param import PAPER_STEPS, PARAMETRIZATIONS, default_steps
 from dgnam.errors import DgnamError
 from dgnam.examples.probe import Probe, probe
 from dgnam.examples.topk import READINGS, RESERVOIR
@@ -40,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="For each unit of a layer: its top-k images of --data (one streaming pass) and "
                                    "DGN-AM's synthesised images (one batched synthesis), written as a static gallery "
                                    "site (open OUT/index.html; works offline from file://) and manifest.json.")
-    add_model_args(p)
+    common.add_model_args(p)
     p.add_argument("--layer", default="output", help="layer name (see `dgnam layers`); default: the model output")
     p.add_argument("--units", default=None, help="e.g. 0-9,15 (default: every unit of the layer)")
     p.add_argument("--data", required=True, help="folder of real images (an ImageFolder tree or a flat folder)")
@@ -49,26 +36,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reading", choices=READINGS, default="max",
                    help="how a conv unit is read on real images: the channel's spatial max (its place boxed), at "
                         "--position, or the spatial mean (fc units are read as they are)")
-    p.add_argument("--position", type=position, default=None,
+    p.add_argument("--position", type=common.position, default=None,
                    help="row,column of a conv unit: where DGN-AM maximises it and --reading position reads it "
                         "(default: the centre)")
-    add_layout_arg(p)
+    common.add_layout_arg(p)
     p.add_argument("--param", choices=list(PARAMETRIZATIONS), default="dgn", help="image parametrisation")
-    add_generator_arg(p)
+    common.add_generator_arg(p)
     p.add_argument("--baseline", choices=[n for n in PARAMETRIZATIONS if n != "dgn"], default=None,
                    help="also synthesise with this parametrisation (jitter and blur), shown beside DGN-AM")
     p.add_argument("--init", choices=["data", "noise"], default=None,
                    help="dgn: start each unit's restart r as its r-th top image, changed through the prior (data; "
                         "the default when the generator names its encoder), or from h ~ N(0, 1), the paper's start")
-    add_synthesis_args(p, restarts=1, restarts_help="synthesised images per unit (seeds seed, seed+1, ...)",
-                       code_prior="the generator's recommended one", steps=None,
-                       steps_help=f"synthesis steps (default {SEEDED_STEPS} seeded, {PAPER_STEPS} from noise; 0: "
-                                  f"dataset examples only)")
+    common.add_synthesis_args(p, restarts=1, restarts_help="synthesised images per unit (seeds seed, seed+1, ...)",
+                              steps=None, steps_note="; 0: dataset examples only")
     p.add_argument("--data-batch-size", type=int, default=256, help="real images per forward pass")
     p.add_argument("--workers", type=int, default=2, help="processes decoding images (0: in the main process)")
     p.add_argument("--thumbnails", choices=["png", "jpg"], default="png",
                    help="file format of the real images' thumbnails")
-    add_output_args(p, synthesis=True)
+    common.add_output_args(p, synthesis=True)
     p.set_defaults(handler=cmd_probe, validate=validate)
 
 
@@ -83,11 +68,8 @@ def validate(args: argparse.Namespace) -> None:
     if args.init != "noise" and args.param == "dgn" and synthesis and args.restarts > args.k:
         raise DgnamError(f"--init data starts restart r from a unit's r-th top image: --restarts ({args.restarts}) "
                          f"must be <= --k ({args.k}); raise --k or pass --init noise")
-    if args.units is not None:
-        check.unit_ranges(args.units)
-    check.position_on_spatial_layer(args)
-    check.code_prior_needs_code(args)
-    check.existing_file(args.generator, "--generator")
+    check.unit_args(args)
+    check.generator_args(args)
     check.existing_folder(args.data, "--data")
     check.dataset_pass_size(args, RESERVOIR)
     if synthesis:  # sized for the longer default when the start (and so the steps) is chosen later
@@ -97,12 +79,12 @@ def validate(args: argparse.Namespace) -> None:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     start = time.time()
-    device = resolve_device(args.device)
-    files = image_files(Path(args.data), args.data_limit or 2**62)
+    device = check.resolve_device(args.device)
+    files = common.image_files(Path(args.data), args.data_limit or 2**62)
     prepared = prepare(args, device, generator=args.steps != 0 and (args.param == "dgn" or bool(args.generator)),
                        all_units=True, seeded=lambda generator: _seeded(args, generator))
     model, generator, units = prepared.model, prepared.generator, prepared.units
-    out_dir = fresh_out_dir(args.out, model.name)
+    out_dir = common.fresh_out_dir(args.out, model.name)
     result = probe(model, args.layer, units, data=files, generator=generator, param=args.param,
                    restarts=args.restarts, steps=args.steps, seed=args.seed, k=args.k, init=args.init,
                    reading=args.reading,
@@ -112,7 +94,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
                    code_encoder=prepared.code_encoder, fixed_batch=args.fixed_batch, thumbnail_format=args.thumbnails)
     result.settings.update({"command": "probe", **prepared.names, "model_name": model.name,
                             "data": args.data, "layout": str(model.layout(args.layer)), **model.preprocessing(),
-                            **versions()})
+                            **common.versions()})
     out_dir = result.save(out_dir, unique=args.out is None)
     print_summary(result)
     ex = result.examples
@@ -141,8 +123,8 @@ def _init(args: argparse.Namespace, generator: UpconvGenerator | None) -> str:
         return args.init
     if args.param == "dgn" and args.steps != 0 and not can_seed(generator):
         if not args.quiet:
-            notice("the generator names no encoder to read seed images with; synthesis starts from noise "
-                   "(--init noise silences this)")
+            common.notice("the generator names no encoder to read seed images with; synthesis starts from noise "
+                          "(--init noise silences this)")
         return "noise"
     return "data"
 
@@ -156,4 +138,4 @@ def print_summary(result: Probe) -> None:
              for r, row in rows[:SUMMARY_UNITS]]
     if len(ratios) > SUMMARY_UNITS:
         print(f"top {SUMMARY_UNITS} of {len(ratios)} units by synthesised / real max:")
-    print_table(table, ["unit", "real max", "synth / real max"])
+    common.print_table(table, ["unit", "real max", "synth / real max"])

@@ -9,8 +9,8 @@ import torch
 from torchvision.utils import make_grid
 
 from dgnam import checks
+from dgnam.cli import common
 from dgnam.cli import validate as check
-from dgnam.cli.common import DEFAULT_SAMPLER, add_generator_arg, generator_path, resolve_device
 from dgnam.errors import DgnamError
 from dgnam.grid import save_png
 from dgnam.io import writing
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``dgnam sample`` to the parser's subcommands."""
     sm = sub.add_parser("sample", help="samples of a generator prior: G(h) for codes from a trained code sampler",
                         description=__doc__)
-    add_generator_arg(sm)
+    common.add_generator_arg(sm)
     sm.add_argument("--sampler", default=None, help="code sampler checkpoint (default: the shipped CIFAR-10 one)")
     sm.add_argument("--n", type=int, default=None,
                     help="number of samples (default 64); with a class-conditional sampler, samples per class, "
@@ -46,8 +46,8 @@ def validate(args: argparse.Namespace) -> None:
     check.existing_file(args.generator, "--generator")
     check.existing_file(args.sampler, "--sampler")
     if args.n is not None:  # the generator's image size is not known yet: 1x1 images, a lower bound
-        sample_size(args.n, 1, resolve_device(args.device))
-    resolve_device(args.device)
+        sample_size(args.n, 1, check.resolve_device(args.device))
+    check.resolve_device(args.device)
 
 
 def sample_size(n: int, image_size: int, device) -> None:
@@ -58,9 +58,9 @@ def sample_size(n: int, image_size: int, device) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     out = check.output_target(args.out)  # through a symbolic link, its target (never the link replaced)
-    device = resolve_device(args.device)
-    generator = load_generator(generator_path(args.generator), device)
-    sampler = load_code_sampler(args.sampler or DEFAULT_SAMPLER, device)
+    device = check.resolve_device(args.device)
+    generator = load_generator(common.generator_path(args.generator), device)
+    sampler = load_code_sampler(args.sampler or common.DEFAULT_SAMPLER, device)
     sampler.check_generator(generator)
     labels, what = None, ""
     if sampler.num_classes:

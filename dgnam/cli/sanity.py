@@ -8,20 +8,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from dgnam.cli import common
 from dgnam.cli import validate as check
-from dgnam.cli.common import (
-    DEFAULT_JUDGE,
-    add_generator_arg,
-    add_layout_arg,
-    add_model_args,
-    add_output_args,
-    add_synthesis_args,
-    fresh_out_dir,
-    report_path,
-    resolve_device,
-    versions,
-    write_report,
-)
 from dgnam.cli.prepare import prepare
 from dgnam.engine.param import make_param
 from dgnam.engine.preferred import baseline_transforms, visualize
@@ -37,11 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``dgnam sanity`` to the parser's subcommands."""
     s = sub.add_parser("sanity", help="does the image show the network or the prior? cascading randomisation",
                        description=__doc__)
-    add_model_args(s)
+    common.add_model_args(s)
     s.add_argument("--layer", default="output", help="layer name (see `dgnam layers`); default: the model output")
-    add_layout_arg(s)
+    common.add_layout_arg(s)
     s.add_argument("--units", default=None, help="e.g. 0-4 (default: the first 10 units of the layer)")
-    add_generator_arg(s)
+    common.add_generator_arg(s)
     s.add_argument("--baseline", choices=["fourier", "pixel", "none"], default="fourier",
                    help="the pixel-space method checked beside DGN-AM (default: fourier)")
     s.add_argument("--stages", type=int, default=4,
@@ -49,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--judge", default=None,
                    help="classifier whose penultimate features measure image similarity (default: the shipped "
                         "robust CIFAR-10 judge)")
-    add_synthesis_args(s, restarts=3, restarts_help="images per unit and stage (at least 2)")
-    add_output_args(s)
+    common.add_synthesis_args(s, restarts=3, restarts_help="images per unit and stage (at least 2)")
+    common.add_output_args(s)
     s.set_defaults(handler=cmd_sanity, validate=validate)
 
 
@@ -59,13 +47,12 @@ def validate(args: argparse.Namespace) -> None:
     check.model_args(args)
     check.synthesis_args(args, 2, why=" (the check compares the trained model's restarts with each other)")
     check.at_least(args, 0, "--stages", why=" (0: one stage per block)")
-    if args.units is not None:
-        check.unit_ranges(args.units)
+    check.unit_args(args)
     check.model_spec(args.judge, "--judge")
 
 
 def cmd_sanity(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
+    device = check.resolve_device(args.device)
     # The code prior reads the code with the generator's own encoder, loaded apart from the target
     # (own_encoder): randomising the target must not randomise the prior's reader too.
     run = prepare(args, device, generator=True, tuned=False, own_encoder=True)
@@ -73,19 +60,19 @@ def cmd_sanity(args: argparse.Namespace) -> int:
     model, generator, units, code_prior, code_encoder = (run.model, run.generator, run.units, run.code_prior,
                                                           run.code_encoder)
     stages = cascade_stages(model, args.layer, args.stages)  # names a layer without parameters below it, early
-    judge = load_model(args.judge or str(DEFAULT_JUDGE), device=device)
+    judge = load_model(args.judge or str(common.DEFAULT_JUDGE), device=device)
     if judge.input_size is None:
         judge.input_size = model.input_size
-    out_dir = fresh_out_dir(args.out, f"sanity-{model.name}")
+    out_dir = common.fresh_out_dir(args.out, f"sanity-{model.name}")
     names = model.classes if args.layer == "output" else None
-    common = dict(layer=args.layer, restarts=args.restarts, seed=args.seed, steps=args.steps,
+    shared = dict(layer=args.layer, restarts=args.restarts, seed=args.seed, steps=args.steps,
                   batch_size=args.batch_size, device=device, unit_names=names or None)
     methods = {"dgn": lambda m: visualize(m, units, param=make_param("dgn", generator, model.input_size),
                                           generator=generator, code_prior=code_prior, code_encoder=code_encoder,
-                                          **common)}
+                                          **shared)}
     if args.baseline != "none":
         methods[args.baseline] = lambda m: visualize(m, units, param=make_param(args.baseline, None, model.input_size),
-                                                     transforms=baseline_transforms(), **common)
+                                                     transforms=baseline_transforms(), **shared)
 
     start = time.time()
     report_stage = None if args.quiet else (lambda name: print(f"stage {name} ({time.time() - start:.0f}s)",
@@ -100,16 +87,16 @@ def cmd_sanity(args: argparse.Namespace) -> int:
     manifest = {"settings": {"command": "sanity", "model": run.names["model"],
                              "model_name": model.name, "layer": args.layer, "units": units,
                              "generator": run.names["generator"], "code_prior": code_prior,
-                             "baseline": args.baseline, "judge": report_path(args.judge or DEFAULT_JUDGE),
+                             "baseline": args.baseline, "judge": common.report_path(args.judge or common.DEFAULT_JUDGE),
                              "stages": [{"name": s.name, "layers": list(s.layers)} for s in stages],
                              "steps": args.steps, "restarts": args.restarts, "seed": args.seed,
                              "device": str(device), "seconds": round(seconds, 1), **model.preprocessing(),
-                             **versions()},
+                             **common.versions()},
                 "within_restarts": {m: {k: vars(v) for k, v in w.items()} for m, w in result.within.items()},
                 "stages": [{"stage": s.stage, "method": s.method, "verdict": s.verdict, "verdicts": s.verdicts,
                             "similarity": {k: vars(v) for k, v in s.similarity.items()},
                             "mean_activation": s.activation} for s in result.scores]}
-    out_dir = write_directory(out_dir, lambda staging: write_report(staging, report, manifest, figures),
+    out_dir = write_directory(out_dir, lambda staging: common.write_report(staging, report, manifest, figures),
                               unique=args.out is None)
     for method in result.methods:
         verdicts = ", ".join(f"{s.stage}: {s.verdict}" for s in result.verdicts(method))

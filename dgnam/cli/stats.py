@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from dgnam.cli import common
 from dgnam.cli import validate as check
-from dgnam.cli.common import image_files, load_code_encoder, resolve_device
 from dgnam.errors import DgnamError
 from dgnam.images import load_images
 from dgnam.io import writing
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def validate(args: argparse.Namespace) -> None:
     """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
-    resolve_device(args.device)
+    check.resolve_device(args.device)
     check.existing_file(args.generator, "--generator")
     check.existing_file(args.encoder, "--encoder")
     check.existing_folder(args.data, "--data")
@@ -47,14 +47,14 @@ def validate(args: argparse.Namespace) -> None:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
+    device = check.resolve_device(args.device)
     out = check.output_target(args.out)  # through a symbolic link, its target (never the link replaced)
     generator = load_generator(args.generator, device, rebounding=True)
     metadata = {**generator.metadata, **({"code_prior": args.code_prior} if args.code_prior is not None else {})}
     if args.data is None:
         return _rebound(generator, metadata, args.k, out)
-    encoder = load_code_encoder(generator, device, args.encoder, fix="pass --encoder with the encoder's file")
-    files = image_files(Path(args.data), args.data_limit)
+    encoder = common.load_code_encoder(generator, device, args.encoder, fix="pass --encoder with the encoder's file")
+    files = common.image_files(Path(args.data), args.data_limit)
     batches = (load_images(files[i:i + 256], encoder.input_size) for i in range(0, len(files), 256))
     mean, std, summary = code_statistics(encoder, generator.encoder_layer, batches, device)
     if mean.numel() != generator.code_dim:

@@ -25,26 +25,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from dgnam.cli import common
 from dgnam.cli import validate as check
-from dgnam.cli.common import (
-    add_generator_arg,
-    add_model_args,
-    add_output_args,
-    add_synthesis_args,
-    add_unit_args,
-    fresh_out_dir,
-    image_files,
-    print_table,
-    resolve_device,
-    versions,
-)
 from dgnam.cli.prepare import Run, check_can_seed, prepare
-from dgnam.cli.validate import activation_target
 from dgnam.engine.objectives import channel, unit
 from dgnam.engine.param import (
-    PAPER_STEPS,
     PARAMETRIZATIONS,
-    SEEDED_STEPS,
     Parametrization,
     SeededCode,
     default_steps,
@@ -81,27 +67,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("synthesize", help="images that maximise units of a model",
                        description="Synthesise images that maximise chosen units. With no arguments: the shipped "
                                    "CIFAR-10 classifier's 10 class logits through the shipped generator.")
-    add_model_args(s)
-    add_unit_args(s, "e.g. 0-9,15 (default: all units of the layer, at most 10)")
+    common.add_model_args(s)
+    common.add_unit_args(s, "e.g. 0-9,15 (default: all units of the layer, at most 10)")
     s.add_argument("--param", choices=list(PARAMETRIZATIONS), default="dgn", help="image parametrisation")
-    add_generator_arg(s)
+    common.add_generator_arg(s)
     s.add_argument("--init-sampler", default=None, metavar="SAMPLER",
                    help="start each image from a code sampler's code for its seed (dgn only; default: h ~ N(0, 1))")
     s.add_argument("--init-data", default=None, metavar="DIR",
                    help="dgn only: image-seeded starts: restart r of a unit starts as its r-th strongest image in DIR "
                         "(at most --data-limit, spread over the folder) and is changed through the prior "
                         "(implies --data DIR unless --data is given)")
-    s.add_argument("--target", type=activation_target, default=None,
+    s.add_argument("--target", type=check.activation_target, default=None,
                    help="activation target: push each unit up to 12.5, 1.5x its max or its p99 over --data, no "
                         "further (the remaining steps only keep the code natural)")
-    add_synthesis_args(s, restarts=2, restarts_help="images per unit (seeds seed, seed+1, ...)",
-                       code_prior="the generator's recommended EPS (metadata code_prior)", steps=None,
-                       steps_help=f"optimisation steps (default {PAPER_STEPS}, the paper's; {SEEDED_STEPS} with "
-                                  f"--init-data)")
+    common.add_synthesis_args(s, restarts=2, restarts_help="images per unit (seeds seed, seed+1, ...)", steps=None)
     s.add_argument("--data", default=None,
                    help="folder of real images: report activations relative to each unit's max on them")
     s.add_argument("--data-limit", type=int, default=2000, help="at most this many real images from --data")
-    add_output_args(s, synthesis=True)
+    common.add_output_args(s, synthesis=True)
     s.set_defaults(handler=cmd_synthesize, validate=validate)
 
     sharded = sub.add_parser("synthesize-sharded", parents=[s], add_help=False,
@@ -123,11 +106,8 @@ def validate(args: argparse.Namespace) -> None:
     check.model_args(args)
     check.at_least(args, 1, "--steps", "--restarts", "--batch-size", "--data-limit")
     check.seed(args.seed, args.restarts)
-    if args.units is not None:
-        check.unit_ranges(args.units)
-    check.position_on_spatial_layer(args)
-    check.code_prior_needs_code(args)
-    check.existing_file(args.generator, "--generator")
+    check.unit_args(args)
+    check.generator_args(args)
     check.existing_file(args.init_sampler, "--init-sampler")
     if args.init_data is not None:
         if args.param != "dgn":
@@ -171,7 +151,7 @@ def run(args: argparse.Namespace, sharded: bool) -> int:
     """Synthesise ``args``' units on every process torchrun started (one, launched plainly), each writing its
     images into one staging folder, which rank 0 completes with grid.png and manifest.json and renames."""
     start = time.time()
-    with process_group(resolve_device(args.device)) as ranks:
+    with process_group(check.resolve_device(args.device)) as ranks:
         plan = rank_zero_first(lambda: prepare_plan(args, ranks.device, sharded), ranks)
         place = on_every_rank(lambda: _place(args, plan) if ranks.is_main else None, ranks)
         out_dir, staging = broadcast(place, ranks)
@@ -204,7 +184,8 @@ def prepare_plan(args: argparse.Namespace, device: torch.device, sharded: bool) 
     run = prepare(args, device, seeded=lambda generator: _seeded(args, generator))
     model, generator = run.model, run.generator
     _check_reading(args, model)
-    real_images = load_images(image_files(Path(args.data), args.data_limit), model.input_size) if args.data else None
+    real_images = (load_images(common.image_files(Path(args.data), args.data_limit), model.input_size)
+                   if args.data else None)
     sampler = load_code_sampler(args.init_sampler, device) if args.init_sampler else None
     param = make_param(args.param, generator, model.input_size, sampler)
     speed = speed_up(device, models=[model], generator=generator, channels_last=not args.no_channels_last,
@@ -235,7 +216,7 @@ def _check_reading(args: argparse.Namespace, model: Model) -> None:
 
 def _place(args: argparse.Namespace, plan: Plan) -> tuple[Path, Path]:
     """Rank 0: the final folder and a hidden sibling every rank writes into (renamed when complete)."""
-    out_dir = fresh_out_dir(args.out, plan.run.model.name).resolve()
+    out_dir = common.fresh_out_dir(args.out, plan.run.model.name).resolve()
     return out_dir, staging_directory(out_dir)
 
 
@@ -318,7 +299,7 @@ def run_settings(args: argparse.Namespace, plan: Plan, device: torch.device, sec
             "steps": args.steps, "restarts": args.restarts, "seed": args.seed, "batch_size": args.batch_size,
             "fixed_batch": args.fixed_batch, "device": str(device), **plan.run.model.preprocessing(),
             "generator_image_size": generator.image_size if generator else None, "data": args.data,
-            **versions(), "seconds": round(seconds, 2),
+            **common.versions(), "seconds": round(seconds, 2),
             "engine": engine}
 
 
@@ -365,7 +346,7 @@ def print_summary(entries: list[dict[str, Any]]) -> None:
                       if e["activation_relative_to_real_max"] is not None]
             row.append(f"{max(ratios):.2f}" if ratios else "n/a")
         rows.append(row)
-    print_table(rows, ["unit", "mean act", "max act"] + (["max / real max"] if with_real else []))
+    common.print_table(rows, ["unit", "mean act", "max act"] + (["max / real max"] if with_real else []))
 
 
 def _safe(name: str) -> str:

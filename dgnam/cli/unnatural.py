@@ -8,20 +8,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from dgnam.cli import common
 from dgnam.cli import validate as check
-from dgnam.cli.common import (
-    DEFAULT_JUDGE,
-    add_generator_arg,
-    add_model_args,
-    add_output_args,
-    add_synthesis_args,
-    fresh_out_dir,
-    markdown_table,
-    report_path,
-    resolve_device,
-    versions,
-    write_report,
-)
 from dgnam.cli.prepare import prepare
 from dgnam.engine.param import make_param
 from dgnam.engine.preferred import visualize
@@ -38,17 +26,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``dgnam unnatural`` to the parser's subcommands."""
     s = sub.add_parser("unnatural", help="the paper's natural + modified classes test of the prior",
                        description=__doc__)
-    add_model_args(s)
+    common.add_model_args(s)
     s.set_defaults(model=str(DEFAULT_UNNATURAL_MODEL))
     s.add_argument("--variant", choices=list(VARIANTS), default="bgr", help="the modification (default: bgr)")
     s.add_argument("--detector", default=str(DEFAULT_DETECTOR),
                    help="classifier of natural vs modified images (default: the shipped CIFAR-10 swap detector)")
-    s.add_argument("--judge", default=str(DEFAULT_JUDGE),
+    s.add_argument("--judge", default=str(common.DEFAULT_JUDGE),
                    help="classifier of the natural classes, never used to make the images (default: the shipped "
                         "robust CIFAR-10 judge)")
-    add_generator_arg(s)
-    add_synthesis_args(s, restarts=10, restarts_help="images per class")
-    add_output_args(s)
+    common.add_generator_arg(s)
+    common.add_synthesis_args(s, restarts=10, restarts_help="images per class")
+    common.add_output_args(s)
     s.set_defaults(handler=cmd_unnatural, validate=validate)
 
 
@@ -61,7 +49,7 @@ def validate(args: argparse.Namespace) -> None:
 
 
 def cmd_unnatural(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
+    device = check.resolve_device(args.device)
     # The generator's recommended code prior applies to any target here (tuned=False), read by the generator's own
     # encoder loaded apart from the target; --quiet hides the progress only, not the image-size notice.
     run = prepare(args, device, generator=True, units=None, tuned=False, own_encoder=True, quiet=False)
@@ -72,7 +60,7 @@ def cmd_unnatural(args: argparse.Namespace) -> int:
     check_scorers(pairs, args.variant, detector, judge.classes)
     for other in (detector, judge):
         other.input_size = other.input_size or model.input_size
-    out_dir = fresh_out_dir(args.out, f"unnatural-{model.name}")
+    out_dir = common.fresh_out_dir(args.out, f"unnatural-{model.name}")
 
     start = time.time()
     result = visualize(model, pairs.natural + pairs.modified, param=make_param("dgn", generator, model.input_size),
@@ -84,31 +72,17 @@ def cmd_unnatural(args: argparse.Namespace) -> int:
     rates = scores.rates()
     detector_acc = detector.metadata.get("test_accuracy")
     model_acc = model.metadata.get("test_accuracy")
-    rows = [[name, f"{100 * r.value:.1f}%", f"{100 * r.low:.1f}-{100 * r.high:.1f}%", str(r.n)]
-            for name, r in rates.items()]
-    per_class = [[name, f"{100 * float(scores.detected_natural[i].float().mean()):.0f}%",
-                  f"{100 * float(scores.detected_modified[i].float().mean()):.0f}%",
-                  f"{100 * float(scores.judge_modified[i].float().mean()):.0f}%",
-                  f"{100 * float(scores.judge_undone[i].float().mean()):.0f}%"] for i, name in enumerate(pairs.names)]
-    report = "\n\n".join([
-        f"# Natural and `{args.variant}` classes of {model.name}",
-        f"DGN-AM through `{run.names['generator']}` (code prior {code_prior:g}), "
-        f"{args.steps} steps, {args.restarts} images per class, seed {args.seed}; {seconds:.0f} s on {device}. "
-        f"The classifier's test accuracy on its {len(model.classes)} classes: {_percent(model_acc)}; "
-        f"the detector's on real natural and modified test images: {_percent(detector_acc)}.",
-        markdown_table(["measure", "rate", "95% interval", "images"], rows),
-        "Per class: detected as modified (natural-class images, modified-class images); judge agreement on the "
-        "modified-class images as made and undone.",
-        markdown_table(["class", "natural: detected", f"{args.variant}: detected", "judge as made", "judge undone"],
-                       per_class),
-        "![rows: classes; columns: natural-class image, modified-class image, modified-class image "
-        "undone](classes.png)",
-    ]) + "\n"
+    report = scores.to_markdown(
+        model.name, f"DGN-AM through `{run.names['generator']}` (code prior {code_prior:g}), {args.steps} steps, "
+                    f"{args.restarts} images per class, seed {args.seed}; {seconds:.0f} s on {device}. The "
+                    f"classifier's test accuracy on its {len(model.classes)} classes: {_percent(model_acc)}; the "
+                    f"detector's on real natural and modified test images: {_percent(detector_acc)}.")
     manifest = {"settings": {"command": "unnatural", "model": run.names["model"], "variant": args.variant,
-                             "detector": report_path(args.detector), "judge": report_path(args.judge),
+                             "detector": common.report_path(args.detector), "judge": common.report_path(args.judge),
                              "generator": run.names["generator"],
                              "code_prior": code_prior, "steps": args.steps, "restarts": args.restarts,
-                             "seed": args.seed, "device": str(device), "seconds": round(seconds, 1), **versions(),
+                             "seed": args.seed, "device": str(device), "seconds": round(seconds, 1),
+                             **common.versions(),
                              "engine": result.settings},
                 "classes": pairs.names, "model_test_accuracy": model_acc, "detector_test_accuracy": detector_acc,
                 "rates": {name: vars(r) for name, r in rates.items()},
@@ -117,8 +91,8 @@ def cmd_unnatural(args: argparse.Namespace) -> int:
                               "judge_natural": scores.judge_natural.tolist(),
                               "judge_modified": scores.judge_modified.tolist(),
                               "judge_undone": scores.judge_undone.tolist()}}
-    out_dir = write_directory(out_dir, lambda staging: write_report(staging, report, manifest,
-                                                                    {"classes.png": lambda p: scores.figure().save(p)}),
+    figures = {"classes.png": lambda p: scores.figure().save(p)}
+    out_dir = write_directory(out_dir, lambda staging: common.write_report(staging, report, manifest, figures),
                               unique=args.out is None)
     print(", ".join(f"{name} {100 * r.value:.0f}%" for name, r in rates.items()))
     print(f"wrote classes.png, report.md and manifest.json to {out_dir} ({seconds:.0f}s)")

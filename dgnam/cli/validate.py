@@ -243,10 +243,24 @@ def synthesis_args(args: argparse.Namespace, min_restarts: int = 1, why: str = "
     at_least(args, 1, "--steps", "--batch-size")
     at_least(args, min_restarts, "--restarts", why=why)
     seed(args.seed, args.restarts)
-    code_prior_needs_code(args)
-    existing_file(args.generator, "--generator")
+    generator_args(args)
     synthesis_size(args)
     output(args.out)
+
+
+def generator_args(args: argparse.Namespace) -> None:
+    """What ``--code-prior`` and ``--generator`` add: a finite prior weight only where there is a code, and a
+    generator file that exists."""
+    code_prior_needs_code(args)
+    existing_file(args.generator, "--generator")
+
+
+def unit_args(args: argparse.Namespace) -> None:
+    """What :func:`dgnam.cli.common.add_unit_args` adds: ``--units`` ranges when given, ``--position`` only on a
+    spatial layer."""
+    if args.units is not None:
+        unit_ranges(args.units)
+    position_on_spatial_layer(args)
 
 
 def position_on_spatial_layer(args: argparse.Namespace) -> None:

@@ -30,8 +30,8 @@ from dgnam.nets.model import Model, eval_mode
 
 
 @dataclass(frozen=True)
-class Rate:
-    """A proportion with its Wilson 95% interval."""
+class Interval:
+    """An estimate with its 95% interval, from ``n`` values or trials."""
 
     value: float
     low: float
@@ -39,8 +39,24 @@ class Rate:
     n: int
 
     def __str__(self) -> str:
+        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+class Rate(Interval):
+    """A proportion with its Wilson 95% interval, shown in percent."""
+
+    def __str__(self) -> str:
         low, high = 100 * self.low, 100 * self.high
         return f"{100 * self.value:.1f}% [{low:.1f}, {high:.1f}]"
+
+
+def mean_interval(values: torch.Tensor) -> Interval:
+    """The mean of ``values`` with a 95% interval (1.96 standard errors, the normal approximation)."""
+    values = values.double().flatten()
+    n = len(values)
+    mean = float(values.mean())
+    half = 1.96 * float(values.std()) / math.sqrt(n) if n > 1 else 0.0
+    return Interval(mean, mean - half, mean + half, n)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> Rate:
@@ -73,6 +89,15 @@ class KID:
     std: float
     subset_size: int
     n_subsets: int
+
+    # Two KIDs count as apart when mean +- 2 std of their subset estimates do not overlap (the report's test).
+    @property
+    def low(self) -> float:
+        return self.mean - 2 * self.std
+
+    @property
+    def high(self) -> float:
+        return self.mean + 2 * self.std
 
     def __str__(self) -> str:
         return f"{self.mean:.4f} ± {self.std:.4f}"

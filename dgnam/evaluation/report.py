@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dgnam.evaluation.metrics import KID, Rate
+from dgnam.markdown import markdown_table
 
 
 @dataclass
@@ -64,8 +65,6 @@ class Evaluation:
         return evaluation_markdown(self)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(r) + " |" for r in rows]]
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:
@@ -89,7 +88,7 @@ def verdict(ev: Evaluation, judge: str) -> list[str]:
     baselines = {n: m.judges[judge] for n, m in ev.methods.items() if n != "dgn"}
     for name, base in baselines.items():
         agree_sep = dgn.agreement.low > base.agreement.high
-        kid_sep = dgn.kid.mean + 2 * dgn.kid.std < base.kid.mean - 2 * base.kid.std
+        kid_sep = dgn.kid.high < base.kid.low
         lines.append(f"- vs {ev.methods[name].title}: agreement {dgn.agreement} vs {base.agreement} "
                      f"({'DGN-AM higher, intervals apart' if agree_sep else 'NOT separated in DGN-AM’s favour'}); "
                      f"KID {dgn.kid.mean:.4f} vs {base.kid.mean:.4f} "
@@ -134,7 +133,7 @@ def evaluation_markdown(ev: Evaluation) -> str:
     for judge in ev.judge_accuracy:
         out += [f"## Judge `{judge}`", ""]
         rows = [_method_row(m, judge) for m in ev.methods.values()] + [_method_row(ev.real, judge)]
-        out += _table(header, rows) + [""]
+        out += [markdown_table(header, rows), ""]
         lines = verdict(ev, judge)
         if lines:
             out += ["Verdict on this judge:", "", *lines, ""]
@@ -155,5 +154,5 @@ def evaluation_markdown(ev: Evaluation) -> str:
             rows.append([f"{k:g}", f"{decay:g}", _fmt(s.target_activation), _fmt(s.target_relative)]
                         + [str(s.judges[j].agreement) for j in judges]
                         + [f"{s.judges[j].kid.mean:.4f}" for j in judges])
-        out += _table(header, rows) + [""]
+        out += [markdown_table(header, rows), ""]
     return "\n".join(out) + "\n"

@@ -20,11 +20,12 @@ from PIL import Image
 
 from dgnam.engine.render import Result
 from dgnam.errors import DgnamError
-from dgnam.evaluation.metrics import judge_outputs
+from dgnam.evaluation.metrics import Interval, judge_outputs, mean_interval
 from dgnam.grid import labelled_grid
+from dgnam.markdown import markdown_table
 from dgnam.nets.model import OUTPUT, Model, as_model
 from dgnam.sanity.randomize import Stage, cascade_stages, randomized
-from dgnam.sanity.similarity import Interval, cosine, interval, ssim
+from dgnam.sanity.similarity import cosine, ssim
 
 METRICS = ("ssim", "features")
 Synthesis = Callable[[Model], Result]
@@ -87,7 +88,7 @@ def _pairs_within(images: torch.Tensor, features: torch.Tensor, units: int, rest
 
 
 def _verdict(cross: Interval, within: Interval) -> str:
-    if cross.mean >= within.mean:
+    if cross.value >= within.value:
         return "fails"
     return "passes" if cross.high < within.low else "inconclusive"
 
@@ -130,10 +131,11 @@ def cascading_randomization(model: Model, synthesizers: dict[str, Synthesis], ju
     scores: list[StageScore] = []
     for method, stack in stacked.items():
         features = judge_outputs(judge, stack.flatten(0, 1), device=device)[1].view(len(stack), stack.shape[1], -1)
-        within[method] = {k: interval(v) for k, v in
+        within[method] = {k: mean_interval(v) for k, v in
                           _pairs_within(stack[0], features[0], len(units), restarts).items()}
         for s, stage in enumerate(plan, start=1):
-            cross = {"ssim": interval(ssim(stack[0], stack[s])), "features": interval(cosine(features[0], features[s]))}
+            cross = {"ssim": mean_interval(ssim(stack[0], stack[s])),
+                     "features": mean_interval(cosine(features[0], features[s]))}
             scores.append(StageScore(stage.name, method, cross,
                                      {k: _verdict(cross[k], within[method][k]) for k in METRICS},
                                      activations[method][s]))
@@ -153,13 +155,12 @@ def cascade_markdown(result: CascadeResult, figures: dict[str, str], title: str)
     for method in result.methods:
         w = result.within[method]
         lines += [f"## {method}", "", f"![{method}]({figures[method]})", "",
-                  f"Trained model, restarts among themselves: SSIM {w['ssim']}, judge features {w['features']}.", "",
-                  "| stage | re-initialised (cumulative) | SSIM to trained | features to trained | mean activation | "
-                  "verdict |",
-                  "|---|---|---|---|---|---|"]
-        for i, (stage, score) in enumerate(zip(result.stages, result.verdicts(method)), start=1):
-            lines.append(f"| {i} | {stage.name} ({len(stage.layers)} modules) | {score.similarity['ssim']} "
-                         f"({score.verdicts['ssim']}) | {score.similarity['features']} ({score.verdicts['features']}) "
-                         f"| {score.activation:.2f} | **{score.verdict}** |")
-        lines.append("")
+                  f"Trained model, restarts among themselves: SSIM {w['ssim']}, judge features {w['features']}.", ""]
+        rows = [[str(i), f"{stage.name} ({len(stage.layers)} modules)",
+                 f"{score.similarity['ssim']} ({score.verdicts['ssim']})",
+                 f"{score.similarity['features']} ({score.verdicts['features']})", f"{score.activation:.2f}",
+                 f"**{score.verdict}**"]
+                for i, (stage, score) in enumerate(zip(result.stages, result.verdicts(method)), start=1)]
+        lines += [markdown_table(["stage", "re-initialised (cumulative)", "SSIM to trained", "features to trained",
+                                  "mean activation", "verdict"], rows), ""]
     return "\n".join(lines)

@@ -1,9 +1,6 @@
-"""How alike two images are: SSIM on pixels, cosine similarity in a judge's features, and intervals."""
+"""How alike two images are: SSIM on pixels and cosine similarity in a judge's features."""
 
 from __future__ import annotations
-
-import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -45,24 +42,3 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of each pair of feature rows ``a[i], b[i]``."""
     return F.cosine_similarity(a.flatten(1).float(), b.flatten(1).float(), dim=1)
 
-
-@dataclass(frozen=True)
-class Interval:
-    """A mean with its 95% interval (normal approximation over the ``n`` values)."""
-
-    mean: float
-    low: float
-    high: float
-    n: int
-
-    def __str__(self) -> str:
-        return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
-
-
-def interval(values: torch.Tensor) -> Interval:
-    """The mean of ``values`` with a 95% interval (1.96 standard errors)."""
-    values = values.double().flatten()
-    n = len(values)
-    mean = float(values.mean())
-    half = 1.96 * float(values.std()) / math.sqrt(n) if n > 1 else 0.0
-    return Interval(mean, mean - half, mean + half, n)

@@ -17,6 +17,7 @@ from PIL import Image
 from dgnam.errors import DgnamError
 from dgnam.evaluation.metrics import Rate, predict_logits, wilson_interval
 from dgnam.grid import labelled_grid
+from dgnam.markdown import markdown_table
 from dgnam.nets.model import Model
 from dgnam.sanity.variants import variant as variant_transform
 
@@ -71,6 +72,26 @@ class UnnaturalResult:
                 "judge agrees, natural classes": self._rate(self.judge_natural),
                 "judge agrees, modified classes as made": self._rate(self.judge_modified),
                 "judge agrees, modified classes undone": self._rate(self.judge_undone)}
+
+    def to_markdown(self, model_name: str, settings: str) -> str:
+        """The report: the headline rates with their intervals, then per class; ``settings`` (how the images were
+        made and how accurate the scorers are) follows the title."""
+        rows = [[name, f"{100 * r.value:.1f}%", f"{100 * r.low:.1f}-{100 * r.high:.1f}%", str(r.n)]
+                for name, r in self.rates().items()]
+        columns = (self.detected_natural, self.detected_modified, self.judge_modified, self.judge_undone)
+        per_class = [[name, *[f"{100 * float(hits[i].float().mean()):.0f}%" for hits in columns]]
+                     for i, name in enumerate(self.pairs.names)]
+        return "\n\n".join([
+            f"# Natural and `{self.variant}` classes of {model_name}",
+            settings,
+            markdown_table(["measure", "rate", "95% interval", "images"], rows),
+            "Per class: detected as modified (natural-class images, modified-class images); judge agreement on the "
+            "modified-class images as made and undone.",
+            markdown_table(["class", "natural: detected", f"{self.variant}: detected", "judge as made",
+                            "judge undone"], per_class),
+            "![rows: classes; columns: natural-class image, modified-class image, modified-class image "
+            "undone](classes.png)",
+        ]) + "\n"
 
     def figure(self, restart: int = 0) -> Image.Image:
         """One row per class: its natural-class image, its modified-class image, that image undone."""

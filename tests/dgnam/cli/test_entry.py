@@ -1,5 +1,6 @@
 """dgnam.cli.entry: the ``dgnam`` console script and ``python -m dgnam`` import nothing heavy before they can
-turn a Ctrl-C into one line, so a Ctrl-C during the seconds torch takes to import exits 130 quietly."""
+turn a signal into one line, so a Ctrl-C or a SIGTERM during the seconds torch takes to import exits 130 or 143
+quietly."""
 
 import os
 import signal
@@ -8,6 +9,10 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+
+import pytest
+
+from helpers import as_from_a_terminal
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -40,18 +45,20 @@ def test_the_entry_point_and_the_package_import_no_torch():
     assert out.stdout.strip() == "[]"
 
 
-def test_ctrl_c_while_torch_imports_is_one_line_and_exit_130(tmp_path):
+@pytest.mark.parametrize(("signum", "code", "line"), [(signal.SIGINT, 130, "dgnam: interrupted"),
+                                                      (signal.SIGTERM, 143, "dgnam: terminated")])
+def test_a_signal_while_torch_imports_is_one_line_and_its_exit_code(tmp_path, signum, code, line):
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(SLOW_TORCH)
     importing = tmp_path / "importing"
     proc = subprocess.Popen([sys.executable, "-m", "dgnam", "--version"], cwd=tmp_path, stderr=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, start_new_session=True,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=as_from_a_terminal,
                             env={**_env(tmp_path / "site"), "DGNAM_TEST_IMPORTING": str(importing)})
     deadline = time.monotonic() + 60
     while not importing.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert importing.exists(), proc.communicate(timeout=60)
-    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole foreground group
+    os.killpg(proc.pid, signum)  # as a terminal's Ctrl-C or a scheduler's stop: the whole group
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert err == "dgnam: interrupted\n" and out == ""
+    assert proc.returncode == code, err
+    assert err == line + "\n" and out == ""

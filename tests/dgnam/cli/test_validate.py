@@ -22,7 +22,7 @@ from dgnam.cli.validate import parse_units, unit_ranges
 from dgnam.errors import DgnamError
 from dgnam.nets.model import Model
 
-from helpers import USER_MODEL, USER_MODELS, _image, tiny_generator
+from helpers import USER_MODEL, USER_MODELS, _image, as_from_a_terminal, tiny_generator
 
 # Models a user may hand the CLI: one that takes 1-channel input, one whose output is NaN, a slow one, ...
 ODD_MODELS = textwrap.dedent("""
@@ -334,7 +334,8 @@ def test_a_signal_during_the_dataset_pass_stops_it_at_once_in_one_line(signum, g
     proc = subprocess.Popen([sys.executable, "-m", "dgnam", "probe", "--model", f"{inputs / 'odd.py'}:slow",
                              "--input-size", "8", "--data", str(many_images), "--steps", "0", "--data-batch-size", "2",
                              "--workers", str(workers), "--device", "cpu", "--quiet"],
-                            cwd=work, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            cwd=work, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=as_from_a_terminal)
     guard = threading.Timer(300, proc.kill)  # a hang fails the test instead of stalling the suite
     guard.start()
     try:
