@@ -55,8 +55,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     device = check.resolve_device(args.device)
     methods = common.comma_choices(args.methods, "--methods", METHODS)
     model = common.load_model_from_args(args, device)
-    if model.input_size is None:
-        raise DgnamError("the model's input size is unknown; pass --input-size")
+    common.require_input_size(model)
     classes = model.classes
     target = _target(args.target, classes)
     images = torch.stack([common.read_image(path, model.input_size) for path in args.image])

@@ -231,13 +231,18 @@ def generator_path(arg: str | None) -> str:
     return str(Path(arg) if arg else DEFAULT_GENERATOR)
 
 
+def require_input_size(model: Model) -> None:
+    """A model whose input size neither its file, ``--input-size`` nor a generator gives cannot be read."""
+    if model.input_size is None:
+        raise DgnamError("the model's input size is unknown; pass --input-size")
+
+
 def fit_to_generator(model: Model, generator: UpconvGenerator | None, quiet: bool = False) -> None:
     """Give the model the generator's image size if it has none; crop (not resize) larger generator images.
     A size mismatch is stated in one notice (unless ``quiet``): what is resized, how, and how to avoid it."""
     if model.input_size is None:
         model.input_size = generator.image_size if generator is not None else None
-    if model.input_size is None:
-        raise DgnamError("the model's input size is unknown; pass --input-size")
+    require_input_size(model)
     if generator is None or generator.image_size == model.input_size:
         return
     g, m = generator.image_size, model.input_size

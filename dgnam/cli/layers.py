@@ -23,8 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_layers(args: argparse.Namespace) -> int:
     device = check.resolve_device(args.device)
     model = common.load_model_from_args(args, device)
-    if model.input_size is None:
-        raise DgnamError("the model's input size is unknown; pass --input-size")
+    common.require_input_size(model)
     infos = describe_layers(model)
     try:
         gradcam = last_spatial_layer(model)
