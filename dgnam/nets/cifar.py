@@ -14,6 +14,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from dgnam.errors import DgnamError
+
 
 def _conv_bn_relu(name: str, c_in: int, c_out: int) -> list[tuple[str, nn.Module]]:
     return [
@@ -39,7 +41,7 @@ class CifarVGG(nn.Module):
                  fc7_dim: int | None = None) -> None:
         super().__init__()
         if head not in ("pool", "flatten"):
-            raise ValueError(f"head must be 'pool' or 'flatten', got {head!r}")
+            raise DgnamError(f"head must be 'pool' or 'flatten', got {head!r}")
         self.head = head
         layers: list[tuple[str, nn.Module]] = []
         c_in = 3

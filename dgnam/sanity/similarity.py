@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dgnam.errors import DgnamError
+
 
 def _gaussian_window(size: int, sigma: float, channels: int, device: torch.device) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
@@ -21,7 +23,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7, sigma: float = 1.5) 
     than the image is all that matters), never larger than the image.
     """
     if a.shape != b.shape or a.ndim != 4:
-        raise ValueError(f"ssim needs two (N, C, H, W) batches of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise DgnamError(f"ssim needs two (N, C, H, W) batches of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     a, b = a.float(), b.float()
     window = min(window, a.shape[-1], a.shape[-2])
     w = _gaussian_window(window, sigma, a.shape[1], a.device)
