@@ -6,7 +6,8 @@ A layer's output is read as one of
 - ``conv``: (B, C, H, W), a channel per unit at every position (the torchvision CNN convention);
 - ``channels_last``: (B, H, W, C), the same map with channels last (torchvision Swin and ConvNeXt blocks);
 - ``tokens``: (B, T, D), a unit per feature of every token, the first ``prefix_tokens`` of which (CLS
-  first, then e.g. distillation or register tokens) precede the patch tokens of a square grid (ViTs);
+  first when the model has one, then e.g. distillation or register tokens) precede the patch tokens of a
+  square grid (ViTs);
 - ``other``: anything else (attention heads (B, heads, T, d), windows ...), which is refused.
 
 :func:`detect_layouts` names each layer's layout from what is certain: the module's type (convolutions
@@ -36,7 +37,9 @@ from dgnam.errors import DgnamError
 
 KINDS = ("units", "conv", "channels_last", "tokens", "other")
 SPATIAL = ("conv", "channels_last", "tokens")
-LAYOUT_HELP = "units, conv, channels_last, tokens or tokens:N (N prefix tokens before the patches, CLS first)"
+LAYOUT_HELP = ("units, conv, channels_last, tokens or tokens:N (N prefix tokens before the patches, CLS first; "
+               "tokens:N:no-cls when none is a CLS token, e.g. registers alone)")
+NO_CLS = "no-cls"
 
 
 @dataclass(frozen=True)
@@ -44,18 +47,23 @@ class Layout:
     """How a layer's output (batch first) holds its units; see the module docstring."""
 
     kind: str
-    prefix_tokens: int = 0  # tokens only: leading non-patch tokens, token 0 being CLS when there is one
+    prefix_tokens: int = 0  # tokens only: leading non-patch tokens
+    cls: bool = True  # tokens only: whether the first prefix token is a CLS token (a ViT with registers alone: no)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise DgnamError(f"unknown layout {self.kind!r}; use {LAYOUT_HELP}")
+        if not self.prefix_tokens:  # no prefix, no CLS to speak of: one value, so equal layouts compare equal
+            object.__setattr__(self, "cls", True)
 
     def __str__(self) -> str:
-        return f"tokens:{self.prefix_tokens}" if self.kind == "tokens" and self.prefix_tokens else self.kind
+        if self.kind != "tokens" or not self.prefix_tokens:
+            return self.kind
+        return f"tokens:{self.prefix_tokens}" + ("" if self.cls else f":{NO_CLS}")
 
     @property
     def has_cls(self) -> bool:
-        return self.kind == "tokens" and self.prefix_tokens > 0
+        return self.kind == "tokens" and self.prefix_tokens > 0 and self.cls
 
     @property
     def ndim(self) -> int:
@@ -136,7 +144,7 @@ class Layout:
             if token == "cls":
                 if not self.has_cls:
                     raise DgnamError(f"layer {layer!r} has no CLS token (layout {self}); read a token index, "
-                                     f"--token mean, or declare it (--layout tokens:1)")
+                                     f"--token mean, or declare one (--layout tokens:N, CLS first)")
                 token = 0
             if token is not None:
                 t = int(token)
@@ -147,7 +155,7 @@ class Layout:
             if mean:
                 return reduce(act[:, self.prefix_tokens:], "b t d -> b d", "mean")
             if position is None:  # the default: the CLS token, else the mean over the patch tokens
-                return act[:, 0] if self.has_cls else reduce(act, "b t d -> b d", "mean")
+                return act[:, 0] if self.has_cls else reduce(act[:, self.prefix_tokens:], "b t d -> b d", "mean")
         if mean:
             if position is not None:
                 raise DgnamError("give a position or the spatial mean, not both")
@@ -178,19 +186,22 @@ UNITS, CONV, CHANNELS_LAST, OTHER = Layout("units"), Layout("conv"), Layout("cha
 
 
 def parse_layout(text: str | Layout | None) -> Layout | None:
-    """``"conv"``, ``"channels_last"``, ``"tokens"``, ``"tokens:1"`` (one CLS token first), ``"units"``."""
+    """``"conv"``, ``"channels_last"``, ``"tokens"``, ``"tokens:1"`` (one CLS token first), ``"tokens:4:no-cls"``
+    (four register tokens, no CLS), ``"units"``."""
     if text is None or isinstance(text, Layout):
         return text
     kind, _, prefix = text.strip().partition(":")
-    if kind not in KINDS or kind == "other" or (prefix and kind != "tokens"):
+    prefix, _, cls = prefix.partition(":")
+    if kind not in KINDS or kind == "other" or (prefix and kind != "tokens") or cls not in ("", NO_CLS):
         raise DgnamError(f"unknown layout {text!r}; use {LAYOUT_HELP}")
     try:
         n = int(prefix) if prefix else 0
     except ValueError:
         n = -1
-    if n < 0:
-        raise DgnamError(f"layout {text!r}: the prefix tokens N of tokens:N must be a whole number >= 0")
-    return Layout(kind, n)
+    if n < 0 or (cls and n == 0):
+        raise DgnamError(f"layout {text!r}: the prefix tokens N of tokens:N must be a whole number >= 0 (>= 1 with "
+                         f":{NO_CLS})")
+    return Layout(kind, n, cls != NO_CLS)
 
 
 def by_shape(shape: tuple[int, ...]) -> Layout:
@@ -200,20 +211,23 @@ def by_shape(shape: tuple[int, ...]) -> Layout:
 
 
 # --- detection --------------------------------------------------------------------------------------
-def prefix_tokens(root: nn.Module) -> int | None:
-    """The number of prefix tokens of a known vision transformer (timm, torchvision, Hugging Face), or
-    None when ``root`` is not one."""
+def token_layout(root: nn.Module) -> Layout | None:
+    """The layout of a known vision transformer's token layers (timm, torchvision, Hugging Face): how many prefix
+    tokens precede the patches and whether the first is a CLS token; None when ``root`` is not one."""
     n = getattr(root, "num_prefix_tokens", None)  # timm VisionTransformer, DeiT, EVA, ...
     if isinstance(n, int) and hasattr(root, "patch_embed"):
-        return n
+        # num_prefix_tokens counts CLS, distillation and register tokens alike; a model built with registers and
+        # no class token (e.g. timm's *_reg4_gap) has cls_token None, and its token 0 is a register.
+        return Layout("tokens", n, getattr(root, "cls_token", None) is not None)
     if type(root).__name__ == "VisionTransformer" and hasattr(root, "class_token"):  # torchvision
-        return 1
+        return Layout("tokens", 1)
     config = getattr(root, "config", None)
-    if config is not None and hasattr(config, "model_type"):  # Hugging Face
+    if config is not None and hasattr(config, "model_type"):  # Hugging Face: every known one has a CLS token
         known = {"vit": 1, "deit": 2, "dinov2": 1, "beit": 1, "data2vec-vision": 1, "vit_msn": 1, "vit_hybrid": 1}
         if config.model_type == "dinov2_with_registers":
-            return 1 + int(getattr(config, "num_register_tokens", 0))
-        return known.get(config.model_type)
+            return Layout("tokens", 1 + int(getattr(config, "num_register_tokens", 0)))
+        n = known.get(config.model_type)
+        return None if n is None else Layout("tokens", n)
     return None
 
 
@@ -259,7 +273,7 @@ def infer_layouts(events: list[TraceEvent], image: torch.Tensor, root: nn.Module
     keys mean the same tensor.
     """
     batch = image.shape[0]
-    prefix = prefix_tokens(root)
+    prefix = token_layout(root)
     # Channels-last or token evidence anywhere: then a 4-D tensor of unknown origin is not taken as conv.
     evidence = prefix is not None or any(
         _permute(e.module) is not None or (_features_last(e.module) and e.output is not None and e.output.ndim >= 3)
@@ -282,7 +296,7 @@ def infer_layouts(events: list[TraceEvent], image: torch.Tensor, root: nn.Module
 
 
 def _infer_one(module: nn.Module, out: torch.Tensor, inp: torch.Tensor | None, source: Layout | None, batch: int,
-               prefix: int | None, evidence: bool) -> Layout:
+               prefix: Layout | None, evidence: bool) -> Layout:
     if out.ndim < 2 or out.shape[0] != batch:  # windows, heads folded into the batch, scalars
         return OTHER
     permuted = _permute(module)
@@ -304,9 +318,12 @@ def _infer_one(module: nn.Module, out: torch.Tensor, inp: torch.Tensor | None, s
     if out.ndim == 3 and prefix is not None:
         if source is not None and source.kind == "tokens":
             return source
-        tokens = out.shape[1]
-        for n in (prefix, 0):  # all tokens, or the patch tokens alone (a patch embedding's output)
-            side = math.isqrt(max(tokens - n, 0))
-            if tokens > n and side * side == tokens - n:
-                return Layout("tokens", n)
-    return OTHER
+        # All tokens (the prefix, then a square grid of patches), or the patch tokens alone.
+        tokens, patches_alone = out.shape[1], Layout("tokens")
+        fits = [t for t in dict.fromkeys((prefix, patches_alone))
+                if tokens > t.prefix_tokens and math.isqrt(tokens - t.prefix_tokens) ** 2 == tokens - t.prefix_tokens]
+        if source == CONV and patches_alone in fits:
+            return patches_alone  # made from an image or a map: a patch embedding, before any prefix token joins
+        if len(fits) == 1:
+            return fits[0]
+    return OTHER  # unknown, or tokens that read as a grid both with and without the prefix: declare --layout

@@ -164,8 +164,9 @@ def _hub_offline() -> Iterator[None]:
 def load_hf(name_or_path: str, pretrained: bool = True, input_size: int | None = None,
             device: str | torch.device = "cpu") -> Model:
     """A Hugging Face image classifier (``AutoModelForImageClassification``) from a local folder or the local
-    cache, its mean, std and size from the image processor's config (``preprocessor_config.json``) or, for
-    the size, the model's config. ``pretrained=False``: the config alone, random weights.
+    cache, its normalisation and input size from the image processor's config (``preprocessor_config.json``,
+    see :func:`hf_preprocessing`) or, for the size, the model's config. ``pretrained=False``: the config alone,
+    random weights.
     Example: ``load_hf("models/vit-tiny")``.
     """
     try:
@@ -192,15 +193,40 @@ def load_hf(name_or_path: str, pretrained: bool = True, input_size: int | None =
             processor = AutoImageProcessor.from_pretrained(name_or_path, local_files_only=True)
     except Exception:  # no preprocessor_config.json: the config's size only
         processor = None
-    if processor is not None and getattr(processor, "image_mean", None) is not None:
-        declared.update(mean=tuple(processor.image_mean), std=tuple(processor.image_std),
-                        source="Hugging Face image processor")
-        size = getattr(processor, "crop_size", None) or getattr(processor, "size", None) or {}
-        side = size.get("height") or size.get("shortest_edge") if isinstance(size, dict) else None
-        if side and "input_size" not in declared:
-            declared["input_size"] = int(side)
+    if processor is not None:
+        declared.update(hf_preprocessing(processor, name_or_path, sized=input_size is not None))
     name = Path(name_or_path.rstrip("/")).name  # a folder's or a hub id's last part: it names the output folder
     return _ecosystem_model(net, name, input_size, declared, device)
+
+
+def hf_preprocessing(processor: object, name: str, sized: bool = False) -> dict:
+    """What a Hugging Face image processor does to an image, as dgnam's ``mean``, ``std`` and ``input_size``.
+
+    The processor maps 8-bit pixels p = 255 x (x: dgnam's [0, 1] image) to (p r - m) / s, with r its rescale
+    factor (1 without ``do_rescale``) and m, s its image mean and std (0 and 1 without ``do_normalize``): the
+    same as normalising x with mean m / (255 r) and std s / (255 r). The input size is what the processor
+    hands the model: the centre crop when it crops, else its resize (not read when ``sized``: the caller gives
+    the size).
+    """
+    r = float(getattr(processor, "rescale_factor", 1 / 255)) if getattr(processor, "do_rescale", True) else 1.0
+    normalise = getattr(processor, "do_normalize", True) and getattr(processor, "image_mean", None) is not None
+    m = list(processor.image_mean) if normalise else [0.0, 0.0, 0.0]
+    s = list(processor.image_std) if normalise else [1.0, 1.0, 1.0]
+    declared: dict = {"source": "Hugging Face image processor"}
+    scale = round(255 * r, 9)  # 1 for the usual 1/255
+    if normalise or scale != 1:  # otherwise the model takes the [0, 1] image as it is
+        declared.update(mean=tuple(v / scale for v in m), std=tuple(v / scale for v in s))
+    cropped = getattr(processor, "do_center_crop", False) and getattr(processor, "crop_size", None)
+    size = processor.crop_size if cropped else getattr(processor, "size", None)
+    if not sized and size is not None and hasattr(size, "get"):  # a dict, or transformers' SizeDict
+        height, width = size.get("height"), size.get("width")
+        if height and width and height != width:
+            raise DgnamError(f"the image processor of {name!r} makes {height}x{width} inputs; dgnam reads square "
+                             f"images: pass --input-size")
+        side = height or size.get("shortest_edge")
+        if side:
+            declared["input_size"] = int(side)
+    return declared
 
 
 def _import_factory(spec: str):

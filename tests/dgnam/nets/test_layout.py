@@ -112,3 +112,63 @@ def test_declared_layout_overrides_detection():
     for bad in ("nchw", "conv:1", "tokens:-1", "other"):
         with pytest.raises(DgnamError, match="layout"):
             parse_layout(bad)
+
+
+def _hooked(net: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+    """``layer``'s output on the already-normalised ``x``, by a plain forward hook."""
+    got = []
+    handle = net.get_submodule(layer).register_forward_hook(lambda module, inputs, out: got.append(out.detach()))
+    with torch.no_grad():
+        net(x)
+    handle.remove()
+    return got[0]
+
+
+def test_register_tokens_without_a_class_token_are_not_read_as_cls():
+    """timm's *_reg4_gap ViTs: four register tokens, no CLS (num_prefix_tokens counts registers too). The
+    default reading is the patch mean, not register 0, and a CLS reading is refused."""
+    import timm
+
+    torch.manual_seed(0)
+    net = timm.create_model("vit_medium_patch16_reg4_gap_256", pretrained=False, img_size=32, patch_size=8,
+                            embed_dim=32, depth=2, num_heads=2, num_classes=10).eval()
+    model = Model(net, input_size=32)
+    layer = "blocks.1.mlp.fc1"
+    assert str(model.layout(layer)) == "tokens:4:no-cls" and not model.layout(layer).has_cls
+    x = torch.rand(2, 3, 32, 32)
+    hooked = _hooked(net, layer, x)
+    read = unit(layer, 3, model=model)({(model, layer): model.run(x, [layer])[layer]})
+    torch.testing.assert_close(read, hooked[:, 4:, 3].mean(1))  # 16 patches; register 0 would be hooked[:, 0, 3]
+    with pytest.raises(DgnamError, match="has no CLS token"):
+        unit(layer, 3, model=model, token="cls")({(model, layer): hooked})
+    with_cls = Model(timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, img_size=32, patch_size=8,
+                                       embed_dim=32, depth=1, num_heads=2, num_classes=10), input_size=32)
+    assert str(with_cls.layout("blocks.0")) == "tokens:5"  # CLS, then 4 registers
+
+
+def test_a_patch_embedding_is_patches_alone_even_when_its_count_also_fits_the_prefix():
+    """CLS + 4 registers on a 3x3 grid: the patch embedding's 9 tokens also read as 5 prefix tokens and a 2x2
+    grid; made from the image, they are the 9 patches, and position (0, 0) is patch (0, 0)."""
+    import timm
+
+    torch.manual_seed(0)
+    net = timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, img_size=24, patch_size=8,
+                            embed_dim=32, depth=1, num_heads=2, num_classes=10).eval()
+    model = Model(net, input_size=24)
+    layouts = {info.name: str(info.layout) for info in describe_layers(model)}
+    assert layouts["patch_embed"] == "tokens" and layouts["blocks.0"] == "tokens:5"
+    x = torch.rand(1, 3, 24, 24)
+    patches = _hooked(net, "patch_embed", x)
+    read = unit("patch_embed", 0, model=model, position=(0, 0))({(model, "patch_embed"): patches})
+    torch.testing.assert_close(read, patches[:, 0, 0])  # tokens:5 would read token 5, patch (1, 2)
+
+
+def test_layouts_with_registers_alone_parse_and_print():
+    assert parse_layout("tokens:4:no-cls") == Layout("tokens", 4, cls=False)
+    assert str(Layout("tokens", 4, cls=False)) == "tokens:4:no-cls" and str(Layout("tokens", 1)) == "tokens:1"
+    assert Layout("tokens", 0, cls=False) == Layout("tokens")  # no prefix: nothing to say about a CLS
+    act = torch.arange(2 * 6 * 3, dtype=torch.float32).view(2, 6, 3)  # 2 registers, then 2x2 patches
+    assert torch.equal(parse_layout("tokens:2:no-cls").read(act), act[:, 2:].mean(1))
+    for bad in ("tokens:0:no-cls", "tokens:2:cls", "conv:no-cls", "tokens::no-cls"):
+        with pytest.raises(DgnamError, match="layout"):
+            parse_layout(bad)

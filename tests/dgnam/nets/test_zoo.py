@@ -118,6 +118,47 @@ def test_timm_and_hugging_face_models_bring_their_own_preprocessing(tmp_path):
     assert timm_model.input_size == 224 and timm_model.preprocessing()["mean"] == [0.1] * 3
 
 
+
+@pytest.mark.parametrize(("options", "mean", "std"), [
+    ({"do_normalize": False}, [0.0] * 3, [1.0] * 3),  # the processor passes the [0, 1] image on as it is
+    ({"do_rescale": False}, [0.4 / 255, 0.5 / 255, 0.6 / 255], [0.2 / 255, 0.3 / 255, 0.4 / 255]),  # 0-255 pixels
+    ({"rescale_factor": 1 / 127.5}, [0.2, 0.25, 0.3], [0.1, 0.15, 0.2]),
+])
+def test_hugging_face_models_see_what_their_image_processor_makes(tmp_path, options, mean, std):
+    """dgnam's [0, 1] image x as the processor would hand it to the model: (255 x r - m) / s, r its rescale
+    factor (1 without do_rescale), m and s its mean and std (0 and 1 without do_normalize)."""
+    from transformers import ViTImageProcessor
+
+    hf = ecosystem_model("hf_vit", tmp_path)
+    hf.module.save_pretrained(tmp_path / "vit")
+    processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4, 0.5, 0.6],
+                                  image_std=[0.2, 0.3, 0.4], **options)
+    processor.save_pretrained(tmp_path / "vit")
+    folder = load_model(f"hf:{tmp_path / 'vit'}")
+    x = torch.rand(2, 3, 32, 32)
+    pixels = processor(images=list((x * 255).round().to(torch.uint8)), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        torch.testing.assert_close(folder.preprocess((x * 255).round() / 255), pixels, atol=1e-4, rtol=1e-4)
+        expected = hf.module((x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)).logits
+        torch.testing.assert_close(folder(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_hugging_face_input_size_is_the_processors_crop_not_the_configs(tmp_path):
+    from transformers import BitImageProcessor
+
+    hf = ecosystem_model("hf_vit", tmp_path)  # config.image_size 32
+    folder = tmp_path / "vit"
+    hf.module.save_pretrained(folder)
+    BitImageProcessor(size={"shortest_edge": 24}, crop_size={"height": 16, "width": 16}).save_pretrained(folder)
+    assert load_model(f"hf:{folder}").input_size == 16  # as dinov2 (config 518, processor crop 224)
+    BitImageProcessor(size={"shortest_edge": 24}, do_center_crop=False).save_pretrained(folder)
+    assert load_model(f"hf:{folder}").input_size == 24
+    assert load_model(f"hf:{folder}", input_size=32).input_size == 32  # --input-size wins
+    BitImageProcessor(size={"height": 24, "width": 16}, do_center_crop=False).save_pretrained(folder)
+    with pytest.raises(DgnamError, match="makes 24x16 inputs; dgnam reads square images: pass --input-size"):
+        load_model(f"hf:{folder}")
+    assert load_model(f"hf:{folder}", input_size=16).input_size == 16
+
 def test_random_models_are_built_under_the_seed(tmp_path):
     def weights(model):
         return torch.cat([p.flatten() for p in model.parameters()])
