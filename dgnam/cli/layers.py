@@ -42,5 +42,6 @@ def cmd_layers(args: argparse.Namespace) -> int:
     print(f"{sum(p.numel() for p in model.module.parameters()):,} parameters; input "
           f"{model.input_size}x{model.input_size}; "
           f"address the k-th call of a reused module as NAME@k (0-based); layout tokens:N = N prefix tokens (CLS "
-          f"first) before the patches, 'other' = not readable as units (declare it with --layout)")
+          f"first; :no-cls: none is a CLS) before the patches, 'other' = not readable as units (declare it with "
+          f"--layout)")
     return 0
