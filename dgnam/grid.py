@@ -14,6 +14,7 @@ import torch
 from einops import rearrange
 from PIL import Image, ImageDraw, ImageFont
 
+from dgnam.errors import terminal_safe
 from dgnam.io import atomic_write
 
 
@@ -45,7 +46,9 @@ def labelled_grid(images: torch.Tensor, captions: Sequence[str], ncol: int | Non
         r, c = divmod(i, ncol)
         x, y = pad + c * (tile + pad), pad + r * (tile + caption_h + pad)
         canvas.paste(Image.fromarray(array).resize((tile, tile), Image.NEAREST), (x, y))
-        text = captions[i] if i < len(captions) else ""
+        # Captions name classes from checkpoints: control characters as their escapes (a newline would make
+        # PIL refuse the text), and at most a glyph per pixel before the trim to the tile's width.
+        text = terminal_safe(captions[i])[:tile] if i < len(captions) else ""
         while text and draw.textlength(text, font=font) > tile:  # keep captions inside their tile
             text = text[:-1]
         draw.text((x, y + tile + 1), text, fill="black", font=font)

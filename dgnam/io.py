@@ -52,14 +52,33 @@ def write_directory(out_dir: str | os.PathLike, write: Callable[[Path], None], u
             write(staging)
             return publish_directory(staging, out_dir, unique)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard_staging(staging)
         raise
 
 
+# staging folder -> the folders above it that making it created (deepest first), removed again with it
+_CREATED_FOR: dict[Path, list[Path]] = {}
+
+
 def staging_directory(out_dir: Path) -> Path:
-    """A new hidden folder beside ``out_dir`` to write a run into, before :func:`publish_directory`."""
+    """A new hidden folder beside ``out_dir`` to write a run into, before :func:`publish_directory` (or, when
+    the run fails, :func:`discard_staging`)."""
+    missing = [folder for folder in (out_dir.parent, *out_dir.parent.parents) if not folder.exists()]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=hidden_prefix(out_dir), dir=out_dir.parent))
+    staging = Path(tempfile.mkdtemp(prefix=hidden_prefix(out_dir), dir=out_dir.parent))
+    _CREATED_FOR[staging] = missing
+    return staging
+
+
+def discard_staging(staging: Path) -> None:
+    """Remove the staging folder of a run that failed, and the folders making it created (``--out a/b/run``
+    creates ``a/b``; the default creates ``dgnam-runs``) while they are empty: a failed run leaves nothing."""
+    shutil.rmtree(staging, ignore_errors=True)
+    for folder in _CREATED_FOR.pop(staging, []):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: another run, or the user, put something there meanwhile
+            break
 
 
 def publish_directory(staging: Path, out_dir: Path, unique: bool = False) -> Path:
@@ -68,6 +87,7 @@ def publish_directory(staging: Path, out_dir: Path, unique: bool = False) -> Pat
     run took the name meanwhile, the folder becomes ``out_dir-2``, ``-3``, ... instead, so no finished run is lost.
     The rename itself is the create-exclusive step: it replaces only a missing or empty directory, atomically."""
     os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would make shared outputs private
+    _CREATED_FOR.pop(staging, None)
     target, n = out_dir, 1
     while True:
         try:
@@ -86,6 +106,12 @@ def name_max(folder: str | os.PathLike) -> int:
         return os.pathconf(folder, "PC_NAME_MAX")
     except (OSError, ValueError):
         return 255
+
+
+def safe_name(name: str) -> str:
+    """``name`` (of a model, a layer: from a file or checkpoint) as part of a file name: letters, digits, ``-``
+    and ``_`` kept, anything else (dots, separators, control characters, spaces) as ``_``."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
 def fit_name(name: str, limit: int) -> str:

@@ -26,7 +26,7 @@ from dgnam.engine.param import Parametrization
 from dgnam.engine.render import Result, synthesize
 from dgnam.errors import DgnamError
 from dgnam.grid import labelled_grid, save_png
-from dgnam.markdown import markdown_table
+from dgnam.markdown import markdown_table, markdown_text
 from dgnam.nets.model import OUTPUT, Model, as_model, eval_mode
 
 # (weight of A's class logit, weight of B's class logit) of each kind of class image.
@@ -108,7 +108,7 @@ class ComparisonResult:
                        f"{self.mean_gap(kind):+.1f}"] for kind in KINDS]
         off_diagonal = self.similarity_matrix[~torch.eye(len(names), dtype=torch.bool)]
         return "\n\n".join([
-            f"# {a_name} (A) vs {b_name} (B)",
+            f"# {markdown_text(a_name)} (A) vs {markdown_text(b_name)} (B)",
             f"{settings} Logits are the models' raw (pre-softmax) outputs.",
             "## Class images: A, B, A+B, A-B, B-A",
             "Each cell: logit of the intended class under A / under B (mean over restarts); last column: mean A - B.",
@@ -148,8 +148,9 @@ class ComparisonResult:
         lines = []
         for i in self.most_disagreeing(min(DISAGREEING, len(self.classes))):
             row = i * self.restarts  # restart 0 of the class
-            lines.append(f"- **{self.class_names[i]}**: cosine {float(self.class_similarity[i]):.2f}; on A's image "
-                         f"A's top class is {self._label(top_a[row])}, B's is {self._label(top_b[row])}")
+            lines.append(f"- **{markdown_text(self.class_names[i])}**: cosine {float(self.class_similarity[i]):.2f}; "
+                         f"on A's image A's top class is {markdown_text(self._label(top_a[row]))}, B's is "
+                         f"{markdown_text(self._label(top_b[row]))}")
         return lines
 
     def _mimicry_rows(self) -> list[list[str]]:

@@ -99,7 +99,7 @@ def cmd_accentuate(args: argparse.Namespace) -> int:
     out_dir = write_directory(out_dir, write, unique=args.out is None)
     common.print_table([[terminal_safe(e["label"]), terminal_safe(e["source"]), f"{e['activation_before']:.2f}",
                          f"{e['activation_after']:.2f}"] for e in entries], ["unit", "image", "before", "after"])
-    print(f"wrote {len(entries)} images, grid.png and manifest.json to {out_dir} ({time.time() - start:.1f}s)")
+    common.wrote(f"{len(entries)} images, grid.png and manifest.json", out_dir, time.time() - start)
     return 0
 
 

@@ -10,9 +10,9 @@ import torch
 from dgnam.analysis.attribute import METHODS, attribute
 from dgnam.cli import common
 from dgnam.cli import validate as check
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, terminal_safe
 from dgnam.io import write_directory
-from dgnam.markdown import markdown_table
+from dgnam.markdown import markdown_table, markdown_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,10 +70,10 @@ def cmd_attribute(args: argparse.Namespace) -> int:
              *[f"{float(result.deletion[m][i, 0]):.2f} / {float(result.deletion[m][i, 1]):.2f}" for m in methods]]
             for i, (path, t, p, prob) in enumerate(zip(args.image, result.targets, result.predicted,
                                                        result.probabilities))]
-    layer_note = (f"Grad-CAM layer: `{result.layer}`" + (" (chosen automatically: the last spatial feature map)"
-                                                          if args.layer is None else "") + ". ") if result.layer else ""
+    chosen = " (chosen automatically: the last spatial feature map)" if args.layer is None else ""
+    layer_note = f"Grad-CAM layer: `{markdown_text(result.layer)}`{chosen}. " if result.layer else ""
     report = "\n\n".join([
-        f"# Attribution by {model.name}",
+        f"# Attribution by {markdown_text(model.name)}",
         f"{layer_note}Methods (captum): {', '.join(methods)}. Deletion check: the target's probability after "
         "greying (0.5) the 25% of pixels each method ranks highest / lowest; a map that finds the evidence "
         "makes the first number much lower than the second.",
@@ -92,7 +92,8 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     figures = {"attribution.png": lambda path: result.save_overlays(path, classes)}
     out_dir = write_directory(out_dir, lambda staging: common.write_report(staging, report, manifest, figures),
                               unique=args.out is None)
-    for row in rows:
-        print("  ".join(row[:4]))
-    print(f"{layer_note}wrote attribution.png, report.md and manifest.json to {out_dir}")
+    common.print_table([row[:4] for row in rows], ["image", "target", "predicted", "p(target)"])
+    if result.layer:
+        print(f"Grad-CAM layer: {terminal_safe(result.layer)}")
+    common.wrote("attribution.png, report.md and manifest.json", out_dir)
     return 0

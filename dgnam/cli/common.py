@@ -19,7 +19,7 @@ from dgnam.cli.validate import existing_file, existing_folder, generator_name, o
 from dgnam.engine.param import PAPER_STEPS, SEEDED_STEPS
 from dgnam.errors import DgnamError, terminal_safe
 from dgnam.images import list_images, load_images, spread
-from dgnam.io import atomic_write_json, atomic_write_text, fit_name, name_max, shipped
+from dgnam.io import atomic_write_json, atomic_write_text, fit_name, name_max, safe_name, shipped
 from dgnam.nets.layout import LAYOUT_HELP, parse_layout
 from dgnam.nets.model import Model, describe_layers, eval_mode, parse_layer, resolve_layer
 from dgnam.nets.zoo import load_model
@@ -380,12 +380,18 @@ def fresh_out_dir(out: str | None, model_name: str) -> Path:
         return output(out)
     runs = Path("dgnam-runs")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = fit_name(f"{stamp}-{model_name}", name_max(runs if runs.is_dir() else ".") - 8)
+    name = fit_name(f"{stamp}-{safe_name(model_name)}", name_max(runs if runs.is_dir() else ".") - 8)
     path, n = runs / name, 1
     while path.exists():
         n += 1
         path = runs / f"{name}-{n}"
     return path
+
+
+def wrote(what: str, where: str | Path, seconds: float | None = None) -> None:
+    """The line a command ends with: what it wrote where (the path as terminal-safe text), and how long it took."""
+    took = f" ({seconds:.1f}s)" if seconds is not None else ""
+    print(f"wrote {what} to {terminal_safe(where)}{took}")
 
 
 def print_table(rows: list[list[str]], header: list[str]) -> None:

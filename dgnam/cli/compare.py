@@ -13,7 +13,7 @@ from dgnam.cli import validate as check
 from dgnam.cli.prepare import prepare
 from dgnam.engine.param import make_param
 from dgnam.engine.preferred import baseline_transforms
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, terminal_safe
 from dgnam.io import write_directory
 
 
@@ -92,6 +92,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
                "mimicry.png": result.save_mimicry}
     out_dir = write_directory(out_dir, lambda staging: common.write_report(staging, report, manifest, figures),
                               unique=args.out is None)
-    print(result.summary())
-    print(f"wrote class_images.png, similarity.png, mimicry.png, report.md and manifest.json to {out_dir}")
+    print(terminal_safe(result.summary()))  # class names come from checkpoints
+    common.wrote("class_images.png, similarity.png, mimicry.png, report.md and manifest.json", out_dir)
     return 0

@@ -207,6 +207,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     ev = evaluate(target, judges, generator, real_test=(test_x, test_y), real_train=train_x, classes=classes,
                   methods=methods(names, args.steps, args.target, args.lr), restarts=args.restarts,
+                  steps=args.steps[0] if args.steps and len(args.steps) == 1 else None,  # the sweep's too
                   sweep=args.sweep, sweep_restarts=args.sweep_restarts, seed=args.seed,
                   batch_size=args.batch_size, device=device, amp=not args.fp32, code_prior=args.code_prior,
                   code_encoder=code_encoder)
@@ -226,5 +227,5 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         atomic_write_json(results, staging / "results.json")
 
     out_dir = write_directory(out_dir, write, unique=args.out is None)
-    print(f"wrote report.md, grid.png and results.json to {out_dir}")
+    common.wrote("report.md, grid.png and results.json", out_dir)
     return 0

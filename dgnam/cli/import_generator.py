@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from dgnam.cli import validate as check
+from dgnam.errors import terminal_safe
 from dgnam.io import writing
 from dgnam.prior.importers import import_deepsim_fc6, load_port_state_dict, read_act_range
 
@@ -42,5 +43,6 @@ def cmd_import_generator(args: argparse.Namespace) -> int:
     bound = generator.code_upper_bound
     bounds_text = (f"bounds {float(bound.min()):.1f}-{float(bound.max()):.1f} (mean {float(bound.mean()):.1f})"
                    if bounds is not None else "no code bounds (pass --bounds or run `dgnam stats`)")
-    print(f"wrote {out}: fc6 generator, 4096-d code -> 256x256, output caffe_bgr -> RGB [0,1]; {bounds_text}")
+    print(f"wrote {terminal_safe(out)}: fc6 generator, 4096-d code -> 256x256, output caffe_bgr -> RGB [0,1]; "
+          f"{bounds_text}")
     return 0

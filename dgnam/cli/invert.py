@@ -13,7 +13,7 @@ from dgnam.cli.prepare import prepare
 from dgnam.engine.param import PARAMETRIZATIONS
 from dgnam.images import suffixes_text
 from dgnam.io import write_directory
-from dgnam.markdown import markdown_table
+from dgnam.markdown import markdown_table, markdown_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +62,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
                       for error, start in zip(result.errors[p], result.start_errors[p])]
             for p, kind in enumerate(params)]
     report = "\n\n".join([
-        f"# Inversion of `{common.short_path(args.image)}` by {model.name}",
+        f"# Inversion of `{markdown_text(common.short_path(args.image))}` by {markdown_text(model.name)}",
         "Each cell reconstructs the image from one layer's representation phi(x) and reports the normalised "
         "representation error ||phi(x') - phi(x)|| / ||phi(x)|| of the reconstruction x' (in brackets: the same "
         f"error for the random image the optimisation started from). `dgn` optimises the generator's code "
@@ -85,5 +85,5 @@ def cmd_invert(args: argparse.Namespace) -> int:
                               unique=args.out is None)
     common.print_table([[kind, *[f"{float(e):.3f}" for e in result.errors[p]]] for p, kind in enumerate(params)],
                         ["param", *layers])
-    print(f"wrote grid.png, report.md and manifest.json to {out_dir}")
+    common.wrote("grid.png, report.md and manifest.json", out_dir)
     return 0

@@ -101,7 +101,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     print(f"read {ex.n_images} images ({len(ex.skipped)} unreadable, skipped) in {ex.seconds:.1f}s"
           + (f", synthesised {len(result.synthesis)} images in {result.synthesis.seconds:.1f}s"
              if result.synthesis else ""))
-    print(f"wrote the gallery of {len(units)} units to {out_dir}/index.html ({time.time() - start:.1f}s)")
+    common.wrote(f"the gallery of {len(units)} units", out_dir / "index.html", time.time() - start)
     return 0
 
 

@@ -11,7 +11,7 @@ from torchvision.utils import make_grid
 from dgnam import checks
 from dgnam.cli import common
 from dgnam.cli import validate as check
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, terminal_safe
 from dgnam.grid import save_png
 from dgnam.io import writing
 from dgnam.prior.generator import load_generator
@@ -82,5 +82,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         images = torch.cat([generator.generate(chunk) for chunk in codes.split(256)])
     with writing(out):
         save_png(make_grid(images.cpu(), nrow=nrow, padding=1), out)
-    print(f"wrote {len(images)} samples to {out}{what}")
+    common.wrote(f"{len(images)} samples", out)
+    if what:
+        print(terminal_safe(what.strip(" ()")))  # class names come from the sampler's checkpoint
     return 0

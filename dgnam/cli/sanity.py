@@ -13,8 +13,9 @@ from dgnam.cli import validate as check
 from dgnam.cli.prepare import prepare
 from dgnam.engine.param import make_param
 from dgnam.engine.preferred import baseline_transforms, visualize
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, terminal_safe
 from dgnam.io import write_directory
+from dgnam.markdown import markdown_text
 from dgnam.nets.model import Model
 from dgnam.nets.zoo import load_model
 from dgnam.sanity.cascade import cascade_markdown, cascading_randomization
@@ -75,14 +76,17 @@ def cmd_sanity(args: argparse.Namespace) -> int:
                                                      transforms=baseline_transforms(), **shared)
 
     start = time.time()
-    report_stage = None if args.quiet else (lambda name: print(f"stage {name} ({time.time() - start:.0f}s)",
-                                                               flush=True))
+
+    def report_stage(name: str) -> None:
+        print(f"stage {terminal_safe(name)} ({time.time() - start:.0f}s)", flush=True)
+
     result = cascading_randomization(model, methods, judge, layer=args.layer, units=units, restarts=args.restarts,
-                                     stages=args.stages, seed=args.seed, device=device, on_stage=report_stage)
+                                     stages=args.stages, seed=args.seed, device=device,
+                                     on_stage=None if args.quiet else report_stage)
     seconds = time.time() - start
     figures = {f"stages_{m}.png": (lambda path, m=m: result.figure(m).save(path)) for m in result.methods}
     report = cascade_markdown(result, {m: f"stages_{m}.png" for m in result.methods},
-                              f"Cascading randomisation of {model.name}") + \
+                              f"Cascading randomisation of {markdown_text(model.name)}") + \
         f"\n{len(stages)} stages x {len(methods)} methods in {seconds:.0f} s on {device}.\n"
     manifest = {"settings": {"command": "sanity", "model": run.names["model"],
                              "model_name": model.name, "layer": args.layer, "units": units,
@@ -101,7 +105,7 @@ def cmd_sanity(args: argparse.Namespace) -> int:
     for method in result.methods:
         verdicts = ", ".join(f"{s.stage}: {s.verdict}" for s in result.verdicts(method))
         print(f"{method}: {verdicts}")
-    print(f"wrote {', '.join(figures)}, report.md and manifest.json to {out_dir} ({seconds:.0f}s)")
+    common.wrote(f"{', '.join(figures)}, report.md and manifest.json", out_dir, seconds)
     return 0
 
 

@@ -14,7 +14,6 @@ On CUDA: bf16 autocast (``--fp32`` turns it off), channels_last (``--no-channels
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from dgnam.engine.render import Result
 from dgnam.errors import DgnamError
 from dgnam.grid import labelled_grid, save_png
 from dgnam.images import load_images, to_rgb
-from dgnam.io import atomic_write_json, publish_directory, staging_directory, writing
+from dgnam.io import atomic_write_json, discard_staging, publish_directory, safe_name, staging_directory, writing
 from dgnam.nets.model import Model, eval_mode
 from dgnam.prior.generator import UpconvGenerator
 from dgnam.prior.sampler import load_code_sampler
@@ -166,16 +165,16 @@ def run(args: argparse.Namespace, sharded: bool) -> int:
                                                        sharded) if ranks.is_main else None, ranks)
         except BaseException:
             if ranks.is_main:
-                shutil.rmtree(staging, ignore_errors=True)
+                discard_staging(staging)
             raise
     if ranks.is_main:
         entries, out_dir = published
         print_summary(entries)
         if sharded:
-            print(f"wrote {len(entries)} images from {ranks.world_size} process(es), grid.png and manifest.json to "
-                  f"{out_dir} ({time.time() - start:.1f}s)")
+            common.wrote(f"{len(entries)} images from {ranks.world_size} process(es), grid.png and manifest.json",
+                         out_dir, time.time() - start)
         else:
-            print(f"wrote {len(entries)} images, grid.png and manifest.json to {out_dir} ({seconds:.1f}s)")
+            common.wrote(f"{len(entries)} images, grid.png and manifest.json", out_dir, seconds)
     return 0
 
 
@@ -276,7 +275,7 @@ def manifest_entry(layer: str, result: Result, i: int, relative: list[float | No
     """The manifest's record of image ``i`` of ``result`` (its PNG is ``file`` in the run folder), with its
     activation relative to the real images' max when ``--data`` gave them (``relative``)."""
     u, r, s = result.extra["unit"][i], result.extra["restart"][i], result.seeds[i]
-    entry = {"file": f"images/{_safe(layer)}_unit{u:04d}_restart{r}_seed{s}.png", "layer": layer, "unit": u,
+    entry = {"file": f"images/{safe_name(layer)}_unit{u:04d}_restart{r}_seed{s}.png", "layer": layer, "unit": u,
              "restart": r, "seed": s, "activation": float(result.values[i]), "label": result.labels[i],
              "start_activation": float(result.history[0, i])}
     if relative is not None:
@@ -348,6 +347,3 @@ def print_summary(entries: list[dict[str, Any]]) -> None:
         rows.append(row)
     common.print_table(rows, ["unit", "mean act", "max act"] + (["max / real max"] if with_real else []))
 
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)

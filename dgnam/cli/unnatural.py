@@ -95,7 +95,7 @@ def cmd_unnatural(args: argparse.Namespace) -> int:
     out_dir = write_directory(out_dir, lambda staging: common.write_report(staging, report, manifest, figures),
                               unique=args.out is None)
     print(", ".join(f"{name} {100 * r.value:.0f}%" for name, r in rates.items()))
-    print(f"wrote classes.png, report.md and manifest.json to {out_dir} ({seconds:.0f}s)")
+    common.wrote("classes.png, report.md and manifest.json", out_dir, seconds)
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,15 +39,21 @@ def finite(value: float | None, flag: str, minimum: float | None = None) -> None
         raise DgnamError(f"{flag} must be >= {minimum:g}, got {value:g}")
 
 
+# The smallest --std taken: a [0, 1] image divided by less is scaled by over a million, a typo (0.0229 for 0.229
+# is 10x, not 10^6); it overflows float32 inside the network, far from the flag that caused it.
+MIN_STD = 1e-6
+
+
 def normalisation(args: argparse.Namespace) -> None:
-    """``--mean`` and ``--std``: both or neither, finite, and a positive std (a zero std divides by zero)."""
+    """``--mean`` and ``--std``: both or neither, finite, and a std of at least :data:`MIN_STD` (a zero std
+    divides by zero)."""
     if (args.mean is None) != (args.std is None):
         raise DgnamError("give both --mean and --std, or neither")
     for flag, values in (("--mean", args.mean), ("--std", args.std)):
         if values is not None and not all(math.isfinite(v) for v in values):
             raise DgnamError(f"{flag} must be three finite numbers R,G,B, got {','.join(map(str, values))}")
-    if args.std is not None and not all(v > 0 for v in args.std):
-        raise DgnamError(f"--std must be > 0 for every channel (images are divided by it), got "
+    if args.std is not None and not all(v >= MIN_STD for v in args.std):
+        raise DgnamError(f"--std must be >= {MIN_STD:g} for every channel (images are divided by it), got "
                          f"{','.join(map(str, args.std))}")
 
 
@@ -164,21 +171,15 @@ def resolve_device(name: str) -> torch.device:
 
 def unit_ranges(text: str, flag: str = "--units") -> list[range]:
     """``"0-9,15"`` -> [range(0, 10), range(15, 16)]: the syntax check, which builds no list of units."""
-    ranges: list[range] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part:
-                lo, hi = (int(p) for p in part.split("-", 1))
-                if hi < lo:
-                    raise ValueError
-                ranges.append(range(lo, hi + 1))
-            elif part:
-                ranges.append(range(int(part), int(part) + 1))
-    except ValueError:
-        raise DgnamError(f"{flag} {text!r} is not a list like 0-9,15") from None
-    if not ranges:
+    if not text.strip():
         raise DgnamError(f"{flag} is empty; give e.g. 0-9,15")
+    ranges: list[range] = []
+    for part in text.split(","):
+        # ASCII digits only: int() would also take "1_0", "+1" and other scripts' digits, naming another unit
+        match = re.fullmatch(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?", part)
+        if match is None or int(match[2] or match[1]) < int(match[1]):
+            raise DgnamError(f"{flag} {text!r} is not a list like 0-9,15")
+        ranges.append(range(int(match[1]), int(match[2] or match[1]) + 1))
     return ranges
 
 

@@ -85,7 +85,8 @@ class Parametrization:
                              f"(CLI: --init-sampler)")
         size = image_size or (generator.image_size if generator is not None else None)
         if size is None:
-            raise DgnamError(f"param {cls.name!r} needs an image size; pass image_size= (CLI: --input-size)")
+            raise DgnamError(f"param {cls.name!r} needs an image size; give the model one (dgnam.Model(net, "
+                             f"input_size=N); CLI: --input-size)")
         return cls(size, **options)
 
     @property

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dgnam.evaluation.metrics import KID, Rate
-from dgnam.markdown import markdown_table
+from dgnam.markdown import markdown_table, markdown_text
 
 
 @dataclass
@@ -106,8 +106,9 @@ def evaluation_markdown(ev: Evaluation) -> str:
     """The report: setup, one table per judge, the k/decay sweep, and the verdict per judge."""
     steps = (f"{ev.steps} steps per method" if isinstance(ev.steps, int)
              else f"{', '.join(map(str, ev.steps))} steps (method@steps)")
-    out = [f"# dgnam evaluate: {ev.target_name}", "",
-           f"Target `{ev.target_name}`; {len(ev.classes)} class logits x {ev.restarts} restarts, {steps} "
+    out = [f"# dgnam evaluate: {markdown_text(ev.target_name)}", "",
+           f"Target `{markdown_text(ev.target_name)}`; {len(ev.classes)} class logits x {ev.restarts} restarts, "
+           f"{steps} "
            f"(same seeds). Real references: {ev.n_real[0]} test images (KID reference, diversity, "
            f"accuracy) and {ev.n_real[1]} train images (the KID floor: real train vs real test). "
            + (f"Every DGN-AM run from noise adds {ev.code_prior:g} x PPGN's code prior (pulls h towards E(G(h)))."
@@ -122,7 +123,8 @@ def evaluation_markdown(ev: Evaluation) -> str:
         if name in ev.judge_pgd:
             eps, pgd = ev.judge_pgd[name]
             robust = f"; PGD-10 accuracy at eps {eps * 255:.0f}/255: {100 * pgd:.1f}%"
-        out.append(f"- `{name}`: {100 * acc:.1f}% on the real test images{robust}{' — ' + note if note else ''}")
+        note = f" — {markdown_text(note)}" if note else ""
+        out.append(f"- `{markdown_text(name)}`: {100 * acc:.1f}% on the real test images{robust}{note}")
     out += ["", "Columns: target logit (mean over images), the same relative to the unit's max over real test "
             "images, target top-1 on its own images (%), judge top-1 agreement with the intended class "
             "[Wilson 95% interval], KID to real test images in the judge's penultimate features (mean ± std "
@@ -131,7 +133,7 @@ def evaluation_markdown(ev: Evaluation) -> str:
     header = ["method", "target logit", "/ real max", "target top-1", "judge agreement", "KID", "diversity",
               "agreement shifted+blurred", "s"]
     for judge in ev.judge_accuracy:
-        out += [f"## Judge `{judge}`", ""]
+        out += [f"## Judge `{markdown_text(judge)}`", ""]
         rows = [_method_row(m, judge) for m in ev.methods.values()] + [_method_row(ev.real, judge)]
         out += [markdown_table(header, rows), ""]
         lines = verdict(ev, judge)

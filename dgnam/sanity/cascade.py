@@ -22,7 +22,7 @@ from dgnam.engine.render import Result
 from dgnam.errors import DgnamError
 from dgnam.evaluation.metrics import Interval, judge_outputs, mean_interval
 from dgnam.grid import labelled_grid
-from dgnam.markdown import markdown_table
+from dgnam.markdown import markdown_table, markdown_text
 from dgnam.nets.model import OUTPUT, Model, as_model
 from dgnam.sanity.randomize import Stage, cascade_stages, randomized
 from dgnam.sanity.similarity import cosine, ssim
@@ -146,7 +146,8 @@ def cascade_markdown(result: CascadeResult, figures: dict[str, str], title: str)
     """The report: per method, the trained restarts' own similarity, then one row per stage with its
     similarity to the trained images in each metric and the verdict; ``figures`` maps method -> PNG name."""
     lines = [f"# {title}", "",
-             f"Layer `{result.layer}`, units {', '.join(map(str, result.units))}; {result.restarts} restarts each, "
+             f"Layer `{markdown_text(result.layer)}`, units {', '.join(map(str, result.units))}; {result.restarts} "
+             "restarts each, "
              "the same seeds at every stage. Each stage re-initialises one more block of the model from the top "
              "down (cumulative). A stage **passes** when its images are further from the trained model's "
              "(same unit, same seed) than the trained model's restarts are from each other, with the 95% "

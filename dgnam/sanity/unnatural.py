@@ -17,7 +17,7 @@ from PIL import Image
 from dgnam.errors import DgnamError
 from dgnam.evaluation.metrics import Rate, predict_logits, wilson_interval
 from dgnam.grid import labelled_grid
-from dgnam.markdown import markdown_table
+from dgnam.markdown import markdown_table, markdown_text
 from dgnam.nets.model import Model
 from dgnam.sanity.variants import variant as variant_transform
 
@@ -82,7 +82,7 @@ class UnnaturalResult:
         per_class = [[name, *[f"{100 * float(hits[i].float().mean()):.0f}%" for hits in columns]]
                      for i, name in enumerate(self.pairs.names)]
         return "\n\n".join([
-            f"# Natural and `{self.variant}` classes of {model_name}",
+            f"# Natural and `{self.variant}` classes of {markdown_text(model_name)}",
             settings,
             markdown_table(["measure", "rate", "95% interval", "images"], rows),
             "Per class: detected as modified (natural-class images, modified-class images); judge agreement on the "

@@ -50,6 +50,13 @@ def test_labelled_grid_layout_and_tiles():
     assert (pixels[pad + tile + 1:pad + tile + caption, pad:pad + tile] < 128).any()  # a caption under tile 0
 
 
+
+def test_captions_from_checkpoints_with_newlines_and_escapes_are_drawn_as_text():
+    # PIL refuses to measure a caption with a newline; class names come from checkpoints and may hold one.
+    names = ["new\nline", "\x1b[2J\x1b]0;pwn\x07", "cr\rOVERWRITE", "x" * 5000]
+    grid = labelled_grid(torch.rand(4, 3, 8, 8), names, ncol=4)
+    assert grid.size == (4 * (96 + 4) + 4, 96 + 14 + 2 * 4)
+
 # --- every _repr_html_ escapes the names it shows (they come from files and checkpoints) ---------------
 # A handler that would run if inserted as markup, and the text it must show as instead. No "." in it: it is
 # also a layer name (a module name cannot hold a dot).

@@ -81,6 +81,28 @@ def test_write_directory_publishes_a_whole_run_or_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "run"]
 
 
+
+def test_a_failed_run_removes_the_folders_it_created_and_only_those(tmp_path):
+    def fails(staging):
+        raise KeyboardInterrupt
+
+    (tmp_path / "kept").mkdir()  # the user's empty folder: it was there before, so it stays
+    for out in (tmp_path / "a" / "b" / "run", tmp_path / "kept" / "c" / "run"):
+        with pytest.raises(KeyboardInterrupt):
+            write_directory(out, fails)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"] and not any((tmp_path / "kept").iterdir())
+    (tmp_path / "busy").mkdir()
+    staging = dgnam.io.staging_directory(tmp_path / "busy" / "x" / "run")
+    (tmp_path / "busy" / "x" / "other run").mkdir()  # another run's folder appeared beside it meanwhile
+    dgnam.io.discard_staging(staging)
+    assert sorted(p.name for p in (tmp_path / "busy" / "x").iterdir()) == ["other run"]
+
+
+def test_safe_name_keeps_a_name_readable_and_inert():
+    assert dgnam.io.safe_name("resnet18-tv_v2") == "resnet18-tv_v2"
+    assert dgnam.io.safe_name("features.relu4_2") == "features_relu4_2"  # synthesize's image file names
+    assert dgnam.io.safe_name("ev\x1b[2Jil\nname/../x") == "ev__2Jil_name____x"
+
 def test_write_directory_unique_never_loses_a_finished_run(tmp_path):
     """Runs with the default --out started in the same second choose the same name: the later ones are
     published as NAME-2, NAME-3 (they failed with "Directory not empty" after all their compute)."""

@@ -152,6 +152,7 @@ CASES = [
     (SYN + ["--mean", "nan,0,0", "--std", "1,1,1"], "--mean", True),
     (SYN + ["--mean", "0,0,0", "--std", "0,0,0"], "--std", True),
     (SYN + ["--mean", "0,0,0", "--std", "1,inf,1"], "--std", True),
+    (SYN + ["--mean", "0,0,0", "--std", "1e-30,1,1"], "--std must be >= 1e-06", True),  # overflows in the net
     (["invert", *M, "--generator", "G", "--image", "X", "--layers", "1", "--tv-weight", "inf"], "--tv-weight", True),
     (["evaluate", *M, "--generator", "G", "--data", "TWELVE", "--sweep", "inf:0.99"], "--sweep", True),
     # 6. --data-limit
@@ -411,6 +412,8 @@ def test_parse_units_checks_the_range_without_building_the_list():
     assert parse_units("3,0-2,3", 10) == [3, 0, 1, 2]
     with pytest.raises(DgnamError, match="unit 10 is out of range for layer 'x', which has 10 units"):
         parse_units("0-3,2-" + "9" * 30, 10, of="layer 'x'")  # 10**30 units: a list would never fit
-    for text in ("3-1", "-2", "a", ""):
+    # int() would take "1_0" as 10, "+1" as 1 and other scripts' digits: each would name another unit
+    for text in ("3-1", "-2", "a", "", "1_0", "+1", "\u0663", "\uff10", "0,,1", "0-9,", "5-"):
         with pytest.raises(DgnamError, match="--units"):
             unit_ranges(text)
+    assert unit_ranges(" 0 - 2 , 7") == [range(0, 3), range(7, 8)]
