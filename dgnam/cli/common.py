@@ -142,6 +142,14 @@ def add_generator_arg(p: argparse.ArgumentParser) -> None:
                         "paper's fc6-code prior)")
 
 
+def add_data_limit_arg(p: argparse.ArgumentParser, default: int | None) -> None:
+    """``--data-limit``: read at most this many images of ``--data`` (``default`` None: all of them); checked by
+    :func:`dgnam.cli.validate.data_limit`."""
+    said = "all" if default is None else str(default)
+    p.add_argument("--data-limit", type=int, default=default,
+                   help=f"read at most this many images of --data, spread over the folder (default: {said})")
+
+
 def add_code_prior_arg(p: argparse.ArgumentParser, default: str) -> None:
     """``--code-prior`` (``default``: what it is when not given, for the help)."""
     p.add_argument("--code-prior", type=float, default=None, metavar="EPS",

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", default="output", help="layer name (see `dgnam layers`); default: the model output")
     p.add_argument("--units", default=None, help="e.g. 0-9,15 (default: every unit of the layer)")
     p.add_argument("--data", required=True, help="folder of real images (an ImageFolder tree or a flat folder)")
-    p.add_argument("--data-limit", type=int, default=None, help="read at most this many images, spread over the folder")
+    common.add_data_limit_arg(p, None)
     p.add_argument("--k", type=int, default=9, help="top images kept per unit")
     p.add_argument("--reading", choices=READINGS, default="max",
                    help="how a conv unit is read on real images: the channel's spatial max (its place boxed), at "
@@ -60,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def validate(args: argparse.Namespace) -> None:
     """The checks of ``args`` alone, before any model is loaded (see :mod:`dgnam.cli.validate`)."""
     check.model_args(args)
-    check.at_least(args, 1, "--k", "--restarts", "--batch-size", "--data-batch-size", "--data-limit")
+    check.at_least(args, 1, "--k", "--restarts", "--batch-size", "--data-batch-size")
+    check.data_limit(args, None)
     check.at_least(args, 0, "--steps", why=" (0: no synthesis)")
     check.at_least(args, 0, "--workers")
     check.seed(args.seed, args.restarts)

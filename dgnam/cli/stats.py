@@ -14,6 +14,8 @@ from dgnam.io import writing
 from dgnam.prior.generator import UpconvGenerator, load_generator
 from dgnam.prior.stats import code_statistics
 
+DATA_LIMIT = 50000  # real images whose codes give the statistics by default (all of CIFAR-10's train set)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``dgnam stats`` to the parser's subcommands."""
@@ -29,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="also record EPS as this generator's recommended code prior for synthesis (0: the paper's "
                          "DGN-AM; default: keep what it records)")
     st.add_argument("--out", required=True, help="where to write the generator with new bounds (must not exist)")
-    st.add_argument("--data-limit", type=int, default=50000)
+    common.add_data_limit_arg(st, DATA_LIMIT)
     st.add_argument("--device", default="auto")
     st.set_defaults(handler=cmd_stats, validate=validate)
 
@@ -40,7 +42,7 @@ def validate(args: argparse.Namespace) -> None:
     check.existing_file(args.generator, "--generator")
     check.existing_file(args.encoder, "--encoder")
     check.existing_folder(args.data, "--data")
-    check.at_least(args, 1, "--data-limit")
+    check.data_limit(args, DATA_LIMIT)
     check.finite(args.k, "--k", minimum=0)  # an infinite bound would reach every later run's manifest
     check.finite(args.code_prior, "--code-prior", minimum=0)
     check.output(args.out, folder=False)

@@ -59,6 +59,7 @@ from dgnam.scale.distributed import (
 # grid.png of a sharded run shows at most this many images (the first ones, in manifest order): a grid
 # of every unit of an ImageNet layer would be gigabytes. Smaller runs get the same grid as `dgnam synthesize`.
 GRID_LIMIT = 400
+DATA_LIMIT = 2000  # real images read from --data by default: enough for each unit's max and top seeds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -82,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_synthesis_args(s, restarts=2, restarts_help="images per unit (seeds seed, seed+1, ...)", steps=None)
     s.add_argument("--data", default=None,
                    help="folder of real images: report activations relative to each unit's max on them")
-    s.add_argument("--data-limit", type=int, default=2000, help="at most this many real images from --data")
+    common.add_data_limit_arg(s, DATA_LIMIT)
     common.add_output_args(s, synthesis=True)
     s.set_defaults(handler=cmd_synthesize, validate=validate)
 
@@ -103,7 +104,7 @@ def validate(args: argparse.Namespace) -> None:
     if args.steps is None:  # the start's own default: seeded runs stay near their seeds in few steps
         args.steps = default_steps(args.init_data is not None)
     check.model_args(args)
-    check.at_least(args, 1, "--steps", "--restarts", "--batch-size", "--data-limit")
+    check.at_least(args, 1, "--steps", "--restarts", "--batch-size")
     check.seed(args.seed, args.restarts)
     check.unit_args(args)
     check.generator_args(args)
@@ -115,6 +116,7 @@ def validate(args: argparse.Namespace) -> None:
             raise DgnamError("--init-data and --init-sampler both choose the start; pass one")
         check.existing_folder(args.init_data, "--init-data")
         args.data = args.data or args.init_data
+    check.data_limit(args, DATA_LIMIT)
     check.existing_folder(args.data, "--data")
     check.synthesis_size(args)
     check.output(args.out)

@@ -249,6 +249,13 @@ def synthesis_args(args: argparse.Namespace, min_restarts: int = 1, why: str = "
     output(args.out)
 
 
+def data_limit(args: argparse.Namespace, default: int | None) -> None:
+    """``--data-limit`` (declared with ``default``): at least 1, and only with ``--data``, which it limits."""
+    at_least(args, 1, "--data-limit")
+    if args.data is None and args.data_limit != default:
+        raise DgnamError("--data-limit limits the images of --data; pass --data DIR or drop it")
+
+
 def generator_args(args: argparse.Namespace) -> None:
     """What ``--code-prior`` and ``--generator`` add: a finite prior weight only where there is a code, and a
     generator file that exists."""

@@ -157,6 +157,7 @@ CASES = [
     (["evaluate", *M, "--generator", "G", "--data", "TWELVE", "--sweep", "inf:0.99"], "--sweep", True),
     # 6. --data-limit
     (SYN + ["--data", "IMGS", "--data-limit", "0"], "--data-limit", True),
+    (SYN + ["--data-limit", "5"], "--data-limit limits the images of --data; pass --data DIR or drop it", True),
     (["stats", "--generator", "G", "--data", "IMGS", "--data-limit", "-3", "--out", "OUT"], "--data-limit", True),
     # 7. evaluate needs two images per class
     (["evaluate", *M, "--generator", "G", "--data", "TWELVE", "--restarts", "1"], "--restarts 2", True),
