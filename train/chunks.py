@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from dgnam.errors import DgnamError
+from train.entry import run_main
 
 
 @dataclass(frozen=True)
@@ -112,4 +113,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "python -m train.chunks"))

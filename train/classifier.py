@@ -7,6 +7,8 @@ At the end of ``fit`` the network is exported as a plain dgnam classifier checkp
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,6 +19,8 @@ from dgnam.io import atomic_save
 from dgnam.nets.classifiers import CIFAR10_MEAN, CIFAR10_STD, build_classifier, classifier_checkpoint, load_classifier
 from train.cli import TrainCLI
 from train.data import ImageFolderData
+from train.entry import run_main
+from train.settings import check_export_path, check_numbers
 from train.timing import TimedModule
 
 
@@ -48,6 +52,9 @@ class ClassifierModule(TimedModule):
             raise DgnamError(f"--model.optimizer {optimizer!r} is unknown; use sgd or adamw")
         if export_dtype not in ("float32", "float16"):
             raise DgnamError(f"--model.export_dtype {export_dtype!r} is unknown; use float32 or float16")
+        check_numbers(lr=lr, momentum=momentum, weight_decay=weight_decay, label_smoothing=label_smoothing,
+                      adv_eps=adv_eps)
+        check_export_path(export_path)
         if freeze and not init_from:
             raise DgnamError("--model.freeze keeps random weights fixed without --model.init_from; "
                              "pass the classifier file that trained them")
@@ -172,4 +179,4 @@ def main(args: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main, "python -m train.classifier"))

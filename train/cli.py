@@ -11,6 +11,8 @@ import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 
+from dgnam.errors import DgnamError
+
 
 class TrainCLI(LightningCLI):
     """LightningCLI in which ``--model.*`` flags given on the command line win on resume.
@@ -115,6 +117,9 @@ def run(module_class, data_class, export, program: str, args: list[str] | None =
     if argv[:1] == ["export"]:
         if len(argv) != 3:
             raise SystemExit(f"usage: python -m {program} export LIGHTNING_CKPT OUT.pt")
+        if not Path(argv[1]).is_file():
+            raise DgnamError(f"checkpoint '{argv[1]}' does not exist; pass a Lightning checkpoint of this program "
+                             f"(e.g. runs/.../ckpt/last.ckpt)")
         export(argv[1], argv[2])
         return
     torch.set_float32_matmul_precision("high")

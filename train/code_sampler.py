@@ -15,6 +15,7 @@ Run: ``python -m train.code_sampler fit --config configs/cifar10/code_sampler.ya
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -30,8 +31,10 @@ from dgnam.prior.sampler import CodeSampler, load_code_sampler
 from dgnam.prior.stats import encode_all
 from train.cli import TrainCLI, module_from_checkpoint, run
 from train.data import load_uint8
-from train.generator import check_ddp, code_shape, refuse_own_start
+from train.entry import run_main
+from train.generator import check_ddp, code_shape
 from train.networks import CodeCritic, ImageCritic
+from train.settings import check_export_path, check_numbers, refuse_own_start
 from train.timing import TimedModule
 
 
@@ -137,6 +140,9 @@ class CodeSamplerModule(TimedModule):
                  conditional_image_critic: bool = False, init_sampler: str | None = None, grid_every: int = 1000,
                  export_path: str | None = None) -> None:
         super().__init__()
+        check_numbers(lr=lr, beta1=betas[0], beta2=betas[1], r1_gamma=r1_gamma, lambda_image=lambda_image,
+                      image_r1_gamma=image_r1_gamma)
+        check_export_path(export_path)
         self.save_hyperparameters()
         self.generator, _, code_shape = load_prior(generator, encoder)  # the encoder's codes come from CodeData
         self.sampler = CodeSampler(code_shape, latent_dim, width, depth, self.generator.encoder_layer,
@@ -289,4 +295,4 @@ def main(args: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main, "python -m train.code_sampler"))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -43,6 +44,7 @@ from dgnam.io import atomic_write_json
 from dgnam.prior.sampler import load_code_sampler
 from dgnam.prior.stats import encode_all
 from train.data import load_uint8
+from train.entry import run_main
 
 
 @torch.no_grad()
@@ -365,4 +367,4 @@ def _main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main, "python -m train.evaluate_prior"))

@@ -16,6 +16,7 @@ Run: ``python -m train.generator fit --config configs/cifar10/generator.yaml``; 
 from __future__ import annotations
 
 import math
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,9 @@ from dgnam.prior.generator import UpconvGenerator, cifar_arch, fc6_arch, load_ge
 from dgnam.prior.stats import code_statistics
 from train.cli import module_from_checkpoint, run
 from train.data import ImageFolderData
+from train.entry import run_main
 from train.networks import Discriminator
+from train.settings import check_export_path, check_numbers, refuse_own_start
 from train.timing import TimedModule
 
 # Where the moving average of G lives in a checkpoint's state dict (an AveragedModel named generator_ema).
@@ -223,6 +226,11 @@ class GeneratorModule(TimedModule):
             raise DgnamError(f"ema_decay={ema_decay} is not in [0, 1); use 0 (off) or e.g. 0.998")
         if class_gradient_sigma < 0:
             raise DgnamError(f"class_gradient_sigma={class_gradient_sigma} is negative; use 0 (off) or e.g. 1.0")
+        check_numbers(lambda_img=lambda_img, lambda_feat=lambda_feat, lambda_adv=lambda_adv, lambda_code=lambda_code,
+                      lambda_class=lambda_class, class_gradient_sigma=class_gradient_sigma,
+                      lambda_spectrum=lambda_spectrum, lr_g=lr_g, lr_d=lr_d, weight_decay_d=weight_decay_d,
+                      bound_k=bound_k, beta1=betas[0], beta2=betas[1])
+        check_export_path(export_path)
         self.save_hyperparameters()
         self.encoder = load_model(encoder, input_size=encoder_input_size)
         self.encoder.fit = encoder_fit  # "crop": the paper's centre crop of G's 256 output to 227/224
@@ -428,6 +436,7 @@ class GeneratorModule(TimedModule):
         self.balance.train_g = bool(state.get("train_g", True))
         self.restore_seconds(checkpoint)
         weights = move_legacy_average(checkpoint)["state_dict"]
+        self._check_same_encoder(weights)
         saved = [k for k in weights if k.startswith(EMA_PREFIX)]
         if self.generator_ema is None:  # the average is off in this run: drop the checkpoint's
             for key in saved:
@@ -436,6 +445,19 @@ class GeneratorModule(TimedModule):
             weights.update({f"{EMA_PREFIX}module.{k[len('generator.'):]}": v
                             for k, v in list(weights.items()) if k.startswith("generator.")})
             weights[f"{EMA_PREFIX}n_averaged"] = torch.tensor(0, dtype=torch.long)
+
+    def _check_same_encoder(self, weights: dict[str, torch.Tensor]) -> None:
+        """G was trained to invert the checkpoint's encoder, whose weights the checkpoint holds and would load over
+        the one this run names: a different ``--model.encoder`` on resume would train on the old encoder while
+        the export names the new one."""
+        mine = self.encoder.state_dict()
+        stored = {k[len("encoder."):]: v for k, v in weights.items() if k.startswith("encoder.")}
+        if stored and (stored.keys() != mine.keys()
+                       or any(not torch.equal(v.to(mine[k].device, mine[k].dtype), mine[k])
+                              for k, v in stored.items())):
+            raise DgnamError(f"this run's generator was trained against another encoder than "
+                             f"--model.encoder '{self.hparams.encoder}'; resume with the encoder it was trained "
+                             f"with, or start a new run from its generator (--model.init_generator)")
 
     def on_fit_start(self) -> None:
         check_ddp(self.trainer.strategy.model)
@@ -478,13 +500,6 @@ class GeneratorModule(TimedModule):
               f"mean {summary['mean']:.3f}", flush=True)
 
 
-def refuse_own_start(option: str, start: str, export_path: str | None) -> None:
-    """One-line error if a fine-tuning run's start file (``--model.<option>``) is also its export path."""
-    if export_path and Path(start).resolve() == Path(export_path).resolve():
-        raise DgnamError(f"--model.{option} and --model.export_path are both '{start}'; the run would "
-                         f"overwrite its own start, so export to a new file")
-
-
 def check_ddp(model: torch.nn.Module) -> None:
     """Fail at the start, not after the first step, under DDP that cannot handle this module's step.
 
@@ -516,4 +531,4 @@ def main(args: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main, "python -m train.generator"))

@@ -13,6 +13,8 @@ Run: ``python -m train.generator_head fit --config configs/cifar10/generator_fc6
 
 from __future__ import annotations
 
+import sys
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -25,6 +27,8 @@ from dgnam.prior.generator import UpconvGenerator, fc_layers, load_generator
 from dgnam.prior.stats import summarize_codes
 from train.cli import TrainCLI
 from train.data import load_uint8
+from train.entry import run_main
+from train.settings import check_export_path, check_numbers
 from train.timing import TimedModule
 
 
@@ -101,6 +105,8 @@ class GeneratorHeadModule(TimedModule):
                  fc_dims: list[int] | None = None, lr: float = 1e-3, weight_decay: float = 1e-4,
                  bound_k: float = 3.0, export_path: str | None = None) -> None:
         super().__init__()
+        check_numbers(lr=lr, weight_decay=weight_decay, bound_k=bound_k)
+        check_export_path(export_path)
         self.save_hyperparameters()
         conv = load_generator(conv_generator)
         encoder_model = load_classifier(encoder)
@@ -180,4 +186,4 @@ def main(args: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main, "python -m train.generator_head"))

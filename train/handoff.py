@@ -23,6 +23,7 @@ import torch
 from dgnam.errors import DgnamError
 from dgnam.io import atomic_save
 from dgnam.prior.generator import UpconvGenerator, load_generator
+from train.entry import run_main
 
 HANDOFF_FORMAT = "dgnam-generator-training"
 # Lightning checkpoint entries carried as they are (counters, callback and data settings: all small).
@@ -121,4 +122,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "python -m train.handoff"))

@@ -4,6 +4,7 @@ its checkpoint); LightningCLI runs end to end in test_generator.py and test_code
 import pytest
 import torch
 
+from dgnam.errors import DgnamError
 from train.classifier import ClassifierModule
 from train.cli import _note_overridden, _plain, module_from_checkpoint, run
 
@@ -23,10 +24,14 @@ def test_resume_notes_name_each_config_value_the_checkpoint_overrides(capsys):
 
 def test_export_subcommand_and_module_from_checkpoint(tmp_path):
     calls = []
-    run(None, None, lambda ckpt, out: calls.append((ckpt, out)), "train.x", ["export", "last.ckpt", "out.pt"])
-    assert calls == [("last.ckpt", "out.pt")]
+    (tmp_path / "last.ckpt").write_bytes(b"")
+    last = str(tmp_path / "last.ckpt")
+    run(None, None, lambda ckpt, out: calls.append((ckpt, out)), "train.x", ["export", last, "out.pt"])
+    assert calls == [(last, "out.pt")]
     with pytest.raises(SystemExit, match="usage: python -m train.x export LIGHTNING_CKPT OUT.pt"):
-        run(None, None, lambda ckpt, out: None, "train.x", ["export", "last.ckpt"])
+        run(None, None, lambda ckpt, out: None, "train.x", ["export", last])
+    with pytest.raises(DgnamError, match="checkpoint 'nope.ckpt' does not exist"):
+        run(None, None, lambda ckpt, out: None, "train.x", ["export", "nope.ckpt", "out.pt"])
 
     torch.manual_seed(0)
     module = ClassifierModule(arch_kwargs={"widths": [4, 4], "code_dim": 8}, lr=0.05)
