@@ -300,6 +300,7 @@ def run_settings(args: argparse.Namespace, plan: Plan, device: torch.device, sec
             "steps": args.steps, "restarts": args.restarts, "seed": args.seed, "batch_size": args.batch_size,
             "fixed_batch": args.fixed_batch, "device": str(device), **plan.run.model.preprocessing(),
             "generator_image_size": generator.image_size if generator else None, "data": args.data,
+            **({"data_limit": args.data_limit} if args.data else {}),  # which images are read, when any are
             **common.versions(), "seconds": round(seconds, 2),
             "engine": engine}
 

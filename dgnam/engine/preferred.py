@@ -145,7 +145,7 @@ def accentuate(model: nn.Module | Model, images: torch.Tensor, units: Sequence[i
 
     Example::
 
-        res = dgnam.accentuate(net, load_images(["dog.png"]), [5], generator=G, code_encoder=net)
+        res = dgnam.accentuate(net, load_images(["dog.png"], 32), [5], generator=G, code_encoder=net)
         res.history[0], res.values    # the dog logit before and after
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4:

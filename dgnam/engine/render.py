@@ -253,7 +253,7 @@ def synthesize(objective: Objective, param: Parametrization, *, seeds: Sequence[
 
         G = dgnam.load_generator("checkpoints/cifar10/generator.pt")
         net = dgnam.load_classifier("checkpoints/cifar10/encoder.pt")
-        res = synthesize(class_logit(range(10)), GeneratorCode(G), model=net, seeds=range(10))
+        res = synthesize(dgnam.class_logit(range(10)), dgnam.GeneratorCode(G), model=net, seeds=range(10))
         res.save_grid("classes.png")
     """
     steps, device, seeds = _checked_run(param, seeds, steps, batch_size, device)

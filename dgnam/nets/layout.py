@@ -19,7 +19,7 @@ has channels-last or token layers. :func:`parse_layout` reads an explicit overri
 
 Example::
 
-    layout = model.layout("blocks.5.mlp.fc1")     # Layout(kind='tokens', prefix_tokens=1)
+    layout = model.layout("blocks.5.mlp.fc1")     # Layout(kind='tokens', prefix_tokens=1, cls=True)
     layout.n_units((197, 1536))                  # 1536
     layout.read(act, token="cls")                # (B, 1536): every unit at the CLS token
 """

@@ -45,7 +45,8 @@ class Model(nn.Module):
     layer's layout is detected (:meth:`layout`). The forward returns a tensor: an output object's
     ``.logits`` (Hugging Face) or a tuple's first tensor, unwrapped here for every caller.
 
-    Example: ``Model(torchvision.models.resnet18(), input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)``
+    Example: ``Model(torchvision.models.resnet18(), input_size=224, mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225))``
     """
 
     def __init__(self, module: nn.Module, input_size: int | None = None,
@@ -255,12 +256,13 @@ def resolve_layer(module: nn.Module, layer: str) -> tuple[nn.Module, int]:
 
 
 class LayerCapture:
-    """Context manager that records activations of named layers; hooks are always removed on exit.
+    """Context manager that records activations of named layers of a plain ``nn.Module`` (of a
+    :class:`Model`, its ``.module``; :meth:`Model.run` does this for you); hooks are always removed on exit.
 
     Example::
 
-        with LayerCapture(net, ["layer4.1.bn2", "layer4.1.relu@1"]) as cap:
-            net(x)
+        with LayerCapture(resnet18, ["layer4.1.bn2", "layer4.1.relu@1"]) as cap:
+            resnet18(x)
         cap.activations["layer4.1.bn2"]   # pre-add, pre-ReLU values
     """
 
