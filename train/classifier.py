@@ -152,9 +152,10 @@ class ClassifierModule(TimedModule):
             opt = torch.optim.AdamW(groups, lr=hp.lr)
         else:
             opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=True)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr,
-                                                    total_steps=self.trainer.estimated_stepping_batches,
-                                                    pct_start=0.25)
+        steps = self.trainer.estimated_stepping_batches
+        # OneCycleLR divides by its warm-up's length, pct_start * steps - 1: zero for a run of 4 steps at 0.25.
+        pct_start = 0.25 if steps * 0.25 != 1 else 0.5
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=steps, pct_start=pct_start)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_fit_end(self) -> None:

@@ -67,3 +67,18 @@ def test_a_run_that_does_not_finish_ends_in_one_line_and_its_code(raised, code, 
     assert run_main(lambda: None, "python -m train.x") == 0
     with pytest.raises(SystemExit):  # any other exit is the program's own
         run_main(lambda: (_ for _ in ()).throw(SystemExit(3)), "python -m train.x")
+
+
+def test_a_classifier_run_of_four_steps_trains():
+    """OneCycleLR's warm-up of a quarter of 4 steps is 0 steps long, and it divided by that length."""
+    import torch
+    from lightning.pytorch import Trainer
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    module = ClassifierModule(**TINY)
+    data = DataLoader(TensorDataset(torch.rand(32, 3, 32, 32), torch.randint(0, 8, (32,))), batch_size=8)
+    trainer = Trainer(max_steps=4, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      enable_checkpointing=False, accelerator="cpu")
+    trainer.fit(module, train_dataloaders=data)
+    assert trainer.global_step == 4
