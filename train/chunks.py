@@ -51,7 +51,8 @@ def read_schedule(path: str | Path) -> Schedule:
     for i, entry in enumerate(raw["chunks"] or []):
         until = entry.get("until") if isinstance(entry, dict) else None
         flags = entry.get("flags") or {} if isinstance(entry, dict) else None
-        if not isinstance(until, int) or until <= 0 or not isinstance(flags, dict):
+        # bool is an int to isinstance: `until: true` would train to "True" steps
+        if not isinstance(until, int) or isinstance(until, bool) or until <= 0 or not isinstance(flags, dict):
             raise DgnamError(f"'{path}' chunk {i}: write {{until: ITERATIONS, flags: {{model.NAME: VALUE}}}}")
         if chunks and until <= chunks[-1].until:
             raise DgnamError(f"'{path}' chunk {i}: until {until} does not follow {chunks[-1].until}; list chunks in "
@@ -64,9 +65,16 @@ def read_schedule(path: str | Path) -> Schedule:
 
 def trained_steps(checkpoint: str | Path) -> int:
     """The iterations a Lightning checkpoint has done (0 when there is none yet)."""
-    if not Path(checkpoint).is_file():
+    path = Path(checkpoint)
+    if path.is_dir():
+        raise DgnamError(f"the schedule's checkpoint '{path}' is a folder; name the last.ckpt the config writes")
+    if not path.is_file():
         return 0
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    except Exception as exc:  # torch raises several types for a file that is not a checkpoint
+        raise DgnamError(f"cannot read the checkpoint '{path}' ({type(exc).__name__}); move it aside to start "
+                         f"again, or restore it") from None
 
 
 def commands(schedule: Schedule, done: int, stop_at: int | None = None) -> list[list[str]]:
@@ -75,7 +83,7 @@ def commands(schedule: Schedule, done: int, stop_at: int | None = None) -> list[
     for chunk in schedule.chunks:
         if chunk.until <= done:
             continue
-        until = min(chunk.until, stop_at) if stop_at else chunk.until
+        until = min(chunk.until, stop_at) if stop_at is not None else chunk.until
         if until <= done:
             break
         cmd = [sys.executable, "-m", schedule.program, "fit", "--config", schedule.config,
@@ -86,7 +94,7 @@ def commands(schedule: Schedule, done: int, stop_at: int | None = None) -> list[
             cmd += [f"--{name}", str(value)]
         out.append(cmd)
         done = until
-        if stop_at and until >= stop_at:
+        if stop_at is not None and until >= stop_at:
             break
     return out
 

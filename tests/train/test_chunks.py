@@ -26,6 +26,7 @@ def test_chunks_skip_what_the_checkpoint_has_done_and_stop_early(tmp_path):
     assert [c[c.index("--trainer.max_steps") + 1] for c in later] == ["200", "250"]
     assert all("--ckpt_path" in c for c in later)
     assert chunks.commands(schedule, 300) == []
+    assert chunks.commands(schedule, 150, stop_at=0) == []  # --until 0 runs nothing (it ran everything)
 
 
 def test_bad_schedules_are_one_line(tmp_path):
@@ -35,6 +36,13 @@ def test_bad_schedules_are_one_line(tmp_path):
         _schedule(tmp_path, "  - {until: -1}\n")
     with pytest.raises(DgnamError, match="lists no chunks"):
         _schedule(tmp_path, "")
+    with pytest.raises(DgnamError, match="until: ITERATIONS"):
+        _schedule(tmp_path, "  - {until: true}\n")  # a bool is an int to isinstance
+    (tmp_path / "last.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DgnamError, match="cannot read the checkpoint .*last.ckpt"):
+        chunks.trained_steps(tmp_path / "last.ckpt")
+    with pytest.raises(DgnamError, match="is a folder; name the last.ckpt the config writes"):
+        chunks.trained_steps(tmp_path)
 
 
 def test_the_shipped_fc6_schedule_reaches_15000_iterations():
