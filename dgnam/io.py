@@ -192,21 +192,34 @@ def is_torchscript(path: str | os.PathLike) -> bool:
         return any("/code/" in name or name.startswith("code/") for name in archive.namelist())
 
 
-def load_checkpoint(path: str | os.PathLike, expected_format: str, what: str) -> dict:
-    """Load a dgnam checkpoint dict with ``weights_only=True`` and check its ``format`` tag.
-
-    Every failure is a one-line :class:`DgnamError` naming the file and the fix.
-    """
+def _existing_file(path: str | os.PathLike, what: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise DgnamError(f"{what} '{path}' is a directory; pass the checkpoint file itself")
     if not path.is_file():
         raise DgnamError(f"{what} file '{path}' does not exist; check the path")
-    with reading(path, what, "the file is corrupt or not a PyTorch checkpoint, re-download or re-export it"):
-        if is_torchscript(path):
+    return path
+
+
+def read_torch(path: str | os.PathLike, what: str, fix: str) -> Any:
+    """``torch.load`` of the file ``path`` with ``weights_only=True``: a missing, unreadable or corrupt file is one
+    line naming ``what``, the path and ``fix``."""
+    path = _existing_file(path, what)
+    with reading(path, what, fix):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_checkpoint(path: str | os.PathLike, expected_format: str, what: str) -> dict:
+    """Load a dgnam checkpoint dict with ``weights_only=True`` and check its ``format`` tag.
+
+    Every failure is a one-line :class:`DgnamError` naming the file and the fix.
+    """
+    fix = "the file is corrupt or not a PyTorch checkpoint, re-download or re-export it"
+    with reading(path, what, fix):
+        if _existing_file(path, what) and is_torchscript(path):
             raise DgnamError(f"'{path}' is a TorchScript archive, not a {what}; pass it as --model, or export a "
                              f"dgnam checkpoint")
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_torch(path, what, fix)
     if not isinstance(ckpt, dict) or ckpt.get("format") != expected_format:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise DgnamError(f"'{path}' is not a {what} (format {found!r}, expected {expected_format!r}); "

@@ -12,6 +12,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 
 from dgnam.errors import DgnamError
+from dgnam.io import read_torch
 
 
 class TrainCLI(LightningCLI):
@@ -98,11 +99,19 @@ def _note_overridden(configured, restored: dict, predated: set[str]) -> None:
                   f"pass --model.{name} on the command line to change it", file=sys.stderr, flush=True)
 
 
+# What to do about a Lightning checkpoint that cannot be read.
+LIGHTNING_FIX = "pass a Lightning checkpoint this program wrote (runs/.../ckpt/last.ckpt)"
+
+
 def module_from_checkpoint(module_class, ckpt_path: str):
     """Rebuild a training module from its own Lightning checkpoint: ``(module, checkpoint dict)``."""
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    state = read_torch(ckpt_path, "Lightning checkpoint", LIGHTNING_FIX)
     # LightningCLI adds _instantiator
-    hparams = {k: v for k, v in state["hyper_parameters"].items() if not k.startswith("_")}
+    hparams = {k: v for k, v in state.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    unknown = set(hparams) - set(inspect.signature(module_class.__init__).parameters)
+    if "state_dict" not in state or unknown:
+        raise DgnamError(f"'{ckpt_path}' is not a checkpoint of {module_class.__name__} (settings "
+                         f"{', '.join(sorted(unknown)) or 'missing'}); export it with the program that trained it")
     module = module_class(**hparams)
     module.on_load_checkpoint(state)  # before the weights, as Lightning calls it (it may adapt the state dict)
     module.load_state_dict(state["state_dict"])

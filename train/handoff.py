@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from dgnam.errors import DgnamError
-from dgnam.io import atomic_save
+from dgnam.io import atomic_save, read_torch
 from dgnam.prior.generator import UpconvGenerator, load_generator
 from train.entry import run_main
 
@@ -42,9 +42,10 @@ def _exported(generator_path: str | Path, step: int) -> UpconvGenerator:
 
 def pack(ckpt_path: str | Path, generator_path: str | Path, out: str | Path) -> Path:
     """Write the handoff of the Lightning checkpoint ``ckpt_path`` whose G was exported to ``generator_path``."""
+    from train.cli import LIGHTNING_FIX
     from train.generator import averaged_weights  # the module is only needed here
 
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    state = read_torch(ckpt_path, "Lightning checkpoint", LIGHTNING_FIX)
     generator = _exported(generator_path, state["global_step"])
     ema = averaged_weights(state)  # either checkpoint layout
     if ema is None:
@@ -70,7 +71,7 @@ def unpack(handoff_path: str | Path, generator_path: str | Path, out: str | Path
     """Rebuild a resumable Lightning checkpoint at ``out`` from a handoff and its exported generator."""
     from train.generator import GeneratorModule  # the module is only needed here
 
-    handoff = torch.load(handoff_path, map_location="cpu", weights_only=True)
+    handoff = read_torch(handoff_path, "handoff", "pass a file written by python -m train.handoff pack")
     if not isinstance(handoff, dict) or handoff.get("format") != HANDOFF_FORMAT:
         raise DgnamError(f"'{handoff_path}' is not a generator training handoff; write one with "
                          f"python -m train.handoff pack")

@@ -107,3 +107,22 @@ def test_the_shipped_fc6_handoff_resumes_at_15000(tmp_path):
     step, averaged, seconds = started[0]
     assert step == 15000 and averaged and seconds >= 7246  # the shipped run's 2 hours go on counting
     assert trainer.global_step == 15001 and int(module.generator_ema.n_averaged) == 2
+
+
+def test_unreadable_checkpoints_are_one_line(tmp_path, capsys):
+    from train.classifier import ClassifierModule
+    from train.cli import module_from_checkpoint
+    from train.generator import GeneratorModule
+
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"not a checkpoint")
+    assert handoff.main(["pack", str(corrupt), str(tmp_path / "g.pt"), str(tmp_path / "h.pt")]) == 2
+    assert handoff.main(["unpack", str(corrupt), str(tmp_path / "g.pt"), str(tmp_path / "c.ckpt")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all("cannot read" in line and "corrupt.ckpt" in line for line in err)
+    classifier = ClassifierModule(arch_kwargs={"widths": [4, 4], "code_dim": 8})
+    torch.save({"hyper_parameters": dict(classifier.hparams), "state_dict": classifier.state_dict()},
+               tmp_path / "enc.ckpt")
+    with pytest.raises(DgnamError, match="is not a checkpoint of GeneratorModule .*export it with the program"):
+        module_from_checkpoint(GeneratorModule, str(tmp_path / "enc.ckpt"))  # the encoder's, given to export G
+    assert not (tmp_path / "h.pt").exists() and not (tmp_path / "c.ckpt").exists()
