@@ -37,6 +37,9 @@ class TrainCLI(LightningCLI):
         self._explicit_model_keys = {t[len("--model."):].split("=", 1)[0].split(".", 1)[0]
                                      for t in tokens if isinstance(t, str) and t.startswith("--model.")}
         self._parsed_model = None
+        # A bad flag raises instead of printing the whole usage (about 90 lines) before its one line of error;
+        # train.entry.run_main prints that line.
+        kwargs.setdefault("parser_kwargs", {"exit_on_error": False})
         super().__init__(*args, **kwargs)
 
     def parse_arguments(self, parser, args) -> None:

@@ -17,6 +17,12 @@ def run_main(main: Callable[[], int | None], program: str) -> int:
     except DgnamError as exc:  # raised while the settings are checked: before any step
         print(f"{program}: error: {terminal_safe(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if type(exc).__name__ != "ArgumentError":  # jsonargparse's, on a flag or config key it cannot take
+            raise
+        said = " ".join(line.strip() for line in str(exc).splitlines())
+        print(f"{program}: error: {terminal_safe(said)} (see {program} fit --help)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{program}: interrupted; resume from the last checkpoint", file=sys.stderr)
         return 128 + signal.SIGINT

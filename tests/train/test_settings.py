@@ -82,3 +82,16 @@ def test_a_classifier_run_of_four_steps_trains():
                       enable_checkpointing=False, accelerator="cpu")
     trainer.fit(module, train_dataloaders=data)
     assert trainer.global_step == 4
+
+
+def test_a_misspelled_or_mistyped_flag_is_one_line(capsys):
+    from train import generator
+
+    for flag, said in (("--model.lamda_img=1", "unrecognized arguments: --model.lamda_img=1"),
+                       ("--model.lambda_img=abc", 'Parser key "model.lambda_img": Expected a')):
+        def main(flag=flag):
+            generator.main(["fit", "--config", "configs/cifar10/generator.yaml", flag])
+
+        assert run_main(main, "python -m train.generator") == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and said in err and "(see python -m train.generator fit --help)" in err
