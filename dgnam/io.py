@@ -201,12 +201,12 @@ def _existing_file(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def read_torch(path: str | os.PathLike, what: str, fix: str) -> Any:
-    """``torch.load`` of the file ``path`` with ``weights_only=True``: a missing, unreadable or corrupt file is one
-    line naming ``what``, the path and ``fix``."""
+def read_torch(path: str | os.PathLike, what: str, fix: str, mmap: bool = False) -> Any:
+    """``torch.load`` of the file ``path`` with ``weights_only=True`` (``mmap``: tensors read only when used): a
+    missing, unreadable or corrupt file is one line naming ``what``, the path and ``fix``."""
     path = _existing_file(path, what)
     with reading(path, what, fix):
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def load_checkpoint(path: str | os.PathLike, expected_format: str, what: str) -> dict:
@@ -215,8 +215,9 @@ def load_checkpoint(path: str | os.PathLike, expected_format: str, what: str) ->
     Every failure is a one-line :class:`DgnamError` naming the file and the fix.
     """
     fix = "the file is corrupt or not a PyTorch checkpoint, re-download or re-export it"
+    path = _existing_file(path, what)
     with reading(path, what, fix):
-        if _existing_file(path, what) and is_torchscript(path):
+        if is_torchscript(path):
             raise DgnamError(f"'{path}' is a TorchScript archive, not a {what}; pass it as --model, or export a "
                              f"dgnam checkpoint")
     ckpt = read_torch(path, what, fix)

@@ -17,10 +17,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 import yaml
 
 from dgnam.errors import DgnamError
+from dgnam.io import read_torch
 from train.entry import run_main
 
 
@@ -70,11 +70,11 @@ def trained_steps(checkpoint: str | Path) -> int:
         raise DgnamError(f"the schedule's checkpoint '{path}' is a folder; name the last.ckpt the config writes")
     if not path.is_file():
         return 0
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
-    except Exception as exc:  # torch raises several types for a file that is not a checkpoint
-        raise DgnamError(f"cannot read the checkpoint '{path}' ({type(exc).__name__}); move it aside to start "
-                         f"again, or restore it") from None
+    fix = "move it aside to start again, or restore it"
+    state = read_torch(path, "the checkpoint", fix, mmap=True)
+    if not isinstance(state, dict) or "global_step" not in state:
+        raise DgnamError(f"cannot read the checkpoint '{path}' (no global_step: not a Lightning checkpoint); {fix}")
+    return int(state["global_step"])
 
 
 def commands(schedule: Schedule, done: int, stop_at: int | None = None) -> list[list[str]]:
